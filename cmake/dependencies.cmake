@@ -1,0 +1,11 @@
+# Third-party libraries, all from Debian 12's archive (scripts/install-deps.sh installs them).
+find_package(Threads REQUIRED)
+find_package(absl CONFIG REQUIRED)
+find_package(spdlog CONFIG REQUIRED)
+find_package(ICU REQUIRED COMPONENTS uc)
+if(CHORUS_BUILD_TESTS)
+  find_package(GTest CONFIG REQUIRED)
+endif()
+if(CHORUS_BUILD_BENCHMARKS)
+  find_package(benchmark CONFIG REQUIRED)
+endif()

@@ -1,0 +1,20 @@
+# Warnings, tuning and sanitizers, applied to host C++ only (never to nvcc).
+add_compile_options($<$<COMPILE_LANGUAGE:CXX>:-Wall> $<$<COMPILE_LANGUAGE:CXX>:-Wextra>
+                    $<$<COMPILE_LANGUAGE:CXX>:-Wno-unused-parameter>)
+if(CHORUS_NATIVE)
+  include(CheckCXXCompilerFlag)
+  check_cxx_compiler_flag(-march=native CHORUS_HAS_MARCH_NATIVE)
+  if(CHORUS_HAS_MARCH_NATIVE)
+    add_compile_options($<$<COMPILE_LANGUAGE:CXX>:-march=native>)
+  endif()
+endif()
+if(CMAKE_BUILD_TYPE MATCHES "Rel")
+  add_compile_options($<$<COMPILE_LANGUAGE:CXX>:-O3>)
+endif()
+if(CHORUS_SANITIZER)
+  string(REPLACE "+" "," _san "${CHORUS_SANITIZER}")
+  add_compile_options($<$<COMPILE_LANGUAGE:CXX>:-fsanitize=${_san}>
+                      $<$<COMPILE_LANGUAGE:CXX>:-fno-omit-frame-pointer>
+                      $<$<COMPILE_LANGUAGE:CXX>:-fno-sanitize-recover=all>)
+  add_link_options(-fsanitize=${_san})
+endif()

@@ -1,0 +1,46 @@
+// A fixed pool of worker threads for data-parallel kernels (matmul rows, attention heads).
+//
+// ParallelFor(n, fn) calls fn(begin, end) on disjoint chunks covering [0, n) and returns when all
+// chunks are done; the calling thread works too. Not reentrant: one ParallelFor at a time per
+// pool (the engine thread is the only caller). Thread-safe to destroy after the last call.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace chorus {
+
+class ThreadPool {
+ public:
+  // num_threads counts the caller: 1 means "run inline, start no thread".
+  explicit ThreadPool(int num_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int num_threads() const { return num_threads_; }
+
+  // Splits [0, n) into about num_threads contiguous chunks.
+  void ParallelFor(int64_t n, const std::function<void(int64_t begin, int64_t end)>& fn);
+
+ private:
+  void WorkerLoop(int index);
+
+  const int num_threads_;
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable work_cv_;
+  std::condition_variable done_cv_;
+  // Guarded by mu_.
+  const std::function<void(int64_t, int64_t)>* task_ = nullptr;
+  int64_t task_n_ = 0;
+  uint64_t generation_ = 0;
+  int pending_ = 0;
+  bool stop_ = false;
+};
+
+}  // namespace chorus

@@ -1,0 +1,253 @@
+#include "chorus/tokenizer/tokenizer.h"
+
+#include <algorithm>
+
+#include "chorus/core/str_cat.h"
+#include "chorus/core/status.h"
+#include "chorus/tokenizer/utf8.h"
+
+namespace chorus {
+namespace {
+
+absl::StatusOr<int32_t> OptionalId(const GgufFile& f, std::string_view key, int32_t vocab) {
+  if (f.Find(key) == nullptr) return -1;
+  CHORUS_ASSIGN_OR_RETURN(uint64_t id, f.GetUint(key, UINT32_MAX));
+  if (id == UINT32_MAX) return -1;  // "not set" in llama.cpp's converters
+  if (id >= static_cast<uint64_t>(vocab)) {
+    return absl::FailedPreconditionError(
+        StrCat("gguf: ", key, " = ", id, " is outside the vocabulary (size ", vocab, ")"));
+  }
+  return static_cast<int32_t>(id);
+}
+
+absl::StatusOr<bool> OptionalBool(const GgufFile& f, std::string_view key, bool def) {
+  if (f.Find(key) == nullptr) return def;
+  return f.GetBool(key);
+}
+
+}  // namespace
+
+Tokenizer::~Tokenizer() = default;
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& f) {
+  std::unique_ptr<Tokenizer> t(new Tokenizer());
+  CHORUS_ASSIGN_OR_RETURN(std::string_view model, f.GetString("tokenizer.ggml.model"));
+  if (model == "llama") {
+    t->is_spm_ = true;
+  } else if (model == "gpt2") {
+    t->is_spm_ = false;
+  } else {
+    return absl::FailedPreconditionError(
+        StrCat("gguf: tokenizer.ggml.model '", model, "' is not supported (llama, gpt2)"));
+  }
+  CHORUS_ASSIGN_OR_RETURN(const GgufValue* tokens,
+                          f.GetArray("tokenizer.ggml.tokens", GgufType::kString));
+  if (tokens->count == 0 || tokens->count > (1u << 24)) {
+    return absl::FailedPreconditionError(
+        StrCat("gguf: tokenizer.ggml.tokens has ", tokens->count, " entries"));
+  }
+  const auto n = static_cast<int32_t>(tokens->count);
+  t->tokens_.reserve(n);
+  t->token_to_id_.reserve(n);
+  for (int32_t i = 0; i < n; ++i) {
+    t->tokens_.emplace_back(tokens->strings[i]);
+    t->token_to_id_.emplace(t->tokens_.back(), i);  // first occurrence wins
+  }
+  t->scores_.assign(n, 0.0f);
+  if (f.Find("tokenizer.ggml.scores") != nullptr) {
+    CHORUS_ASSIGN_OR_RETURN(const GgufValue* s,
+                            f.GetArray("tokenizer.ggml.scores", GgufType::kF32));
+    if (s->count != tokens->count) {
+      return absl::FailedPreconditionError(StrCat(
+          "gguf: tokenizer.ggml.scores has ", s->count, " entries, tokens has ", n));
+    }
+    for (int32_t i = 0; i < n; ++i) t->scores_[i] = static_cast<float>(s->ArrayFloat(i));
+  }
+  t->types_.assign(n, TokenType::kNormal);
+  if (f.Find("tokenizer.ggml.token_type") != nullptr) {
+    CHORUS_ASSIGN_OR_RETURN(const GgufValue* ty,
+                            f.GetArray("tokenizer.ggml.token_type", GgufType::kI32));
+    if (ty->count != tokens->count) {
+      return absl::FailedPreconditionError(StrCat(
+          "gguf: tokenizer.ggml.token_type has ", ty->count, " entries, tokens has ", n));
+    }
+    for (int32_t i = 0; i < n; ++i) {
+      const int64_t v = ty->ArrayInt(i);
+      if (v < 0 || v > 6) {
+        return absl::FailedPreconditionError(
+            StrCat("gguf: tokenizer.ggml.token_type[", i, "] = ", v, " is not in [0, 6]"));
+      }
+      t->types_[i] = static_cast<TokenType>(v);
+    }
+  }
+  CHORUS_ASSIGN_OR_RETURN(t->bos_id_, OptionalId(f, "tokenizer.ggml.bos_token_id", n));
+  CHORUS_ASSIGN_OR_RETURN(t->eos_id_, OptionalId(f, "tokenizer.ggml.eos_token_id", n));
+  CHORUS_ASSIGN_OR_RETURN(t->unk_id_, OptionalId(f, "tokenizer.ggml.unknown_token_id", n));
+  CHORUS_ASSIGN_OR_RETURN(int32_t eot, OptionalId(f, "tokenizer.ggml.eot_token_id", n));
+  CHORUS_ASSIGN_OR_RETURN(t->add_bos_, OptionalBool(f, "tokenizer.ggml.add_bos_token", t->is_spm_));
+  CHORUS_ASSIGN_OR_RETURN(t->add_eos_, OptionalBool(f, "tokenizer.ggml.add_eos_token", false));
+  CHORUS_ASSIGN_OR_RETURN(t->add_space_prefix_,
+                          OptionalBool(f, "tokenizer.ggml.add_space_prefix", t->is_spm_));
+  if (t->is_spm_ && t->unk_id_ < 0) t->unk_id_ = t->FindToken("<unk>");
+
+  // End-of-generation ids: EOS, EOT and the usual chat end markers when present.
+  for (int32_t id : {t->eos_id_, eot}) {
+    if (id >= 0) t->eog_ids_.push_back(id);
+  }
+  for (std::string_view s : {"<|eot_id|>", "<|im_end|>", "<|end_of_text|>", "<|endoftext|>",
+                             "<end_of_turn>", "<|end|>"}) {
+    const int32_t id = t->FindToken(s);
+    if (id >= 0 && t->types_[id] == TokenType::kControl) t->eog_ids_.push_back(id);
+  }
+
+  for (int32_t i = 0; i < n; ++i) {
+    if ((t->types_[i] == TokenType::kControl || t->types_[i] == TokenType::kUserDefined) &&
+        !t->tokens_[i].empty()) {
+      t->special_ids_.push_back(i);
+    }
+  }
+  std::stable_sort(t->special_ids_.begin(), t->special_ids_.end(), [&](int32_t a, int32_t b) {
+    return t->tokens_[a].size() > t->tokens_[b].size();
+  });
+
+  if (t->is_spm_) {
+    t->byte_value_.assign(n, -1);
+    for (int b = 0; b < 256; ++b) {
+      char name[8];
+      std::snprintf(name, sizeof(name), "<0x%02X>", b);
+      t->byte_ids_[b] = t->FindToken(name);
+      if (t->byte_ids_[b] >= 0) t->byte_value_[t->byte_ids_[b]] = static_cast<int16_t>(b);
+    }
+  } else {
+    for (int b = 0; b < 256; ++b) t->byte_ids_[b] = t->FindToken(ByteToUnicode(b));
+    CHORUS_ASSIGN_OR_RETURN(const GgufValue* merges,
+                            f.GetArray("tokenizer.ggml.merges", GgufType::kString));
+    t->merge_rank_.reserve(merges->count);
+    for (uint64_t i = 0; i < merges->count; ++i) {
+      t->merge_rank_.emplace(std::string(merges->strings[i]), static_cast<int32_t>(i));
+    }
+    std::string_view pre = "default";
+    if (f.Find("tokenizer.ggml.pre") != nullptr) {
+      CHORUS_ASSIGN_OR_RETURN(pre, f.GetString("tokenizer.ggml.pre"));
+    }
+    if (pre == "llama-bpe" || pre == "llama3" || pre == "smaug-bpe") {
+      t->pre_ = PreTokenizer::kLlama3;
+      t->ignore_merges_ = true;
+    } else if (pre == "qwen2" || pre == "deepseek-r1-qwen") {
+      t->pre_ = PreTokenizer::kQwen2;
+    } else if (pre == "gpt-2" || pre == "default" || pre == "gpt2") {
+      t->pre_ = PreTokenizer::kGpt2;
+    } else {
+      return absl::FailedPreconditionError(StrCat(
+          "gguf: tokenizer.ggml.pre '", pre, "' is not supported (gpt-2, llama-bpe, qwen2)"));
+    }
+  }
+  return t;
+}
+
+int32_t Tokenizer::FindToken(std::string_view text) const {
+  auto it = token_to_id_.find(std::string(text));
+  return it == token_to_id_.end() ? -1 : it->second;
+}
+
+bool Tokenizer::IsEndOfGeneration(int32_t id) const {
+  return std::find(eog_ids_.begin(), eog_ids_.end(), id) != eog_ids_.end();
+}
+
+std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool add_special,
+                                       bool parse_special) const {
+  std::vector<int32_t> out;
+  if (add_special && add_bos_ && bos_id_ >= 0) out.push_back(bos_id_);
+  // Split the text at special-token occurrences (longest match first) when asked.
+  bool at_start = true;
+  size_t plain_begin = 0;
+  auto flush = [&](size_t end) {
+    if (end > plain_begin) {
+      const std::string_view part = text.substr(plain_begin, end - plain_begin);
+      if (is_spm_) {
+        EncodeSpm(part, add_space_prefix_ && at_start, &out);
+      } else {
+        EncodeBpe(part, &out);
+      }
+      at_start = false;
+    }
+  };
+  if (parse_special && !special_ids_.empty()) {
+    for (size_t i = 0; i < text.size();) {
+      int32_t hit = -1;
+      for (int32_t id : special_ids_) {
+        if (text.compare(i, tokens_[id].size(), tokens_[id]) == 0) {
+          hit = id;
+          break;
+        }
+      }
+      if (hit < 0) {
+        ++i;
+        continue;
+      }
+      flush(i);
+      out.push_back(hit);
+      at_start = false;
+      i += tokens_[hit].size();
+      plain_begin = i;
+    }
+  }
+  flush(text.size());
+  if (add_special && add_eos_ && eos_id_ >= 0) out.push_back(eos_id_);
+  return out;
+}
+
+std::string Tokenizer::TokenToBytes(int32_t id, bool render_special) const {
+  if (id < 0 || id >= vocab_size()) return "";
+  const std::string& t = tokens_[id];
+  const TokenType type = types_[id];
+  if (type == TokenType::kControl || type == TokenType::kUnknown) {
+    return render_special ? t : std::string();
+  }
+  if (is_spm_) {
+    if (type == TokenType::kByte && byte_value_[id] >= 0) {
+      return std::string(1, static_cast<char>(byte_value_[id]));
+    }
+    std::string out;
+    for (size_t i = 0; i < t.size();) {
+      if (t.compare(i, 3, "\xe2\x96\x81") == 0) {  // U+2581
+        out.push_back(' ');
+        i += 3;
+      } else {
+        out.push_back(t[i++]);
+      }
+    }
+    return out;
+  }
+  if (type == TokenType::kUserDefined) return t;
+  std::string out;
+  for (size_t i = 0; i < t.size();) {
+    int len;
+    const uint32_t cp = DecodeUtf8(t, i, &len);
+    const int b = UnicodeToByte(cp);
+    if (b >= 0) {
+      out.push_back(static_cast<char>(b));
+    } else {
+      out.append(t, i, len);
+    }
+    i += len;
+  }
+  return out;
+}
+
+std::string Tokenizer::Decode(const std::vector<int32_t>& ids, bool strip_leading_space) const {
+  Utf8Stream stream;
+  std::string out;
+  bool first = true;
+  for (int32_t id : ids) {
+    std::string bytes = TokenToBytes(id);
+    if (first && !bytes.empty()) {
+      if (strip_leading_space && bytes[0] == ' ') bytes.erase(0, 1);
+      first = false;
+    }
+    out += stream.Push(bytes);
+  }
+  return out + stream.Flush();
+}
+
+}  // namespace chorus
