@@ -91,7 +91,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& f
   if (t->is_spm_ && t->unk_id_ < 0) t->unk_id_ = t->FindToken("<unk>");
 
   // End-of-generation ids: EOS, EOT and the usual chat end markers when present.
-  for (int32_t id : {t->eos_id_, eot}) {
+  // BOS too: a model that emits it has finished its document and starts another.
+  for (int32_t id : {t->eos_id_, eot, t->bos_id_}) {
     if (id >= 0) t->eog_ids_.push_back(id);
   }
   for (std::string_view s : {"<|eot_id|>", "<|im_end|>", "<|end_of_text|>", "<|endoftext|>",

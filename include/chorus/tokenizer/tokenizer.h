@@ -55,7 +55,7 @@ class Tokenizer {
   bool add_bos() const { return add_bos_; }
   bool add_eos() const { return add_eos_; }
   bool add_space_prefix() const { return add_space_prefix_; }
-  // End of generation: EOS, EOT and similar control tokens.
+  // End of generation: EOS, EOT, BOS (a new document) and the usual chat end markers.
   bool IsEndOfGeneration(int32_t id) const;
   const std::string& token_text(int32_t id) const { return tokens_[id]; }
   TokenType token_type(int32_t id) const { return types_[id]; }

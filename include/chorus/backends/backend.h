@@ -1,0 +1,97 @@
+// Backend: the ops the transformer forward pass needs, over buffers the backend owns.
+//
+// All float pointers passed to ops point into backend memory (host memory for the CPU backend,
+// device memory for CUDA); host data enters through CopyToBackend. Ops run in call order on the
+// backend's single stream; Synchronize waits for them. Shapes are row-major, innermost last:
+// "[n, d]" means n rows of d floats. A backend instance is used by one thread at a time (the
+// engine thread).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "chorus/model/ggml_types.h"
+#include "chorus/model/gguf.h"
+
+namespace chorus {
+
+// A weight matrix [rows, cols] (cols = input features, GGUF ne[0]) in backend memory.
+struct WeightTensor {
+  GgmlType type = GgmlType::kF32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  const void* data = nullptr;  // owned by the backend; valid while the backend lives
+  int64_t row_bytes = 0;
+};
+
+enum class RopeStyle {
+  kAdjacentPairs,  // rotate (2i, 2i+1): GGUF "llama"
+  kHalves,         // rotate (i, i + d/2): "qwen2" (NeoX)
+};
+
+// Where each token of a batch reads and writes its sequence's KV cache.
+struct AttentionLayout {
+  int num_tokens = 0;
+  const int32_t* positions = nullptr;      // [num_tokens] host, position in its sequence
+  const int32_t* seq_of_token = nullptr;   // [num_tokens] host, index of its sequence
+  const int32_t* block_tables = nullptr;   // [num_seqs, max_blocks_per_seq] host
+  int max_blocks_per_seq = 0;
+  int block_size = 0;                      // tokens per KV block
+};
+
+// Backend-owned memory; freed by its destructor.
+class BackendBuffer {
+ public:
+  virtual ~BackendBuffer() = default;
+  virtual void* data() = 0;
+  virtual size_t size() const = 0;
+  float* f32() { return static_cast<float*>(data()); }
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const = 0;
+
+  virtual absl::StatusOr<std::unique_ptr<BackendBuffer>> Alloc(size_t bytes) = 0;
+  // Makes a GGUF tensor (2-D, or 1-D as one row) usable by ops. The CPU backend points into the
+  // file mapping, so `file` must outlive the backend's use of the weight.
+  virtual absl::StatusOr<WeightTensor> LoadWeight(const GgufTensorInfo& tensor) = 0;
+  virtual void CopyToBackend(const void* host, void* dst, size_t bytes) = 0;
+  virtual void CopyToHost(const void* src, void* host, size_t bytes) = 0;
+  virtual void Synchronize() = 0;
+
+  // out[i, :] = row tokens[i] of table (dequantized). tokens: host [n].
+  virtual void Embed(const WeightTensor& table, const int32_t* tokens, int n, float* out) = 0;
+  // out[n, d] = x / rms(x) * w (w: [d] F32 weight).
+  virtual void RmsNorm(const float* x, const WeightTensor& w, int n, int d, float eps,
+                       float* out) = 0;
+  // out[n, w.rows] = x[n, w.cols] * w^T
+  virtual void MatMul(const WeightTensor& w, const float* x, int n, float* out) = 0;
+  // x[n, d] += bias[d]
+  virtual void AddBias(float* x, const WeightTensor& bias, int n) = 0;
+  // Rotates the first rope_dim dims of each head of x[n, heads * head_dim] in place;
+  // positions: host [n].
+  virtual void Rope(float* x, const int32_t* positions, int n, int heads, int head_dim,
+                    int rope_dim, float freq_base, RopeStyle style) = 0;
+  // Writes k, v [n, kv_dim] into the layer's caches [blocks, block_size, kv_dim] at each
+  // token's (block, offset) per the layout.
+  virtual void KvWrite(const float* k, const float* v, const AttentionLayout& layout, int kv_dim,
+                       float* k_cache, float* v_cache) = 0;
+  // Causal attention of q [n, heads * head_dim] over positions 0..pos of each token's
+  // sequence; out [n, heads * head_dim]. Query head h uses KV head h / (heads / kv_heads).
+  virtual void Attention(const float* q, const float* k_cache, const float* v_cache,
+                         const AttentionLayout& layout, int heads, int kv_heads, int head_dim,
+                         float scale, float* out) = 0;
+  // out[n, d] = silu(gate) * up
+  virtual void SwiGlu(const float* gate, const float* up, int n, int d, float* out) = 0;
+  // x[n, d] += y
+  virtual void Add(float* x, const float* y, int64_t count) = 0;
+  // out[m, d] = x[rows[j], :] (rows: host [m])
+  virtual void GatherRows(const float* x, const int32_t* rows, int m, int d, float* out) = 0;
+};
+
+}  // namespace chorus

@@ -1,0 +1,35 @@
+// Model hyperparameters read from GGUF metadata ("{arch}.*" keys), validated against limits so
+// that later size arithmetic cannot overflow.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "chorus/backends/backend.h"
+#include "chorus/model/gguf.h"
+
+namespace chorus {
+
+struct ModelConfig {
+  std::string arch;         // "llama" or "qwen2"
+  int dim = 0;              // embedding_length
+  int n_layers = 0;         // block_count
+  int n_heads = 0;          // attention.head_count
+  int n_kv_heads = 0;       // attention.head_count_kv (GQA when < n_heads)
+  int head_dim = 0;         // dim / n_heads
+  int ffn_dim = 0;          // feed_forward_length
+  int vocab_size = 0;       // rows of token_embd.weight
+  int context_length = 0;   // context_length (positions supported)
+  int rope_dim = 0;         // rope.dimension_count (default head_dim)
+  float norm_eps = 1e-5f;   // attention.layer_norm_rms_epsilon
+  float rope_base = 10000;  // rope.freq_base
+  RopeStyle rope_style = RopeStyle::kAdjacentPairs;
+  bool qkv_bias = false;    // qwen2
+
+  int q_dim() const { return n_heads * head_dim; }
+  int kv_dim() const { return n_kv_heads * head_dim; }
+};
+
+absl::StatusOr<ModelConfig> ReadModelConfig(const GgufFile& file);
+
+}  // namespace chorus

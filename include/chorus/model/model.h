@@ -1,0 +1,55 @@
+// A loaded model: the GGUF file (kept mapped), its hyperparameters, tokenizer and weights as
+// backend tensors. Every tensor the architecture needs is checked for presence, type support
+// and shape before the model is returned. Immutable after Load; the backend must outlive it.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "chorus/backends/backend.h"
+#include "chorus/model/gguf.h"
+#include "chorus/model/hparams.h"
+#include "chorus/tokenizer/tokenizer.h"
+
+namespace chorus {
+
+struct LayerWeights {
+  WeightTensor attn_norm;                 // [dim]
+  WeightTensor wq, wk, wv;                // [q_dim, dim], [kv_dim, dim], [kv_dim, dim]
+  WeightTensor bq, bk, bv;                // qwen2 only: [q_dim], [kv_dim], [kv_dim]
+  WeightTensor wo;                        // [dim, q_dim]
+  WeightTensor ffn_norm;                  // [dim]
+  WeightTensor gate, up;                  // [ffn, dim]
+  WeightTensor down;                      // [dim, ffn]
+};
+
+struct ModelWeights {
+  WeightTensor token_embd;  // [vocab, dim]
+  WeightTensor output_norm; // [dim]
+  WeightTensor output;      // [vocab, dim]; token_embd when tied
+  std::vector<LayerWeights> layers;
+};
+
+class Model {
+ public:
+  static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& path, Backend* backend);
+  // For tests: a model from an already-open file.
+  static absl::StatusOr<std::unique_ptr<Model>> FromFile(std::unique_ptr<GgufFile> file,
+                                                         Backend* backend);
+
+  const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  const GgufFile& file() const { return *file_; }
+
+ private:
+  Model() = default;
+  std::unique_ptr<GgufFile> file_;
+  ModelConfig config_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  ModelWeights weights_;
+};
+
+}  // namespace chorus

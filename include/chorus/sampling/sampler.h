@@ -1,0 +1,61 @@
+// Token sampling: penalties, temperature, top-k, top-p, min-p, a seeded per-sequence RNG, and
+// the chosen token's logprob. Same seed and same logits give the same tokens on every machine
+// (the RNG and its float conversion are our own, not the standard library's).
+//
+// Order: penalties -> (temperature <= 0: greedy argmax) -> temperature -> top-k -> softmax ->
+// top-p -> min-p -> draw. The reported logprob is log p(token) under the raw logits
+// (temperature 1, no penalties): the model's own confidence, comparable across agents.
+// Not thread-safe: one Sampler per sequence.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace chorus {
+
+struct SamplingParams {
+  float temperature = 1.0f;        // <= 0 means greedy
+  int top_k = 0;                   // 0 = off
+  float top_p = 1.0f;              // 1 = off
+  float min_p = 0.0f;              // 0 = off
+  float repetition_penalty = 1.0f; // 1 = off; divides positive logits, multiplies negative ones
+  float presence_penalty = 0.0f;   // subtracted once from each token seen in the window
+  float frequency_penalty = 0.0f;  // subtracted per occurrence in the window
+  int penalty_last_n = 64;         // window of recent tokens the penalties look at
+  uint64_t seed = 0;
+};
+
+// xoshiro256** seeded through splitmix64.
+class Rng {
+ public:
+  explicit Rng(uint64_t seed);
+  uint64_t Next();
+  double Uniform();  // [0, 1) with 53 random bits
+
+ private:
+  uint64_t s_[4];
+};
+
+struct SampledToken {
+  int32_t token = -1;
+  float logprob = 0;
+};
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplingParams& params);
+  // history: the sequence's tokens so far (prompt and generated), for the penalties.
+  SampledToken Sample(std::span<const float> logits, std::span<const int32_t> history);
+
+ private:
+  SamplingParams params_;
+  Rng rng_;
+  std::vector<float> work_;
+  std::vector<std::pair<float, int32_t>> cand_;
+};
+
+// log softmax(logits)[token], computed in double.
+float TokenLogprob(std::span<const float> logits, int32_t token);
+
+}  // namespace chorus

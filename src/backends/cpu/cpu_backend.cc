@@ -1,0 +1,176 @@
+#include "chorus/backends/cpu_backend.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "chorus/core/str_cat.h"
+#include "chorus/core/thread_pool.h"
+#include "src/backends/cpu/cpu_attention.h"
+
+namespace chorus {
+namespace {
+
+class HostBuffer : public BackendBuffer {
+ public:
+  explicit HostBuffer(size_t bytes)
+      : data_(static_cast<char*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64))),
+        size_(bytes) {}
+  ~HostBuffer() override { std::free(data_); }
+  void* data() override { return data_; }
+  size_t size() const override { return size_; }
+  bool ok() const { return data_ != nullptr; }
+
+ private:
+  char* data_;
+  size_t size_;
+};
+
+class CpuBackend : public Backend {
+ public:
+  explicit CpuBackend(int num_threads) : pool_(num_threads) {}
+  std::string_view name() const override { return "cpu"; }
+
+  absl::StatusOr<std::unique_ptr<BackendBuffer>> Alloc(size_t bytes) override {
+    auto buf = std::make_unique<HostBuffer>(bytes);
+    if (!buf->ok()) {
+      return absl::ResourceExhaustedError(StrCat("cpu backend: cannot allocate ", bytes, " bytes"));
+    }
+    return std::unique_ptr<BackendBuffer>(std::move(buf));
+  }
+
+  absl::StatusOr<WeightTensor> LoadWeight(const GgufTensorInfo& t) override {
+    auto traits = GetTypeTraits(static_cast<uint32_t>(t.type));
+    if (!traits || !traits->supported) {
+      return absl::FailedPreconditionError(StrCat("tensor '", t.name, "' has type ",
+                                                  TypeName(t.type),
+                                                  ", which the cpu backend does not support"));
+    }
+    if (t.n_dims > 2) {
+      return absl::FailedPreconditionError(StrCat("tensor '", t.name, "' has ", t.n_dims,
+                                                  " dims; weights are 1-D or 2-D"));
+    }
+    WeightTensor w;
+    w.type = t.type;
+    w.cols = t.ne[0];
+    w.rows = t.n_dims == 2 ? t.ne[1] : 1;
+    w.row_bytes = w.cols / traits->block_size * traits->type_size;
+    w.data = t.data;
+    return w;
+  }
+
+  void CopyToBackend(const void* host, void* dst, size_t bytes) override {
+    std::memcpy(dst, host, bytes);
+  }
+  void CopyToHost(const void* src, void* host, size_t bytes) override {
+    std::memcpy(host, src, bytes);
+  }
+  void Synchronize() override {}
+
+  void Embed(const WeightTensor& table, const int32_t* tokens, int n, float* out) override {
+    const auto* base = static_cast<const uint8_t*>(table.data);
+    for (int i = 0; i < n; ++i) {
+      cpu::DequantizeRowFast(table.type, base + tokens[i] * table.row_bytes, out + i * table.cols,
+                             table.cols);
+    }
+  }
+
+  void RmsNorm(const float* x, const WeightTensor& w, int n, int d, float eps,
+               float* out) override {
+    const auto* weight = static_cast<const float*>(w.data);
+    pool_.ParallelFor(n, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        const float* xi = x + i * d;
+        double ss = 0;
+        for (int j = 0; j < d; ++j) ss += static_cast<double>(xi[j]) * xi[j];
+        const float scale = static_cast<float>(1.0 / std::sqrt(ss / d + eps));
+        for (int j = 0; j < d; ++j) out[i * d + j] = weight[j] * (scale * xi[j]);
+      }
+    });
+  }
+
+  void MatMul(const WeightTensor& w, const float* x, int n, float* out) override {
+    constexpr int64_t kRowsPerTask = 16;
+    const int64_t tasks = (w.rows + kRowsPerTask - 1) / kRowsPerTask;
+    pool_.ParallelFor(tasks, [&](int64_t b, int64_t e) {
+      std::vector<float> scratch(w.type == GgmlType::kF32 ? 0 : w.cols);
+      cpu::MatMulRows(w, x, n, out, w.rows, b * kRowsPerTask,
+                      std::min(w.rows, e * kRowsPerTask), scratch.data());
+    });
+  }
+
+  void AddBias(float* x, const WeightTensor& bias, int n) override {
+    const auto* b = static_cast<const float*>(bias.data);
+    for (int i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < bias.cols; ++j) x[i * bias.cols + j] += b[j];
+    }
+  }
+
+  void Rope(float* x, const int32_t* positions, int n, int heads, int head_dim, int rope_dim,
+            float freq_base, RopeStyle style) override {
+    const int half = rope_dim / 2;
+    std::vector<float> freq(half);
+    for (int i = 0; i < half; ++i) {
+      freq[i] = 1.0f / std::pow(freq_base, static_cast<float>(2 * i) / static_cast<float>(rope_dim));
+    }
+    for (int t = 0; t < n; ++t) {
+      for (int i = 0; i < half; ++i) {
+        const float angle = static_cast<float>(positions[t]) * freq[i];
+        const float c = std::cos(angle), s = std::sin(angle);
+        for (int h = 0; h < heads; ++h) {
+          float* v = x + (static_cast<int64_t>(t) * heads + h) * head_dim;
+          const int a = style == RopeStyle::kAdjacentPairs ? 2 * i : i;
+          const int b = style == RopeStyle::kAdjacentPairs ? 2 * i + 1 : i + half;
+          const float x0 = v[a], x1 = v[b];
+          v[a] = x0 * c - x1 * s;
+          v[b] = x0 * s + x1 * c;
+        }
+      }
+    }
+  }
+
+  void KvWrite(const float* k, const float* v, const AttentionLayout& layout, int kv_dim,
+               float* k_cache, float* v_cache) override {
+    for (int t = 0; t < layout.num_tokens; ++t) {
+      const int64_t slot = cpu::CacheSlot(layout, t, layout.positions[t]);
+      std::memcpy(k_cache + slot * kv_dim, k + static_cast<int64_t>(t) * kv_dim, kv_dim * 4);
+      std::memcpy(v_cache + slot * kv_dim, v + static_cast<int64_t>(t) * kv_dim, kv_dim * 4);
+    }
+  }
+
+  void Attention(const float* q, const float* k_cache, const float* v_cache,
+                 const AttentionLayout& layout, int heads, int kv_heads, int head_dim, float scale,
+                 float* out) override {
+    cpu::Attention(pool_, q, k_cache, v_cache, layout, heads, kv_heads, head_dim, scale, out);
+  }
+
+  void SwiGlu(const float* gate, const float* up, int n, int d, float* out) override {
+    const int64_t count = static_cast<int64_t>(n) * d;
+    for (int64_t i = 0; i < count; ++i) {
+      const float g = gate[i];
+      out[i] = g / (1.0f + std::exp(-g)) * up[i];
+    }
+  }
+
+  void Add(float* x, const float* y, int64_t count) override {
+    for (int64_t i = 0; i < count; ++i) x[i] += y[i];
+  }
+
+  void GatherRows(const float* x, const int32_t* rows, int m, int d, float* out) override {
+    for (int j = 0; j < m; ++j) {
+      std::memcpy(out + static_cast<int64_t>(j) * d, x + static_cast<int64_t>(rows[j]) * d, d * 4);
+    }
+  }
+
+ private:
+  ThreadPool pool_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> CreateCpuBackend(int num_threads) {
+  return std::make_unique<CpuBackend>(num_threads);
+}
+
+}  // namespace chorus

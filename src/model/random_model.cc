@@ -1,0 +1,144 @@
+#include "chorus/model/random_model.h"
+
+#include <cmath>
+#include <vector>
+
+#include "chorus/core/status.h"
+#include "chorus/core/str_cat.h"
+
+namespace chorus {
+namespace {
+
+class SplitMix {
+ public:
+  explicit SplitMix(uint64_t seed) : x_(seed) {}
+  uint64_t Next() {
+    uint64_t z = (x_ += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  // Uniform in [-1, 1).
+  float Symmetric() { return static_cast<float>(static_cast<double>(Next() >> 11) * 0x1.0p-52 - 1.0); }
+
+ private:
+  uint64_t x_;
+};
+
+void AddRandomTensor(GgufWriter* w, const std::string& name, GgmlType type, int64_t cols,
+                     int64_t rows, float scale, uint64_t seed) {
+  SplitMix rng(seed);
+  std::vector<float> row(cols);
+  auto traits = GetTypeTraits(static_cast<uint32_t>(type));
+  const int64_t row_bytes = cols / traits->block_size * traits->type_size;
+  std::string data(static_cast<size_t>(row_bytes * rows), '\0');
+  for (int64_t r = 0; r < rows; ++r) {
+    for (auto& v : row) v = rng.Symmetric() * scale;
+    QuantizeRow(type, row.data(), data.data() + r * row_bytes, cols);
+  }
+  w->AddTensor(name, type, rows > 1 || type != GgmlType::kF32 ? std::vector<int64_t>{cols, rows}
+                                                              : std::vector<int64_t>{cols},
+               std::move(data));
+}
+
+void AddNorm(GgufWriter* w, const std::string& name, int64_t n, uint64_t seed) {
+  SplitMix rng(seed);
+  std::vector<float> v(n);
+  for (auto& x : v) x = 1.0f + 0.1f * rng.Symmetric();
+  w->AddTensor(name, GgmlType::kF32, {n}, std::string(reinterpret_cast<char*>(v.data()), n * 4));
+}
+
+}  // namespace
+
+absl::Status BuildRandomModel(const RandomModelSpec& s, const GgufFile* vocab_from,
+                              GgufWriter* w) {
+  if (s.arch != "llama" && s.arch != "qwen2") {
+    return absl::InvalidArgumentError(StrCat("arch '", s.arch, "' is not llama or qwen2"));
+  }
+  if (s.dim <= 0 || s.n_heads <= 0 || s.n_kv_heads <= 0 || s.dim % s.n_heads != 0 ||
+      s.n_heads % s.n_kv_heads != 0 || (s.dim / s.n_heads) % 2 != 0) {
+    return absl::InvalidArgumentError(StrCat("dim ", s.dim, ", heads ", s.n_heads, ", kv heads ",
+                                             s.n_kv_heads, " do not form an even head size"));
+  }
+  auto traits = GetTypeTraits(static_cast<uint32_t>(s.weight_type));
+  if (!traits || !traits->supported) return absl::InvalidArgumentError("unsupported weight type");
+  if (s.dim % traits->block_size != 0 || s.ffn_dim % traits->block_size != 0) {
+    return absl::InvalidArgumentError(StrCat("dim and ffn must be multiples of ",
+                                             traits->block_size, " for ", traits->name));
+  }
+  const std::string a = s.arch;
+  w->SetString("general.architecture", a);
+  w->SetString("general.name", StrCat("chorus-random-", a, "-", s.dim, "x", s.n_layers));
+  w->SetU32(a + ".context_length", s.context_length);
+  w->SetU32(a + ".embedding_length", s.dim);
+  w->SetU32(a + ".block_count", s.n_layers);
+  w->SetU32(a + ".feed_forward_length", s.ffn_dim);
+  w->SetU32(a + ".attention.head_count", s.n_heads);
+  w->SetU32(a + ".attention.head_count_kv", s.n_kv_heads);
+  w->SetU32(a + ".rope.dimension_count", s.dim / s.n_heads);
+  w->SetF32(a + ".rope.freq_base", s.rope_base);
+  w->SetF32(a + ".attention.layer_norm_rms_epsilon", 1e-5f);
+
+  int64_t vocab = s.vocab_size;
+  if (vocab_from != nullptr) {
+    const GgufValue* tokens = vocab_from->Find("tokenizer.ggml.tokens");
+    if (tokens == nullptr || tokens->type != GgufType::kArray) {
+      return absl::InvalidArgumentError("the vocabulary file has no tokenizer.ggml.tokens array");
+    }
+    vocab = static_cast<int64_t>(tokens->count);
+    for (const auto& kv : vocab_from->metadata()) {
+      if (kv.key.rfind("tokenizer.", 0) == 0) w->CopyValue(kv.key, kv.value);
+    }
+  } else {
+    if (vocab < 259) return absl::InvalidArgumentError("a synthesized vocabulary needs >= 259 tokens");
+    std::vector<std::string> toks = {"<unk>", "<s>", "</s>"};
+    std::vector<float> scores(vocab, 0.0f);
+    std::vector<int32_t> types = {2, 3, 3};
+    for (int b = 0; b < 256; ++b) {
+      char name[8];
+      std::snprintf(name, sizeof(name), "<0x%02X>", b);
+      toks.push_back(name);
+      types.push_back(6);
+    }
+    while (static_cast<int64_t>(toks.size()) < vocab) {
+      toks.push_back(StrCat("<extra_", toks.size(), ">"));
+      types.push_back(5);
+    }
+    w->SetString("tokenizer.ggml.model", "llama");
+    w->SetStringArray("tokenizer.ggml.tokens", toks);
+    w->SetF32Array("tokenizer.ggml.scores", scores);
+    w->SetI32Array("tokenizer.ggml.token_type", types);
+    w->SetU32("tokenizer.ggml.bos_token_id", 1);
+    w->SetU32("tokenizer.ggml.eos_token_id", 2);
+    w->SetU32("tokenizer.ggml.unknown_token_id", 0);
+  }
+
+  const int64_t dim = s.dim, ffn = s.ffn_dim, hd = s.dim / s.n_heads;
+  const int64_t q_dim = s.n_heads * hd, kv_dim = s.n_kv_heads * hd;
+  const GgmlType t = s.weight_type;
+  uint64_t seed = s.seed * 1000003;
+  const float in_scale = 1.0f / std::sqrt(static_cast<float>(dim));
+  AddRandomTensor(w, "token_embd.weight", t, dim, vocab, 1.0f, ++seed);
+  AddNorm(w, "output_norm.weight", dim, ++seed);
+  if (!s.tied_output) AddRandomTensor(w, "output.weight", t, dim, vocab, in_scale, ++seed);
+  for (int l = 0; l < s.n_layers; ++l) {
+    const std::string p = StrCat("blk.", l, ".");
+    AddNorm(w, p + "attn_norm.weight", dim, ++seed);
+    AddRandomTensor(w, p + "attn_q.weight", t, dim, q_dim, in_scale, ++seed);
+    AddRandomTensor(w, p + "attn_k.weight", t, dim, kv_dim, in_scale, ++seed);
+    AddRandomTensor(w, p + "attn_v.weight", t, dim, kv_dim, in_scale, ++seed);
+    if (s.arch == "qwen2") {
+      AddRandomTensor(w, p + "attn_q.bias", GgmlType::kF32, q_dim, 1, 0.1f, ++seed);
+      AddRandomTensor(w, p + "attn_k.bias", GgmlType::kF32, kv_dim, 1, 0.1f, ++seed);
+      AddRandomTensor(w, p + "attn_v.bias", GgmlType::kF32, kv_dim, 1, 0.1f, ++seed);
+    }
+    AddRandomTensor(w, p + "attn_output.weight", t, q_dim, dim, 1.0f / std::sqrt(float(q_dim)), ++seed);
+    AddNorm(w, p + "ffn_norm.weight", dim, ++seed);
+    AddRandomTensor(w, p + "ffn_gate.weight", t, dim, ffn, in_scale, ++seed);
+    AddRandomTensor(w, p + "ffn_up.weight", t, dim, ffn, in_scale, ++seed);
+    AddRandomTensor(w, p + "ffn_down.weight", t, ffn, dim, 1.0f / std::sqrt(float(ffn)), ++seed);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace chorus

@@ -1,0 +1,128 @@
+#include "chorus/sampling/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <unordered_map>
+
+namespace chorus {
+
+static uint64_t SplitMix64(uint64_t& x) {
+  uint64_t z = (x += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static uint64_t Rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+Rng::Rng(uint64_t seed) {
+  for (auto& s : s_) s = SplitMix64(seed);
+}
+
+uint64_t Rng::Next() {
+  const uint64_t result = Rotl(s_[1] * 5, 7) * 9;
+  const uint64_t t = s_[1] << 17;
+  s_[2] ^= s_[0];
+  s_[3] ^= s_[1];
+  s_[1] ^= s_[2];
+  s_[0] ^= s_[3];
+  s_[2] ^= t;
+  s_[3] = Rotl(s_[3], 45);
+  return result;
+}
+
+double Rng::Uniform() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }
+
+float TokenLogprob(std::span<const float> logits, int32_t token) {
+  double max = -INFINITY;
+  for (float l : logits) max = std::max(max, static_cast<double>(l));
+  double sum = 0;
+  for (float l : logits) sum += std::exp(static_cast<double>(l) - max);
+  return static_cast<float>(static_cast<double>(logits[token]) - max - std::log(sum));
+}
+
+Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
+
+SampledToken Sampler::Sample(std::span<const float> logits, std::span<const int32_t> history) {
+  const int32_t vocab = static_cast<int32_t>(logits.size());
+  work_.assign(logits.begin(), logits.end());
+  const SamplingParams& p = params_;
+
+  const bool penalize = p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f ||
+                        p.frequency_penalty != 0.0f;
+  if (penalize && p.penalty_last_n != 0 && !history.empty()) {
+    const size_t window = p.penalty_last_n < 0
+                              ? history.size()
+                              : std::min(history.size(), static_cast<size_t>(p.penalty_last_n));
+    std::unordered_map<int32_t, int> counts;
+    for (size_t i = history.size() - window; i < history.size(); ++i) {
+      if (history[i] >= 0 && history[i] < vocab) ++counts[history[i]];
+    }
+    for (const auto& [tok, count] : counts) {
+      float& l = work_[tok];
+      if (p.repetition_penalty != 1.0f) {
+        l = l > 0 ? l / p.repetition_penalty : l * p.repetition_penalty;
+      }
+      l -= p.presence_penalty + p.frequency_penalty * static_cast<float>(count);
+    }
+  }
+
+  SampledToken out;
+  if (p.temperature <= 0.0f) {
+    out.token = static_cast<int32_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
+    out.logprob = TokenLogprob(logits, out.token);
+    return out;
+  }
+
+  cand_.resize(vocab);
+  for (int32_t i = 0; i < vocab; ++i) cand_[i] = {work_[i] / p.temperature, i};
+  auto by_logit = [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  size_t keep = cand_.size();
+  if (p.top_k > 0 && static_cast<size_t>(p.top_k) < keep) {
+    keep = static_cast<size_t>(p.top_k);
+    std::partial_sort(cand_.begin(), cand_.begin() + keep, cand_.end(), by_logit);
+  } else {
+    std::sort(cand_.begin(), cand_.end(), by_logit);
+  }
+  cand_.resize(keep);
+  // Softmax over the kept candidates (sorted descending).
+  const double max = cand_[0].first;
+  std::vector<double> prob(keep);
+  double sum = 0;
+  for (size_t i = 0; i < keep; ++i) sum += prob[i] = std::exp(cand_[i].first - max);
+  for (double& x : prob) x /= sum;
+  if (p.top_p < 1.0f) {
+    double cum = 0;
+    size_t n = 0;
+    while (n < keep) {
+      cum += prob[n++];
+      if (cum >= p.top_p) break;
+    }
+    keep = n;
+  }
+  if (p.min_p > 0.0f) {
+    const double floor = p.min_p * prob[0];
+    size_t n = 1;
+    while (n < keep && prob[n] >= floor) ++n;
+    keep = n;
+  }
+  double total = 0;
+  for (size_t i = 0; i < keep; ++i) total += prob[i];
+  const double r = rng_.Uniform() * total;
+  double cum = 0;
+  size_t pick = keep - 1;
+  for (size_t i = 0; i < keep; ++i) {
+    cum += prob[i];
+    if (r < cum) {
+      pick = i;
+      break;
+    }
+  }
+  out.token = cand_[pick].second;
+  out.logprob = TokenLogprob(logits, out.token);
+  return out;
+}
+
+}  // namespace chorus

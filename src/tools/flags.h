@@ -1,0 +1,82 @@
+// Minimal GNU-style flag parsing for the command-line tools: --name VALUE or --name=VALUE.
+// Parse errors are one-line messages naming the flag.
+#pragma once
+
+#include <charconv>
+#include <cstdlib>
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace chorus::tools {
+
+class Flags {
+ public:
+  // `with_value`: flags that take a value; `switches`: flags that do not.
+  Flags(std::set<std::string> with_value, std::set<std::string> switches)
+      : with_value_(std::move(with_value)), switches_(std::move(switches)) {}
+
+  bool Parse(int argc, char** argv, std::string* error) {
+    for (int i = 1; i < argc; ++i) {
+      std::string arg = argv[i];
+      if (arg.rfind("--", 0) != 0) {
+        *error = "unexpected argument '" + arg + "'";
+        return false;
+      }
+      std::string name = arg.substr(2), value;
+      const size_t eq = name.find('=');
+      const bool inline_value = eq != std::string::npos;
+      if (inline_value) {
+        value = name.substr(eq + 1);
+        name = name.substr(0, eq);
+      }
+      if (switches_.count(name) && !inline_value) {
+        values_[name] = "1";
+      } else if (with_value_.count(name)) {
+        if (!inline_value) {
+          if (i + 1 >= argc) {
+            *error = "--" + name + " needs a value";
+            return false;
+          }
+          value = argv[++i];
+        }
+        values_[name] = value;
+      } else {
+        *error = "unknown flag --" + name;
+        return false;
+      }
+    }
+    return true;
+  }
+
+  bool Has(const std::string& name) const { return values_.count(name) > 0; }
+  std::string Get(const std::string& name, const std::string& def = "") const {
+    auto it = values_.find(name);
+    return it == values_.end() ? def : it->second;
+  }
+
+  // Parses a number in [min, max]; on failure sets *error naming the flag and the range.
+  template <typename T>
+  bool GetNumber(const std::string& name, T def, T min, T max, T* out, std::string* error) const {
+    *out = def;
+    if (!Has(name)) return true;
+    const std::string s = Get(name);
+    T v{};
+    auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (r.ec != std::errc() || r.ptr != s.data() + s.size() || !(v >= min && v <= max)) {
+      *error = "--" + name + " must be a number in [" + std::to_string(min) + ", " +
+               std::to_string(max) + "], got '" + s + "'";
+      return false;
+    }
+    *out = v;
+    return true;
+  }
+
+ private:
+  std::set<std::string> with_value_, switches_;
+  std::map<std::string, std::string> values_;
+};
+
+}  // namespace chorus::tools
