@@ -50,7 +50,7 @@ int Run(int argc, char** argv) {
                       "min-p", "repeat-penalty", "threads"},
                      {"tokenize", "help"});
   std::string error;
-  if (!flags.Parse(argc, argv, &error)) return Fail(error + "\n" + kUsage);
+  if (!flags.Parse(argc, argv, &error)) return Fail(error + " (see --help)");
   if (flags.Has("help")) {
     std::fputs(kUsage, stdout);
     return 0;

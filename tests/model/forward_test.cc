@@ -1,0 +1,333 @@
+// The optimized CPU forward pass against a plain float64 reference written here from the
+// architecture's definition (reading weights through the scalar dequantizer), for random models
+// of both architectures and every weight type; plus batching and load-error behaviour.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "chorus/backends/cpu_backend.h"
+#include "chorus/model/gguf_writer.h"
+#include "chorus/model/model.h"
+#include "chorus/model/random_model.h"
+#include "chorus/model/transformer.h"
+
+namespace chorus {
+namespace {
+
+using Mat = std::vector<double>;  // row-major
+
+// Dequantized weight [rows, cols] in double.
+Mat Weight(const GgufFile& f, const std::string& name, int64_t* rows = nullptr) {
+  const GgufTensorInfo* t = f.FindTensor(name);
+  EXPECT_NE(t, nullptr) << name;
+  std::vector<float> tmp(t->num_elements);
+  DequantizeRow(t->type, t->data, tmp.data(), t->num_elements);
+  if (rows) *rows = t->num_elements / t->ne[0];
+  return Mat(tmp.begin(), tmp.end());
+}
+
+// y[r] = sum_c W[r, c] x[c]
+std::vector<double> MatVec(const Mat& w, const std::vector<double>& x) {
+  const size_t cols = x.size(), rows = w.size() / cols;
+  std::vector<double> y(rows, 0.0);
+  for (size_t r = 0; r < rows; ++r) {
+    for (size_t c = 0; c < cols; ++c) y[r] += w[r * cols + c] * x[c];
+  }
+  return y;
+}
+
+std::vector<double> RmsNorm(const std::vector<double>& x, const Mat& w, double eps) {
+  double ss = 0;
+  for (double v : x) ss += v * v;
+  const double s = 1.0 / std::sqrt(ss / x.size() + eps);
+  std::vector<double> y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) y[i] = x[i] * s * w[i];
+  return y;
+}
+
+void Rope(std::vector<double>& v, int heads, int hd, int rope_dim, double base, int pos, bool halves) {
+  for (int h = 0; h < heads; ++h) {
+    for (int i = 0; i < rope_dim / 2; ++i) {
+      const double theta = pos * std::pow(base, -2.0 * i / rope_dim);
+      const int a = halves ? i : 2 * i, b = halves ? i + rope_dim / 2 : 2 * i + 1;
+      const double x0 = v[h * hd + a], x1 = v[h * hd + b];
+      v[h * hd + a] = x0 * std::cos(theta) - x1 * std::sin(theta);
+      v[h * hd + b] = x0 * std::sin(theta) + x1 * std::cos(theta);
+    }
+  }
+}
+
+// Logits at every position of one sequence, by the textbook definition.
+std::vector<std::vector<double>> Reference(const GgufFile& f, const ModelConfig& c,
+                                           const std::vector<int32_t>& tokens) {
+  const int T = static_cast<int>(tokens.size()), hd = c.head_dim;
+  const bool qwen = c.arch == "qwen2";
+  const Mat embd = Weight(f, "token_embd.weight");
+  std::vector<std::vector<double>> x(T);
+  for (int t = 0; t < T; ++t) {
+    x[t].assign(embd.begin() + tokens[t] * c.dim, embd.begin() + (tokens[t] + 1) * c.dim);
+  }
+  for (int l = 0; l < c.n_layers; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    const Mat an = Weight(f, p + "attn_norm.weight"), wq = Weight(f, p + "attn_q.weight"),
+              wk = Weight(f, p + "attn_k.weight"), wv = Weight(f, p + "attn_v.weight"),
+              wo = Weight(f, p + "attn_output.weight"), fn = Weight(f, p + "ffn_norm.weight"),
+              wg = Weight(f, p + "ffn_gate.weight"), wu = Weight(f, p + "ffn_up.weight"),
+              wd = Weight(f, p + "ffn_down.weight");
+    std::vector<std::vector<double>> q(T), k(T), v(T);
+    for (int t = 0; t < T; ++t) {
+      const auto xn = RmsNorm(x[t], an, c.norm_eps);
+      q[t] = MatVec(wq, xn);
+      k[t] = MatVec(wk, xn);
+      v[t] = MatVec(wv, xn);
+      if (qwen) {
+        const Mat bq = Weight(f, p + "attn_q.bias"), bk = Weight(f, p + "attn_k.bias"),
+                  bv = Weight(f, p + "attn_v.bias");
+        for (size_t i = 0; i < q[t].size(); ++i) q[t][i] += bq[i];
+        for (size_t i = 0; i < k[t].size(); ++i) k[t][i] += bk[i], v[t][i] += bv[i];
+      }
+      Rope(q[t], c.n_heads, hd, c.rope_dim, c.rope_base, t, qwen);
+      Rope(k[t], c.n_kv_heads, hd, c.rope_dim, c.rope_base, t, qwen);
+    }
+    for (int t = 0; t < T; ++t) {
+      std::vector<double> att(c.q_dim(), 0.0);
+      for (int h = 0; h < c.n_heads; ++h) {
+        const int kh = h / (c.n_heads / c.n_kv_heads);
+        std::vector<double> s(t + 1);
+        for (int u = 0; u <= t; ++u) {
+          double d = 0;
+          for (int i = 0; i < hd; ++i) d += q[t][h * hd + i] * k[u][kh * hd + i];
+          s[u] = d / std::sqrt(static_cast<double>(hd));
+        }
+        const double mx = *std::max_element(s.begin(), s.end());
+        double sum = 0;
+        for (double& e : s) sum += e = std::exp(e - mx);
+        for (int u = 0; u <= t; ++u) {
+          for (int i = 0; i < hd; ++i) att[h * hd + i] += s[u] / sum * v[u][kh * hd + i];
+        }
+      }
+      const auto o = MatVec(wo, att);
+      for (int i = 0; i < c.dim; ++i) x[t][i] += o[i];
+      const auto xn = RmsNorm(x[t], fn, c.norm_eps);
+      auto g = MatVec(wg, xn);
+      const auto u = MatVec(wu, xn);
+      for (size_t i = 0; i < g.size(); ++i) g[i] = g[i] / (1 + std::exp(-g[i])) * u[i];
+      const auto d = MatVec(wd, g);
+      for (int i = 0; i < c.dim; ++i) x[t][i] += d[i];
+    }
+  }
+  const Mat on = Weight(f, "output_norm.weight");
+  const Mat out = f.FindTensor("output.weight") ? Weight(f, "output.weight") : embd;
+  std::vector<std::vector<double>> logits(T);
+  for (int t = 0; t < T; ++t) logits[t] = MatVec(out, RmsNorm(x[t], on, c.norm_eps));
+  return logits;
+}
+
+double RelError(const float* got, const std::vector<double>& want) {
+  double err = 0, scale = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    err = std::max(err, std::fabs(got[i] - want[i]));
+    scale = std::max(scale, std::fabs(want[i]));
+  }
+  return err / scale;
+}
+
+std::unique_ptr<GgufFile> MakeModelFile(const RandomModelSpec& spec) {
+  GgufWriter w;
+  EXPECT_TRUE(BuildRandomModel(spec, nullptr, &w).ok());
+  auto f = GgufFile::FromBytes(w.Serialize());
+  EXPECT_TRUE(f.ok()) << f.status();
+  return std::move(*f);
+}
+
+struct Param {
+  std::string arch;
+  GgmlType type;
+  int threads;
+};
+
+class ForwardTest : public ::testing::TestWithParam<Param> {};
+
+TEST_P(ForwardTest, MatchesFloat64Reference) {
+  RandomModelSpec spec;
+  spec.arch = GetParam().arch;
+  spec.weight_type = GetParam().type;
+  spec.dim = 64;
+  spec.n_heads = 4;
+  spec.n_kv_heads = 2;
+  spec.ffn_dim = 96;
+  spec.n_layers = 2;
+  spec.vocab_size = 300;
+  spec.tied_output = spec.arch == "qwen2";
+  spec.seed = 42;
+  auto backend = CreateCpuBackend(GetParam().threads);
+  auto model = Model::FromFile(MakeModelFile(spec), backend.get());
+  ASSERT_TRUE(model.ok()) << model.status();
+  const ModelConfig& c = (*model)->config();
+
+  std::mt19937 rng(3);
+  std::vector<int32_t> tokens(13);
+  for (auto& t : tokens) t = static_cast<int32_t>(rng() % c.vocab_size);
+  const auto want = Reference((*model)->file(), c, tokens);
+
+  // Blocks of 4 tokens handed out in a scrambled order: the paging must not matter.
+  auto kv = KvCache::Create(backend.get(), c, 8, 4);
+  ASSERT_TRUE(kv.ok());
+  Transformer tf(model->get(), backend.get(), kv->get());
+  ForwardBatch b;
+  b.max_blocks_per_seq = 4;
+  b.block_tables = {6, 1, 4, 3};
+  // Prefill the first 9 tokens in one call, then decode the rest one by one.
+  for (int t = 0; t < 9; ++t) {
+    b.tokens.push_back(tokens[t]);
+    b.positions.push_back(t);
+    b.seq_of_token.push_back(0);
+    b.logit_rows.push_back(t);
+  }
+  std::vector<float> logits;
+  ASSERT_TRUE(tf.Forward(b, &logits).ok());
+  const double tol = 1e-5;
+  for (int t = 0; t < 9; ++t) {
+    EXPECT_LT(RelError(logits.data() + t * c.vocab_size, want[t]), tol) << "position " << t;
+  }
+  for (int t = 9; t < 13; ++t) {
+    b.tokens = {tokens[t]};
+    b.positions = {t};
+    b.seq_of_token = {0};
+    b.logit_rows = {0};
+    ASSERT_TRUE(tf.Forward(b, &logits).ok());
+    EXPECT_LT(RelError(logits.data(), want[t]), tol) << "position " << t;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllTypes, ForwardTest,
+    ::testing::Values(Param{"llama", GgmlType::kF32, 1}, Param{"llama", GgmlType::kF32, 3},
+                      Param{"llama", GgmlType::kF16, 2}, Param{"llama", GgmlType::kBF16, 2},
+                      Param{"llama", GgmlType::kQ8_0, 2}, Param{"llama", GgmlType::kQ4_0, 2},
+                      Param{"qwen2", GgmlType::kF32, 2}, Param{"qwen2", GgmlType::kF16, 2},
+                      Param{"qwen2", GgmlType::kBF16, 2}, Param{"qwen2", GgmlType::kQ8_0, 2},
+                      Param{"qwen2", GgmlType::kQ4_0, 2}),
+    [](const auto& info) {
+      return info.param.arch + "_" + std::string(TypeName(info.param.type)) + "_t" +
+             std::to_string(info.param.threads);
+    });
+
+TEST(ForwardBatchTest, SequencesAtDifferentPositionsInOneCallMatchEachAlone) {
+  RandomModelSpec spec;
+  spec.seed = 9;
+  auto backend = CreateCpuBackend(2);
+  auto model = Model::FromFile(MakeModelFile(spec), backend.get());
+  ASSERT_TRUE(model.ok());
+  const ModelConfig& c = (*model)->config();
+  const std::vector<int32_t> a = {5, 77, 300, 12, 9, 41, 42};
+  const std::vector<int32_t> s = {100, 200, 150, 3, 4};
+  const auto want_a = Reference((*model)->file(), c, a);
+  const auto want_s = Reference((*model)->file(), c, s);
+
+  auto kv = KvCache::Create(backend.get(), c, 16, 4);
+  ASSERT_TRUE(kv.ok());
+  Transformer tf(model->get(), backend.get(), kv->get());
+  ForwardBatch b;
+  b.max_blocks_per_seq = 2;
+  b.block_tables = {0, 1, 2, 3};
+  std::vector<float> logits;
+  // Step 1: a's first 6 tokens alone.
+  for (int t = 0; t < 6; ++t) {
+    b.tokens.push_back(a[t]);
+    b.positions.push_back(t);
+    b.seq_of_token.push_back(0);
+  }
+  b.logit_rows = {5};
+  ASSERT_TRUE(tf.Forward(b, &logits).ok());
+  // Step 2: a decodes its 7th token while s prefills all of its tokens, in one call.
+  b.tokens = {a[6]};
+  b.positions = {6};
+  b.seq_of_token = {0};
+  for (int t = 0; t < 5; ++t) {
+    b.tokens.push_back(s[t]);
+    b.positions.push_back(t);
+    b.seq_of_token.push_back(1);
+  }
+  b.logit_rows = {0, 3, 5};
+  ASSERT_TRUE(tf.Forward(b, &logits).ok());
+  EXPECT_LT(RelError(logits.data(), want_a[6]), 1e-5);
+  EXPECT_LT(RelError(logits.data() + c.vocab_size, want_s[2]), 1e-5);
+  EXPECT_LT(RelError(logits.data() + 2 * c.vocab_size, want_s[4]), 1e-5);
+}
+
+TEST(ForwardBatchTest, InconsistentBatchesAreRejectedNotCrashed) {
+  RandomModelSpec spec;
+  auto backend = CreateCpuBackend(1);
+  auto model = Model::FromFile(MakeModelFile(spec), backend.get());
+  ASSERT_TRUE(model.ok());
+  auto kv = KvCache::Create(backend.get(), (*model)->config(), 4, 4);
+  ASSERT_TRUE(kv.ok());
+  Transformer tf(model->get(), backend.get(), kv->get());
+  std::vector<float> logits;
+  auto run = [&](ForwardBatch b) { return tf.Forward(b, &logits); };
+  ForwardBatch ok{{1}, {0}, {0}, {0}, 1, {0}};
+  EXPECT_TRUE(run(ok).ok());
+  ForwardBatch bad_token = ok;
+  bad_token.tokens = {512};
+  EXPECT_EQ(run(bad_token).code(), absl::StatusCode::kInvalidArgument);
+  ForwardBatch bad_pos = ok;
+  bad_pos.positions = {4};  // one block of 4 tokens
+  EXPECT_EQ(run(bad_pos).code(), absl::StatusCode::kInvalidArgument);
+  ForwardBatch bad_block = ok;
+  bad_block.block_tables = {9};
+  EXPECT_EQ(run(bad_block).code(), absl::StatusCode::kInvalidArgument);
+  ForwardBatch bad_seq = ok;
+  bad_seq.seq_of_token = {1};
+  EXPECT_EQ(run(bad_seq).code(), absl::StatusCode::kInvalidArgument);
+  ForwardBatch bad_row = ok;
+  bad_row.logit_rows = {1};
+  EXPECT_EQ(run(bad_row).code(), absl::StatusCode::kInvalidArgument);
+}
+
+// A model file whose metadata disagrees with its tensors is refused with the tensor's name.
+TEST(ModelLoadTest, ShapeMismatchAndMissingTensorsAreNamed) {
+  RandomModelSpec spec;
+  GgufWriter base;
+  ASSERT_TRUE(BuildRandomModel(spec, nullptr, &base).ok());
+  auto f = GgufFile::FromBytes(base.Serialize());
+  ASSERT_TRUE(f.ok());
+  auto rewrite = [&](const std::string& key, uint32_t value) {
+    GgufWriter w;
+    for (const auto& kv : (*f)->metadata()) {
+      if (kv.key == key) {
+        w.SetU32(key, value);
+      } else {
+        w.CopyValue(kv.key, kv.value);
+      }
+    }
+    for (const auto& t : (*f)->tensors()) {
+      w.AddTensor(t.name, t.type, std::vector<int64_t>(t.ne, t.ne + t.n_dims),
+                  std::string(reinterpret_cast<const char*>(t.data), t.num_bytes));
+    }
+    return GgufFile::FromBytes(w.Serialize());
+  };
+  auto backend = CreateCpuBackend(1);
+  auto more_layers = rewrite("llama.block_count", 3);
+  ASSERT_TRUE(more_layers.ok());
+  auto m1 = Model::FromFile(std::move(*more_layers), backend.get());
+  ASSERT_FALSE(m1.ok());
+  EXPECT_NE(m1.status().message().find("missing tensor 'blk.2.attn_norm.weight'"), std::string::npos)
+      << m1.status();
+  auto wider_ffn = rewrite("llama.feed_forward_length", 160);
+  ASSERT_TRUE(wider_ffn.ok());
+  auto m2 = Model::FromFile(std::move(*wider_ffn), backend.get());
+  ASSERT_FALSE(m2.ok());
+  EXPECT_NE(m2.status().message().find("blk.0.ffn_gate.weight' has shape [64, 128]"),
+            std::string::npos)
+      << m2.status();
+  auto bad_heads = rewrite("llama.attention.head_count", 3);
+  ASSERT_TRUE(bad_heads.ok());
+  EXPECT_FALSE(Model::FromFile(std::move(*bad_heads), backend.get()).ok());
+}
+
+}  // namespace
+}  // namespace chorus
