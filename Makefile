@@ -1,0 +1,41 @@
+# Thin wrapper over CMake so that the README's quick start is two commands:
+#   make run    install what is missing, build, start the server on the embedded model
+#   make test   install what is missing, build, run every test
+BUILD ?= build
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+.PHONY: all deps build run test fuzz bench clean
+
+all: build
+
+deps:
+	./scripts/install-deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+run: build
+	./$(BUILD)/src/tools/chorus-run --model models/stories260K.gguf --prompt "" --max-tokens 256 --temperature 0
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# libFuzzer on the GGUF reader (clang, ASan+UBSan), FUZZ_SECONDS long.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	CC=clang CXX=clang++ cmake -S . -B $(BUILD)-fuzz -DCHORUS_BUILD_FUZZERS=ON \
+	  -DCHORUS_BUILD_BENCHMARKS=OFF -DCHORUS_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build $(BUILD)-fuzz -j $(JOBS) --target gguf_fuzz
+	rm -rf $(BUILD)-fuzz/corpus && mkdir -p $(BUILD)-fuzz/corpus && cp tests/fuzz/corpus/* $(BUILD)-fuzz/corpus/
+	./$(BUILD)-fuzz/tests/gguf_fuzz -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 \
+	  -timeout=10 -max_len=65536 -print_final_stats=1 $(BUILD)-fuzz/corpus
+
+bench: build
+	./scripts/bench-cpu.sh
+
+clean:
+	rm -rf $(BUILD) $(BUILD)-fuzz
