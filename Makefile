@@ -18,8 +18,8 @@ $(BUILD)/CMakeCache.txt:
 build: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
-run: build
-	./$(BUILD)/src/tools/chorus-run --model models/stories260K.gguf --prompt "" --max-tokens 256 --temperature 0
+run: build  ## chorusd on the embedded model, 127.0.0.1:50051
+	./$(BUILD)/src/chorusd --config configs/default.pbtxt
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

@@ -62,6 +62,8 @@ class Backend {
   virtual absl::StatusOr<WeightTensor> LoadWeight(const GgufTensorInfo& tensor) = 0;
   virtual void CopyToBackend(const void* host, void* dst, size_t bytes) = 0;
   virtual void CopyToHost(const void* src, void* host, size_t bytes) = 0;
+  // Backend-to-backend copy (both pointers in backend memory).
+  virtual void Copy(void* dst, const void* src, size_t bytes) = 0;
   virtual void Synchronize() = 0;
 
   // out[i, :] = row tokens[i] of table (dequantized). tokens: host [n].

@@ -1,6 +1,6 @@
 // Paged KV cache storage: per layer, K and V tensors of [num_blocks, block_size, kv_dim] floats
-// in backend memory, plus the block allocator that hands out block ids (refcounted, free list;
-// bookkeeping only, no tensors). Owned and used by the engine thread only (not thread-safe).
+// in backend memory. Which block belongs to whom is kv_cache/block_manager.h's business.
+// Owned and used by the engine thread only (not thread-safe).
 #pragma once
 
 #include <cstdint>
@@ -13,23 +13,6 @@
 
 namespace chorus {
 
-class BlockAllocator {
- public:
-  explicit BlockAllocator(int num_blocks);
-  // A free block with refcount 1, or -1 when none is free.
-  int32_t Allocate();
-  void Ref(int32_t block);
-  // Drops one reference; the block returns to the free list at zero.
-  void Unref(int32_t block);
-  int refcount(int32_t block) const { return refs_[block]; }
-  int num_free() const { return static_cast<int>(free_.size()); }
-  int num_blocks() const { return static_cast<int>(refs_.size()); }
-
- private:
-  std::vector<int> refs_;
-  std::vector<int32_t> free_;
-};
-
 class KvCache {
  public:
   static absl::StatusOr<std::unique_ptr<KvCache>> Create(Backend* backend,
@@ -39,14 +22,16 @@ class KvCache {
   float* v(int layer) { return v_[layer]->f32(); }
   int num_blocks() const { return num_blocks_; }
   int block_size() const { return block_size_; }
-  BlockAllocator& allocator() { return allocator_; }
+  // Copies block src's K and V (every layer) into block dst: copy-on-write at a fork.
+  void CopyBlock(int32_t src, int32_t dst);
 
  private:
-  KvCache(int num_blocks, int block_size)
-      : num_blocks_(num_blocks), block_size_(block_size), allocator_(num_blocks) {}
+  KvCache(Backend* backend, int num_blocks, int block_size, int kv_dim)
+      : backend_(backend), num_blocks_(num_blocks), block_size_(block_size), kv_dim_(kv_dim) {}
+  Backend* backend_;
   int num_blocks_;
   int block_size_;
-  BlockAllocator allocator_;
+  int kv_dim_;
   std::vector<std::unique_ptr<BackendBuffer>> k_, v_;
 };
 

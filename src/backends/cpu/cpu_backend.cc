@@ -66,6 +66,7 @@ class CpuBackend : public Backend {
   void CopyToHost(const void* src, void* host, size_t bytes) override {
     std::memcpy(host, src, bytes);
   }
+  void Copy(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void Synchronize() override {}
 
   void Embed(const WeightTensor& table, const int32_t* tokens, int n, float* out) override {

@@ -1,0 +1,79 @@
+// Admission: validates every field of an incoming request (range, size, type) and turns it
+// into GenerateParams: tokenized prompt (chat template applied), defaults filled in, deadline
+// computed. Errors are INVALID_ARGUMENT naming the field and the limit. Thread-safe (const).
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "chorus/core/clock.h"
+#include "chorus/core/request.h"
+#include "chorus/tokenizer/tokenizer.h"
+
+namespace chorus {
+
+// A request as it arrives (unvalidated; mirrors chorus.v1.GenerateRequest).
+struct GenerateInput {
+  std::string request_id;
+  std::string prompt;
+  std::vector<std::pair<std::string, std::string>> messages;  // role, content
+  int64_t max_tokens = 0;
+  std::vector<std::string> stop;
+  bool has_sampling = false;
+  float temperature = 1, top_p = 0, min_p = 0, repetition_penalty = 0;
+  float presence_penalty = 0, frequency_penalty = 0;
+  int64_t top_k = 0;
+  uint64_t seed = 0;
+  int64_t agents = 0;
+  int merge = 0;  // chorus.v1.MergeStrategy value
+  std::string answer_regex;
+  float temperature_spread = 0;
+  bool return_drafts = false;
+  float confidence_threshold = 0;
+  int64_t confidence_window = 0;
+  int64_t latency_budget_ms = 0;
+  int64_t priority = 0;
+  double rpc_deadline_ms = -1;  // absolute on the clock; < 0 when the call has none
+  bool stream = false;
+};
+
+struct AdmissionLimits {
+  int max_agents_per_request = 16;
+  int max_tokens_limit = 4096;
+  int max_prompt_bytes = 1 << 20;
+  int default_max_tokens = 256;
+  int64_t default_latency_budget_ms = 30000;
+  int64_t max_latency_budget_ms = 3600000;
+  int64_t deadline_margin_ms = 20;
+  int kv_block_size = 16;
+  int kv_num_blocks = 4096;
+  std::string chat_template;  // fallback: llama2 | llama3 | chatml | ""
+};
+
+enum class ChatTemplate { kNone, kLlama2, kLlama3, kChatMl };
+// Recognises the family of a GGUF chat template (never executes it).
+ChatTemplate DetectChatTemplate(std::string_view jinja, std::string_view fallback_name);
+// Token ids of the rendered conversation, ending with the assistant's turn opener. Message
+// contents are tokenized as plain text (no special tokens can be injected through them).
+std::vector<int32_t> RenderChat(ChatTemplate t, const Tokenizer& tok,
+                                const std::vector<std::pair<std::string, std::string>>& messages);
+
+class Admission {
+ public:
+  Admission(const AdmissionLimits& limits, const Tokenizer* tokenizer, int context_length,
+            ChatTemplate chat, const Clock* clock);
+  // `arrival_ms` is when the call arrived (the clock's time).
+  absl::StatusOr<GenerateParams> Validate(const GenerateInput& in, double arrival_ms) const;
+  const AdmissionLimits& limits() const { return limits_; }
+
+ private:
+  AdmissionLimits limits_;
+  const Tokenizer* tokenizer_;
+  int context_length_;
+  ChatTemplate chat_;
+  const Clock* clock_;
+};
+
+}  // namespace chorus

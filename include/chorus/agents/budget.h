@@ -1,0 +1,39 @@
+// Latency budget arithmetic: a step-time predictor fed with measured steps, and the two
+// decisions it drives. Pure (time comes in as arguments), so tests use a fake clock.
+#pragma once
+
+#include <map>
+
+namespace chorus {
+
+// Predicts a forward step's wall time from its row count, from exponential moving averages
+// of measured steps bucketed by powers of two. Engine thread only.
+class StepTimePredictor {
+ public:
+  // Used until a bucket has a measurement: fixed + per_row x rows.
+  StepTimePredictor(double initial_fixed_ms = 2.0, double initial_per_row_ms = 0.5);
+  void Observe(int rows, double ms);
+  double PredictMs(int rows) const;
+
+ private:
+  struct Bucket {
+    double ms = 0;
+    double rows = 0;
+  };
+  double fixed_ms_, per_row_ms_;
+  std::map<int, Bucket> buckets_;  // floor(log2(rows)) -> EMA
+};
+
+// Stop drafting now when the next step and the merge would end past the deadline.
+inline bool ShouldStopDrafting(double now_ms, double deadline_ms, double next_step_ms,
+                               double merge_reserve_ms) {
+  return now_ms + next_step_ms + merge_reserve_ms > deadline_ms;
+}
+
+// A request can start only if its prefill, one decode step and the merge fit in the budget.
+inline bool PrefillFits(double now_ms, double deadline_ms, double prefill_ms, double step_ms,
+                        double merge_reserve_ms) {
+  return now_ms + prefill_ms + step_ms + merge_reserve_ms <= deadline_ms;
+}
+
+}  // namespace chorus

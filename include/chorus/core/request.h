@@ -1,0 +1,141 @@
+// Core request types shared by every stage (admission -> scheduler -> engine -> agents ->
+// sinks). Plain structs: no gRPC, no backend. A RequestGroup is owned by the runtime's engine
+// thread once submitted; only `cancelled` is touched by other threads.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "chorus/sampling/sampler.h"
+#include "chorus/tokenizer/utf8.h"
+
+namespace chorus {
+
+enum class MergeStrategy { kVote = 1, kConfidence = 2, kBestLogprob = 3, kFirst = 4, kSynthesize = 5 };
+
+enum class FinishReason {
+  kNone = 0,
+  kLength = 1,
+  kStop = 2,
+  kEndOfText = 3,
+  kBudget = 4,
+  kCancelled = 5,
+  kLowConfidence = 6,
+  kConsensus = 7,
+  kContext = 8,
+};
+
+struct ReasoningParams {
+  int agents = 1;
+  MergeStrategy merge = MergeStrategy::kVote;
+  std::string answer_regex;      // RE2; empty = default rule
+  float temperature_spread = 0;  // agent temperatures spread around the base
+  bool return_drafts = false;
+  float confidence_threshold = 0.05f;  // CONFIDENCE: window probability floor
+  int confidence_window = 16;          // CONFIDENCE: tokens per window
+};
+
+// A validated request, ready for the engine.
+struct GenerateParams {
+  std::string request_id;
+  std::vector<int32_t> prompt_tokens;  // never empty (BOS at least)
+  bool strip_leading_space = false;    // the prompt is BOS alone: drop the dummy-prefix space
+  int max_tokens = 256;
+  std::vector<std::string> stop;
+  SamplingParams sampling;
+  ReasoningParams reasoning;
+  int priority = 0;
+  double arrival_ms = 0;
+  double deadline_ms = 0;  // absolute, on the runtime's clock
+  bool stream = false;
+};
+
+// One finished (or cut) draft as the merge and the client see it.
+struct DraftResult {
+  int agent = 0;
+  std::string text;
+  int num_tokens = 0;
+  double sum_logprob = 0;
+  double mean_logprob() const { return num_tokens > 0 ? sum_logprob / num_tokens : -1e9; }
+  std::vector<float> logprobs;  // per token
+  FinishReason finish = FinishReason::kNone;
+  double finish_ms = 0;  // when it finished (runtime clock)
+  std::string answer;    // filled by the vote
+  double confidence = 0; // filled by CONFIDENCE
+};
+
+struct MergeInfo {
+  MergeStrategy strategy = MergeStrategy::kVote;
+  int winner = -1;
+  std::map<std::string, double> votes;
+};
+
+struct GenerateResult {
+  std::string request_id;
+  std::string text;
+  FinishReason finish = FinishReason::kNone;
+  MergeInfo merge;
+  std::vector<DraftResult> drafts;  // every draft (the server returns them when asked)
+  int prompt_tokens = 0, computed_prompt_tokens = 0, cached_prompt_tokens = 0;
+  int completion_tokens = 0;
+  double queue_ms = 0, ttft_ms = 0, total_ms = 0, budget_ms = 0;
+  bool budget_cut = false;
+};
+
+// Where results go. Implementations are thread-safe; the engine thread calls OnDelta and
+// OnAgentFinished any number of times, then OnComplete exactly once, and nothing after it.
+class ResultSink {
+ public:
+  virtual ~ResultSink() = default;
+  virtual void OnDelta(int agent, std::string_view text) = 0;
+  virtual void OnAgentFinished(const DraftResult& draft) = 0;
+  virtual void OnComplete(absl::StatusOr<GenerateResult> result) = 0;
+  // True once the caller went away (checked by the engine thread every step).
+  virtual bool Cancelled() const { return false; }
+};
+
+// One agent: a sampled draft of the request, with its own copy of the token list and block
+// table (sharing the prompt's full blocks by refcount).
+struct AgentSequence {
+  int index = 0;
+  std::vector<int32_t> tokens;       // prompt + generated
+  int computed = 0;                  // tokens whose KV is in the cache
+  std::vector<int32_t> block_table;  // holds one reference per block
+  std::unique_ptr<Sampler> sampler;
+  DraftResult draft;                 // text, logprobs, finish so far
+  Utf8Stream utf8;
+  size_t streamed = 0;               // bytes of draft.text already sent as deltas
+  bool finished() const { return draft.finish != FinishReason::kNone; }
+};
+
+enum class GroupState { kWaiting, kPrefill, kDecode, kDone };
+
+struct RequestGroup {
+  explicit RequestGroup(GenerateParams p, std::shared_ptr<ResultSink> s)
+      : params(std::move(p)), sink(std::move(s)) {}
+
+  GenerateParams params;
+  std::shared_ptr<ResultSink> sink;
+  std::atomic<bool> cancelled{false};  // set by any thread (client cancel, Abort)
+
+  // Engine-thread state.
+  GroupState state = GroupState::kWaiting;
+  std::vector<int32_t> prompt_table;  // shared prompt blocks until the fork (one ref each)
+  std::vector<uint64_t> prompt_hashes; // prefix-cache hash of each full prompt block
+  std::vector<int32_t> fork_blocks;    // reserved at admission for copy-on-write at the fork
+  int prompt_computed = 0;
+  bool forked = false;  // agents exist (survives preemption)
+  std::vector<AgentSequence> agents;
+  int computed_prompt_tokens = 0, cached_prompt_tokens = 0;
+  double first_scheduled_ms = -1, first_token_ms = -1;
+  bool budget_cut = false;
+  uint64_t admit_seq = 0;  // order of arrival (stable tie-break)
+};
+
+}  // namespace chorus

@@ -1,0 +1,106 @@
+// The runtime: one engine thread that owns the scheduler, the KV bookkeeping and the engine.
+// Loop: inbox -> cancellations and deadlines -> Schedule -> Step -> agents update -> merge ->
+// sinks. Submit, Abort, Stats and Drain are thread-safe (called from gRPC reactors).
+#pragma once
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "chorus/agents/agent_group.h"
+#include "chorus/agents/budget.h"
+#include "chorus/core/clock.h"
+#include "chorus/engine/engine.h"
+#include "chorus/scheduler/scheduler.h"
+
+namespace chorus {
+
+struct RuntimeOptions {
+  int kv_block_size = 16;
+  int kv_num_blocks = 4096;
+  bool prefix_cache = true;
+  SchedulerLimits scheduler;
+  int max_queued_requests = 256;
+  int max_queued_agents = 2048;
+  double merge_reserve_ms = 5;
+};
+
+struct RuntimeStats {
+  int running_requests = 0, waiting_requests = 0, running_agents = 0, waiting_agents = 0;
+  int kv_blocks_total = 0, kv_blocks_used = 0, prefix_cache_blocks = 0;
+  int64_t steps_run = 0, requests_completed = 0, requests_cancelled = 0, requests_failed = 0;
+  int64_t preemptions = 0, tokens_generated = 0;
+  int64_t prompt_tokens_computed = 0, prompt_tokens_cached = 0;
+};
+
+class Runtime {
+ public:
+  // `model` and `backend` must outlive the runtime; `clock` too (tests pass a fake one).
+  static absl::StatusOr<std::unique_ptr<Runtime>> Create(const RuntimeOptions& options,
+                                                         const Model* model, Backend* backend,
+                                                         const Clock* clock);
+  ~Runtime();  // stops the thread; unfinished requests end CANCELLED
+
+  void Start();
+  // Queues a validated request. RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE while
+  // draining, DEADLINE_EXCEEDED when the budget cannot cover the prefill. On error the sink is
+  // not called (the caller answers); on OK it is, exactly once.
+  absl::Status Submit(GenerateParams params, std::shared_ptr<ResultSink> sink);
+  // Cancels a live request by id; false if none.
+  bool Abort(const std::string& request_id);
+  RuntimeStats Stats() const;
+  // Refuse new requests from now on.
+  void BeginDrain();
+  // Cancel everything in flight (drain deadline reached).
+  void CancelAll();
+  bool Idle() const;
+  // Requests admitted and not yet finished (for tests and the drain).
+  int InFlight() const;
+  const Model& model() const { return *model_; }
+  // Predicted wall time of the prefill of `prompt_tokens` tokens (for admission).
+  double PredictPrefillMs(int prompt_tokens) const;
+
+ private:
+  Runtime(const RuntimeOptions& options, const Model* model, Backend* backend, const Clock* clock,
+          std::unique_ptr<KvCache> kv);
+  void Loop();
+  void TakeInbox();
+  void CheckGroups(double now);
+  void Complete(RequestGroup* g, absl::StatusOr<GenerateResult> result);
+  void ApplyStep(const StepPlan& plan, const StepOutput& out);
+  void PublishStats();
+
+  const RuntimeOptions options_;
+  const Model* model_;
+  const Clock* clock_;
+  std::unique_ptr<KvCache> kv_;
+  BlockManager blocks_;
+  Scheduler scheduler_;
+  Engine engine_;
+  AgentContext ctx_;
+  StepTimePredictor predictor_;  // engine thread writes; admission reads under mu_
+  std::thread thread_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  // Guarded by mu_.
+  bool stop_ = false;
+  bool draining_ = false;
+  bool cancel_all_ = false;
+  std::vector<std::unique_ptr<RequestGroup>> inbox_;
+  std::unordered_map<std::string, RequestGroup*> live_;  // id -> group (inbox or engine)
+  int queued_requests_ = 0, queued_agents_ = 0;
+  uint64_t next_seq_ = 0;
+  RuntimeStats stats_;
+  double prefill_ms_per_token_ = 0.5;  // copied from the predictor after each step
+
+  // Engine thread only.
+  std::vector<std::unique_ptr<RequestGroup>> groups_;
+};
+
+}  // namespace chorus

@@ -1,0 +1,55 @@
+// Request-centric scheduler with continuous batching. Each call to Schedule():
+//   1. gives every decoding agent the KV blocks its tokens need, preempting (by recompute) the
+//      lowest-priority, latest-deadline running group when blocks run out;
+//   2. admits waiting groups whole (all N agents, never half) in order of priority, then
+//      earliest deadline, while agents and KV blocks allow (prefix-cache hits reuse blocks);
+//   3. plans one step under the token budget: one row per decoding agent (more while an agent
+//      catches up after preemption), then chunked prefill of admitted prompts.
+// New groups join between steps. Engine thread only; groups are owned by the runtime.
+#pragma once
+
+#include <vector>
+
+#include "chorus/core/step.h"
+#include "chorus/kv_cache/block_manager.h"
+
+namespace chorus {
+
+struct SchedulerLimits {
+  int max_num_batched_tokens = 512;
+  int max_running_agents = 256;
+};
+
+class Scheduler {
+ public:
+  Scheduler(const SchedulerLimits& limits, BlockManager* blocks);
+
+  void AddWaiting(RequestGroup* group);
+  StepPlan Schedule();
+  // Takes the group out of the scheduler and releases every block it holds.
+  void Remove(RequestGroup* group);
+  // Releases every block the group holds (its agents, prompt table, fork reserve).
+  void FreeBlocks(RequestGroup* group);
+  // Groups admitted by the last Schedule() call.
+  const std::vector<RequestGroup*>& admitted() const { return admitted_; }
+
+  const std::vector<RequestGroup*>& waiting() const { return waiting_; }
+  const std::vector<RequestGroup*>& running() const { return running_; }
+  int running_agents() const;
+  int64_t preemptions() const { return preemptions_; }
+
+  // Orders groups: higher priority, then earlier deadline, then earlier arrival.
+  static bool Before(const RequestGroup* a, const RequestGroup* b);
+
+ private:
+  bool Admit(RequestGroup* g);
+  void Preempt(RequestGroup* g);
+  bool GrowAgentTables();
+
+  SchedulerLimits limits_;
+  BlockManager* blocks_;
+  std::vector<RequestGroup*> waiting_, running_, admitted_;
+  int64_t preemptions_ = 0;
+};
+
+}  // namespace chorus

@@ -1,0 +1,42 @@
+// ChorusServer: the gRPC front end (chorus.v1.Chorus, grpc.health.v1, reflection) over a
+// Runtime. The only module that knows gRPC (with client/). Reactors never block: requests
+// are validated and tokenized on the reactor, then handed to the runtime's inbox; results
+// come back through per-request sinks. Thread-safe.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "chorus/v1/config.pb.h"
+
+namespace chorus {
+
+class ChorusServer {
+ public:
+  // Loads the model, starts the engine thread and listens. Errors name the file or address.
+  static absl::StatusOr<std::unique_ptr<ChorusServer>> Start(const chorus::v1::ServerConfig& config);
+  ~ChorusServer();
+
+  // The bound port (useful with a :0 listen address).
+  int port() const;
+  // SIGTERM: health NOT_SERVING, new calls UNAVAILABLE, in-flight requests finish until
+  // drain_timeout_ms, then the rest are cancelled; returns when the server has shut down.
+  void Drain();
+  // Blocks until Drain() completed (or forever).
+  void Wait();
+
+  class Impl;
+
+ private:
+  explicit ChorusServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Default configuration (the values of configs/default.pbtxt).
+chorus::v1::ServerConfig DefaultServerConfig();
+// Default config overlaid with a text-format file. Errors name the file and the problem.
+absl::StatusOr<chorus::v1::ServerConfig> LoadServerConfig(const std::string& path);
+absl::Status ValidateServerConfig(const chorus::v1::ServerConfig& config);
+
+}  // namespace chorus

@@ -1,0 +1,162 @@
+#include "chorus/admission/admission.h"
+
+#include <cmath>
+
+#include "chorus/agents/merge.h"
+#include "chorus/core/status.h"
+#include "chorus/core/str_cat.h"
+
+namespace chorus {
+namespace {
+
+absl::Status Invalid(std::string_view field, const std::string& what) {
+  return absl::InvalidArgumentError(StrCat(field, ": ", what));
+}
+
+template <typename T>
+absl::Status CheckRange(std::string_view field, T v, T lo, T hi) {
+  if (!(v >= lo && v <= hi)) {  // also rejects NaN
+    return Invalid(field, StrCat("must be in [", lo, ", ", hi, "], got ", v));
+  }
+  return absl::OkStatus();
+}
+
+bool ValidId(std::string_view id) {
+  for (char c : id) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == ':' ||
+          c == '-')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+Admission::Admission(const AdmissionLimits& limits, const Tokenizer* tokenizer, int context_length,
+                     ChatTemplate chat, const Clock* clock)
+    : limits_(limits), tokenizer_(tokenizer), context_length_(context_length), chat_(chat),
+      clock_(clock) {}
+
+absl::StatusOr<GenerateParams> Admission::Validate(const GenerateInput& in,
+                                                   double arrival_ms) const {
+  GenerateParams p;
+  const AdmissionLimits& L = limits_;
+  if (in.request_id.size() > 128) return Invalid("request_id", "longer than 128 bytes");
+  if (!ValidId(in.request_id)) return Invalid("request_id", "may only contain [A-Za-z0-9._:-]");
+  p.request_id = in.request_id;
+
+  // Sampling.
+  SamplingParams& s = p.sampling;
+  if (in.has_sampling) {
+    CHORUS_RETURN_IF_ERROR(CheckRange("sampling.temperature", in.temperature, 0.0f, 2.0f));
+    CHORUS_RETURN_IF_ERROR(CheckRange("sampling.top_p", in.top_p, 0.0f, 1.0f));
+    CHORUS_RETURN_IF_ERROR(CheckRange<int64_t>("sampling.top_k", in.top_k, 0, 1000));
+    CHORUS_RETURN_IF_ERROR(CheckRange("sampling.min_p", in.min_p, 0.0f, 1.0f));
+    CHORUS_RETURN_IF_ERROR(CheckRange("sampling.repetition_penalty", in.repetition_penalty, 0.0f, 10.0f));
+    CHORUS_RETURN_IF_ERROR(CheckRange("sampling.presence_penalty", in.presence_penalty, -2.0f, 2.0f));
+    CHORUS_RETURN_IF_ERROR(CheckRange("sampling.frequency_penalty", in.frequency_penalty, -2.0f, 2.0f));
+    s.temperature = in.temperature;
+    s.top_p = in.top_p == 0 ? 1.0f : in.top_p;
+    s.top_k = static_cast<int>(in.top_k);
+    s.min_p = in.min_p;
+    s.repetition_penalty = in.repetition_penalty == 0 ? 1.0f : in.repetition_penalty;
+    s.presence_penalty = in.presence_penalty;
+    s.frequency_penalty = in.frequency_penalty;
+  }
+  s.seed = in.seed != 0 ? in.seed : std::hash<std::string>{}(in.request_id) | 1;
+
+  // Reasoning.
+  ReasoningParams& r = p.reasoning;
+  const int64_t agents = in.agents == 0 ? 1 : in.agents;
+  CHORUS_RETURN_IF_ERROR(CheckRange<int64_t>("reasoning.agents", agents, 1, L.max_agents_per_request));
+  r.agents = static_cast<int>(agents);
+  if (in.merge < 0 || in.merge > 5) {
+    return Invalid("reasoning.merge", StrCat("unknown strategy ", in.merge, " (VOTE, CONFIDENCE, BEST_LOGPROB, FIRST, SYNTHESIZE)"));
+  }
+  r.merge = in.merge == 0 ? MergeStrategy::kVote : static_cast<MergeStrategy>(in.merge);
+  if (in.answer_regex.size() > 512) return Invalid("reasoning.answer_regex", "longer than 512 bytes");
+  if (!in.answer_regex.empty()) CHORUS_RETURN_IF_ERROR(ValidateAnswerRegex(in.answer_regex));
+  r.answer_regex = in.answer_regex;
+  CHORUS_RETURN_IF_ERROR(CheckRange("reasoning.temperature_spread", in.temperature_spread, 0.0f, 1.0f));
+  r.temperature_spread = in.temperature_spread;
+  r.return_drafts = in.return_drafts;
+  if (in.confidence_threshold != 0) {
+    if (!(in.confidence_threshold > 0 && in.confidence_threshold < 1)) {
+      return Invalid("reasoning.confidence_threshold", StrCat("must be in (0, 1), got ", in.confidence_threshold));
+    }
+    r.confidence_threshold = in.confidence_threshold;
+  }
+  CHORUS_RETURN_IF_ERROR(CheckRange<int64_t>("reasoning.confidence_window", in.confidence_window, 0, 2048));
+  if (in.confidence_window != 0) r.confidence_window = static_cast<int>(in.confidence_window);
+
+  // Limits and stops.
+  const int64_t max_tokens = in.max_tokens == 0 ? L.default_max_tokens : in.max_tokens;
+  CHORUS_RETURN_IF_ERROR(CheckRange<int64_t>("max_tokens", max_tokens, 1, L.max_tokens_limit));
+  p.max_tokens = static_cast<int>(max_tokens);
+  if (in.stop.size() > 8) return Invalid("stop", StrCat("at most 8 stop strings, got ", in.stop.size()));
+  for (const auto& st : in.stop) {
+    if (st.empty() || st.size() > 256) return Invalid("stop", "each stop string must be 1..256 bytes");
+  }
+  p.stop = in.stop;
+  CHORUS_RETURN_IF_ERROR(CheckRange<int64_t>("priority", in.priority, -100, 100));
+  p.priority = static_cast<int>(in.priority);
+  CHORUS_RETURN_IF_ERROR(CheckRange<int64_t>("latency_budget_ms", in.latency_budget_ms, 0, L.max_latency_budget_ms));
+
+  // Prompt.
+  if (!in.prompt.empty() && !in.messages.empty()) {
+    return Invalid("messages", "set either prompt or messages, not both");
+  }
+  if (in.prompt.size() > static_cast<size_t>(L.max_prompt_bytes)) {
+    return Invalid("prompt", StrCat(in.prompt.size(), " bytes exceeds max_prompt_bytes ", L.max_prompt_bytes));
+  }
+  if (!in.messages.empty()) {
+    if (in.messages.size() > 256) return Invalid("messages", "at most 256 messages");
+    size_t bytes = 0;
+    for (const auto& [role, content] : in.messages) {
+      if (role != "system" && role != "user" && role != "assistant") {
+        return Invalid("messages.role", StrCat("'", role.substr(0, 32), "' is not system, user or assistant"));
+      }
+      bytes += content.size();
+    }
+    if (bytes > static_cast<size_t>(L.max_prompt_bytes)) {
+      return Invalid("messages", StrCat(bytes, " bytes of content exceeds max_prompt_bytes ", L.max_prompt_bytes));
+    }
+    if (chat_ == ChatTemplate::kNone) {
+      return Invalid("messages", "the model has no recognised chat template (llama2, llama3, chatml); send prompt instead");
+    }
+    p.prompt_tokens = RenderChat(chat_, *tokenizer_, in.messages);
+  } else {
+    p.prompt_tokens = tokenizer_->Encode(in.prompt, /*add_special=*/true, /*parse_special=*/false);
+    if (in.prompt.empty()) {
+      p.strip_leading_space = tokenizer_->add_space_prefix();
+      if (p.prompt_tokens.empty() && tokenizer_->bos_id() >= 0) p.prompt_tokens.push_back(tokenizer_->bos_id());
+    }
+  }
+  if (p.prompt_tokens.empty()) return Invalid("prompt", "is empty and the model has no BOS token");
+  const int64_t plen = static_cast<int64_t>(p.prompt_tokens.size());
+  if (plen + p.max_tokens > context_length_) {
+    return Invalid(in.messages.empty() ? "prompt" : "messages",
+                   StrCat(plen, " prompt tokens + max_tokens ", p.max_tokens,
+                          " exceed the model's context length ", context_length_));
+  }
+  const int64_t bs = L.kv_block_size;
+  const int64_t blocks = (plen + bs - 1) / bs + agents * ((p.max_tokens + bs - 1) / bs + 1);
+  if (blocks > L.kv_num_blocks) {
+    return Invalid("reasoning.agents", StrCat(agents, " agents x max_tokens ", p.max_tokens, " + ", plen,
+                                              " prompt tokens need ", blocks, " KV blocks; the cache has ",
+                                              L.kv_num_blocks));
+  }
+
+  // Deadline: the earlier of the budget and the RPC deadline minus the margin.
+  p.arrival_ms = arrival_ms;
+  const int64_t budget = in.latency_budget_ms == 0 ? L.default_latency_budget_ms : in.latency_budget_ms;
+  p.deadline_ms = arrival_ms + static_cast<double>(budget);
+  if (in.rpc_deadline_ms >= 0) {
+    p.deadline_ms = std::min(p.deadline_ms, in.rpc_deadline_ms - static_cast<double>(L.deadline_margin_ms));
+  }
+  p.stream = in.stream;
+  return p;
+}
+
+}  // namespace chorus

@@ -1,0 +1,232 @@
+#include "chorus/agents/agent_group.h"
+
+#include <algorithm>
+
+#include "chorus/agents/merge.h"
+#include "chorus/core/status.h"
+
+namespace chorus {
+namespace {
+
+size_t MaxStopLength(const RequestGroup& g) {
+  size_t n = 0;
+  for (const auto& s : g.params.stop) n = std::max(n, s.size());
+  return n;
+}
+
+// Sends the agent's text not yet streamed, keeping back what could still become a stop
+// string (unless final), and never cutting a UTF-8 sequence.
+void EmitDelta(RequestGroup& g, AgentSequence& a, bool final) {
+  if (!g.params.stream) return;
+  const std::string& text = a.draft.text;
+  size_t end = text.size();
+  if (!final) {
+    const size_t hold = MaxStopLength(g) > 0 ? MaxStopLength(g) - 1 : 0;
+    end = end > hold ? end - hold : 0;
+    while (end > a.streamed && end < text.size() &&
+           (static_cast<uint8_t>(text[end]) & 0xc0) == 0x80) {
+      --end;
+    }
+  }
+  if (end > a.streamed) {
+    g.sink->OnDelta(a.index, std::string_view(text).substr(a.streamed, end - a.streamed));
+    a.streamed = end;
+  }
+}
+
+float AgentTemperature(const GenerateParams& p, int i) {
+  const int n = p.reasoning.agents;
+  const float spread = p.reasoning.temperature_spread;
+  if (n <= 1 || spread == 0) return p.sampling.temperature;
+  const float offset = static_cast<float>(i) / static_cast<float>(n - 1) - 0.5f;
+  return std::max(0.0f, p.sampling.temperature * (1.0f + spread * offset));
+}
+
+void ApplyToken(RequestGroup& g, AgentSequence& a, const SampledToken& t, const AgentContext& ctx) {
+  if (g.first_token_ms < 0) g.first_token_ms = ctx.clock->NowMs();
+  if (ctx.tokenizer->IsEndOfGeneration(t.token)) {
+    FinishAgent(g, a, FinishReason::kEndOfText, ctx);
+    return;
+  }
+  a.tokens.push_back(t.token);
+  DraftResult& d = a.draft;
+  d.num_tokens++;
+  d.sum_logprob += t.logprob;
+  d.logprobs.push_back(t.logprob);
+  std::string bytes = ctx.tokenizer->TokenToBytes(t.token);
+  if (d.num_tokens == 1 && g.params.strip_leading_space && !bytes.empty() && bytes[0] == ' ') {
+    bytes.erase(0, 1);
+  }
+  const size_t before = d.text.size();
+  d.text += a.utf8.Push(bytes);
+  // Stop strings: search only where a new match can start.
+  const size_t max_stop = MaxStopLength(g);
+  if (max_stop > 0 && d.text.size() > before) {
+    const size_t from = before >= max_stop ? before - max_stop + 1 : 0;
+    size_t hit = std::string::npos;
+    for (const auto& s : g.params.stop) hit = std::min(hit, d.text.find(s, from));
+    if (hit != std::string::npos) {
+      d.text.resize(hit);
+      a.utf8 = Utf8Stream();
+      FinishAgent(g, a, FinishReason::kStop, ctx);
+      return;
+    }
+  }
+  const ReasoningParams& r = g.params.reasoning;
+  if (d.num_tokens >= g.params.max_tokens) {
+    FinishAgent(g, a, FinishReason::kLength, ctx);
+  } else if (static_cast<int>(a.tokens.size()) >= ctx.context_length) {
+    FinishAgent(g, a, FinishReason::kContext, ctx);
+  } else if (r.merge == MergeStrategy::kConfidence && d.num_tokens >= r.confidence_window &&
+             std::exp(TailWindowMeanLogprob(d.logprobs, r.confidence_window)) <
+                 r.confidence_threshold) {
+    FinishAgent(g, a, FinishReason::kLowConfidence, ctx);
+  } else {
+    EmitDelta(g, a, /*final=*/false);
+  }
+}
+
+}  // namespace
+
+void PublishPromptBlocks(RequestGroup& g, const AgentContext& ctx) {
+  const int bs = ctx.blocks->block_size();
+  const int full_done = g.prompt_computed / bs;
+  for (int i = 0; i < full_done && i < static_cast<int>(g.prompt_hashes.size()); ++i) {
+    ctx.blocks->Publish(g.prompt_table[i], g.prompt_hashes[i]);
+  }
+}
+
+void ForkAgents(RequestGroup& g, const float* logits, const AgentContext& ctx) {
+  const GenerateParams& p = g.params;
+  const int n = p.reasoning.agents;
+  const int bs = ctx.blocks->block_size();
+  const int plen = static_cast<int>(p.prompt_tokens.size());
+  const bool partial = plen % bs != 0;
+  if (!g.forked) {
+    g.agents.resize(n);
+    for (int i = 0; i < n; ++i) {
+      AgentSequence& a = g.agents[i];
+      a.index = i;
+      a.draft.agent = i;
+      a.tokens = p.prompt_tokens;
+      SamplingParams sp = p.sampling;
+      sp.seed = p.sampling.seed + static_cast<uint64_t>(i);
+      sp.temperature = AgentTemperature(p, i);
+      a.sampler = std::make_unique<Sampler>(sp);
+    }
+    g.forked = true;
+  }
+  // Block tables: every agent refs the full prompt blocks; the partial last block goes to the
+  // first live agent as is and is copied for the others (copy-on-write at the fork).
+  size_t fork_next = 0;
+  bool last_taken = false;
+  const size_t nb = g.prompt_table.size();
+  for (auto& a : g.agents) {
+    if (a.finished()) continue;
+    a.block_table.assign(g.prompt_table.begin(), g.prompt_table.end());
+    for (size_t b = 0; b + (partial ? 1 : 0) < nb; ++b) ctx.blocks->Ref(g.prompt_table[b]);
+    if (partial) {
+      if (!last_taken) {
+        last_taken = true;  // takes over the group's reference
+      } else {
+        CHORUS_CHECK(fork_next < g.fork_blocks.size());
+        const int32_t copy = g.fork_blocks[fork_next++];
+        ctx.kv->CopyBlock(g.prompt_table.back(), copy);
+        a.block_table.back() = copy;
+      }
+    }
+    a.computed = plen;
+  }
+  // Drop the group's own references: the agents hold theirs now.
+  for (size_t b = 0; b + (partial ? 1 : 0) < nb; ++b) ctx.blocks->Unref(g.prompt_table[b]);
+  if (partial && !last_taken) ctx.blocks->Unref(g.prompt_table.back());
+  for (size_t i = fork_next; i < g.fork_blocks.size(); ++i) ctx.blocks->Unref(g.fork_blocks[i]);
+  g.fork_blocks.clear();
+  g.prompt_table.clear();
+  g.state = GroupState::kDecode;
+
+  std::span<const float> l(logits, ctx.vocab_size);
+  for (auto& a : g.agents) {
+    if (a.finished() || static_cast<int>(a.tokens.size()) > plen) continue;
+    ApplyToken(g, a, a.sampler->Sample(l, a.tokens), ctx);
+  }
+}
+
+void SampleNext(RequestGroup& g, int agent, const float* logits, const AgentContext& ctx) {
+  AgentSequence& a = g.agents[agent];
+  if (a.finished()) return;
+  ApplyToken(g, a, a.sampler->Sample(std::span<const float>(logits, ctx.vocab_size), a.tokens),
+             ctx);
+}
+
+void FinishAgent(RequestGroup& g, AgentSequence& a, FinishReason reason, const AgentContext& ctx) {
+  if (a.finished()) return;
+  a.draft.text += a.utf8.Flush();
+  a.draft.finish = reason;
+  a.draft.finish_ms = ctx.clock->NowMs();
+  for (int32_t b : a.block_table) ctx.blocks->Unref(b);
+  a.block_table.clear();
+  EmitDelta(g, a, /*final=*/true);
+  g.sink->OnAgentFinished(a.draft);
+}
+
+void ApplyEarlyStops(RequestGroup& g, const AgentContext& ctx) {
+  const ReasoningParams& r = g.params.reasoning;
+  int unfinished = 0;
+  std::vector<std::string> answers;
+  bool natural_finish = false;
+  for (const auto& a : g.agents) {
+    if (!a.finished()) {
+      ++unfinished;
+    } else if (a.draft.num_tokens > 0 && a.draft.finish != FinishReason::kLowConfidence) {
+      answers.push_back(ExtractAnswer(a.draft.text, r.answer_regex));
+      natural_finish |= a.draft.finish == FinishReason::kEndOfText ||
+                        a.draft.finish == FinishReason::kStop ||
+                        a.draft.finish == FinishReason::kLength;
+    }
+  }
+  if (unfinished == 0) return;
+  const bool stop = (r.merge == MergeStrategy::kFirst && natural_finish) ||
+                    (r.merge == MergeStrategy::kVote && r.agents > 1 && !answers.empty() &&
+                     VoteIsDecided(answers, unfinished));
+  if (!stop) return;
+  for (auto& a : g.agents) {
+    if (!a.finished()) FinishAgent(g, a, FinishReason::kConsensus, ctx);
+  }
+}
+
+bool AllAgentsFinished(const RequestGroup& g) {
+  if (!g.forked) return false;
+  for (const auto& a : g.agents) {
+    if (!a.finished()) return false;
+  }
+  return true;
+}
+
+GenerateResult BuildResult(RequestGroup& g, double now_ms) {
+  GenerateResult r;
+  const GenerateParams& p = g.params;
+  r.request_id = p.request_id;
+  for (const auto& a : g.agents) {
+    r.drafts.push_back(a.draft);
+    r.completion_tokens += a.draft.num_tokens;
+  }
+  r.merge = MergeDrafts(p.reasoning.merge, p.reasoning, r.drafts);
+  for (const auto& d : r.drafts) {
+    if (d.agent == r.merge.winner) {
+      r.text = d.text;
+      r.finish = d.finish;
+    }
+  }
+  r.prompt_tokens = static_cast<int>(p.prompt_tokens.size());
+  r.computed_prompt_tokens = g.computed_prompt_tokens;
+  r.cached_prompt_tokens = g.cached_prompt_tokens;
+  r.queue_ms = g.first_scheduled_ms >= 0 ? g.first_scheduled_ms - p.arrival_ms : now_ms - p.arrival_ms;
+  r.ttft_ms = g.first_token_ms >= 0 ? g.first_token_ms - p.arrival_ms : 0;
+  r.total_ms = now_ms - p.arrival_ms;
+  r.budget_ms = p.deadline_ms - p.arrival_ms;
+  r.budget_cut = g.budget_cut;
+  return r;
+}
+
+}  // namespace chorus

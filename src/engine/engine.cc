@@ -1,0 +1,44 @@
+#include "chorus/engine/engine.h"
+
+#include <algorithm>
+
+namespace chorus {
+
+Engine::Engine(const Model* model, Backend* backend, KvCache* kv)
+    : model_(model), kv_(kv), transformer_(model, backend, kv) {}
+
+absl::Status Engine::Step(const StepPlan& plan, StepOutput* out) {
+  ForwardBatch& b = batch_;
+  b.tokens.clear();
+  b.positions.clear();
+  b.seq_of_token.clear();
+  b.logit_rows.clear();
+  b.block_tables.clear();
+  out->logit_segments.clear();
+  size_t max_blocks = 1;
+  for (const auto& s : plan.segments) {
+    const auto& table = s.agent < 0 ? s.group->prompt_table : s.group->agents[s.agent].block_table;
+    max_blocks = std::max(max_blocks, table.size());
+  }
+  b.max_blocks_per_seq = static_cast<int>(max_blocks);
+  for (size_t i = 0; i < plan.segments.size(); ++i) {
+    const StepSegment& s = plan.segments[i];
+    const RequestGroup& g = *s.group;
+    const auto& tokens = s.agent < 0 ? g.params.prompt_tokens : g.agents[s.agent].tokens;
+    const auto& table = s.agent < 0 ? g.prompt_table : g.agents[s.agent].block_table;
+    for (int p = s.start; p < s.start + s.len; ++p) {
+      b.tokens.push_back(tokens[p]);
+      b.positions.push_back(p);
+      b.seq_of_token.push_back(static_cast<int32_t>(i));
+    }
+    if (s.logits) {
+      b.logit_rows.push_back(static_cast<int32_t>(b.tokens.size()) - 1);
+      out->logit_segments.push_back(static_cast<int>(i));
+    }
+    b.block_tables.insert(b.block_tables.end(), table.begin(), table.end());
+    b.block_tables.resize((i + 1) * max_blocks, -1);
+  }
+  return transformer_.Forward(b, &out->logits);
+}
+
+}  // namespace chorus

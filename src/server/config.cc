@@ -1,0 +1,80 @@
+#include <google/protobuf/text_format.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "chorus/core/status.h"
+#include "chorus/core/str_cat.h"
+#include "chorus/server/server.h"
+
+namespace chorus {
+
+chorus::v1::ServerConfig DefaultServerConfig() {
+  chorus::v1::ServerConfig c;
+  c.set_listen_address("127.0.0.1:50051");
+  c.set_model_path("models/stories260K.gguf");
+  c.set_num_threads(0);
+  c.set_kv_block_size_tokens(16);
+  c.set_kv_num_blocks(4096);
+  c.set_prefix_cache_enabled(true);
+  c.set_max_num_batched_tokens(512);
+  c.set_max_running_agents(256);
+  c.set_max_queued_requests(256);
+  c.set_max_queued_agents(2048);
+  c.set_max_agents_per_request(16);
+  c.set_max_tokens_limit(4096);
+  c.set_max_prompt_bytes(1 << 20);
+  c.set_default_max_tokens(256);
+  c.set_default_latency_budget_ms(30000);
+  c.set_max_latency_budget_ms(3600000);
+  c.set_merge_reserve_ms(5);
+  c.set_deadline_margin_ms(20);
+  c.set_drain_timeout_ms(20000);
+  return c;
+}
+
+absl::StatusOr<chorus::v1::ServerConfig> LoadServerConfig(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(StrCat("config: cannot read ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  chorus::v1::ServerConfig c = DefaultServerConfig();
+  if (!google::protobuf::TextFormat::MergeFromString(ss.str(), &c)) {
+    return absl::InvalidArgumentError(StrCat("config: ", path, " is not a valid ServerConfig text proto"));
+  }
+  CHORUS_RETURN_IF_ERROR(ValidateServerConfig(c));
+  return c;
+}
+
+absl::Status ValidateServerConfig(const chorus::v1::ServerConfig& c) {
+  auto range = [](std::string_view field, int64_t v, int64_t lo, int64_t hi) -> absl::Status {
+    if (v < lo || v > hi) {
+      return absl::InvalidArgumentError(StrCat("config: ", field, " = ", v, " is outside [", lo, ", ", hi, "]"));
+    }
+    return absl::OkStatus();
+  };
+  CHORUS_RETURN_IF_ERROR(range("num_threads", c.num_threads(), 0, 1024));
+  CHORUS_RETURN_IF_ERROR(range("kv_block_size_tokens", c.kv_block_size_tokens(), 1, 1024));
+  CHORUS_RETURN_IF_ERROR(range("kv_num_blocks", c.kv_num_blocks(), 1, 1 << 24));
+  CHORUS_RETURN_IF_ERROR(range("max_num_batched_tokens", c.max_num_batched_tokens(), 1, 1 << 20));
+  CHORUS_RETURN_IF_ERROR(range("max_running_agents", c.max_running_agents(), 1, 1 << 20));
+  CHORUS_RETURN_IF_ERROR(range("max_queued_requests", c.max_queued_requests(), 0, 1 << 24));
+  CHORUS_RETURN_IF_ERROR(range("max_queued_agents", c.max_queued_agents(), 0, 1 << 24));
+  CHORUS_RETURN_IF_ERROR(range("max_agents_per_request", c.max_agents_per_request(), 1, 1024));
+  CHORUS_RETURN_IF_ERROR(range("max_tokens_limit", c.max_tokens_limit(), 1, 1 << 24));
+  CHORUS_RETURN_IF_ERROR(range("max_prompt_bytes", c.max_prompt_bytes(), 1, 1 << 30));
+  CHORUS_RETURN_IF_ERROR(range("default_max_tokens", c.default_max_tokens(), 1, c.max_tokens_limit()));
+  CHORUS_RETURN_IF_ERROR(range("max_latency_budget_ms", c.max_latency_budget_ms(), 1, int64_t{1} << 40));
+  CHORUS_RETURN_IF_ERROR(range("default_latency_budget_ms", c.default_latency_budget_ms(), 1, c.max_latency_budget_ms()));
+  CHORUS_RETURN_IF_ERROR(range("merge_reserve_ms", c.merge_reserve_ms(), 0, 60000));
+  CHORUS_RETURN_IF_ERROR(range("deadline_margin_ms", c.deadline_margin_ms(), 0, 60000));
+  CHORUS_RETURN_IF_ERROR(range("drain_timeout_ms", c.drain_timeout_ms(), 0, int64_t{1} << 32));
+  if (c.max_agents_per_request() > c.max_running_agents()) {
+    return absl::InvalidArgumentError("config: max_agents_per_request exceeds max_running_agents");
+  }
+  if (c.listen_address().empty()) return absl::InvalidArgumentError("config: listen_address is empty");
+  if (c.model_path().empty()) return absl::InvalidArgumentError("config: model_path is empty");
+  return absl::OkStatus();
+}
+
+}  // namespace chorus

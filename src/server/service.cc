@@ -1,0 +1,416 @@
+// chorus.v1.Chorus over the gRPC callback API. Conversions between proto and core types and
+// the one absl::Status -> grpc::Status mapping live here.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "chorus/admission/admission.h"
+#include "chorus/backends/cpu_backend.h"
+#include "chorus/core/str_cat.h"
+#include "chorus/runtime/runtime.h"
+#include "chorus/server/server.h"
+#include "chorus/v1/chorus.grpc.pb.h"
+
+namespace chorus {
+namespace {
+
+namespace pb = ::chorus::v1;
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+pb::FinishReason ToProto(FinishReason r) { return static_cast<pb::FinishReason>(static_cast<int>(r)); }
+
+void ToProto(const DraftResult& d, pb::Draft* out) {
+  out->set_agent(d.agent);
+  out->set_text(d.text);
+  out->set_num_tokens(d.num_tokens);
+  out->set_mean_logprob(d.num_tokens > 0 ? d.mean_logprob() : 0.0);
+  out->set_finish_reason(ToProto(d.finish));
+  out->set_answer(d.answer);
+  out->set_confidence(d.confidence);
+}
+
+void ToProto(const GenerateResult& r, bool with_drafts, pb::GenerateResponse* out) {
+  out->set_request_id(r.request_id);
+  out->set_text(r.text);
+  out->set_finish_reason(ToProto(r.finish));
+  auto* m = out->mutable_merge();
+  m->set_strategy(static_cast<pb::MergeStrategy>(static_cast<int>(r.merge.strategy)));
+  m->set_winner(r.merge.winner);
+  for (const auto& [answer, v] : r.merge.votes) (*m->mutable_votes())[answer] = v;
+  if (with_drafts) {
+    for (const auto& d : r.drafts) ToProto(d, out->add_drafts());
+  }
+  auto* u = out->mutable_usage();
+  u->set_prompt_tokens(r.prompt_tokens);
+  u->set_computed_prompt_tokens(r.computed_prompt_tokens);
+  u->set_cached_prompt_tokens(r.cached_prompt_tokens);
+  u->set_completion_tokens(r.completion_tokens);
+  auto* t = out->mutable_timing();
+  t->set_queue_ms(r.queue_ms);
+  t->set_ttft_ms(r.ttft_ms);
+  t->set_total_ms(r.total_ms);
+  t->set_budget_ms(r.budget_ms);
+  t->set_budget_cut(r.budget_cut);
+}
+
+GenerateInput FromProto(const pb::GenerateRequest& r) {
+  GenerateInput in;
+  in.request_id = r.request_id();
+  in.prompt = r.prompt();
+  for (const auto& m : r.messages()) in.messages.emplace_back(m.role(), m.content());
+  in.max_tokens = r.max_tokens();
+  in.stop.assign(r.stop().begin(), r.stop().end());
+  in.has_sampling = r.has_sampling();
+  const auto& s = r.sampling();
+  in.temperature = s.temperature();
+  in.top_p = s.top_p();
+  in.top_k = s.top_k();
+  in.min_p = s.min_p();
+  in.seed = s.seed();
+  in.repetition_penalty = s.repetition_penalty();
+  in.presence_penalty = s.presence_penalty();
+  in.frequency_penalty = s.frequency_penalty();
+  const auto& q = r.reasoning();
+  in.agents = q.agents();
+  in.merge = q.merge();
+  in.answer_regex = q.answer_regex();
+  in.temperature_spread = q.temperature_spread();
+  in.return_drafts = q.return_drafts();
+  in.confidence_threshold = q.confidence_threshold();
+  in.confidence_window = q.confidence_window();
+  in.latency_budget_ms = r.latency_budget_ms();
+  in.priority = r.priority();
+  return in;
+}
+
+// Unary sink: fills the response and finishes the call once.
+class UnarySink : public ResultSink {
+ public:
+  UnarySink(grpc::ServerUnaryReactor* reactor, pb::GenerateResponse* response, bool drafts)
+      : reactor_(reactor), response_(response), drafts_(drafts) {}
+  void OnDelta(int, std::string_view) override {}
+  void OnAgentFinished(const DraftResult&) override {}
+  void OnComplete(absl::StatusOr<GenerateResult> r) override {
+    if (r.ok()) ToProto(*r, drafts_, response_);
+    reactor_->Finish(ToGrpc(r.status()));
+  }
+  bool Cancelled() const override { return cancelled_.load(); }
+  std::atomic<bool> cancelled_{false};
+
+ private:
+  grpc::ServerUnaryReactor* reactor_;
+  pb::GenerateResponse* response_;
+  bool drafts_;
+};
+
+class GenerateReactor : public grpc::ServerUnaryReactor {
+ public:
+  std::shared_ptr<UnarySink> sink;
+  void OnCancel() override {
+    if (sink) sink->cancelled_ = true;
+  }
+  void OnDone() override { delete this; }
+};
+
+// Streaming: events queue up and are written one at a time; the call finishes after the last.
+class StreamReactor : public grpc::ServerWriteReactor<pb::GenerateEvent> {
+ public:
+  class Sink : public ResultSink {
+   public:
+    explicit Sink(StreamReactor* r, bool drafts) : r_(r), drafts_(drafts) {}
+    void OnDelta(int agent, std::string_view text) override {
+      pb::GenerateEvent e;
+      e.mutable_delta()->set_agent(agent);
+      e.mutable_delta()->set_text(std::string(text));
+      r_->Push(std::move(e));
+    }
+    void OnAgentFinished(const DraftResult& d) override {
+      pb::GenerateEvent e;
+      ToProto(d, e.mutable_agent_finished());
+      r_->Push(std::move(e));
+    }
+    void OnComplete(absl::StatusOr<GenerateResult> r) override {
+      if (r.ok()) {
+        pb::GenerateEvent e;
+        ToProto(*r, drafts_, e.mutable_result());
+        r_->Push(std::move(e));
+      }
+      r_->Close(ToGrpc(r.status()));
+    }
+    bool Cancelled() const override { return cancelled_.load(); }
+    std::atomic<bool> cancelled_{false};
+
+   private:
+    StreamReactor* r_;
+    bool drafts_;
+  };
+
+  std::shared_ptr<Sink> sink;
+
+  void Push(pb::GenerateEvent e) {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.push_back(std::move(e));
+    MaybeWriteLocked();
+  }
+  void Close(const grpc::Status& s) {
+    std::lock_guard<std::mutex> lock(mu_);
+    final_ = s;
+    closing_ = true;
+    MaybeWriteLocked();
+  }
+  // Finish right away (the request never reached the runtime).
+  void FinishNow(const grpc::Status& s) { Close(s); }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    writing_ = false;
+    queue_.pop_front();
+    if (!ok) {  // the client is gone: drop what is left
+      queue_.clear();
+      if (sink) sink->cancelled_ = true;
+    }
+    MaybeWriteLocked();
+  }
+  void OnCancel() override {
+    if (sink) sink->cancelled_ = true;
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void MaybeWriteLocked() {
+    if (writing_ || finished_) return;
+    if (!queue_.empty()) {
+      writing_ = true;
+      StartWrite(&queue_.front());
+    } else if (closing_) {
+      finished_ = true;
+      Finish(final_);
+    }
+  }
+  std::mutex mu_;
+  std::deque<pb::GenerateEvent> queue_;
+  bool writing_ = false, closing_ = false, finished_ = false;
+  grpc::Status final_;
+};
+
+}  // namespace
+
+class ChorusServer::Impl final : public pb::Chorus::CallbackService {
+ public:
+  chorus::v1::ServerConfig config;
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<Model> model;
+  RealClock clock;
+  std::unique_ptr<Runtime> runtime;
+  std::unique_ptr<Admission> admission;
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;
+  std::atomic<uint64_t> next_id{1};
+  std::atomic<bool> draining{false};
+  std::mutex done_mu;
+  std::condition_variable done_cv;
+  bool done = false;
+
+  // Validates and submits; returns the error to answer with, or OK when the runtime owns it.
+  absl::Status Admit(grpc::CallbackServerContext* ctx, const pb::GenerateRequest* req, bool stream,
+                     std::shared_ptr<ResultSink> sink, std::string* id) {
+    if (draining) return absl::UnavailableError("server is draining; retry on another replica");
+    const double now = clock.NowMs();
+    GenerateInput in = FromProto(*req);
+    in.stream = stream;
+    if (in.request_id.empty()) in.request_id = StrCat("chorus-", next_id.fetch_add(1));
+    const auto deadline = ctx->deadline();
+    if (deadline != std::chrono::system_clock::time_point::max()) {
+      const double left = std::chrono::duration<double, std::milli>(deadline - std::chrono::system_clock::now()).count();
+      in.rpc_deadline_ms = now + left;
+    }
+    *id = in.request_id;
+    auto params = admission->Validate(in, now);
+    if (!params.ok()) return params.status();
+    return runtime->Submit(std::move(*params), std::move(sink));
+  }
+
+  grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* ctx, const pb::GenerateRequest* req,
+                                     pb::GenerateResponse* resp) override {
+    auto* reactor = new GenerateReactor();
+    reactor->sink = std::make_shared<UnarySink>(reactor, resp, req->reasoning().return_drafts());
+    std::string id;
+    absl::Status s = Admit(ctx, req, false, reactor->sink, &id);
+    if (!s.ok()) {
+      spdlog::info("[{}] rejected: {}", id, s.ToString());
+      reactor->Finish(ToGrpc(s));
+    }
+    return reactor;
+  }
+
+  grpc::ServerWriteReactor<pb::GenerateEvent>* GenerateStream(grpc::CallbackServerContext* ctx,
+                                                              const pb::GenerateRequest* req) override {
+    auto* reactor = new StreamReactor();
+    reactor->sink = std::make_shared<StreamReactor::Sink>(reactor, req->reasoning().return_drafts());
+    std::string id;
+    absl::Status s = Admit(ctx, req, true, reactor->sink, &id);
+    if (!s.ok()) {
+      spdlog::info("[{}] rejected: {}", id, s.ToString());
+      reactor->FinishNow(ToGrpc(s));
+    }
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx, const pb::ListModelsRequest*,
+                                       pb::ListModelsResponse* resp) override {
+    auto* m = resp->add_models();
+    const auto& cfg = model->config();
+    auto name = model->file().GetString("general.name");
+    m->set_name(name.ok() ? std::string(*name) : config.model_path());
+    m->set_architecture(cfg.arch);
+    m->set_context_length(cfg.context_length);
+    m->set_vocab_size(cfg.vocab_size);
+    m->set_backend(std::string(backend->name()));
+    auto* r = ctx->DefaultReactor();
+    r->Finish(grpc::Status::OK);
+    return r;
+  }
+
+  grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx, const pb::GetStatsRequest*,
+                                     pb::GetStatsResponse* resp) override {
+    const RuntimeStats s = runtime->Stats();
+    resp->set_running_requests(s.running_requests);
+    resp->set_waiting_requests(s.waiting_requests);
+    resp->set_running_agents(s.running_agents);
+    resp->set_waiting_agents(s.waiting_agents);
+    resp->set_kv_blocks_total(s.kv_blocks_total);
+    resp->set_kv_blocks_used(s.kv_blocks_used);
+    resp->set_prefix_cache_blocks(s.prefix_cache_blocks);
+    resp->set_steps_run(s.steps_run);
+    resp->set_requests_completed(s.requests_completed);
+    resp->set_requests_cancelled(s.requests_cancelled);
+    resp->set_requests_failed(s.requests_failed);
+    resp->set_preemptions(s.preemptions);
+    resp->set_tokens_generated(s.tokens_generated);
+    resp->set_prompt_tokens_computed(s.prompt_tokens_computed);
+    resp->set_prompt_tokens_cached(s.prompt_tokens_cached);
+    auto* r = ctx->DefaultReactor();
+    r->Finish(grpc::Status::OK);
+    return r;
+  }
+
+  grpc::ServerUnaryReactor* Abort(grpc::CallbackServerContext* ctx, const pb::AbortRequest* req,
+                                  pb::AbortResponse* resp) override {
+    resp->set_found(runtime->Abort(req->request_id()));
+    auto* r = ctx->DefaultReactor();
+    r->Finish(grpc::Status::OK);
+    return r;
+  }
+};
+
+absl::StatusOr<std::unique_ptr<ChorusServer>> ChorusServer::Start(const chorus::v1::ServerConfig& config) {
+  absl::Status valid = ValidateServerConfig(config);
+  if (!valid.ok()) return valid;
+  auto impl = std::make_unique<Impl>();
+  impl->config = config;
+  const int threads = config.num_threads() > 0 ? config.num_threads()
+                                               : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  impl->backend = CreateCpuBackend(threads);
+  auto model = Model::Load(config.model_path(), impl->backend.get());
+  if (!model.ok()) return model.status();
+  impl->model = std::move(*model);
+
+  RuntimeOptions ro;
+  ro.kv_block_size = config.kv_block_size_tokens();
+  ro.kv_num_blocks = config.kv_num_blocks();
+  ro.prefix_cache = config.prefix_cache_enabled();
+  ro.scheduler.max_num_batched_tokens = config.max_num_batched_tokens();
+  ro.scheduler.max_running_agents = config.max_running_agents();
+  ro.max_queued_requests = config.max_queued_requests();
+  ro.max_queued_agents = config.max_queued_agents();
+  ro.merge_reserve_ms = static_cast<double>(config.merge_reserve_ms());
+  auto runtime = Runtime::Create(ro, impl->model.get(), impl->backend.get(), &impl->clock);
+  if (!runtime.ok()) return runtime.status();
+  impl->runtime = std::move(*runtime);
+
+  AdmissionLimits al;
+  al.max_agents_per_request = config.max_agents_per_request();
+  al.max_tokens_limit = config.max_tokens_limit();
+  al.max_prompt_bytes = config.max_prompt_bytes();
+  al.default_max_tokens = config.default_max_tokens();
+  al.default_latency_budget_ms = config.default_latency_budget_ms();
+  al.max_latency_budget_ms = config.max_latency_budget_ms();
+  al.deadline_margin_ms = config.deadline_margin_ms();
+  al.kv_block_size = config.kv_block_size_tokens();
+  al.kv_num_blocks = config.kv_num_blocks();
+  al.chat_template = config.chat_template();
+  auto jinja = impl->model->file().GetString("tokenizer.chat_template");
+  const ChatTemplate chat = DetectChatTemplate(jinja.ok() ? *jinja : std::string_view(), al.chat_template);
+  impl->admission = std::make_unique<Admission>(al, &impl->model->tokenizer(),
+                                                impl->model->config().context_length, chat, &impl->clock);
+  impl->runtime->Start();
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.AddListeningPort(config.listen_address(), grpc::InsecureServerCredentials(), &impl->port);
+  builder.RegisterService(impl.get());
+  impl->server = builder.BuildAndStart();
+  if (!impl->server || impl->port == 0) {
+    return absl::UnavailableError(StrCat("cannot listen on ", config.listen_address()));
+  }
+  impl->server->GetHealthCheckService()->SetServingStatus(true);
+  spdlog::info("chorusd: serving {} ({}, {} layers, {} backend, {} threads) on port {}",
+               config.model_path(), impl->model->config().arch, impl->model->config().n_layers,
+               impl->backend->name(), threads, impl->port);
+  return std::unique_ptr<ChorusServer>(new ChorusServer(std::move(impl)));
+}
+
+ChorusServer::ChorusServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+ChorusServer::~ChorusServer() {
+  if (impl_->server) {
+    impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  }
+  impl_->runtime.reset();  // ends the engine thread; unfinished calls end CANCELLED
+}
+
+int ChorusServer::port() const { return impl_->port; }
+
+void ChorusServer::Drain() {
+  Impl& s = *impl_;
+  s.draining = true;
+  s.server->GetHealthCheckService()->SetServingStatus(false);
+  s.runtime->BeginDrain();
+  spdlog::info("chorusd: draining {} in-flight requests (up to {} ms)", s.runtime->InFlight(),
+               s.config.drain_timeout_ms());
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(s.config.drain_timeout_ms());
+  while (!s.runtime->Idle() && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (!s.runtime->Idle()) {
+    spdlog::warn("chorusd: drain timeout; cancelling {} requests", s.runtime->InFlight());
+    s.runtime->CancelAll();
+    for (int i = 0; i < 200 && !s.runtime->Idle(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  s.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  {
+    std::lock_guard<std::mutex> lock(s.done_mu);
+    s.done = true;
+  }
+  s.done_cv.notify_all();
+}
+
+void ChorusServer::Wait() {
+  std::unique_lock<std::mutex> lock(impl_->done_mu);
+  impl_->done_cv.wait(lock, [this] { return impl_->done; });
+}
+
+}  // namespace chorus
