@@ -1,0 +1,46 @@
+// Budget logic with a fake clock: cut in time, merge reserve kept, infeasible budget rejected.
+#include "chorus/agents/budget.h"
+
+#include <gtest/gtest.h>
+
+#include "chorus/core/clock.h"
+
+namespace chorus {
+namespace {
+
+TEST(BudgetTest, PredictorLearnsStepTimesPerBatchShape) {
+  StepTimePredictor p(2.0, 0.5);
+  EXPECT_DOUBLE_EQ(p.PredictMs(8), 2.0 + 4.0);  // before any measurement
+  for (int i = 0; i < 20; ++i) p.Observe(8, 10.0);
+  EXPECT_NEAR(p.PredictMs(8), 10.0, 1e-9);
+  EXPECT_NEAR(p.PredictMs(16), 20.0, 1e-9);  // scaled up from the nearest smaller shape
+  EXPECT_NEAR(p.PredictMs(2), 10.0, 1e-9);   // never scaled down below a measurement
+  for (int i = 0; i < 50; ++i) p.Observe(1, 3.0);
+  EXPECT_NEAR(p.PredictMs(1), 3.0, 1e-6);
+}
+
+TEST(BudgetTest, DraftingStopsWhenTheNextStepWouldEatTheMergeReserve) {
+  FakeClock clock(1000);
+  const double deadline = 1100, step = 10, reserve = 5;
+  int steps = 0;
+  while (!ShouldStopDrafting(clock.NowMs(), deadline, step, reserve)) {
+    clock.AdvanceMs(step);  // one step runs
+    ++steps;
+  }
+  // 8 steps end at 1080; a 9th would end at 1090 + 5 reserve <= 1100: allowed.
+  EXPECT_EQ(steps, 8 + 1);
+  EXPECT_LE(clock.NowMs() + reserve, deadline);  // the merge reserve is intact
+  EXPECT_GT(clock.NowMs() + step + reserve, deadline);
+}
+
+TEST(BudgetTest, AnInfeasibleBudgetIsRejectedBeforeItStarts) {
+  FakeClock clock(0);
+  // Prefill 100 ms + a 10 ms step + 5 ms reserve against budgets of 100 and 200 ms.
+  EXPECT_FALSE(PrefillFits(clock.NowMs(), 100, 100, 10, 5));
+  EXPECT_TRUE(PrefillFits(clock.NowMs(), 200, 100, 10, 5));
+  clock.AdvanceMs(90);
+  EXPECT_FALSE(PrefillFits(clock.NowMs(), 200, 100, 10, 5));
+}
+
+}  // namespace
+}  // namespace chorus

@@ -1,0 +1,99 @@
+// Merge strategies on hand-made drafts (no model, no clock: finish times are given).
+#include "chorus/agents/merge.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+namespace chorus {
+namespace {
+
+DraftResult D(int agent, std::string text, std::vector<float> lp,
+              FinishReason f = FinishReason::kEndOfText, double finish_ms = 0) {
+  DraftResult d;
+  d.agent = agent;
+  d.text = std::move(text);
+  d.logprobs = std::move(lp);
+  d.num_tokens = static_cast<int>(d.logprobs.size());
+  for (float x : d.logprobs) d.sum_logprob += x;
+  d.finish = f;
+  d.finish_ms = finish_ms;
+  return d;
+}
+
+TEST(MergeTest, VotePicksThePluralityAnswer) {
+  std::vector<DraftResult> d = {D(0, "so the answer is 42.", {-1, -1}),
+                                D(1, "I think 41", {-0.1f, -0.1f}),
+                                D(2, "The Answer is 42", {-2, -2})};
+  const MergeInfo m = MergeDrafts(MergeStrategy::kVote, {}, d);
+  EXPECT_EQ(m.strategy, MergeStrategy::kVote);
+  EXPECT_EQ(m.votes.at("42"), 2);
+  EXPECT_EQ(m.votes.at("41"), 1);
+  EXPECT_EQ(m.winner, 0);  // among the "42" drafts, agent 0 has the better mean logprob
+}
+
+TEST(MergeTest, VoteTieIsBrokenByMeanLogprob) {
+  std::vector<DraftResult> d = {D(0, "answer: red", {-2, -2}), D(1, "answer: blue", {-0.5f})};
+  EXPECT_EQ(MergeDrafts(MergeStrategy::kVote, {}, d).winner, 1);
+}
+
+TEST(MergeTest, AnswerRegexFirstGroupAndDefaultRules) {
+  EXPECT_EQ(ExtractAnswer("result=<B>", "<([A-D])>"), "b");
+  EXPECT_EQ(ExtractAnswer("no match here 7", "<([A-D])>"), "7");  // falls back to the default
+  EXPECT_EQ(ExtractAnswer("so \\boxed{x^{2}} done", ""), "x^{2}");
+  EXPECT_EQ(ExtractAnswer("it costs 1,234.5 dollars", ""), "1234.5");
+  EXPECT_EQ(ExtractAnswer("  Hello   World. ", ""), "hello world");
+  EXPECT_FALSE(ValidateAnswerRegex("(a").ok());
+}
+
+TEST(MergeTest, ConfidenceWeightsVotesAndDropsLowConfidenceDrafts) {
+  ReasoningParams p;
+  p.confidence_window = 2;
+  // Two confident "A" drafts... versus three shaky "B" drafts, one stopped early.
+  std::vector<DraftResult> d = {
+      D(0, "answer: A", {-0.05f, -0.05f}), D(1, "answer: A", {-0.1f, -0.1f}),
+      D(2, "answer: B", {-3, -3}), D(3, "answer: B", {-3, -2.5f}),
+      D(4, "answer: B", {-9, -9}, FinishReason::kLowConfidence)};
+  const MergeInfo m = MergeDrafts(MergeStrategy::kConfidence, p, d);
+  EXPECT_EQ(m.strategy, MergeStrategy::kConfidence);
+  EXPECT_EQ(m.winner, 0);
+  EXPECT_GT(m.votes.at("a"), m.votes.at("b"));
+  EXPECT_NEAR(d[0].confidence, std::exp(-0.05), 1e-6);
+  // A plain vote would have chosen B (3 against 2).
+  EXPECT_EQ(MergeDrafts(MergeStrategy::kVote, p, d).winner, 3);
+}
+
+TEST(MergeTest, DraftConfidenceIsTheLeastConfidentWindow) {
+  EXPECT_NEAR(DraftConfidence({-0.1f, -0.1f, -2, -2, -0.1f}, 2), std::exp(-2.0), 1e-6);
+  EXPECT_NEAR(TailWindowMeanLogprob({-5, -1, -3}, 2), -2.0, 1e-6);
+}
+
+TEST(MergeTest, BestLogprobIsLengthNormalized) {
+  std::vector<DraftResult> d = {D(0, "short", {-1.0f}), D(1, "long", {-0.5f, -0.5f, -0.5f, -0.5f})};
+  EXPECT_EQ(MergeDrafts(MergeStrategy::kBestLogprob, {}, d).winner, 1);  // sum -2 but mean -0.5
+}
+
+TEST(MergeTest, FirstPrefersTheEarliestNaturalFinish) {
+  std::vector<DraftResult> d = {D(0, "a", {-1}, FinishReason::kEndOfText, 30),
+                                D(1, "b", {-1}, FinishReason::kLength, 20),
+                                D(2, "c", {-0.1f}, FinishReason::kConsensus, 10),
+                                D(3, "", {}, FinishReason::kEndOfText, 5)};
+  EXPECT_EQ(MergeDrafts(MergeStrategy::kFirst, {}, d).winner, 1);
+}
+
+TEST(MergeTest, SynthesizeWithoutAPassMergesAsVote) {
+  std::vector<DraftResult> d = {D(0, "answer: 1", {-1}), D(1, "answer: 2", {-1}), D(2, "answer: 2", {-1})};
+  const MergeInfo m = MergeDrafts(MergeStrategy::kSynthesize, {}, d);
+  EXPECT_EQ(m.strategy, MergeStrategy::kVote);
+  EXPECT_EQ(m.winner, 1);
+}
+
+TEST(MergeTest, VoteIsDecidedWhenTheLeadCannotBeOvertaken) {
+  EXPECT_TRUE(VoteIsDecided({"a", "a", "a"}, 2));
+  EXPECT_FALSE(VoteIsDecided({"a", "a", "b"}, 1));
+  EXPECT_FALSE(VoteIsDecided({"a", "a"}, 2));
+  EXPECT_TRUE(VoteIsDecided({"a"}, 0));
+}
+
+}  // namespace
+}  // namespace chorus
