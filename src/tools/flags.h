@@ -22,8 +22,12 @@ class Flags {
     for (int i = 1; i < argc; ++i) {
       std::string arg = argv[i];
       if (arg.rfind("--", 0) != 0) {
-        *error = "unexpected argument '" + arg + "'";
-        return false;
+        if (!allow_positional_) {
+          *error = "unexpected argument '" + arg + "'";
+          return false;
+        }
+        positional_.push_back(arg);
+        continue;
       }
       std::string name = arg.substr(2), value;
       const size_t eq = name.find('=');
@@ -51,6 +55,10 @@ class Flags {
     return true;
   }
 
+  // Accept arguments without "--" (collected in order).
+  void AllowPositional() { allow_positional_ = true; }
+  const std::vector<std::string>& positional() const { return positional_; }
+
   bool Has(const std::string& name) const { return values_.count(name) > 0; }
   std::string Get(const std::string& name, const std::string& def = "") const {
     auto it = values_.find(name);
@@ -77,6 +85,8 @@ class Flags {
  private:
   std::set<std::string> with_value_, switches_;
   std::map<std::string, std::string> values_;
+  std::vector<std::string> positional_;
+  bool allow_positional_ = false;
 };
 
 }  // namespace chorus::tools

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "../test_util.h"
+#include "daemon.h"
 #include "chorus/v1/chorus.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
@@ -18,38 +19,8 @@ namespace {
 
 namespace pb = chorus::v1;
 namespace health = grpc::health::v1;
-
-struct Daemon {
-  pid_t pid = -1;
-  int port = 0;
-  FILE* out = nullptr;
-};
-
-Daemon Spawn(const std::vector<std::string>& extra) {
-  int fds[2];
-  EXPECT_EQ(::pipe(fds), 0);
-  Daemon d;
-  d.pid = ::fork();
-  if (d.pid == 0) {
-    ::dup2(fds[1], 1);
-    ::close(fds[0]);
-    std::vector<std::string> args = {testing::BinaryPath("src/chorusd"), "--listen", "127.0.0.1:0",
-                                     "--model", testing::SourcePath("models/stories260K.gguf")};
-    args.insert(args.end(), extra.begin(), extra.end());
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    _exit(127);
-  }
-  ::close(fds[1]);
-  d.out = ::fdopen(fds[0], "r");
-  char line[256];
-  while (std::fgets(line, sizeof(line), d.out)) {
-    if (std::sscanf(line, "chorusd listening on port %d", &d.port) == 1) break;
-  }
-  return d;
-}
+using testing::Daemon;
+using testing::Spawn;
 
 health::HealthCheckResponse::ServingStatus Health(const std::shared_ptr<grpc::Channel>& ch) {
   auto stub = health::Health::NewStub(ch);

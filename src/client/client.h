@@ -1,0 +1,25 @@
+// The `chorus` client: shared pieces of its subcommands. Depends on the generated gRPC code
+// only (no server or engine code).
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <set>
+#include <string>
+
+#include "../tools/flags.h"
+#include "chorus/v1/chorus.grpc.pb.h"
+
+namespace chorus::client {
+
+std::shared_ptr<grpc::Channel> Connect(const tools::Flags& flags);
+// Fills a GenerateRequest from the common flags (--agents, --merge, --budget-ms, ...).
+// Returns false with *error naming the flag.
+bool BuildRequest(const tools::Flags& flags, const std::string& prompt,
+                  chorus::v1::GenerateRequest* req, std::string* error);
+// Flags every generating subcommand accepts.
+std::set<std::string> RequestFlags();
+int RunBench(int argc, char** argv);
+
+}  // namespace chorus::client

@@ -1,0 +1,217 @@
+// chorus: command-line client for chorusd.
+//   chorus generate PROMPT [options]   the merged answer (--drafts: every draft and the vote)
+//   chorus stream PROMPT [options]     tokens as they arrive, agents tagged
+//   chorus health | models | stats     exit 0 only when the server is healthy / answers
+//   chorus bench [options]             load generator (chorus bench --help)
+#include <google/protobuf/util/json_util.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "client.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+
+namespace chorus::client {
+namespace pb = chorus::v1;
+
+constexpr char kUsage[] =
+    "usage: chorus <generate|stream|health|models|stats|bench> [--addr HOST:PORT] ...\n"
+    "  generate PROMPT  [--agents N] [--merge vote|confidence|best_logprob|first|synthesize]\n"
+    "                   [--budget-ms MS] [--max-tokens N] [--temperature T] [--top-p P]\n"
+    "                   [--top-k K] [--seed S] [--stop STR] [--timeout-ms MS] [--drafts] [--json]\n"
+    "  stream PROMPT    same options; prints tokens as they arrive, tagged [agent]\n"
+    "  health           exit 0 only when the server reports SERVING\n"
+    "  models, stats    print the server's model and counters\n"
+    "  bench            load generator; see chorus bench --help\n"
+    "  --addr defaults to 127.0.0.1:50051\n";
+
+std::shared_ptr<grpc::Channel> Connect(const tools::Flags& flags) {
+  return grpc::CreateChannel(flags.Get("addr", "127.0.0.1:50051"), grpc::InsecureChannelCredentials());
+}
+
+std::set<std::string> RequestFlags() {
+  return {"addr", "agents", "merge", "budget-ms", "max-tokens", "temperature", "top-p", "top-k",
+          "seed", "stop", "timeout-ms", "priority"};
+}
+
+bool BuildRequest(const tools::Flags& f, const std::string& prompt, pb::GenerateRequest* req,
+                  std::string* error) {
+  int agents, max_tokens, top_k, priority;
+  int64_t budget, seed;
+  float temperature, top_p;
+  if (!f.GetNumber("agents", 1, 1, 1024, &agents, error) ||
+      !f.GetNumber("max-tokens", 128, 1, 1 << 24, &max_tokens, error) ||
+      !f.GetNumber("top-k", 0, 0, 100000, &top_k, error) ||
+      !f.GetNumber("priority", 0, -100, 100, &priority, error) ||
+      !f.GetNumber<int64_t>("budget-ms", 0, 0, int64_t{1} << 40, &budget, error) ||
+      !f.GetNumber<int64_t>("seed", 0, 0, INT64_MAX, &seed, error) ||
+      !f.GetNumber("temperature", 0.8f, 0.0f, 100.0f, &temperature, error) ||
+      !f.GetNumber("top-p", 1.0f, 0.0f, 1.0f, &top_p, error)) {
+    return false;
+  }
+  req->set_prompt(prompt);
+  req->set_max_tokens(max_tokens);
+  req->set_latency_budget_ms(budget);
+  req->set_priority(priority);
+  auto* s = req->mutable_sampling();
+  s->set_temperature(temperature);
+  s->set_top_p(top_p);
+  s->set_top_k(top_k);
+  s->set_seed(static_cast<uint64_t>(seed));
+  req->mutable_reasoning()->set_agents(agents);
+  if (f.Has("stop")) req->add_stop(f.Get("stop"));
+  const std::string merge = f.Get("merge", "vote");
+  pb::MergeStrategy m;
+  std::string upper;
+  for (char c : merge) upper.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+  if (!pb::MergeStrategy_Parse(upper, &m)) {
+    *error = "--merge must be vote, confidence, best_logprob, first or synthesize, got '" + merge + "'";
+    return false;
+  }
+  req->mutable_reasoning()->set_merge(m);
+  return true;
+}
+
+static void SetDeadline(const tools::Flags& f, grpc::ClientContext* ctx) {
+  int64_t ms = 0;
+  std::string e;
+  if (f.GetNumber<int64_t>("timeout-ms", 0, 0, int64_t{1} << 40, &ms, &e) && ms > 0) {
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(ms));
+  }
+}
+
+static int Fail(const std::string& msg) {
+  std::fprintf(stderr, "chorus: %s\n", msg.c_str());
+  return 1;
+}
+
+static int FailRpc(const grpc::Status& s) {
+  return Fail("rpc failed: " + std::to_string(s.error_code()) + " " + s.error_message());
+}
+
+static int Generate(int argc, char** argv, bool stream) {
+  auto names = RequestFlags();
+  tools::Flags f(names, {"drafts", "json", "help"});
+  f.AllowPositional();
+  std::string error;
+  if (!f.Parse(argc, argv, &error)) return Fail(error + " (see --help)");
+  if (f.Has("help")) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  if (f.positional().size() != 1) return Fail("expected exactly one PROMPT argument (use \"\" for BOS)");
+  pb::GenerateRequest req;
+  if (!BuildRequest(f, f.positional()[0], &req, &error)) return Fail(error);
+  req.mutable_reasoning()->set_return_drafts(f.Has("drafts") || f.Has("json"));
+  auto stub = pb::Chorus::NewStub(Connect(f));
+  grpc::ClientContext ctx;
+  SetDeadline(f, &ctx);
+  pb::GenerateResponse resp;
+  if (stream) {
+    auto reader = stub->GenerateStream(&ctx, req);
+    pb::GenerateEvent e;
+    int last_agent = -1;
+    const bool tag = req.reasoning().agents() > 1;
+    while (reader->Read(&e)) {
+      if (e.has_delta()) {
+        if (tag && e.delta().agent() != last_agent) std::printf("\n[%d] ", e.delta().agent());
+        last_agent = e.delta().agent();
+        std::fputs(e.delta().text().c_str(), stdout);
+        std::fflush(stdout);
+      } else if (e.has_result()) {
+        resp = e.result();
+      }
+    }
+    const grpc::Status s = reader->Finish();
+    if (!s.ok()) return FailRpc(s);
+    if (tag) std::printf("\n[merged %s, winner %d] %s", pb::MergeStrategy_Name(resp.merge().strategy()).c_str(),
+                         resp.merge().winner(), resp.text().c_str());
+    std::printf("\n");
+    return 0;
+  }
+  const grpc::Status s = stub->Generate(&ctx, req, &resp);
+  if (!s.ok()) return FailRpc(s);
+  if (f.Has("json")) {
+    std::string json;
+    google::protobuf::util::JsonPrintOptions o;
+    o.add_whitespace = true;
+    o.preserve_proto_field_names = true;
+    (void)google::protobuf::util::MessageToJsonString(resp, &json, o);
+    std::fputs(json.c_str(), stdout);
+    return 0;
+  }
+  if (f.Has("drafts")) {
+    for (const auto& d : resp.drafts()) {
+      std::printf("--- draft %d (%s, %d tokens, mean logprob %.3f, answer '%s')\n%s\n", d.agent(),
+                  pb::FinishReason_Name(d.finish_reason()).c_str(), d.num_tokens(), d.mean_logprob(),
+                  d.answer().c_str(), d.text().c_str());
+    }
+    std::printf("--- vote (%s): ", pb::MergeStrategy_Name(resp.merge().strategy()).c_str());
+    for (const auto& [a, v] : resp.merge().votes()) std::printf("'%s'=%.2f ", a.c_str(), v);
+    std::printf("winner %d\n--- answer\n", resp.merge().winner());
+  }
+  std::printf("%s\n", resp.text().c_str());
+  return 0;
+}
+
+static int Simple(int argc, char** argv, const std::string& cmd) {
+  tools::Flags f({"addr", "timeout-ms"}, {"help"});
+  std::string error;
+  if (!f.Parse(argc, argv, &error)) return Fail(error + " (see --help)");
+  if (f.Has("help")) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  auto ch = Connect(f);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  SetDeadline(f, &ctx);
+  if (cmd == "health") {
+    auto stub = grpc::health::v1::Health::NewStub(ch);
+    grpc::health::v1::HealthCheckResponse r;
+    const grpc::Status s = stub->Check(&ctx, {}, &r);
+    if (!s.ok()) return FailRpc(s);
+    std::printf("%s\n", grpc::health::v1::HealthCheckResponse::ServingStatus_Name(r.status()).c_str());
+    return r.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
+  }
+  auto stub = pb::Chorus::NewStub(ch);
+  std::string text;
+  google::protobuf::util::JsonPrintOptions o;
+  o.add_whitespace = true;
+  o.always_print_primitive_fields = true;
+  o.preserve_proto_field_names = true;
+  grpc::Status s;
+  if (cmd == "models") {
+    pb::ListModelsResponse r;
+    s = stub->ListModels(&ctx, {}, &r);
+    (void)google::protobuf::util::MessageToJsonString(r, &text, o);
+  } else {
+    pb::GetStatsResponse r;
+    s = stub->GetStats(&ctx, {}, &r);
+    (void)google::protobuf::util::MessageToJsonString(r, &text, o);
+  }
+  if (!s.ok()) return FailRpc(s);
+  std::fputs(text.c_str(), stdout);
+  return 0;
+}
+
+}  // namespace chorus::client
+
+int main(int argc, char** argv) {
+  using namespace chorus::client;
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "help") {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string cmd = argv[1];
+  // Subcommand parsers see argv without the subcommand.
+  std::vector<char*> rest = {argv[0]};
+  for (int i = 2; i < argc; ++i) rest.push_back(argv[i]);
+  const int n = static_cast<int>(rest.size());
+  if (cmd == "generate") return Generate(n, rest.data(), false);
+  if (cmd == "stream") return Generate(n, rest.data(), true);
+  if (cmd == "health" || cmd == "models" || cmd == "stats") return Simple(n, rest.data(), cmd);
+  if (cmd == "bench") return RunBench(n, rest.data());
+  std::fprintf(stderr, "chorus: unknown command '%s'\n%s", cmd.c_str(), kUsage);
+  return 2;
+}
