@@ -42,7 +42,50 @@ Runtime::~Runtime() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Runtime::Start() { thread_ = std::thread([this] { Loop(); }); }
+void Runtime::Start() {
+  Calibrate();
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void Runtime::Calibrate() {
+  // Prefill of 32 tokens, then steps of 1 and 8 rows, on blocks borrowed for the occasion, so
+  // that the first requests' budgets use measured times, not guesses.
+  const int bs = options_.kv_block_size;
+  const int n = 48;
+  std::vector<int32_t> table;
+  for (int i = 0; i < (n + bs - 1) / bs; ++i) {
+    const int32_t b = blocks_.Allocate();
+    if (b < 0) break;
+    table.push_back(b);
+  }
+  if (static_cast<int>(table.size()) * bs >= n && model_->config().context_length >= n) {
+    ForwardBatch b;
+    b.block_tables = table;
+    b.max_blocks_per_seq = static_cast<int>(table.size());
+    std::vector<float> logits;
+    auto run = [&](int begin, int len) {
+      b.tokens.assign(len, 0);
+      b.positions.clear();
+      for (int p = begin; p < begin + len; ++p) b.positions.push_back(p);
+      b.seq_of_token.assign(len, 0);
+      b.logit_rows.clear();
+      for (int r = len > 8 ? len - 1 : 0; r < len; ++r) b.logit_rows.push_back(r);
+      const double t0 = clock_->NowMs();
+      const bool ok = engine_.Forward(b, &logits).ok();
+      return ok ? clock_->NowMs() - t0 : -1.0;
+    };
+    const double prefill = run(0, 32);
+    const double one = run(32, 1);
+    const double eight = run(33, 8);
+    if (prefill > 0 && one > 0 && eight > 0) {
+      std::lock_guard<std::mutex> lock(mu_);
+      prefill_ms_per_token_ = prefill / 32;
+      predictor_.Observe(1, one);
+      predictor_.Observe(8, eight);
+    }
+  }
+  for (int32_t blk : table) blocks_.Unref(blk);
+}
 
 double Runtime::PredictPrefillMs(int prompt_tokens) const {
   std::lock_guard<std::mutex> lock(mu_);

@@ -74,6 +74,25 @@ SampledToken Sampler::Sample(std::span<const float> logits, std::span<const int3
     return out;
   }
 
+  if (p.top_k <= 0 && p.top_p >= 1.0f && p.min_p <= 0.0f) {
+    // Plain temperature sampling: inverse CDF over the softmax, no sort (O(vocab)).
+    const float inv_t = 1.0f / p.temperature;
+    const float max = *std::max_element(work_.begin(), work_.end()) * inv_t;
+    double total = 0;
+    for (float& l : work_) total += l = std::exp(l * inv_t - max);
+    const double r = rng_.Uniform() * total;
+    double cum = 0;
+    out.token = vocab - 1;
+    for (int32_t i = 0; i < vocab; ++i) {
+      cum += work_[i];
+      if (r < cum) {
+        out.token = i;
+        break;
+      }
+    }
+    out.logprob = TokenLogprob(logits, out.token);
+    return out;
+  }
   cand_.resize(vocab);
   for (int32_t i = 0; i < vocab; ++i) cand_[i] = {work_[i] / p.temperature, i};
   auto by_logit = [](const auto& a, const auto& b) {

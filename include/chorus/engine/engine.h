@@ -14,6 +14,10 @@ class Engine {
   // All pointers must outlive the engine.
   Engine(const Model* model, Backend* backend, KvCache* kv);
   absl::Status Step(const StepPlan& plan, StepOutput* out);
+  // A forward pass outside any plan (start-up calibration of the step-time predictor).
+  absl::Status Forward(const ForwardBatch& batch, std::vector<float>* logits) {
+    return transformer_.Forward(batch, logits);
+  }
   const Model& model() const { return *model_; }
   KvCache& kv() { return *kv_; }
 

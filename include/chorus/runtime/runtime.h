@@ -46,6 +46,8 @@ class Runtime {
                                                          const Clock* clock);
   ~Runtime();  // stops the thread; unfinished requests end CANCELLED
 
+  // Calibrates the step-time predictor with a few timed forward passes, then starts the
+  // engine thread.
   void Start();
   // Queues a validated request. RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE while
   // draining, DEADLINE_EXCEEDED when the budget cannot cover the prefill. On error the sink is
@@ -69,6 +71,7 @@ class Runtime {
   Runtime(const RuntimeOptions& options, const Model* model, Backend* backend, const Clock* clock,
           std::unique_ptr<KvCache> kv);
   void Loop();
+  void Calibrate();
   void TakeInbox();
   void CheckGroups(double now);
   void Complete(RequestGroup* g, absl::StatusOr<GenerateResult> result);
