@@ -122,7 +122,8 @@ void ForkAgents(RequestGroup& g, const float* logits, const AgentContext& ctx) {
   bool last_taken = false;
   const size_t nb = g.prompt_table.size();
   for (auto& a : g.agents) {
-    if (a.finished()) continue;
+    // The synthesis agent has its own prompt: it recomputes through the decode path.
+    if (a.finished() || a.index == g.synth_agent) continue;
     a.block_table.assign(g.prompt_table.begin(), g.prompt_table.end());
     for (size_t b = 0; b + (partial ? 1 : 0) < nb; ++b) ctx.blocks->Ref(g.prompt_table[b]);
     if (partial) {
@@ -147,7 +148,7 @@ void ForkAgents(RequestGroup& g, const float* logits, const AgentContext& ctx) {
 
   std::span<const float> l(logits, ctx.vocab_size);
   for (auto& a : g.agents) {
-    if (a.finished() || static_cast<int>(a.tokens.size()) > plen) continue;
+    if (a.finished() || a.index == g.synth_agent || static_cast<int>(a.tokens.size()) > plen) continue;
     ApplyToken(g, a, a.sampler->Sample(l, a.tokens), ctx);
   }
 }
@@ -203,12 +204,40 @@ bool AllAgentsFinished(const RequestGroup& g) {
   return true;
 }
 
+std::vector<int32_t> SynthesisPrompt(const RequestGroup& g, const AgentContext& ctx) {
+  std::string text = ctx.tokenizer->Decode(g.params.prompt_tokens, g.params.strip_leading_space);
+  text += "\n\nCandidate answers:\n";
+  int n = 0;
+  for (const auto& a : g.agents) {
+    if (a.draft.num_tokens == 0) continue;
+    text += std::to_string(++n) + ". " + a.draft.text + "\n";
+  }
+  text += "\nFinal answer:";
+  std::vector<int32_t> ids = ctx.tokenizer->Encode(text, /*add_special=*/true, /*parse_special=*/false);
+  if (n == 0 || static_cast<int64_t>(ids.size()) + g.params.max_tokens > ctx.context_length) return {};
+  return ids;
+}
+
+void StartSynthesis(RequestGroup& g, std::vector<int32_t> prompt) {
+  AgentSequence a;
+  a.index = static_cast<int>(g.agents.size());
+  a.draft.agent = a.index;
+  a.tokens = std::move(prompt);
+  a.computed = 0;
+  SamplingParams sp;
+  sp.temperature = 0;  // the synthesizer writes the most likely answer
+  a.sampler = std::make_unique<Sampler>(sp);
+  g.synth_agent = a.index;
+  g.agents.push_back(std::move(a));
+  g.state = GroupState::kDecode;
+}
+
 GenerateResult BuildResult(RequestGroup& g, double now_ms) {
   GenerateResult r;
   const GenerateParams& p = g.params;
   r.request_id = p.request_id;
   for (const auto& a : g.agents) {
-    r.drafts.push_back(a.draft);
+    if (a.index != g.synth_agent) r.drafts.push_back(a.draft);
     r.completion_tokens += a.draft.num_tokens;
   }
   r.merge = MergeDrafts(p.reasoning.merge, p.reasoning, r.drafts);
@@ -217,6 +246,17 @@ GenerateResult BuildResult(RequestGroup& g, double now_ms) {
       r.text = d.text;
       r.finish = d.finish;
     }
+  }
+  // The synthesized answer wins if the pass ended on its own; cut short, the vote stands.
+  const DraftResult* synth = g.synth_agent >= 0 ? &g.agents[g.synth_agent].draft : nullptr;
+  if (synth && synth->num_tokens > 0 &&
+      (synth->finish == FinishReason::kEndOfText || synth->finish == FinishReason::kStop ||
+       synth->finish == FinishReason::kLength)) {
+    const DraftResult& s = *synth;
+    r.text = s.text;
+    r.finish = s.finish;
+    r.merge.strategy = MergeStrategy::kSynthesize;
+    r.merge.winner = -1;
   }
   r.prompt_tokens = static_cast<int>(p.prompt_tokens.size());
   r.computed_prompt_tokens = g.computed_prompt_tokens;

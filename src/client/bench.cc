@@ -293,7 +293,13 @@ int RunBench(int argc, char** argv) {
   progress.join();
   std::fprintf(stderr, "\n");
   const double wall_s = Ms(t0, Clock::now()) / 1000;
-  const bool have_after = have_stats && stats(&after);
+  // Let the server finish its bookkeeping (cancels reach it after the client has moved on).
+  bool have_after = false;
+  for (int i = 0; have_stats && i < 100; ++i) {
+    have_after = stats(&after);
+    if (!have_after || (after.running_requests() == 0 && after.waiting_requests() == 0)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
 
   // Aggregate over measured (non-warmup) requests that were sent.
   std::vector<double> ttft, itl, tpot, e2e;

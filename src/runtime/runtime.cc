@@ -239,8 +239,30 @@ void Runtime::CheckGroups(double now) {
         }
       }
     }
+    if (AllAgentsFinished(*g) && MaybeStartSynthesis(g, now)) continue;
     if (AllAgentsFinished(*g)) Complete(g, BuildResult(*g, now));
   }
+}
+
+bool Runtime::MaybeStartSynthesis(RequestGroup* g, double now) {
+  if (g->params.reasoning.merge != MergeStrategy::kSynthesize || g->synth_decided || g->cancelled) {
+    return false;
+  }
+  g->synth_decided = true;
+  std::vector<int32_t> prompt = SynthesisPrompt(*g, ctx_);
+  if (prompt.empty()) return false;  // no drafts, or no room in the context: VOTE
+  // Only if the whole pass fits the budget: its prefill, its tokens, the merge reserve.
+  double prefill_ms;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    prefill_ms = prefill_ms_per_token_ * static_cast<double>(prompt.size());
+  }
+  const double decode_ms = predictor_.PredictMs(1) * g->params.max_tokens;
+  if (!PrefillFits(now, g->params.deadline_ms, prefill_ms, decode_ms, options_.merge_reserve_ms)) {
+    return false;
+  }
+  StartSynthesis(*g, std::move(prompt));
+  return true;
 }
 
 void Runtime::ApplyStep(const StepPlan& plan, const StepOutput& out) {

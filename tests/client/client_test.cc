@@ -79,7 +79,7 @@ TEST_F(ClientTest, GenerateStreamHealthAndStats) {
 TEST_F(ClientTest, BenchJsonAddsUpAndMatchesTheServerCounters) {
   const std::string json_path = testing::TempPath("bench.json");
   const Out b = Sh(Cmd("bench", "--concurrency 8 --requests 80 --agents 2 --max-tokens 48 "
-                                "--cancel-rate 0.3 --cancel-delay-max-ms 100 --warmup 4 --json " +
+                                "--cancel-rate 0.3 --cancel-delay-max-ms 20 --warmup 4 --json " +
                                     json_path + " 2>/dev/null"));
   EXPECT_EQ(b.code, 0) << b.text;
   const std::string j = testing::ReadFile(json_path);
@@ -88,16 +88,20 @@ TEST_F(ClientTest, BenchJsonAddsUpAndMatchesTheServerCounters) {
   EXPECT_EQ(sent, 80);
   EXPECT_EQ(sent, completed + failed + cancelled);
   EXPECT_EQ(failed, 0);
-  EXPECT_NEAR(cancelled / sent, 0.3, 0.2);
+  EXPECT_NEAR(cancelled / sent, 0.3, 0.15);
   for (const char* m : {"e2e_ms", "ttft_ms"}) {
     const std::string k(m);
     EXPECT_LE(Num(j, k + ".p50"), Num(j, k + ".p90"));
     EXPECT_LE(Num(j, k + ".p90"), Num(j, k + ".p99"));
     EXPECT_LE(Num(j, k + ".p99"), Num(j, k + ".max"));
   }
-  // The server counted the same outcomes (warmup requests included on its side).
-  EXPECT_EQ(Num(j, "server.requests_completed"), completed + 4);
-  EXPECT_EQ(Num(j, "server.requests_cancelled"), cancelled);
+  // The server counted the same requests (warmup included on its side). A cancel that crosses
+  // the server's reply in flight counts as completed there, cancelled here: never the reverse.
+  const double s_completed = Num(j, "server.requests_completed");
+  const double s_cancelled = Num(j, "server.requests_cancelled");
+  EXPECT_EQ(s_completed + s_cancelled + Num(j, "server.requests_failed"), sent + 4);
+  EXPECT_GE(s_completed, completed + 4);
+  EXPECT_LE(s_cancelled, cancelled);
   std::remove(json_path.c_str());
 }
 

@@ -142,3 +142,43 @@ TEST_F(RuntimeTest, BudgetCutsDraftsAndMergesWhatExists) {
 
 }  // namespace
 }  // namespace chorus
+
+namespace chorus {
+namespace {
+
+TEST_F(RuntimeTest, SynthesizeRunsAnExtraPassWhenTheBudgetAllows) {
+  auto rt = Make(1024, 16);
+  auto sink = std::make_shared<CollectSink>();
+  auto p = Params("synth", "Once upon a time", 3, 16);
+  p.sampling.temperature = 0.8f;
+  p.sampling.seed = 5;
+  p.reasoning.merge = MergeStrategy::kSynthesize;
+  ASSERT_TRUE(rt->Submit(std::move(p), sink).ok());
+  auto r = sink->Wait();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->merge.strategy, MergeStrategy::kSynthesize);
+  EXPECT_EQ(r->merge.winner, -1);
+  ASSERT_EQ(r->drafts.size(), 3u);  // the synthesizer is not a draft
+  EXPECT_FALSE(r->text.empty());
+  int draft_tokens = 0;
+  for (const auto& d : r->drafts) draft_tokens += d.num_tokens;
+  EXPECT_GT(r->completion_tokens, draft_tokens);  // the extra pass generated tokens
+}
+
+TEST_F(RuntimeTest, SynthesizeFallsBackToVoteWhenThePassCannotFit) {
+  auto rt = Make(2048, 16);
+  auto sink = std::make_shared<CollectSink>();
+  // Greedy drafts run at least 256 tokens without an end (the published text): 4 of them
+  // cannot be read back with 1200 tokens to spare in the 2048-token context.
+  auto p = Params("synth-fallback", "", 4, 1200);
+  p.prompt_tokens = {1};
+  p.reasoning.merge = MergeStrategy::kSynthesize;
+  ASSERT_TRUE(rt->Submit(std::move(p), sink).ok());
+  auto r = sink->Wait();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->merge.strategy, MergeStrategy::kVote);
+  EXPECT_GE(r->merge.winner, 0);
+}
+
+}  // namespace
+}  // namespace chorus

@@ -135,6 +135,8 @@ struct RequestGroup {
   int computed_prompt_tokens = 0, cached_prompt_tokens = 0;
   double first_scheduled_ms = -1, first_token_ms = -1;
   bool budget_cut = false;
+  int synth_agent = -1;    // SYNTHESIZE: index of the extra agent that writes the answer
+  bool synth_decided = false;
   uint64_t admit_seq = 0;  // order of arrival (stable tie-break)
 };
 

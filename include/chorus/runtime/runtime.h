@@ -72,6 +72,8 @@ class Runtime {
           std::unique_ptr<KvCache> kv);
   void Loop();
   void Calibrate();
+  // SYNTHESIZE: starts the extra pass when the drafts are done and the budget allows it.
+  bool MaybeStartSynthesis(RequestGroup* g, double now);
   void TakeInbox();
   void CheckGroups(double now);
   void Complete(RequestGroup* g, absl::StatusOr<GenerateResult> result);
