@@ -103,6 +103,7 @@ absl::Status Transformer::Forward(const ForwardBatch& b, std::vector<float>* log
   float* up = up_->f32();      // [n, ffn]
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
 
+  be.BeginForward(b.tokens.data(), layout, b.logit_rows.data(), static_cast<int>(b.logit_rows.size()));
   be.Embed(w.token_embd, b.tokens.data(), n, x);
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w.layers[l];
@@ -133,13 +134,16 @@ absl::Status Transformer::Forward(const ForwardBatch& b, std::vector<float>* log
 
   const int m = static_cast<int>(b.logit_rows.size());
   logits->resize(static_cast<size_t>(m) * c.vocab_size);
-  if (m == 0) return absl::OkStatus();
+  if (m == 0) {
+    be.Synchronize();
+    return be.TakeError();
+  }
   be.GatherRows(x, b.logit_rows.data(), m, c.dim, proj);
   be.RmsNorm(proj, w.output_norm, m, c.dim, c.norm_eps, xn);
   be.MatMul(w.output, xn, m, logits_->f32());
   be.CopyToHost(logits_->f32(), logits->data(), logits->size() * sizeof(float));
   be.Synchronize();
-  return absl::OkStatus();
+  return be.TakeError();
 }
 
 }  // namespace chorus

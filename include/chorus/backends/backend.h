@@ -65,6 +65,14 @@ class Backend {
   // Backend-to-backend copy (both pointers in backend memory).
   virtual void Copy(void* dst, const void* src, size_t bytes) = 0;
   virtual void Synchronize() = 0;
+  // The first error an op hit since the last call (device backends: launch or CUDA errors),
+  // then cleared. Ops themselves return nothing so that a forward pass stays a plain sequence.
+  virtual absl::Status TakeError() { return absl::OkStatus(); }
+
+  // Called once per forward before any op, with the host arrays the ops of this forward will
+  // pass (tokens, positions, layout, logit rows): a device backend uploads them once here.
+  virtual void BeginForward(const int32_t* tokens, const AttentionLayout& layout,
+                            const int32_t* logit_rows, int num_logit_rows) {}
 
   // out[i, :] = row tokens[i] of table (dequantized). tokens: host [n].
   virtual void Embed(const WeightTensor& table, const int32_t* tokens, int n, float* out) = 0;

@@ -1,0 +1,145 @@
+// Elementwise and row kernels: embedding gather, RMSNorm, RoPE, bias, SwiGLU, residual add,
+// row gather, paged KV append.
+#include "common.cuh"
+
+namespace chorus::kernels {
+namespace {
+
+__global__ void EmbedKernel(DeviceWeight t, const int32_t* tokens, float* out) {
+  const int i = blockIdx.x;
+  const uint8_t* row = static_cast<const uint8_t*>(t.data) + tokens[i] * t.row_bytes;
+  for (int64_t j = threadIdx.x; j < t.cols; j += blockDim.x) out[i * t.cols + j] = WeightAt(t.type, row, j);
+}
+
+__global__ void RmsNormKernel(const float* x, const float* w, int d, float eps, float* out) {
+  __shared__ float partial[kThreads / 32];
+  const float* xr = x + static_cast<int64_t>(blockIdx.x) * d;
+  float ss = 0;
+  for (int j = threadIdx.x; j < d; j += blockDim.x) ss += xr[j] * xr[j];
+  ss = WarpSum(ss);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = ss;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float v = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.0f;
+    v = WarpSum(v);
+    if (threadIdx.x == 0) partial[0] = v;
+  }
+  __syncthreads();
+  const float scale = rsqrtf(partial[0] / d + eps);
+  for (int j = threadIdx.x; j < d; j += blockDim.x) out[static_cast<int64_t>(blockIdx.x) * d + j] = w[j] * (scale * xr[j]);
+}
+
+// One thread per (token, head, pair).
+__global__ void RopeKernel(float* x, const int32_t* positions, int n, int heads, int head_dim,
+                           int rope_dim, float freq_base, bool halves) {
+  const int half = rope_dim / 2;
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= static_cast<int64_t>(n) * heads * half) return;
+  const int i = static_cast<int>(idx % half);
+  const int64_t th = idx / half;  // token * heads + head
+  const int t = static_cast<int>(th / heads);
+  const float freq = 1.0f / powf(freq_base, static_cast<float>(2 * i) / static_cast<float>(rope_dim));
+  const float angle = static_cast<float>(positions[t]) * freq;
+  float s, c;
+  sincosf(angle, &s, &c);
+  float* v = x + th * head_dim;
+  const int a = halves ? i : 2 * i, b = halves ? i + half : 2 * i + 1;
+  const float x0 = v[a], x1 = v[b];
+  v[a] = x0 * c - x1 * s;
+  v[b] = x0 * s + x1 * c;
+}
+
+__global__ void AddBiasKernel(float* x, const float* bias, int64_t total, int d) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < total) x[i] += bias[i % d];
+}
+
+__global__ void SwiGluKernel(const float* g, const float* u, int64_t count, float* out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < count) out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+__global__ void AddKernel(float* x, const float* y, int64_t count) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < count) x[i] += y[i];
+}
+
+__global__ void GatherRowsKernel(const float* x, const int32_t* rows, int d, float* out) {
+  const int j = blockIdx.x;
+  for (int c = threadIdx.x; c < d; c += blockDim.x) out[static_cast<int64_t>(j) * d + c] = x[static_cast<int64_t>(rows[j]) * d + c];
+}
+
+__global__ void KvWriteKernel(const float* k, const float* v, DeviceLayout l, int kv_dim, float* kc, float* vc) {
+  const int t = blockIdx.x;
+  const int pos = l.positions[t];
+  const int32_t* table = l.block_tables + static_cast<int64_t>(l.seq_of_token[t]) * l.max_blocks_per_seq;
+  const int64_t slot = static_cast<int64_t>(table[pos / l.block_size]) * l.block_size + pos % l.block_size;
+  for (int c = threadIdx.x; c < kv_dim; c += blockDim.x) {
+    kc[slot * kv_dim + c] = k[static_cast<int64_t>(t) * kv_dim + c];
+    vc[slot * kv_dim + c] = v[static_cast<int64_t>(t) * kv_dim + c];
+  }
+}
+
+}  // namespace
+
+cudaError_t Embed(const DeviceWeight& table, const int32_t* tokens, int n, float* out, cudaStream_t s) {
+  if (n <= 0) return cudaSuccess;
+  if (!table.data || !tokens || !out) return cudaErrorInvalidValue;
+  EmbedKernel<<<n, kThreads, 0, s>>>(table, tokens, out);
+  return Launched();
+}
+
+cudaError_t RmsNorm(const float* x, const float* w, int n, int d, float eps, float* out, cudaStream_t s) {
+  if (n <= 0) return cudaSuccess;
+  if (!x || !w || !out || d <= 0) return cudaErrorInvalidValue;
+  RmsNormKernel<<<n, kThreads, 0, s>>>(x, w, d, eps, out);
+  return Launched();
+}
+
+cudaError_t Rope(float* x, const int32_t* positions, int n, int heads, int head_dim, int rope_dim,
+                 float freq_base, bool halves, cudaStream_t s) {
+  if (n <= 0) return cudaSuccess;
+  if (!x || !positions || rope_dim % 2 != 0 || rope_dim > head_dim) return cudaErrorInvalidValue;
+  const int64_t total = static_cast<int64_t>(n) * heads * (rope_dim / 2);
+  RopeKernel<<<Blocks(total), kThreads, 0, s>>>(x, positions, n, heads, head_dim, rope_dim, freq_base, halves);
+  return Launched();
+}
+
+cudaError_t AddBias(float* x, const float* bias, int n, int d, cudaStream_t s) {
+  const int64_t total = static_cast<int64_t>(n) * d;
+  if (total <= 0) return cudaSuccess;
+  if (!x || !bias) return cudaErrorInvalidValue;
+  AddBiasKernel<<<Blocks(total), kThreads, 0, s>>>(x, bias, total, d);
+  return Launched();
+}
+
+cudaError_t SwiGlu(const float* gate, const float* up, int64_t count, float* out, cudaStream_t s) {
+  if (count <= 0) return cudaSuccess;
+  if (!gate || !up || !out) return cudaErrorInvalidValue;
+  SwiGluKernel<<<Blocks(count), kThreads, 0, s>>>(gate, up, count, out);
+  return Launched();
+}
+
+cudaError_t Add(float* x, const float* y, int64_t count, cudaStream_t s) {
+  if (count <= 0) return cudaSuccess;
+  if (!x || !y) return cudaErrorInvalidValue;
+  AddKernel<<<Blocks(count), kThreads, 0, s>>>(x, y, count);
+  return Launched();
+}
+
+cudaError_t GatherRows(const float* x, const int32_t* rows, int m, int d, float* out, cudaStream_t s) {
+  if (m <= 0) return cudaSuccess;
+  if (!x || !rows || !out) return cudaErrorInvalidValue;
+  GatherRowsKernel<<<m, kThreads, 0, s>>>(x, rows, d, out);
+  return Launched();
+}
+
+cudaError_t KvWrite(const float* k, const float* v, const DeviceLayout& layout, int kv_dim,
+                    float* k_cache, float* v_cache, cudaStream_t s) {
+  if (layout.num_tokens <= 0) return cudaSuccess;
+  if (!k || !v || !k_cache || !v_cache || !layout.positions || !layout.block_tables) return cudaErrorInvalidValue;
+  KvWriteKernel<<<layout.num_tokens, kThreads, 0, s>>>(k, v, layout, kv_dim, k_cache, v_cache);
+  return Launched();
+}
+
+}  // namespace chorus::kernels

@@ -1,0 +1,59 @@
+// Launchers for Chorus's CUDA kernels. Each takes a stream, checks its arguments, launches,
+// checks cudaGetLastError and returns it; none synchronizes. Pointers are device memory unless
+// the comment says host. Shapes are row-major, innermost last. Weight types use ggml's ids
+// (F32 0, F16 1, Q4_0 2, Q8_0 8, BF16 30); Q8_0 / Q4_0 blocks are 34 / 18 bytes per 32 values.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace chorus::kernels {
+
+enum WeightType : int { kF32 = 0, kF16 = 1, kQ4_0 = 2, kQ8_0 = 8, kBF16 = 30 };
+
+// A weight matrix [rows, cols] of `type`, each row row_bytes long.
+struct DeviceWeight {
+  int type;
+  int64_t rows, cols, row_bytes;
+  const void* data;
+};
+
+// Paged KV layout of one forward (device arrays).
+struct DeviceLayout {
+  int num_tokens;
+  const int32_t* positions;     // [num_tokens]
+  const int32_t* seq_of_token;  // [num_tokens]
+  const int32_t* block_tables;  // [num_seqs, max_blocks_per_seq]
+  int max_blocks_per_seq;
+  int block_size;
+};
+
+constexpr int kMaxHeadDim = 256;
+constexpr int kAttentionChunk = 256;  // positions per split (flash-decoding partitions)
+
+cudaError_t Embed(const DeviceWeight& table, const int32_t* tokens, int n, float* out, cudaStream_t s);
+cudaError_t RmsNorm(const float* x, const float* w, int n, int d, float eps, float* out, cudaStream_t s);
+cudaError_t Rope(float* x, const int32_t* positions, int n, int heads, int head_dim, int rope_dim,
+                 float freq_base, bool halves, cudaStream_t s);
+cudaError_t AddBias(float* x, const float* bias, int n, int d, cudaStream_t s);
+cudaError_t SwiGlu(const float* gate, const float* up, int64_t count, float* out, cudaStream_t s);
+cudaError_t Add(float* x, const float* y, int64_t count, cudaStream_t s);
+cudaError_t GatherRows(const float* x, const int32_t* rows, int m, int d, float* out, cudaStream_t s);
+cudaError_t KvWrite(const float* k, const float* v, const DeviceLayout& layout, int kv_dim,
+                    float* k_cache, float* v_cache, cudaStream_t s);
+// Causal paged attention, split over `num_splits` chunks of kAttentionChunk positions
+// (flash-decoding), then merged. scratch: [num_tokens, heads, num_splits, head_dim + 2] floats.
+cudaError_t Attention(const float* q, const float* k_cache, const float* v_cache,
+                      const DeviceLayout& layout, int heads, int kv_heads, int head_dim,
+                      float scale, int num_splits, float* scratch, float* out, cudaStream_t s);
+// out[t, r] = dot(row r of w, x[t]) for t < n <= kMaxGemvTokens: dequantize-and-dot GEMV.
+constexpr int kMaxGemvTokens = 8;
+cudaError_t Gemv(const DeviceWeight& w, const float* x, int n, float* out, cudaStream_t s);
+// Dequantizes rows [0, w.rows) of w into dst ([rows, cols] half precision, for GEMM).
+cudaError_t DequantizeToHalf(const DeviceWeight& w, void* dst_half, cudaStream_t s);
+// float -> half / bfloat16 conversion of activations (count values).
+cudaError_t FloatToHalf(const float* x, int64_t count, void* dst, cudaStream_t s);
+cudaError_t FloatToBf16(const float* x, int64_t count, void* dst, cudaStream_t s);
+
+}  // namespace chorus::kernels
