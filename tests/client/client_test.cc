@@ -95,11 +95,14 @@ TEST_F(ClientTest, BenchJsonAddsUpAndMatchesTheServerCounters) {
     EXPECT_LE(Num(j, k + ".p90"), Num(j, k + ".p99"));
     EXPECT_LE(Num(j, k + ".p99"), Num(j, k + ".max"));
   }
-  // The server counted the same requests (warmup included on its side). A cancel that crosses
-  // the server's reply in flight counts as completed there, cancelled here: never the reverse.
+  // The server counted the same requests (warmup included on its side), with two races that
+  // only go one way: a cancel that crosses the server's reply counts as completed there and
+  // cancelled here, and a cancel before the call reaches the server is not counted there.
   const double s_completed = Num(j, "server.requests_completed");
   const double s_cancelled = Num(j, "server.requests_cancelled");
-  EXPECT_EQ(s_completed + s_cancelled + Num(j, "server.requests_failed"), sent + 4);
+  const double s_total = s_completed + s_cancelled + Num(j, "server.requests_failed");
+  EXPECT_LE(s_total, sent + 4);
+  EXPECT_GE(s_total, sent + 4 - cancelled);
   EXPECT_GE(s_completed, completed + 4);
   EXPECT_LE(s_cancelled, cancelled);
   std::remove(json_path.c_str());
