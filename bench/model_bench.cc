@@ -1,6 +1,6 @@
 // chorus-bench-model: prefill and decode throughput of the CPU forward pass on a GGUF model.
 //
-//   chorus-bench-model --model FILE [--threads N] [--prompt-tokens P] [--decode-tokens D]
+//   chorus-bench-model --model FILE [--backend cpu|cuda] [--threads N] [--prompt-tokens P] [--decode-tokens D]
 //                      [--batch B] [--repeats R]
 // Prefill: one forward over P prompt tokens (tokens/s = P / time). Decode: D single-token steps
 // for each of B sequences decoded together in one batched forward per step (tokens/s counts
@@ -10,7 +10,7 @@
 #include <cstdio>
 #include <thread>
 
-#include "chorus/backends/cpu_backend.h"
+#include "chorus/backends/cuda_backend.h"
 #include "chorus/model/model.h"
 #include "chorus/model/transformer.h"
 #include "../src/tools/flags.h"
@@ -23,7 +23,7 @@ double Now() {
 }
 
 int Run(int argc, char** argv) {
-  tools::Flags flags({"model", "threads", "prompt-tokens", "decode-tokens", "batch", "repeats"}, {});
+  tools::Flags flags({"model", "threads", "prompt-tokens", "decode-tokens", "batch", "repeats", "backend"}, {});
   std::string error;
   int threads, prompt, decode, batch, repeats;
   if (!flags.Parse(argc, argv, &error) ||
@@ -35,7 +35,12 @@ int Run(int argc, char** argv) {
     std::fprintf(stderr, "chorus-bench-model: %s\n", error.empty() ? "--model is required" : error.c_str());
     return 1;
   }
-  auto backend = CreateCpuBackend(threads);
+  auto backend_or = CreateBackend(flags.Get("backend", "cpu"), threads);
+  if (!backend_or.ok()) {
+    std::fprintf(stderr, "chorus-bench-model: %s\n", std::string(backend_or.status().message()).c_str());
+    return 1;
+  }
+  auto backend = std::move(*backend_or);
   auto model = Model::Load(flags.Get("model"), backend.get());
   if (!model.ok()) {
     std::fprintf(stderr, "chorus-bench-model: %s\n", std::string(model.status().message()).c_str());
@@ -82,11 +87,11 @@ int Run(int argc, char** argv) {
     }
     best_decode = std::min(best_decode, Now() - t0);
   }
-  std::printf("{\"model\": \"%s\", \"threads\": %d, \"weight_bytes\": %lld, \"prompt_tokens\": %d, "
+  std::printf("{\"model\": \"%s\", \"backend\": \"%s\", \"threads\": %d, \"weight_bytes\": %lld, \"prompt_tokens\": %d, "
               "\"prefill_tokens_per_s\": %.1f, \"batch\": %d, \"decode_steps\": %d, "
               "\"decode_tokens_per_s\": %.2f, \"decode_step_ms\": %.2f, "
               "\"decode_weight_gb_per_s\": %.2f}\n",
-              flags.Get("model").c_str(), threads, static_cast<long long>(weight_bytes), prompt,
+              flags.Get("model").c_str(), std::string(backend->name()).c_str(), threads, static_cast<long long>(weight_bytes), prompt,
               prompt / best_prefill, batch, decode, decode * batch / best_decode,
               best_decode / decode * 1e3, weight_bytes * decode / best_decode / 1e9);
   return 0;

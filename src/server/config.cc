@@ -14,6 +14,7 @@ chorus::v1::ServerConfig DefaultServerConfig() {
   c.set_listen_address("127.0.0.1:50051");
   c.set_model_path("models/stories260K.gguf");
   c.set_num_threads(0);
+  c.set_backend("cpu");
   c.set_kv_block_size_tokens(16);
   c.set_kv_num_blocks(4096);
   c.set_prefix_cache_enabled(true);
@@ -71,6 +72,9 @@ absl::Status ValidateServerConfig(const chorus::v1::ServerConfig& c) {
   CHORUS_RETURN_IF_ERROR(range("drain_timeout_ms", c.drain_timeout_ms(), 0, int64_t{1} << 32));
   if (c.max_agents_per_request() > c.max_running_agents()) {
     return absl::InvalidArgumentError("config: max_agents_per_request exceeds max_running_agents");
+  }
+  if (c.backend() != "cpu" && c.backend() != "cuda") {
+    return absl::InvalidArgumentError(StrCat("config: backend '", c.backend(), "' is not cpu or cuda"));
   }
   if (c.listen_address().empty()) return absl::InvalidArgumentError("config: listen_address is empty");
   if (c.model_path().empty()) return absl::InvalidArgumentError("config: model_path is empty");

@@ -12,7 +12,7 @@
 #include <thread>
 
 #include "chorus/admission/admission.h"
-#include "chorus/backends/cpu_backend.h"
+#include "chorus/backends/cuda_backend.h"
 #include "chorus/core/str_cat.h"
 #include "chorus/runtime/runtime.h"
 #include "chorus/server/server.h"
@@ -321,7 +321,9 @@ absl::StatusOr<std::unique_ptr<ChorusServer>> ChorusServer::Start(const chorus::
   impl->config = config;
   const int threads = config.num_threads() > 0 ? config.num_threads()
                                                : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  impl->backend = CreateCpuBackend(threads);
+  auto backend = CreateBackend(config.backend(), threads);
+  if (!backend.ok()) return backend.status();
+  impl->backend = std::move(*backend);
   auto model = Model::Load(config.model_path(), impl->backend.get());
   if (!model.ok()) return model.status();
   impl->model = std::move(*model);

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# One run on a GPU machine (issue #5): build with CUDA (unless the binaries were carried over),
+# run the CUDA parity tests, compute-sanitizer on the op tests, the card's roofline (copy
+# bandwidth, cuBLAS GEMM rates), and decode/prefill benchmarks on Llama-3.2-1B-shaped random
+# models in BF16, Q8_0 and Q4_0 at batch 1, 8 and 64. Results go to $OUT (or $1) as text and a
+# markdown table. Meant to fit well inside 10 minutes on a 16-core machine with one GPU.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-${OUT:-gpu-check-out}}
+BUILD=${BUILD:-build-gpu}
+mkdir -p "$OUT"
+log() { echo "[gpu-check] $*" | tee -a "$OUT/log.txt"; }
+
+if [[ ! -x $BUILD/tests/cuda_test || ! -x $BUILD/bench/chorus-bench-model ]]; then
+  log "building with CUDA into $BUILD"
+  ./scripts/install-deps.sh >> "$OUT/log.txt" 2>&1 || log "install-deps failed (offline?); trying the build anyway"
+  cmake -S . -B "$BUILD" -DCHORUS_CUDA=ON -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=native \
+    >> "$OUT/log.txt" 2>&1
+  cmake --build "$BUILD" -j"$(nproc)" --target cuda_test chorus-bench-model chorus-mkmodel chorus-bench-cuda \
+    >> "$OUT/log.txt" 2>&1 || { log "build failed"; tail -40 "$OUT/log.txt"; exit 1; }
+fi
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
+
+log "CUDA parity tests"
+timeout 300 "$BUILD/tests/cuda_test" --gtest_output="xml:$OUT/cuda_test.xml" > "$OUT/cuda_test.txt" 2>&1
+log "cuda_test exit $? ($(grep -cE '^\[       OK' "$OUT/cuda_test.txt") ok, $(grep -cE '^\[  FAILED' "$OUT/cuda_test.txt") failed lines)"
+if command -v compute-sanitizer > /dev/null || [[ -x /usr/local/cuda/bin/compute-sanitizer ]]; then
+  CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  log "compute-sanitizer on the op tests"
+  timeout 240 "$CS" --tool memcheck --error-exitcode 3 "$BUILD/tests/cuda_test" \
+    --gtest_filter='CudaTest.*-CudaTest.ModelLogits*' > "$OUT/sanitizer.txt" 2>&1
+  log "compute-sanitizer exit $?"
+fi
+
+"$BUILD/src/chorus-bench-cuda" > "$OUT/roofline.json" 2>&1
+log "roofline: $(cat "$OUT/roofline.json")"
+
+MODELS=${MODELS_DIR:-$BUILD/bench-models}
+mkdir -p "$MODELS"
+: > "$OUT/decode.jsonl"
+for t in bf16 q8_0 q4_0; do
+  f=$MODELS/1b-$t.gguf
+  [[ -f $f ]] || "$BUILD/src/tools/chorus-mkmodel" --out "$f" --dim 2048 --layers 16 --heads 32 \
+    --kv-heads 8 --ffn 8192 --vocab-size 128256 --type $t --rope-base 500000
+  for b in 1 8 64; do
+    timeout 120 "$BUILD/bench/chorus-bench-model" --backend cuda --model "$f" --batch $b \
+      --prompt-tokens 512 --decode-tokens 32 --repeats 2 >> "$OUT/decode.jsonl" 2>> "$OUT/log.txt"
+  done
+done
+log "decode results: $(wc -l < "$OUT/decode.jsonl") lines"
+
+python3 - "$OUT" <<'PY'
+import json, sys
+out = sys.argv[1]
+roof = json.load(open(f"{out}/roofline.json"))
+bw = roof.get("copy_gb_per_s", 0)
+rows = [json.loads(l) for l in open(f"{out}/decode.jsonl") if l.strip()]
+lines = [f"Card: {roof.get('device')} ({roof.get('memory_gib', 0)} GiB); copy bandwidth {bw} GB/s; "
+         f"cuBLAS GEMM F32 {roof.get('gemm_f32_tflops')} / F16 {roof.get('gemm_f16_tflops')} / "
+         f"BF16 {roof.get('gemm_bf16_tflops')} TFLOP/s", "",
+         "| model | batch | decode tokens/s | step ms | roofline fraction (batch-1 weights / bandwidth) | prefill tokens/s |",
+         "|---|---|---|---|---|---|"]
+base = {}
+for r in rows:
+    name = r["model"].rsplit("/", 1)[-1]
+    roof_tps = bw * 1e9 / r["weight_bytes"] if bw else 0
+    frac = r["decode_tokens_per_s"] / r["batch"] / roof_tps if roof_tps else 0
+    if r["batch"] == 1: base[name] = r["decode_step_ms"]
+    lines.append(f"| {name} | {r['batch']} | {r['decode_tokens_per_s']:.1f} | {r['decode_step_ms']:.2f} | "
+                 f"{frac:.2f} | {r['prefill_tokens_per_s']:.0f} |")
+lines.append("")
+for r in rows:
+    name = r["model"].rsplit("/", 1)[-1]
+    if r["batch"] == 8 and name in base:
+        lines.append(f"- {name}: step time at 8 agents / 1 agent = {r['decode_step_ms'] / base[name]:.2f} (target <= 1.3)")
+open(f"{out}/PERFORMANCE-gpu.md", "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY

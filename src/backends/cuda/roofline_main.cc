@@ -1,0 +1,74 @@
+// chorus-bench-cuda: the card's roofline numbers for docs/PERFORMANCE.md: device-to-device copy
+// bandwidth and cuBLAS GEMM rates (F32, F16 and BF16 inputs with F32 accumulation).
+// Prints one JSON line. Exits 0 with {"device": "none"} when no GPU is present.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstdio>
+
+static float TimeMs(cudaEvent_t a, cudaEvent_t b) {
+  float ms = 0;
+  cudaEventElapsedTime(&ms, a, b);
+  return ms;
+}
+
+int main() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+    std::printf("{\"device\": \"none\"}\n");
+    return 0;
+  }
+  cudaDeviceProp prop;
+  cudaGetDeviceProperties(&prop, 0);
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  // Copy bandwidth: 1 GiB device to device, read + write counted.
+  const size_t bytes = size_t{1} << 30;
+  void *src = nullptr, *dst = nullptr;
+  if (cudaMalloc(&src, bytes) != cudaSuccess || cudaMalloc(&dst, bytes) != cudaSuccess) return 1;
+  cudaMemset(src, 1, bytes);
+  cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice);
+  cudaEventRecord(a);
+  const int reps = 10;
+  for (int i = 0; i < reps; ++i) cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice);
+  cudaEventRecord(b);
+  cudaEventSynchronize(b);
+  const double copy_gbs = 2.0 * bytes * reps / (TimeMs(a, b) / 1e3) / 1e9;
+  cudaFree(src);
+  cudaFree(dst);
+
+  cublasHandle_t h;
+  cublasCreate(&h);
+  const int m = 8192, k = 8192, nn = 4096;
+  double tflops[3] = {0, 0, 0};
+  const cudaDataType types[3] = {CUDA_R_32F, CUDA_R_16F, CUDA_R_16BF};
+  for (int t = 0; t < 3; ++t) {
+    const size_t es = t == 0 ? 4 : 2;
+    void *A, *B, *C;
+    cudaMalloc(&A, size_t{m} * k * es);
+    cudaMalloc(&B, size_t{k} * nn * es);
+    cudaMalloc(&C, size_t{m} * nn * 4);
+    cudaMemset(A, 0, size_t{m} * k * es);
+    cudaMemset(B, 0, size_t{k} * nn * es);
+    const float one = 1, zero = 0;
+    cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, A, types[t], k, B, types[t], k, &zero, C,
+                 CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    cudaEventRecord(a);
+    for (int i = 0; i < 5; ++i) {
+      cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, m, nn, k, &one, A, types[t], k, B, types[t], k, &zero, C,
+                   CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    }
+    cudaEventRecord(b);
+    cudaEventSynchronize(b);
+    tflops[t] = 2.0 * m * k * nn * 5 / (TimeMs(a, b) / 1e3) / 1e12;
+    cudaFree(A);
+    cudaFree(B);
+    cudaFree(C);
+  }
+  std::printf("{\"device\": \"%s\", \"memory_gib\": %.1f, \"copy_gb_per_s\": %.1f, "
+              "\"gemm_f32_tflops\": %.1f, \"gemm_f16_tflops\": %.1f, \"gemm_bf16_tflops\": %.1f}\n",
+              prop.name, prop.totalGlobalMem / 1073741824.0, copy_gbs, tflops[0], tflops[1], tflops[2]);
+  cublasDestroy(h);
+  return 0;
+}
