@@ -19,7 +19,7 @@ void BM_MatVec(benchmark::State& state) {
   std::vector<uint8_t> data(row_bytes * rows);
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> dist(-1, 1);
-  std::vector<float> row(cols), x(cols * tokens), out(rows * tokens), scratch(cols);
+  std::vector<float> row(cols), x(cols * tokens), out(rows * tokens), scratch(4 * cols);
   for (int64_t r = 0; r < rows; ++r) {
     for (auto& v : row) v = dist(rng);
     QuantizeRow(type, row.data(), data.data() + r * row_bytes, cols);

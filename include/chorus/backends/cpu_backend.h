@@ -15,7 +15,7 @@ namespace cpu {
 // Kernels exposed for tests and benchmarks. `x` holds m input vectors of length n (row stride n);
 // out[j * out_stride + r] = dot(row r of w, x[j]) for r in [row_begin, row_end).
 void MatMulRows(const WeightTensor& w, const float* x, int m, float* out, int64_t out_stride,
-                int64_t row_begin, int64_t row_end, float* scratch /* [w.cols] */);
+                int64_t row_begin, int64_t row_end, float* scratch /* [4 * w.cols] */);
 float DotF32(const float* a, const float* b, int64_t n);
 // Fast dequantization of one row (n values) of a supported type.
 void DequantizeRowFast(GgmlType type, const void* src, float* dst, int64_t n);

