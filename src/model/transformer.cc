@@ -5,14 +5,19 @@
 
 #include "chorus/core/status.h"
 #include "chorus/core/str_cat.h"
+#include "chorus/model/communicator.h"
 
 namespace chorus {
 
 Transformer::Transformer(const Model* model, Backend* backend, KvCache* kv)
-    : model_(model), backend_(backend), kv_(kv) {}
+    : config_(&model->config()), weights_(&model->weights()), backend_(backend), kv_(kv) {}
+
+Transformer::Transformer(const ModelConfig* config, const ModelWeights* weights, Backend* backend,
+                         KvCache* kv, Communicator* comm)
+    : config_(config), weights_(weights), comm_(comm), backend_(backend), kv_(kv) {}
 
 absl::Status Transformer::Validate(const ForwardBatch& b) const {
-  const ModelConfig& c = model_->config();
+  const ModelConfig& c = *config_;
   const size_t n = b.tokens.size();
   if (n == 0) return absl::InvalidArgumentError("forward: empty batch");
   if (b.positions.size() != n || b.seq_of_token.size() != n) {
@@ -55,7 +60,7 @@ absl::Status Transformer::Validate(const ForwardBatch& b) const {
 
 absl::Status Transformer::EnsureScratch(int num_tokens) {
   if (num_tokens <= scratch_tokens_) return absl::OkStatus();
-  const ModelConfig& c = model_->config();
+  const ModelConfig& c = *config_;
   const size_t n = static_cast<size_t>(std::max(num_tokens, 16));
   auto alloc = [&](std::unique_ptr<BackendBuffer>* buf, size_t width) -> absl::Status {
     CHORUS_ASSIGN_OR_RETURN(*buf, backend_->Alloc(n * width * sizeof(float)));
@@ -76,12 +81,19 @@ absl::Status Transformer::EnsureScratch(int num_tokens) {
   return absl::OkStatus();
 }
 
+absl::Status Transformer::AllReduce(float* data, int64_t count) {
+  if (comm_ == nullptr) return absl::OkStatus();
+  backend_->Synchronize();
+  CHORUS_RETURN_IF_ERROR(backend_->TakeError());
+  return comm_->AllReduceSum(data, count);
+}
+
 absl::Status Transformer::Forward(const ForwardBatch& b, std::vector<float>* logits) {
   CHORUS_RETURN_IF_ERROR(Validate(b));
   const int n = static_cast<int>(b.tokens.size());
   CHORUS_RETURN_IF_ERROR(EnsureScratch(n));
-  const ModelConfig& c = model_->config();
-  const ModelWeights& w = model_->weights();
+  const ModelConfig& c = *config_;
+  const ModelWeights& w = *weights_;
   Backend& be = *backend_;
 
   AttentionLayout layout;
@@ -122,6 +134,7 @@ absl::Status Transformer::Forward(const ForwardBatch& b, std::vector<float>* log
     be.KvWrite(k, v, layout, c.kv_dim(), kv_->k(l), kv_->v(l));
     be.Attention(q, kv_->k(l), kv_->v(l), layout, c.n_heads, c.n_kv_heads, c.head_dim, scale, att);
     be.MatMul(L.wo, att, n, proj);
+    CHORUS_RETURN_IF_ERROR(AllReduce(proj, static_cast<int64_t>(n) * c.dim));
     be.Add(x, proj, static_cast<int64_t>(n) * c.dim);
 
     be.RmsNorm(x, L.ffn_norm, n, c.dim, c.norm_eps, xn);
@@ -129,6 +142,7 @@ absl::Status Transformer::Forward(const ForwardBatch& b, std::vector<float>* log
     be.MatMul(L.up, xn, n, up);
     be.SwiGlu(gate, up, n, c.ffn_dim, gate);
     be.MatMul(L.down, gate, n, proj);
+    CHORUS_RETURN_IF_ERROR(AllReduce(proj, static_cast<int64_t>(n) * c.dim));
     be.Add(x, proj, static_cast<int64_t>(n) * c.dim);
   }
 

@@ -249,3 +249,50 @@ TEST_F(CudaTest, ModelLogitsMatchCpuForBothArchitecturesAndAllTypes) {
 
 }  // namespace
 }  // namespace chorus
+
+#ifdef CHORUS_TEST_NCCL
+#include "chorus/backends/nccl_communicator.h"
+#include "chorus/model/tensor_parallel.h"
+
+namespace chorus {
+namespace {
+
+TEST(CudaTensorParallelTest, TwoGpusOverNcclMatchOneCpuRank) {
+  if (CudaDeviceCount() < 2) GTEST_SKIP() << "needs 2 CUDA devices";
+  RandomModelSpec spec;
+  spec.dim = 128;
+  spec.n_heads = 8;
+  spec.n_kv_heads = 4;
+  spec.ffn_dim = 256;
+  GgufWriter wr;
+  ASSERT_TRUE(BuildRandomModel(spec, nullptr, &wr).ok());
+  auto cpu = CreateCpuBackend(2);
+  auto model = Model::FromFile(std::move(*GgufFile::FromBytes(wr.Serialize())), cpu.get());
+  ASSERT_TRUE(model.ok());
+  ForwardBatch b;
+  b.max_blocks_per_seq = 2;
+  b.block_tables = {0, 1};
+  for (int t = 0; t < 10; ++t) {
+    b.tokens.push_back(t * 11 % 512);
+    b.positions.push_back(t);
+    b.seq_of_token.push_back(0);
+  }
+  b.logit_rows = {9};
+  auto kv = KvCache::Create(cpu.get(), (*model)->config(), 2, 16);
+  Transformer single(model->get(), cpu.get(), kv->get());
+  std::vector<float> want, got;
+  ASSERT_TRUE(single.Forward(b, &want).ok());
+  auto g0 = CreateCudaBackend(0), g1 = CreateCudaBackend(1);
+  ASSERT_TRUE(g0.ok() && g1.ok());
+  auto comms = CreateNcclCommunicators({0, 1});
+  ASSERT_TRUE(comms.ok()) << comms.status();
+  auto tp = TensorParallelRunner::Create(**model, {g0->get(), g1->get()}, std::move(*comms), 2, 16);
+  ASSERT_TRUE(tp.ok()) << tp.status();
+  ASSERT_TRUE((*tp)->Forward(b, &got).ok());
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-3) << i;
+}
+
+}  // namespace
+}  // namespace chorus
+#endif

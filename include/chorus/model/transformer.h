@@ -29,10 +29,18 @@ struct ForwardBatch {
   std::vector<int32_t> logit_rows;    // batch rows whose logits are wanted
 };
 
+class Communicator;
+
 class Transformer {
  public:
   // `model`, `backend` and `kv` must outlive the transformer.
   Transformer(const Model* model, Backend* backend, KvCache* kv);
+  // One tensor-parallel rank: `config` has this rank's heads and FFN width, `weights` its
+  // shards (column-parallel QKV and gate/up, row-parallel output and down); after each
+  // row-parallel matmul the partial sums are all-reduced through `comm`. Everything must
+  // outlive the transformer.
+  Transformer(const ModelConfig* config, const ModelWeights* weights, Backend* backend,
+              KvCache* kv, Communicator* comm);
 
   // Runs the batch; writes logits [logit_rows.size(), vocab] to `logits` (host). INVALID_ARGUMENT
   // when the batch is inconsistent (ids, positions or blocks out of range): never a crash.
@@ -41,8 +49,11 @@ class Transformer {
  private:
   absl::Status Validate(const ForwardBatch& batch) const;
   absl::Status EnsureScratch(int num_tokens);
+  absl::Status AllReduce(float* data, int64_t count);
 
-  const Model* model_;
+  const ModelConfig* config_;
+  const ModelWeights* weights_;
+  Communicator* comm_ = nullptr;  // null: a single rank
   Backend* backend_;
   KvCache* kv_;
   int scratch_tokens_ = 0;

@@ -1,0 +1,26 @@
+// Collective communication between tensor-parallel ranks. Implementations: CPU (threads as
+// ranks, for tests and CPU serving) and NCCL (GPUs; backends/cuda). Each rank uses its own
+// Communicator from its own thread; AllReduceSum blocks until every rank has contributed.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace chorus {
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int world_size() const = 0;
+  // data[count] (backend memory of this rank) := the elementwise sum over all ranks.
+  virtual absl::Status AllReduceSum(float* data, int64_t count) = 0;
+};
+
+// `world` communicators over host memory that reduce among themselves.
+std::vector<std::unique_ptr<Communicator>> CreateCpuCommunicators(int world);
+
+}  // namespace chorus

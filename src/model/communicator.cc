@@ -1,0 +1,67 @@
+#include "chorus/model/communicator.h"
+
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+
+namespace chorus {
+namespace {
+
+// Shared state of one CPU group: ranks publish their buffers, every rank sums all of them
+// into a private copy, then writes it back once everyone has finished reading.
+struct CpuGroup {
+  explicit CpuGroup(int world) : world(world), ptrs(world, nullptr) {}
+  void Barrier() {
+    std::unique_lock<std::mutex> lock(mu);
+    const uint64_t gen = generation;
+    if (++arrived == world) {
+      arrived = 0;
+      ++generation;
+      cv.notify_all();
+    } else {
+      cv.wait(lock, [&] { return generation != gen; });
+    }
+  }
+  const int world;
+  std::mutex mu;
+  std::condition_variable cv;
+  int arrived = 0;
+  uint64_t generation = 0;
+  std::vector<float*> ptrs;
+};
+
+class CpuCommunicator : public Communicator {
+ public:
+  CpuCommunicator(std::shared_ptr<CpuGroup> group, int rank) : group_(std::move(group)), rank_(rank) {}
+  int rank() const override { return rank_; }
+  int world_size() const override { return group_->world; }
+  absl::Status AllReduceSum(float* data, int64_t count) override {
+    if (group_->world == 1) return absl::OkStatus();
+    group_->ptrs[rank_] = data;
+    group_->Barrier();
+    sum_.assign(count, 0.0f);
+    for (int r = 0; r < group_->world; ++r) {  // same order on every rank: identical results
+      const float* p = group_->ptrs[r];
+      for (int64_t i = 0; i < count; ++i) sum_[i] += p[i];
+    }
+    group_->Barrier();  // everyone has read every buffer
+    std::memcpy(data, sum_.data(), count * sizeof(float));
+    return absl::OkStatus();
+  }
+
+ private:
+  std::shared_ptr<CpuGroup> group_;
+  int rank_;
+  std::vector<float> sum_;
+};
+
+}  // namespace
+
+std::vector<std::unique_ptr<Communicator>> CreateCpuCommunicators(int world) {
+  auto group = std::make_shared<CpuGroup>(world);
+  std::vector<std::unique_ptr<Communicator>> out;
+  for (int r = 0; r < world; ++r) out.push_back(std::make_unique<CpuCommunicator>(group, r));
+  return out;
+}
+
+}  // namespace chorus

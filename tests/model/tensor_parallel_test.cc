@@ -1,0 +1,108 @@
+// Tensor parallelism with the CPU communicator (threads as ranks): TP=2 and TP=4 give the same
+// logits as TP=1, for both architectures and quantized weights; bad splits are refused.
+#include "chorus/model/tensor_parallel.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "chorus/backends/cpu_backend.h"
+#include "chorus/model/gguf_writer.h"
+#include "chorus/model/random_model.h"
+
+namespace chorus {
+namespace {
+
+std::unique_ptr<GgufFile> MakeFile(const RandomModelSpec& spec) {
+  GgufWriter w;
+  EXPECT_TRUE(BuildRandomModel(spec, nullptr, &w).ok());
+  return std::move(*GgufFile::FromBytes(w.Serialize()));
+}
+
+ForwardBatch Batch(int first, int count, int seq_blocks) {
+  ForwardBatch b;
+  b.max_blocks_per_seq = seq_blocks;
+  for (int i = 0; i < seq_blocks; ++i) b.block_tables.push_back(i);
+  for (int t = first; t < first + count; ++t) {
+    b.tokens.push_back((t * 53 + 7) % 512);
+    b.positions.push_back(t);
+    b.seq_of_token.push_back(0);
+    b.logit_rows.push_back(t - first);
+  }
+  return b;
+}
+
+struct Param {
+  std::string arch;
+  GgmlType type;
+  int world;
+};
+
+class TensorParallelTest : public ::testing::TestWithParam<Param> {};
+
+TEST_P(TensorParallelTest, LogitsMatchASingleRank) {
+  RandomModelSpec spec;
+  spec.arch = GetParam().arch;
+  spec.weight_type = GetParam().type;
+  spec.dim = 128;
+  spec.n_heads = 8;
+  spec.n_kv_heads = 4;
+  spec.ffn_dim = 256;
+  spec.n_layers = 2;
+  spec.seed = 77;
+  auto cpu = CreateCpuBackend(1);
+  auto model = Model::FromFile(MakeFile(spec), cpu.get());
+  ASSERT_TRUE(model.ok()) << model.status();
+
+  auto kv = KvCache::Create(cpu.get(), (*model)->config(), 4, 16);
+  Transformer single(model->get(), cpu.get(), kv->get());
+  std::vector<float> want_prefill, want_decode;
+  ASSERT_TRUE(single.Forward(Batch(0, 12, 4), &want_prefill).ok());
+  ASSERT_TRUE(single.Forward(Batch(12, 1, 4), &want_decode).ok());
+
+  const int world = GetParam().world;
+  std::vector<std::unique_ptr<Backend>> owned;
+  std::vector<Backend*> backends;
+  for (int r = 0; r < world; ++r) {
+    owned.push_back(CreateCpuBackend(1));
+    backends.push_back(owned.back().get());
+  }
+  auto tp = TensorParallelRunner::Create(**model, backends, CreateCpuCommunicators(world), 4, 16);
+  ASSERT_TRUE(tp.ok()) << tp.status();
+  std::vector<float> got_prefill, got_decode;
+  ASSERT_TRUE((*tp)->Forward(Batch(0, 12, 4), &got_prefill).ok());
+  ASSERT_TRUE((*tp)->Forward(Batch(12, 1, 4), &got_decode).ok());
+  auto check = [](const std::vector<float>& got, const std::vector<float>& want) {
+    ASSERT_EQ(got.size(), want.size());
+    double scale = 0, err = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      scale = std::max(scale, static_cast<double>(std::fabs(want[i])));
+      err = std::max(err, static_cast<double>(std::fabs(got[i] - want[i])));
+    }
+    EXPECT_LT(err / scale, 1e-5);
+  };
+  check(got_prefill, want_prefill);
+  check(got_decode, want_decode);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, TensorParallelTest,
+    ::testing::Values(Param{"llama", GgmlType::kF32, 2}, Param{"llama", GgmlType::kF32, 4},
+                      Param{"qwen2", GgmlType::kF32, 2}, Param{"llama", GgmlType::kQ8_0, 2},
+                      Param{"qwen2", GgmlType::kQ4_0, 2}, Param{"llama", GgmlType::kBF16, 2}),
+    [](const auto& info) {
+      return info.param.arch + "_" + std::string(TypeName(info.param.type)) + "_tp" +
+             std::to_string(info.param.world);
+    });
+
+TEST(TensorParallelSplitTest, RanksThatDoNotDivideTheHeadsAreRefused) {
+  RandomModelSpec spec;  // 4 heads, 2 KV heads
+  auto cpu = CreateCpuBackend(1);
+  auto model = Model::FromFile(MakeFile(spec), cpu.get());
+  ASSERT_TRUE(model.ok());
+  auto shard = ModelShard::Create(**model, 0, 3, cpu.get());
+  EXPECT_EQ(shard.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace chorus
