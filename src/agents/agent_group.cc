@@ -132,7 +132,7 @@ void ForkAgents(RequestGroup& g, const float* logits, const AgentContext& ctx) {
       } else {
         CHORUS_CHECK(fork_next < g.fork_blocks.size());
         const int32_t copy = g.fork_blocks[fork_next++];
-        ctx.kv->CopyBlock(g.prompt_table.back(), copy);
+        ctx.executor->CopyKvBlock(g.prompt_table.back(), copy);
         a.block_table.back() = copy;
       }
     }

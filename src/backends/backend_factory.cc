@@ -2,7 +2,11 @@
 // FAILED_PRECONDITION when CUDA was not compiled in.
 #include "chorus/backends/cpu_backend.h"
 #include "chorus/backends/cuda_backend.h"
+#include "chorus/core/status.h"
 #include "chorus/core/str_cat.h"
+#ifdef CHORUS_HAVE_NCCL
+#include "chorus/backends/nccl_communicator.h"
+#endif
 
 namespace chorus {
 
@@ -17,6 +21,32 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::string_view name, in
   if (name == "cpu") return CreateCpuBackend(cpu_threads);
   if (name == "cuda") return CreateCudaBackend(0);
   return absl::InvalidArgumentError(StrCat("backend '", name, "' is not cpu or cuda"));
+}
+
+absl::StatusOr<BackendSet> CreateTensorParallelBackends(std::string_view name, int ranks,
+                                                        const std::vector<int>& cuda_devices,
+                                                        int cpu_threads) {
+  BackendSet set;
+  if (name == "cpu") {
+    for (int r = 0; r < ranks; ++r) set.backends.push_back(CreateCpuBackend(std::max(1, cpu_threads / ranks)));
+    set.comms = CreateCpuCommunicators(ranks);
+    return set;
+  }
+  if (name != "cuda") return absl::InvalidArgumentError(StrCat("backend '", name, "' is not cpu or cuda"));
+  std::vector<int> devices = cuda_devices;
+  if (devices.empty()) {
+    for (int r = 0; r < ranks; ++r) devices.push_back(r);
+  }
+  for (int d : devices) {
+    CHORUS_ASSIGN_OR_RETURN(auto b, CreateCudaBackend(d));
+    set.backends.push_back(std::move(b));
+  }
+#ifdef CHORUS_HAVE_NCCL
+  CHORUS_ASSIGN_OR_RETURN(set.comms, CreateNcclCommunicators(devices));
+  return set;
+#else
+  return absl::FailedPreconditionError("tensor parallelism on cuda needs a build with NCCL");
+#endif
 }
 
 }  // namespace chorus

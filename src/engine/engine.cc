@@ -4,9 +4,6 @@
 
 namespace chorus {
 
-Engine::Engine(const Model* model, Backend* backend, KvCache* kv)
-    : model_(model), kv_(kv), transformer_(model, backend, kv) {}
-
 absl::Status Engine::Step(const StepPlan& plan, StepOutput* out) {
   ForwardBatch& b = batch_;
   b.tokens.clear();
@@ -38,7 +35,7 @@ absl::Status Engine::Step(const StepPlan& plan, StepOutput* out) {
     b.block_tables.insert(b.block_tables.end(), table.begin(), table.end());
     b.block_tables.resize((i + 1) * max_blocks, -1);
   }
-  return transformer_.Forward(b, &out->logits);
+  return executor_->Forward(b, &out->logits);
 }
 
 }  // namespace chorus

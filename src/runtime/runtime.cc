@@ -10,23 +10,31 @@ namespace chorus {
 absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const RuntimeOptions& options,
                                                          const Model* model, Backend* backend,
                                                          const Clock* clock) {
-  CHORUS_ASSIGN_OR_RETURN(auto kv, KvCache::Create(backend, model->config(), options.kv_num_blocks,
-                                                   options.kv_block_size));
-  return std::unique_ptr<Runtime>(new Runtime(options, model, backend, clock, std::move(kv)));
+  CHORUS_ASSIGN_OR_RETURN(auto exec, CreateSingleDeviceExecutor(model, backend, options.kv_num_blocks,
+                                                                options.kv_block_size));
+  return Create(options, model, std::move(exec), clock);
 }
 
-Runtime::Runtime(const RuntimeOptions& options, const Model* model, Backend* backend,
-                 const Clock* clock, std::unique_ptr<KvCache> kv)
+absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const RuntimeOptions& options,
+                                                         const Model* model,
+                                                         std::unique_ptr<ForwardExecutor> executor,
+                                                         const Clock* clock) {
+  if (executor == nullptr) return absl::InvalidArgumentError("runtime: no executor");
+  return std::unique_ptr<Runtime>(new Runtime(options, model, std::move(executor), clock));
+}
+
+Runtime::Runtime(const RuntimeOptions& options, const Model* model,
+                 std::unique_ptr<ForwardExecutor> executor, const Clock* clock)
     : options_(options),
       model_(model),
       clock_(clock),
-      kv_(std::move(kv)),
+      executor_(std::move(executor)),
       blocks_(options.kv_num_blocks, options.kv_block_size, options.prefix_cache),
       scheduler_(options.scheduler, &blocks_),
-      engine_(model, backend, kv_.get()) {
+      engine_(executor_.get()) {
   ctx_.tokenizer = &model->tokenizer();
   ctx_.blocks = &blocks_;
-  ctx_.kv = kv_.get();
+  ctx_.executor = executor_.get();
   ctx_.clock = clock;
   ctx_.context_length = model->config().context_length;
   ctx_.vocab_size = model->config().vocab_size;

@@ -15,6 +15,7 @@ chorus::v1::ServerConfig DefaultServerConfig() {
   c.set_model_path("models/stories260K.gguf");
   c.set_num_threads(0);
   c.set_backend("cpu");
+  c.set_tensor_parallel_size(1);
   c.set_kv_block_size_tokens(16);
   c.set_kv_num_blocks(4096);
   c.set_prefix_cache_enabled(true);
@@ -75,6 +76,12 @@ absl::Status ValidateServerConfig(const chorus::v1::ServerConfig& c) {
   }
   if (c.backend() != "cpu" && c.backend() != "cuda") {
     return absl::InvalidArgumentError(StrCat("config: backend '", c.backend(), "' is not cpu or cuda"));
+  }
+  CHORUS_RETURN_IF_ERROR(range("tensor_parallel_size", c.tensor_parallel_size(), 1, 64));
+  if (c.cuda_devices_size() > 0 && c.tensor_parallel_size() > 1 &&
+      c.cuda_devices_size() != c.tensor_parallel_size()) {
+    return absl::InvalidArgumentError(StrCat("config: tensor_parallel_size ", c.tensor_parallel_size(),
+                                             " does not match the ", c.cuda_devices_size(), " cuda_devices"));
   }
   if (c.listen_address().empty()) return absl::InvalidArgumentError("config: listen_address is empty");
   if (c.model_path().empty()) return absl::InvalidArgumentError("config: model_path is empty");

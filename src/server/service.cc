@@ -12,8 +12,10 @@
 #include <thread>
 
 #include "chorus/admission/admission.h"
+#include "chorus/backends/cpu_backend.h"
 #include "chorus/backends/cuda_backend.h"
 #include "chorus/core/str_cat.h"
+#include "chorus/model/tensor_parallel.h"
 #include "chorus/runtime/runtime.h"
 #include "chorus/server/server.h"
 #include "chorus/v1/chorus.grpc.pb.h"
@@ -209,7 +211,8 @@ class StreamReactor : public grpc::ServerWriteReactor<pb::GenerateEvent> {
 class ChorusServer::Impl final : public pb::Chorus::CallbackService {
  public:
   chorus::v1::ServerConfig config;
-  std::unique_ptr<Backend> backend;
+  std::unique_ptr<Backend> backend;                 // loads the model (and runs it at TP 1)
+  std::vector<std::unique_ptr<Backend>> tp_backends;  // one per tensor-parallel rank
   std::unique_ptr<Model> model;
   RealClock clock;
   std::unique_ptr<Runtime> runtime;
@@ -276,7 +279,8 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
     m->set_architecture(cfg.arch);
     m->set_context_length(cfg.context_length);
     m->set_vocab_size(cfg.vocab_size);
-    m->set_backend(std::string(backend->name()));
+    m->set_backend(tp_backends.empty() ? std::string(backend->name())
+                                        : StrCat(tp_backends[0]->name(), " x", tp_backends.size()));
     auto* r = ctx->DefaultReactor();
     r->Finish(grpc::Status::OK);
     return r;
@@ -321,12 +325,34 @@ absl::StatusOr<std::unique_ptr<ChorusServer>> ChorusServer::Start(const chorus::
   impl->config = config;
   const int threads = config.num_threads() > 0 ? config.num_threads()
                                                : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  auto backend = CreateBackend(config.backend(), threads);
+  const int tp = std::max(1, config.tensor_parallel_size());
+  // With tensor parallelism the full model stays in host memory (zero copy); each rank loads
+  // its shards into its own backend.
+  auto backend = tp > 1 ? absl::StatusOr<std::unique_ptr<Backend>>(CreateCpuBackend(1))
+                        : CreateBackend(config.backend(), threads);
   if (!backend.ok()) return backend.status();
   impl->backend = std::move(*backend);
   auto model = Model::Load(config.model_path(), impl->backend.get());
   if (!model.ok()) return model.status();
   impl->model = std::move(*model);
+  std::unique_ptr<ForwardExecutor> executor;
+  if (tp > 1) {
+    std::vector<int> devices(config.cuda_devices().begin(), config.cuda_devices().end());
+    auto set = CreateTensorParallelBackends(config.backend(), tp, devices, threads);
+    if (!set.ok()) return set.status();
+    std::vector<Backend*> raw;
+    for (auto& b : set->backends) raw.push_back(b.get());
+    auto runner = TensorParallelRunner::Create(*impl->model, raw, std::move(set->comms),
+                                               config.kv_num_blocks(), config.kv_block_size_tokens());
+    if (!runner.ok()) return runner.status();
+    impl->tp_backends = std::move(set->backends);
+    executor = std::move(*runner);
+  } else {
+    auto single = CreateSingleDeviceExecutor(impl->model.get(), impl->backend.get(), config.kv_num_blocks(),
+                                             config.kv_block_size_tokens());
+    if (!single.ok()) return single.status();
+    executor = std::move(*single);
+  }
 
   RuntimeOptions ro;
   ro.kv_block_size = config.kv_block_size_tokens();
@@ -337,7 +363,7 @@ absl::StatusOr<std::unique_ptr<ChorusServer>> ChorusServer::Start(const chorus::
   ro.max_queued_requests = config.max_queued_requests();
   ro.max_queued_agents = config.max_queued_agents();
   ro.merge_reserve_ms = static_cast<double>(config.merge_reserve_ms());
-  auto runtime = Runtime::Create(ro, impl->model.get(), impl->backend.get(), &impl->clock);
+  auto runtime = Runtime::Create(ro, impl->model.get(), std::move(executor), &impl->clock);
   if (!runtime.ok()) return runtime.status();
   impl->runtime = std::move(*runtime);
 
@@ -369,9 +395,11 @@ absl::StatusOr<std::unique_ptr<ChorusServer>> ChorusServer::Start(const chorus::
     return absl::UnavailableError(StrCat("cannot listen on ", config.listen_address()));
   }
   impl->server->GetHealthCheckService()->SetServingStatus(true);
-  spdlog::info("chorusd: serving {} ({}, {} layers, {} backend, {} threads) on port {}",
+  spdlog::info("chorusd: serving {} ({}, {} layers, {} backend{}, {} threads) on port {}",
                config.model_path(), impl->model->config().arch, impl->model->config().n_layers,
-               impl->backend->name(), threads, impl->port);
+               impl->tp_backends.empty() ? impl->backend->name() : impl->tp_backends[0]->name(),
+               impl->tp_backends.empty() ? std::string() : StrCat(" x", impl->tp_backends.size(), " tensor-parallel"),
+               threads, impl->port);
   return std::unique_ptr<ChorusServer>(new ChorusServer(std::move(impl)));
 }
 

@@ -181,3 +181,26 @@ TEST_F(ServerTest, AbortCancelsARunningRequestAndFreesItsBlocks) {
 
 }  // namespace
 }  // namespace chorus
+
+namespace chorus {
+namespace {
+
+class TensorParallelServerTest : public testing::ServerTest {
+ protected:
+  void Configure(chorus::v1::ServerConfig& c) override { c.set_tensor_parallel_size(2); }
+};
+
+// stories260K has 8 heads and 4 KV heads: two CPU ranks serve it; the greedy text is unchanged.
+TEST_F(TensorParallelServerTest, TwoRanksServeThePublishedGreedyText) {
+  chorus::v1::GenerateResponse resp;
+  const grpc::Status s = Generate(Greedy("", 256), &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(resp.text(), kPublishedGreedy);
+  grpc::ClientContext ctx;
+  chorus::v1::ListModelsResponse models;
+  ASSERT_TRUE(stub_->ListModels(&ctx, {}, &models).ok());
+  EXPECT_EQ(models.models(0).backend(), "cpu x2");
+}
+
+}  // namespace
+}  // namespace chorus

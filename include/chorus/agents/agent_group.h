@@ -7,7 +7,7 @@
 #include "chorus/core/clock.h"
 #include "chorus/core/request.h"
 #include "chorus/kv_cache/block_manager.h"
-#include "chorus/model/kv_cache.h"
+#include "chorus/model/executor.h"
 #include "chorus/tokenizer/tokenizer.h"
 
 namespace chorus {
@@ -15,7 +15,7 @@ namespace chorus {
 struct AgentContext {
   const Tokenizer* tokenizer = nullptr;
   BlockManager* blocks = nullptr;
-  KvCache* kv = nullptr;
+  ForwardExecutor* executor = nullptr;  // copies KV blocks at the fork
   const Clock* clock = nullptr;
   int context_length = 0;
   int vocab_size = 0;

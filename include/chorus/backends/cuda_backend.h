@@ -7,6 +7,9 @@
 
 #include "absl/status/statusor.h"
 #include "chorus/backends/backend.h"
+#include "chorus/model/communicator.h"
+
+#include <vector>
 
 namespace chorus {
 
@@ -16,5 +19,15 @@ int CudaDeviceCount();
 absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device);
 // "cpu" or "cuda" (device 0).
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::string_view name, int cpu_threads);
+
+// Tensor-parallel ranks: one backend per rank and matching communicators. cpu: `ranks`
+// backends sharing cpu_threads, CPU communicators; cuda: one backend per device, NCCL.
+struct BackendSet {
+  std::vector<std::unique_ptr<Backend>> backends;
+  std::vector<std::unique_ptr<Communicator>> comms;
+};
+absl::StatusOr<BackendSet> CreateTensorParallelBackends(std::string_view name, int ranks,
+                                                        const std::vector<int>& cuda_devices,
+                                                        int cpu_threads);
 
 }  // namespace chorus

@@ -5,26 +5,22 @@
 
 #include "absl/status/status.h"
 #include "chorus/core/step.h"
-#include "chorus/model/transformer.h"
+#include "chorus/model/executor.h"
 
 namespace chorus {
 
 class Engine {
  public:
-  // All pointers must outlive the engine.
-  Engine(const Model* model, Backend* backend, KvCache* kv);
+  // `executor` must outlive the engine.
+  explicit Engine(ForwardExecutor* executor) : executor_(executor) {}
   absl::Status Step(const StepPlan& plan, StepOutput* out);
   // A forward pass outside any plan (start-up calibration of the step-time predictor).
   absl::Status Forward(const ForwardBatch& batch, std::vector<float>* logits) {
-    return transformer_.Forward(batch, logits);
+    return executor_->Forward(batch, logits);
   }
-  const Model& model() const { return *model_; }
-  KvCache& kv() { return *kv_; }
 
  private:
-  const Model* model_;
-  KvCache* kv_;
-  Transformer transformer_;
+  ForwardExecutor* executor_;
   ForwardBatch batch_;  // reused across steps
 };
 

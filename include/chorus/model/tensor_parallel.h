@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "chorus/model/communicator.h"
+#include "chorus/model/executor.h"
 #include "chorus/model/model.h"
 #include "chorus/model/transformer.h"
 
@@ -33,13 +34,16 @@ class ModelShard {
 
 // Runs every rank of a forward pass on its own thread; returns rank 0's logits (all ranks
 // compute the same replicated head). Not thread-safe: one caller.
-class TensorParallelRunner {
+class TensorParallelRunner : public ForwardExecutor {
  public:
   // backends[r] and comms[r] belong to rank r; the backends and the model must outlive it.
   static absl::StatusOr<std::unique_ptr<TensorParallelRunner>> Create(
       const Model& model, std::vector<Backend*> backends,
       std::vector<std::unique_ptr<Communicator>> comms, int kv_blocks, int block_size);
-  absl::Status Forward(const ForwardBatch& batch, std::vector<float>* logits);
+  absl::Status Forward(const ForwardBatch& batch, std::vector<float>* logits) override;
+  void CopyKvBlock(int32_t src, int32_t dst) override {
+    for (auto& r : ranks_) r.kv->CopyBlock(src, dst);
+  }
   int world_size() const { return static_cast<int>(ranks_.size()); }
 
  private:

@@ -40,7 +40,13 @@ struct RuntimeStats {
 
 class Runtime {
  public:
-  // `model` and `backend` must outlive the runtime; `clock` too (tests pass a fake one).
+  // Runs on `executor` (whose KV cache has options.kv_num_blocks blocks). `model` and `clock`
+  // must outlive the runtime (tests pass a fake clock).
+  static absl::StatusOr<std::unique_ptr<Runtime>> Create(const RuntimeOptions& options,
+                                                         const Model* model,
+                                                         std::unique_ptr<ForwardExecutor> executor,
+                                                         const Clock* clock);
+  // Convenience: a single-device executor on `backend`.
   static absl::StatusOr<std::unique_ptr<Runtime>> Create(const RuntimeOptions& options,
                                                          const Model* model, Backend* backend,
                                                          const Clock* clock);
@@ -68,8 +74,8 @@ class Runtime {
   double PredictPrefillMs(int prompt_tokens) const;
 
  private:
-  Runtime(const RuntimeOptions& options, const Model* model, Backend* backend, const Clock* clock,
-          std::unique_ptr<KvCache> kv);
+  Runtime(const RuntimeOptions& options, const Model* model,
+          std::unique_ptr<ForwardExecutor> executor, const Clock* clock);
   void Loop();
   void Calibrate();
   // SYNTHESIZE: starts the extra pass when the drafts are done and the budget allows it.
@@ -83,7 +89,7 @@ class Runtime {
   const RuntimeOptions options_;
   const Model* model_;
   const Clock* clock_;
-  std::unique_ptr<KvCache> kv_;
+  std::unique_ptr<ForwardExecutor> executor_;
   BlockManager blocks_;
   Scheduler scheduler_;
   Engine engine_;
