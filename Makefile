@@ -5,7 +5,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run test fuzz bench clean
+.PHONY: all deps build run test test-asan fuzz bench clean
 
 all: build
 
@@ -24,6 +24,13 @@ run: build  ## chorusd on the embedded model, 127.0.0.1:50051
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
+# Every test again under AddressSanitizer + UndefinedBehaviorSanitizer (LeakSanitizer on).
+test-asan: deps
+	cmake -S . -B $(BUILD)-asan -DCMAKE_BUILD_TYPE=Debug -DCHORUS_SANITIZER=address+undefined \
+	  -DCHORUS_BUILD_BENCHMARKS=OFF -DCHORUS_CUDA=OFF
+	cmake --build $(BUILD)-asan -j $(JOBS)
+	cd $(BUILD)-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS)
+
 # libFuzzer on the GGUF reader (clang, ASan+UBSan), FUZZ_SECONDS long.
 FUZZ_SECONDS ?= 60
 fuzz: deps
@@ -38,4 +45,4 @@ bench: build
 	./scripts/bench-cpu.sh
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-fuzz
+	rm -rf $(BUILD) $(BUILD)-fuzz $(BUILD)-asan
