@@ -52,6 +52,7 @@ Runtime::~Runtime() {
 
 void Runtime::Start() {
   Calibrate();
+  last_progress_ms_ = clock_->NowMs();
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -323,6 +324,7 @@ void Runtime::Loop() {
       std::unique_lock<std::mutex> lock(mu_);
       if (stop_) break;
     }
+    last_progress_ms_ = clock_->NowMs();
     TakeInbox();
     CheckGroups(clock_->NowMs());
     plan = scheduler_.Schedule();
@@ -342,6 +344,7 @@ void Runtime::Loop() {
                    [this] { return stop_ || !inbox_.empty(); });
       continue;
     }
+    if (options_.before_step) options_.before_step();
     int prefill_rows = 0;
     for (const auto& s : plan.segments) prefill_rows += s.agent < 0 ? s.len : 0;
     const double t0 = clock_->NowMs();

@@ -32,6 +32,7 @@ chorus::v1::ServerConfig DefaultServerConfig() {
   c.set_merge_reserve_ms(5);
   c.set_deadline_margin_ms(20);
   c.set_drain_timeout_ms(20000);
+  c.set_engine_stall_timeout_ms(10000);
   return c;
 }
 
@@ -70,6 +71,7 @@ absl::Status ValidateServerConfig(const chorus::v1::ServerConfig& c) {
   CHORUS_RETURN_IF_ERROR(range("default_latency_budget_ms", c.default_latency_budget_ms(), 1, c.max_latency_budget_ms()));
   CHORUS_RETURN_IF_ERROR(range("merge_reserve_ms", c.merge_reserve_ms(), 0, 60000));
   CHORUS_RETURN_IF_ERROR(range("deadline_margin_ms", c.deadline_margin_ms(), 0, 60000));
+  CHORUS_RETURN_IF_ERROR(range("engine_stall_timeout_ms", c.engine_stall_timeout_ms(), 0, int64_t{1} << 32));
   CHORUS_RETURN_IF_ERROR(range("drain_timeout_ms", c.drain_timeout_ms(), 0, int64_t{1} << 32));
   if (c.max_agents_per_request() > c.max_running_agents()) {
     return absl::InvalidArgumentError("config: max_agents_per_request exceeds max_running_agents");

@@ -221,6 +221,36 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
   int port = 0;
   std::atomic<uint64_t> next_id{1};
   std::atomic<bool> draining{false};
+  std::thread watchdog;
+  std::atomic<bool> stop_watchdog{false};
+  bool stalled = false;  // watchdog thread only
+
+  // Health reflects engine progress, not an open port: with requests in flight and no loop
+  // iteration for engine_stall_timeout_ms, report NOT_SERVING until it moves again.
+  void StartWatchdog() {
+    watchdog = std::thread([this] {
+      while (!stop_watchdog) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        const bool now_stalled = runtime->InFlight() > 0 &&
+                                 clock.NowMs() - runtime->LastProgressMs() > config.engine_stall_timeout_ms();
+        if (now_stalled != stalled && !draining) {
+          stalled = now_stalled;
+          server->GetHealthCheckService()->SetServingStatus(!stalled);
+          if (stalled) {
+            spdlog::error("chorusd: engine loop stalled for more than {} ms; health NOT_SERVING",
+                          config.engine_stall_timeout_ms());
+          } else {
+            spdlog::info("chorusd: engine loop moving again; health SERVING");
+          }
+        }
+      }
+    });
+  }
+  void StopWatchdog() {
+    stop_watchdog = true;
+    if (watchdog.joinable()) watchdog.join();
+  }
+
   std::mutex done_mu;
   std::condition_variable done_cv;
   bool done = false;
@@ -318,7 +348,8 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
   }
 };
 
-absl::StatusOr<std::unique_ptr<ChorusServer>> ChorusServer::Start(const chorus::v1::ServerConfig& config) {
+absl::StatusOr<std::unique_ptr<ChorusServer>> ChorusServer::Start(const chorus::v1::ServerConfig& config,
+                                                                  std::function<void()> before_step) {
   absl::Status valid = ValidateServerConfig(config);
   if (!valid.ok()) return valid;
   auto impl = std::make_unique<Impl>();
@@ -363,6 +394,7 @@ absl::StatusOr<std::unique_ptr<ChorusServer>> ChorusServer::Start(const chorus::
   ro.max_queued_requests = config.max_queued_requests();
   ro.max_queued_agents = config.max_queued_agents();
   ro.merge_reserve_ms = static_cast<double>(config.merge_reserve_ms());
+  ro.before_step = std::move(before_step);
   auto runtime = Runtime::Create(ro, impl->model.get(), std::move(executor), &impl->clock);
   if (!runtime.ok()) return runtime.status();
   impl->runtime = std::move(*runtime);
@@ -395,6 +427,7 @@ absl::StatusOr<std::unique_ptr<ChorusServer>> ChorusServer::Start(const chorus::
     return absl::UnavailableError(StrCat("cannot listen on ", config.listen_address()));
   }
   impl->server->GetHealthCheckService()->SetServingStatus(true);
+  if (config.engine_stall_timeout_ms() > 0) impl->StartWatchdog();
   spdlog::info("chorusd: serving {} ({}, {} layers, {} backend{}, {} threads) on port {}",
                config.model_path(), impl->model->config().arch, impl->model->config().n_layers,
                impl->tp_backends.empty() ? impl->backend->name() : impl->tp_backends[0]->name(),
@@ -406,6 +439,7 @@ absl::StatusOr<std::unique_ptr<ChorusServer>> ChorusServer::Start(const chorus::
 ChorusServer::ChorusServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 ChorusServer::~ChorusServer() {
+  impl_->StopWatchdog();
   if (impl_->server) {
     impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   }
@@ -417,6 +451,7 @@ int ChorusServer::port() const { return impl_->port; }
 void ChorusServer::Drain() {
   Impl& s = *impl_;
   s.draining = true;
+  s.StopWatchdog();
   s.server->GetHealthCheckService()->SetServingStatus(false);
   s.runtime->BeginDrain();
   spdlog::info("chorusd: draining {} in-flight requests (up to {} ms)", s.runtime->InFlight(),

@@ -3,7 +3,9 @@
 // sinks. Submit, Abort, Stats and Drain are thread-safe (called from gRPC reactors).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -28,6 +30,8 @@ struct RuntimeOptions {
   int max_queued_requests = 256;
   int max_queued_agents = 2048;
   double merge_reserve_ms = 5;
+  // Test hook: called on the engine thread before every step (fault injection: stalls).
+  std::function<void()> before_step;
 };
 
 struct RuntimeStats {
@@ -70,6 +74,8 @@ class Runtime {
   // Requests admitted and not yet finished (for tests and the drain).
   int InFlight() const;
   const Model& model() const { return *model_; }
+  // When the engine loop last went round (clock ms): the health watchdog's heartbeat.
+  double LastProgressMs() const { return last_progress_ms_.load(); }
   // Predicted wall time of the prefill of `prompt_tokens` tokens (for admission).
   double PredictPrefillMs(int prompt_tokens) const;
 
@@ -109,6 +115,8 @@ class Runtime {
   uint64_t next_seq_ = 0;
   RuntimeStats stats_;
   double prefill_ms_per_token_ = 0.5;  // copied from the predictor after each step
+
+  std::atomic<double> last_progress_ms_{0};
 
   // Engine thread only.
   std::vector<std::unique_ptr<RequestGroup>> groups_;

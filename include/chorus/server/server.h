@@ -4,6 +4,7 @@
 // come back through per-request sinks. Thread-safe.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -15,7 +16,9 @@ namespace chorus {
 class ChorusServer {
  public:
   // Loads the model, starts the engine thread and listens. Errors name the file or address.
-  static absl::StatusOr<std::unique_ptr<ChorusServer>> Start(const chorus::v1::ServerConfig& config);
+  // `before_step` is a test hook run on the engine thread before every step (fault injection).
+  static absl::StatusOr<std::unique_ptr<ChorusServer>> Start(const chorus::v1::ServerConfig& config,
+                                                             std::function<void()> before_step = nullptr);
   ~ChorusServer();
 
   // The bound port (useful with a :0 listen address).
