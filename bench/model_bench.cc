@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <thread>
 
+#include "chorus/backends/cpu_backend.h"
 #include "chorus/backends/cuda_backend.h"
 #include "chorus/model/model.h"
 #include "chorus/model/transformer.h"
@@ -23,7 +24,8 @@ double Now() {
 }
 
 int Run(int argc, char** argv) {
-  tools::Flags flags({"model", "threads", "prompt-tokens", "decode-tokens", "batch", "repeats", "backend"}, {});
+  tools::Flags flags({"model", "threads", "prompt-tokens", "decode-tokens", "batch", "repeats", "backend"},
+                     {"int8-activations"});
   std::string error;
   int threads, prompt, decode, batch, repeats;
   if (!flags.Parse(argc, argv, &error) ||
@@ -35,7 +37,9 @@ int Run(int argc, char** argv) {
     std::fprintf(stderr, "chorus-bench-model: %s\n", error.empty() ? "--model is required" : error.c_str());
     return 1;
   }
-  auto backend_or = CreateBackend(flags.Get("backend", "cpu"), threads);
+  auto backend_or = flags.Has("int8-activations")
+                        ? absl::StatusOr<std::unique_ptr<Backend>>(CreateCpuBackend(threads, true))
+                        : CreateBackend(flags.Get("backend", "cpu"), threads);
   if (!backend_or.ok()) {
     std::fprintf(stderr, "chorus-bench-model: %s\n", std::string(backend_or.status().message()).c_str());
     return 1;

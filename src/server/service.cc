@@ -360,7 +360,9 @@ absl::StatusOr<std::unique_ptr<ChorusServer>> ChorusServer::Start(const chorus::
   // With tensor parallelism the full model stays in host memory (zero copy); each rank loads
   // its shards into its own backend.
   auto backend = tp > 1 ? absl::StatusOr<std::unique_ptr<Backend>>(CreateCpuBackend(1))
-                        : CreateBackend(config.backend(), threads);
+                        : (config.backend() == "cpu" ? absl::StatusOr<std::unique_ptr<Backend>>(
+                                                           CreateCpuBackend(threads, config.cpu_int8_activations()))
+                                                     : CreateBackend(config.backend(), threads));
   if (!backend.ok()) return backend.status();
   impl->backend = std::move(*backend);
   auto model = Model::Load(config.model_path(), impl->backend.get());

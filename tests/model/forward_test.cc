@@ -331,3 +331,84 @@ TEST(ModelLoadTest, ShapeMismatchAndMissingTensorsAreNamed) {
 
 }  // namespace
 }  // namespace chorus
+
+namespace chorus {
+namespace {
+
+// The int8-activation path (an opt-in speed mode) stays close to the exact float path: the
+// activations are rounded to 8 bits per 32-value block, nothing else changes.
+TEST(Int8ActivationTest, QuantizedMatmulsStayCloseToTheExactPath) {
+  for (GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ4_0}) {
+    RandomModelSpec spec;
+    spec.weight_type = type;
+    spec.dim = 128;
+    spec.ffn_dim = 256;
+    spec.seed = 5;
+    GgufWriter w;
+    ASSERT_TRUE(BuildRandomModel(spec, nullptr, &w).ok());
+    const std::string bytes = w.Serialize();
+    auto run = [&](bool int8) {
+      auto be = CreateCpuBackend(2, int8);
+      auto m = Model::FromFile(std::move(*GgufFile::FromBytes(bytes)), be.get());
+      auto kv = KvCache::Create(be.get(), (*m)->config(), 2, 16);
+      Transformer tf(m->get(), be.get(), kv->get());
+      ForwardBatch b;
+      b.max_blocks_per_seq = 2;
+      b.block_tables = {0, 1};
+      for (int t = 0; t < 20; ++t) {
+        b.tokens.push_back(t * 31 % 512);
+        b.positions.push_back(t);
+        b.seq_of_token.push_back(0);
+        b.logit_rows.push_back(t);
+      }
+      std::vector<float> logits;
+      EXPECT_TRUE(tf.Forward(b, &logits).ok());
+      return logits;
+    };
+    const auto exact = run(false), fast = run(true);
+    ASSERT_EQ(exact.size(), fast.size());
+    double err = 0, scale = 0;
+    for (size_t i = 0; i < exact.size(); ++i) {
+      err = std::max(err, static_cast<double>(std::fabs(exact[i] - fast[i])));
+      scale = std::max(scale, static_cast<double>(std::fabs(exact[i])));
+    }
+    EXPECT_LT(err / scale, 3e-2) << TypeName(type);
+    EXPECT_GT(err, 0.0) << "the int8 path did not run";
+  }
+}
+
+TEST(Int8ActivationTest, BlockDotMatchesScalarIntegerArithmetic) {
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> dist(-2, 2);
+  const int64_t cols = 96, rows = 5;
+  for (GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ4_0}) {
+    std::vector<float> wf(rows * cols), x(3 * cols);
+    for (auto& v : wf) v = dist(rng);
+    for (auto& v : x) v = dist(rng);
+    auto traits = GetTypeTraits(static_cast<uint32_t>(type));
+    const int64_t row_bytes = cols / 32 * traits->type_size;
+    std::vector<uint8_t> wq(rows * row_bytes);
+    for (int64_t r = 0; r < rows; ++r) QuantizeRow(type, wf.data() + r * cols, wq.data() + r * row_bytes, cols);
+    std::vector<cpu::ActBlockQ8> xq(3 * cols / 32);
+    for (int t = 0; t < 3; ++t) cpu::QuantizeActivations(x.data() + t * cols, cols, xq.data() + t * cols / 32);
+    WeightTensor w{type, rows, cols, wq.data(), row_bytes};
+    std::vector<float> out(3 * rows, NAN);
+    cpu::MatMulRowsInt8(w, xq.data(), 3, out.data(), rows, 0, rows);
+    // Independent oracle: dequantize both sides exactly and sum in double.
+    std::vector<float> wd(cols);
+    for (int64_t r = 0; r < rows; ++r) {
+      DequantizeRow(type, wq.data() + r * row_bytes, wd.data(), cols);
+      for (int t = 0; t < 3; ++t) {
+        double want = 0;
+        for (int64_t i = 0; i < cols; ++i) {
+          const auto& b = xq[t * cols / 32 + i / 32];
+          want += static_cast<double>(wd[i]) * b.d * b.qs[i % 32];
+        }
+        EXPECT_NEAR(out[t * rows + r], want, 1e-4 * (1 + std::fabs(want))) << TypeName(type);
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace chorus

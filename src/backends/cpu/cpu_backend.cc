@@ -29,7 +29,8 @@ class HostBuffer : public BackendBuffer {
 
 class CpuBackend : public Backend {
  public:
-  explicit CpuBackend(int num_threads) : pool_(num_threads) {}
+  CpuBackend(int num_threads, bool int8_activations)
+      : pool_(num_threads), int8_activations_(int8_activations) {}
   std::string_view name() const override { return "cpu"; }
 
   absl::StatusOr<std::unique_ptr<BackendBuffer>> Alloc(size_t bytes) override {
@@ -93,6 +94,18 @@ class CpuBackend : public Backend {
 
   void MatMul(const WeightTensor& w, const float* x, int n, float* out) override {
     constexpr int64_t kRowsPerTask = 16;
+    if (int8_activations_ && (w.type == GgmlType::kQ8_0 || w.type == GgmlType::kQ4_0)) {
+      const int64_t nb = w.cols / kQK;
+      act_.resize(static_cast<size_t>(n) * nb);
+      pool_.ParallelFor(n, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) cpu::QuantizeActivations(x + t * w.cols, w.cols, act_.data() + t * nb);
+      });
+      const int64_t tasks = (w.rows + kRowsPerTask - 1) / kRowsPerTask;
+      pool_.ParallelFor(tasks, [&](int64_t b, int64_t e) {
+        cpu::MatMulRowsInt8(w, act_.data(), n, out, w.rows, b * kRowsPerTask, std::min(w.rows, e * kRowsPerTask));
+      });
+      return;
+    }
     const int64_t tasks = (w.rows + kRowsPerTask - 1) / kRowsPerTask;
     pool_.ParallelFor(tasks, [&](int64_t b, int64_t e) {
       std::vector<float> scratch(w.type == GgmlType::kF32 ? 0 : 4 * w.cols);
@@ -166,12 +179,18 @@ class CpuBackend : public Backend {
 
  private:
   ThreadPool pool_;
+  const bool int8_activations_;
+  std::vector<cpu::ActBlockQ8> act_;  // quantized activations of the current matmul
 };
 
 }  // namespace
 
 std::unique_ptr<Backend> CreateCpuBackend(int num_threads) {
-  return std::make_unique<CpuBackend>(num_threads);
+  return std::make_unique<CpuBackend>(num_threads, false);
+}
+
+std::unique_ptr<Backend> CreateCpuBackend(int num_threads, bool int8_activations) {
+  return std::make_unique<CpuBackend>(num_threads, int8_activations);
 }
 
 }  // namespace chorus

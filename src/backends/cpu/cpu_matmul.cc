@@ -4,6 +4,8 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 
 #include "chorus/backends/cpu_backend.h"
 
@@ -193,6 +195,98 @@ void MatMulRows(const WeightTensor& w, const float* x, int m, float* out, int64_
       for (int r = 0; r < nr; ++r) {
         for (int t = 0; t < nt; ++t) out[static_cast<int64_t>(j + t) * out_stride + r0 + r] = res[r * 4 + t];
       }
+    }
+  }
+}
+
+void QuantizeActivations(const float* x, int64_t n, ActBlockQ8* out) {
+  for (int64_t b = 0; b < n / kQK; ++b) {
+    const float* v = x + b * kQK;
+    float amax = 0;
+    for (int i = 0; i < kQK; ++i) amax = std::max(amax, std::fabs(v[i]));
+    const float d = amax / 127.0f;
+    const float id = d != 0 ? 1.0f / d : 0.0f;
+    out[b].d = d;
+    for (int i = 0; i < kQK; ++i) out[b].qs[i] = static_cast<int8_t>(std::lrintf(v[i] * id));
+  }
+}
+
+// 32 int8 weights of block b of a Q8_0 / Q4_0 row, and the block's scale.
+static inline void LoadWeightBlock(GgmlType type, const uint8_t* row, int64_t b, int8_t* q, float* d) {
+  if (type == GgmlType::kQ8_0) {
+    const auto* blk = reinterpret_cast<const BlockQ8_0*>(row) + b;
+    std::memcpy(q, blk->qs, 32);
+    *d = HalfToFloat(blk->d);
+  } else {
+    const auto* blk = reinterpret_cast<const BlockQ4_0*>(row) + b;
+    for (int i = 0; i < 16; ++i) {
+      q[i] = static_cast<int8_t>((blk->qs[i] & 0xf) - 8);
+      q[i + 16] = static_cast<int8_t>((blk->qs[i] >> 4) - 8);
+    }
+    *d = HalfToFloat(blk->d);
+  }
+}
+
+#if defined(__AVX2__) && defined(__FMA__)
+// Sum of the 32 products of two int8 blocks, as 8 partial int32 sums converted to float.
+static inline __m256 BlockDotI8(__m256i w, __m256i x) {
+  const __m256i aw = _mm256_sign_epi8(w, w);  // |w| (weights never hold -128)
+  const __m256i sx = _mm256_sign_epi8(x, w);  // x with w's sign
+  const __m256i p16 = _mm256_maddubs_epi16(aw, sx);
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+static inline __m256i LoadWeightBlockVec(GgmlType type, const uint8_t* row, int64_t b, float* d) {
+  if (type == GgmlType::kQ8_0) {
+    const auto* blk = reinterpret_cast<const BlockQ8_0*>(row) + b;
+    *d = _cvtsh_ss(blk->d);
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->qs));
+  }
+  const auto* blk = reinterpret_cast<const BlockQ4_0*>(row) + b;
+  *d = _cvtsh_ss(blk->d);
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->qs));
+  const __m128i mask = _mm_set1_epi8(0x0f);
+  const __m128i lo = _mm_and_si128(raw, mask);
+  const __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+  return _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
+}
+#endif
+
+void MatMulRowsInt8(const WeightTensor& w, const ActBlockQ8* xq, int m, float* out, int64_t out_stride,
+                    int64_t row_begin, int64_t row_end) {
+  const int64_t nb = w.cols / kQK;
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const uint8_t* row = base + r * w.row_bytes;
+    for (int j = 0; j < m; j += 4) {
+      const int nt = std::min(4, m - j);
+      float res[4] = {0, 0, 0, 0};
+#if defined(__AVX2__) && defined(__FMA__)
+      __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+      for (int64_t b = 0; b < nb; ++b) {
+        float dw;
+        const __m256i wv = LoadWeightBlockVec(w.type, row, b, &dw);
+        for (int t = 0; t < nt; ++t) {
+          const ActBlockQ8& xb = xq[(j + t) * nb + b];
+          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.qs));
+          acc[t] = _mm256_fmadd_ps(BlockDotI8(wv, xv), _mm256_set1_ps(dw * xb.d), acc[t]);
+        }
+      }
+      for (int t = 0; t < nt; ++t) res[t] = Hsum(acc[t]);
+#else
+      for (int64_t b = 0; b < nb; ++b) {
+        int8_t q[32];
+        float dw;
+        LoadWeightBlock(w.type, row, b, q, &dw);
+        for (int t = 0; t < nt; ++t) {
+          const ActBlockQ8& xb = xq[(j + t) * nb + b];
+          int32_t sum = 0;
+          for (int i = 0; i < 32; ++i) sum += q[i] * xb.qs[i];
+          res[t] += dw * xb.d * static_cast<float>(sum);
+        }
+      }
+#endif
+      for (int t = 0; t < nt; ++t) out[static_cast<int64_t>(j + t) * out_stride + r] = res[t];
     }
   }
 }
