@@ -199,6 +199,20 @@ void Runtime::Complete(RequestGroup* g, absl::StatusOr<GenerateResult> result) {
       stats_.requests_failed++;
     }
   }
+  if (options_.observer != nullptr) {
+    const double now = clock_->NowMs();
+    const GenerateParams& p = g->params;
+    std::string status = "ok";
+    if (!result.ok()) {
+      status = absl::StatusCodeToString(result.status().code());
+      for (char& c : status) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    int tokens = 0;
+    for (const auto& a : g->agents) tokens += a.draft.num_tokens;
+    options_.observer->OnRequestEnd(status, ever_admitted ? g->first_scheduled_ms - p.arrival_ms : -1,
+                                    g->first_token_ms >= 0 ? g->first_token_ms - p.arrival_ms : -1,
+                                    now - p.arrival_ms, tokens, g->budget_cut);
+  }
   g->sink->OnComplete(std::move(result));
   std::erase_if(groups_, [g](const auto& p) { return p.get() == g; });
 }
@@ -351,6 +365,7 @@ void Runtime::Loop() {
     absl::Status st = engine_.Step(plan, &out);
     const double dt = clock_->NowMs() - t0;
     predictor_.Observe(plan.num_rows(), dt);
+    if (options_.observer != nullptr) options_.observer->OnStep(plan.num_rows(), dt);
     {
       std::lock_guard<std::mutex> lock(mu_);
       stats_.steps_run++;

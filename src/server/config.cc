@@ -33,6 +33,7 @@ chorus::v1::ServerConfig DefaultServerConfig() {
   c.set_deadline_margin_ms(20);
   c.set_drain_timeout_ms(20000);
   c.set_engine_stall_timeout_ms(10000);
+  c.set_metrics_listen_address("127.0.0.1:9464");
   return c;
 }
 

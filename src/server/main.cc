@@ -15,14 +15,14 @@
 #include "../tools/flags.h"
 
 int main(int argc, char** argv) {
-  chorus::tools::Flags flags({"config", "listen", "model", "threads", "backend"}, {"help"});
+  chorus::tools::Flags flags({"config", "listen", "model", "threads", "backend", "metrics"}, {"help"});
   std::string error;
   if (!flags.Parse(argc, argv, &error)) {
     std::fprintf(stderr, "chorusd: %s (see --help)\n", error.c_str());
     return 2;
   }
   if (flags.Has("help")) {
-    std::puts("usage: chorusd [--config FILE] [--listen HOST:PORT] [--model PATH] [--threads N] [--backend cpu|cuda]");
+    std::puts("usage: chorusd [--config FILE] [--listen HOST:PORT] [--model PATH] [--threads N] [--backend cpu|cuda]\n               [--metrics HOST:PORT (\"\" = off)]");
     return 0;
   }
   chorus::v1::ServerConfig config = chorus::DefaultServerConfig();
@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
   }
   if (flags.Has("threads")) config.set_num_threads(threads);
   if (flags.Has("backend")) config.set_backend(flags.Get("backend"));
+  if (flags.Has("metrics")) config.set_metrics_listen_address(flags.Get("metrics"));
   // The embedded model, when run from outside the source tree.
   if (!flags.Has("model") && !std::filesystem::exists(config.model_path())) {
     const std::string embedded = std::string(CHORUS_SOURCE_DIR) + "/" + config.model_path();

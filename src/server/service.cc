@@ -15,6 +15,7 @@
 #include "chorus/backends/cpu_backend.h"
 #include "chorus/backends/cuda_backend.h"
 #include "chorus/core/str_cat.h"
+#include "chorus/metrics/metrics.h"
 #include "chorus/model/tensor_parallel.h"
 #include "chorus/runtime/runtime.h"
 #include "chorus/server/server.h"
@@ -215,6 +216,7 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
   std::vector<std::unique_ptr<Backend>> tp_backends;  // one per tensor-parallel rank
   std::unique_ptr<Model> model;
   RealClock clock;
+  std::unique_ptr<Metrics> metrics;  // declared before the runtime: outlives it
   std::unique_ptr<Runtime> runtime;
   std::unique_ptr<Admission> admission;
   std::unique_ptr<grpc::Server> server;
@@ -397,6 +399,16 @@ absl::StatusOr<std::unique_ptr<ChorusServer>> ChorusServer::Start(const chorus::
   ro.max_queued_agents = config.max_queued_agents();
   ro.merge_reserve_ms = static_cast<double>(config.merge_reserve_ms());
   ro.before_step = std::move(before_step);
+  if (!config.metrics_listen_address().empty()) {
+    Impl* raw = impl.get();
+    auto metrics = Metrics::Start(config.metrics_listen_address(), [raw] {
+      return raw->runtime ? raw->runtime->Stats() : RuntimeStats{};
+    });
+    if (!metrics.ok()) return metrics.status();
+    impl->metrics = std::move(*metrics);
+    ro.observer = impl->metrics.get();
+    spdlog::info("chorusd: metrics on port {}", impl->metrics->port());
+  }
   auto runtime = Runtime::Create(ro, impl->model.get(), std::move(executor), &impl->clock);
   if (!runtime.ok()) return runtime.status();
   impl->runtime = std::move(*runtime);
@@ -449,6 +461,7 @@ ChorusServer::~ChorusServer() {
 }
 
 int ChorusServer::port() const { return impl_->port; }
+int ChorusServer::metrics_port() const { return impl_->metrics ? impl_->metrics->port() : 0; }
 
 void ChorusServer::Drain() {
   Impl& s = *impl_;

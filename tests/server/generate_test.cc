@@ -204,3 +204,49 @@ TEST_F(TensorParallelServerTest, TwoRanksServeThePublishedGreedyText) {
 
 }  // namespace
 }  // namespace chorus
+
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace chorus {
+namespace {
+
+std::string HttpGet(int port, const std::string& path) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return "";
+  }
+  const std::string req = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  (void)::write(fd, req.data(), req.size());
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, n);
+  ::close(fd);
+  return out;
+}
+
+TEST_F(ServerTest, PrometheusMetricsCountRequestsAndExposeKvGauges) {
+  ASSERT_GT(server_->metrics_port(), 0);
+  chorus::v1::GenerateResponse resp;
+  ASSERT_TRUE(Generate(Greedy("Once upon a time", 8), &resp).ok());
+  chorus::v1::GenerateRequest bad = Greedy("x", 8);
+  bad.mutable_sampling()->set_temperature(-1);
+  EXPECT_FALSE(Generate(bad, &resp).ok());  // rejected at admission: never reaches the runtime
+  IdleStats();
+  const std::string text = HttpGet(server_->metrics_port(), "/metrics");
+  EXPECT_NE(text.find("chorus_requests_total{status=\"ok\"} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("chorus_kv_blocks_total 1024"), std::string::npos);
+  EXPECT_NE(text.find("chorus_request_duration_seconds_count 1"), std::string::npos);
+  EXPECT_NE(text.find("chorus_generated_tokens_total 8"), std::string::npos);
+  EXPECT_NE(text.find("chorus_step_duration_seconds_bucket"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace chorus

@@ -22,6 +22,7 @@ class HealthServerTest : public ::testing::Test {
     c.set_num_threads(1);
     c.set_kv_num_blocks(256);
     c.set_engine_stall_timeout_ms(200);
+    c.set_metrics_listen_address("");
     auto s = ChorusServer::Start(c, [] {
       while (g_stall) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     });

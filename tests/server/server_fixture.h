@@ -19,6 +19,7 @@ class ServerTest : public ::testing::Test {
     c.set_model_path(SourcePath("models/stories260K.gguf"));
     c.set_num_threads(2);
     c.set_kv_num_blocks(1024);
+    c.set_metrics_listen_address("127.0.0.1:0");
     Configure(c);
     auto s = ChorusServer::Start(c);
     ASSERT_TRUE(s.ok()) << s.status();

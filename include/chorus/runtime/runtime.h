@@ -17,6 +17,7 @@
 #include "chorus/agents/agent_group.h"
 #include "chorus/agents/budget.h"
 #include "chorus/core/clock.h"
+#include "chorus/core/observer.h"
 #include "chorus/engine/engine.h"
 #include "chorus/scheduler/scheduler.h"
 
@@ -30,6 +31,8 @@ struct RuntimeOptions {
   int max_queued_requests = 256;
   int max_queued_agents = 2048;
   double merge_reserve_ms = 5;
+  // Receives step and request-end events (metrics); may be null. Must outlive the runtime.
+  RuntimeObserver* observer = nullptr;
   // Test hook: called on the engine thread before every step (fault injection: stalls).
   std::function<void()> before_step;
 };

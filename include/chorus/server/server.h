@@ -23,6 +23,8 @@ class ChorusServer {
 
   // The bound port (useful with a :0 listen address).
   int port() const;
+  // The metrics port (0 when metrics are off).
+  int metrics_port() const;
   // SIGTERM: health NOT_SERVING, new calls UNAVAILABLE, in-flight requests finish until
   // drain_timeout_ms, then the rest are cancelled; returns when the server has shut down.
   void Drain();

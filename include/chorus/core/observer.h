@@ -1,0 +1,20 @@
+// Events the runtime reports as they happen (for metrics). Implementations are thread-safe and
+// cheap: the engine thread calls them inline.
+#pragma once
+
+#include <string_view>
+
+namespace chorus {
+
+class RuntimeObserver {
+ public:
+  virtual ~RuntimeObserver() = default;
+  // One forward step of `rows` rows took `ms`.
+  virtual void OnStep(int rows, double ms) = 0;
+  // A request ended with `status` ("ok", "cancelled", "deadline_exceeded", ...). Timings are
+  // from arrival; ttft_ms < 0 when no token was generated.
+  virtual void OnRequestEnd(std::string_view status, double queue_ms, double ttft_ms, double e2e_ms,
+                            int completion_tokens, bool budget_cut) = 0;
+};
+
+}  // namespace chorus
