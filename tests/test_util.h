@@ -22,6 +22,18 @@ inline std::string ReadFile(const std::string& path) {
   return ss.str();
 }
 
+// The published stories260K greedy output (llama2.c doc/stories260K.md: `./run stories260K.bin
+// -z tok512.bin -t 0.0`, 256 steps from BOS), without run.c's final newline.
+constexpr char kPublishedGreedy[] =
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in the "
+    "park. One day, she saw a big, red ball. She wanted to play with it, but it was too high.\n"
+    "Lily's mom said, \"Lily, let's go to the park.\" Lily was sad and didn't know what to do. "
+    "She said, \"I want to play with your ball, but I can't find it.\"\n"
+    "Lily was sad and didn't know what to do. She said, \"I'm sorry, Lily. I didn't know what "
+    "to do.\"\n"
+    "Lily didn't want to help her mom, so she said, \"I'm sorry, mom. I didn't know what to "
+    "do.\" Her mom said, \"Don't worry, Lily. We can help you.";
+
 inline std::string TempPath(const std::string& name) {
   return (std::filesystem::temp_directory_path() / ("chorus_test_" + std::to_string(::getpid()) + "_" + name)).string();
 }

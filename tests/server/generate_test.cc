@@ -13,15 +13,7 @@ namespace {
 using testing::ServerTest;
 namespace pb = chorus::v1;
 
-constexpr char kPublishedGreedy[] =
-    "Once upon a time, there was a little girl named Lily. She loved to play outside in the "
-    "park. One day, she saw a big, red ball. She wanted to play with it, but it was too high.\n"
-    "Lily's mom said, \"Lily, let's go to the park.\" Lily was sad and didn't know what to do. "
-    "She said, \"I want to play with your ball, but I can't find it.\"\n"
-    "Lily was sad and didn't know what to do. She said, \"I'm sorry, Lily. I didn't know what "
-    "to do.\"\n"
-    "Lily didn't want to help her mom, so she said, \"I'm sorry, mom. I didn't know what to "
-    "do.\" Her mom said, \"Don't worry, Lily. We can help you.";
+using testing::kPublishedGreedy;
 
 pb::GenerateRequest Greedy(const std::string& prompt, int max_tokens) {
   pb::GenerateRequest r;

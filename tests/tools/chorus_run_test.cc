@@ -29,22 +29,11 @@ Result Shell(const std::string& cmd) {
 std::string RunBin() { return testing::BinaryPath("src/tools/chorus-run"); }
 std::string Stories() { return testing::SourcePath("models/stories260K.gguf"); }
 
-// llama2.c doc/stories260K.md: `./run stories260K.bin -z tok512.bin -t 0.0` (256 steps).
-constexpr char kPublishedGreedy[] =
-    "Once upon a time, there was a little girl named Lily. She loved to play outside in the "
-    "park. One day, she saw a big, red ball. She wanted to play with it, but it was too high.\n"
-    "Lily's mom said, \"Lily, let's go to the park.\" Lily was sad and didn't know what to do. "
-    "She said, \"I want to play with your ball, but I can't find it.\"\n"
-    "Lily was sad and didn't know what to do. She said, \"I'm sorry, Lily. I didn't know what "
-    "to do.\"\n"
-    "Lily didn't want to help her mom, so she said, \"I'm sorry, mom. I didn't know what to "
-    "do.\" Her mom said, \"Don't worry, Lily. We can help you.\n";
-
 TEST(ChorusRunTest, ReproducesThePublishedStories260KGreedyText) {
   const Result r = Shell(RunBin() + " --model " + Stories() +
                        " --prompt '' --max-tokens 256 --temperature 0 2>/dev/null");
   EXPECT_EQ(r.exit_code, 0);
-  EXPECT_EQ(r.out, kPublishedGreedy);
+  EXPECT_EQ(r.out, std::string(testing::kPublishedGreedy) + "\n");  // plus the final newline
 }
 
 TEST(ChorusRunTest, SameSeedSameTextDifferentSeedDifferentText) {
