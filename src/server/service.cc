@@ -1,5 +1,6 @@
-// chorus.v1.Chorus over the gRPC callback API. Conversions between proto and core types and
-// the one absl::Status -> grpc::Status mapping live here.
+// chorus.v1.Chorus over the gRPC callback API: ChorusServer::Start builds backends, model,
+// executor, runtime, admission and metrics, then serves; handlers validate and submit
+// (convert.h maps protos and statuses, reactors.h carries results back).
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -20,194 +21,17 @@
 #include "chorus/runtime/runtime.h"
 #include "chorus/server/server.h"
 #include "chorus/v1/chorus.grpc.pb.h"
+#include "convert.h"
+#include "reactors.h"
 
 namespace chorus {
-namespace {
 
+using server::FromProto;
+using server::GenerateReactor;
+using server::StreamReactor;
+using server::ToGrpc;
+using server::UnarySink;
 namespace pb = ::chorus::v1;
-
-grpc::Status ToGrpc(const absl::Status& s) {
-  if (s.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
-}
-
-pb::FinishReason ToProto(FinishReason r) { return static_cast<pb::FinishReason>(static_cast<int>(r)); }
-
-void ToProto(const DraftResult& d, pb::Draft* out) {
-  out->set_agent(d.agent);
-  out->set_text(d.text);
-  out->set_num_tokens(d.num_tokens);
-  out->set_mean_logprob(d.num_tokens > 0 ? d.mean_logprob() : 0.0);
-  out->set_finish_reason(ToProto(d.finish));
-  out->set_answer(d.answer);
-  out->set_confidence(d.confidence);
-}
-
-void ToProto(const GenerateResult& r, bool with_drafts, pb::GenerateResponse* out) {
-  out->set_request_id(r.request_id);
-  out->set_text(r.text);
-  out->set_finish_reason(ToProto(r.finish));
-  auto* m = out->mutable_merge();
-  m->set_strategy(static_cast<pb::MergeStrategy>(static_cast<int>(r.merge.strategy)));
-  m->set_winner(r.merge.winner);
-  for (const auto& [answer, v] : r.merge.votes) (*m->mutable_votes())[answer] = v;
-  if (with_drafts) {
-    for (const auto& d : r.drafts) ToProto(d, out->add_drafts());
-  }
-  auto* u = out->mutable_usage();
-  u->set_prompt_tokens(r.prompt_tokens);
-  u->set_computed_prompt_tokens(r.computed_prompt_tokens);
-  u->set_cached_prompt_tokens(r.cached_prompt_tokens);
-  u->set_completion_tokens(r.completion_tokens);
-  auto* t = out->mutable_timing();
-  t->set_queue_ms(r.queue_ms);
-  t->set_ttft_ms(r.ttft_ms);
-  t->set_total_ms(r.total_ms);
-  t->set_budget_ms(r.budget_ms);
-  t->set_budget_cut(r.budget_cut);
-}
-
-GenerateInput FromProto(const pb::GenerateRequest& r) {
-  GenerateInput in;
-  in.request_id = r.request_id();
-  in.prompt = r.prompt();
-  for (const auto& m : r.messages()) in.messages.emplace_back(m.role(), m.content());
-  in.max_tokens = r.max_tokens();
-  in.stop.assign(r.stop().begin(), r.stop().end());
-  in.has_sampling = r.has_sampling();
-  const auto& s = r.sampling();
-  in.temperature = s.temperature();
-  in.top_p = s.top_p();
-  in.top_k = s.top_k();
-  in.min_p = s.min_p();
-  in.seed = s.seed();
-  in.repetition_penalty = s.repetition_penalty();
-  in.presence_penalty = s.presence_penalty();
-  in.frequency_penalty = s.frequency_penalty();
-  const auto& q = r.reasoning();
-  in.agents = q.agents();
-  in.merge = q.merge();
-  in.answer_regex = q.answer_regex();
-  in.temperature_spread = q.temperature_spread();
-  in.return_drafts = q.return_drafts();
-  in.confidence_threshold = q.confidence_threshold();
-  in.confidence_window = q.confidence_window();
-  in.latency_budget_ms = r.latency_budget_ms();
-  in.priority = r.priority();
-  return in;
-}
-
-// Unary sink: fills the response and finishes the call once.
-class UnarySink : public ResultSink {
- public:
-  UnarySink(grpc::ServerUnaryReactor* reactor, pb::GenerateResponse* response, bool drafts)
-      : reactor_(reactor), response_(response), drafts_(drafts) {}
-  void OnDelta(int, std::string_view) override {}
-  void OnAgentFinished(const DraftResult&) override {}
-  void OnComplete(absl::StatusOr<GenerateResult> r) override {
-    if (r.ok()) ToProto(*r, drafts_, response_);
-    reactor_->Finish(ToGrpc(r.status()));
-  }
-  bool Cancelled() const override { return cancelled_.load(); }
-  std::atomic<bool> cancelled_{false};
-
- private:
-  grpc::ServerUnaryReactor* reactor_;
-  pb::GenerateResponse* response_;
-  bool drafts_;
-};
-
-class GenerateReactor : public grpc::ServerUnaryReactor {
- public:
-  std::shared_ptr<UnarySink> sink;
-  void OnCancel() override {
-    if (sink) sink->cancelled_ = true;
-  }
-  void OnDone() override { delete this; }
-};
-
-// Streaming: events queue up and are written one at a time; the call finishes after the last.
-class StreamReactor : public grpc::ServerWriteReactor<pb::GenerateEvent> {
- public:
-  class Sink : public ResultSink {
-   public:
-    explicit Sink(StreamReactor* r, bool drafts) : r_(r), drafts_(drafts) {}
-    void OnDelta(int agent, std::string_view text) override {
-      pb::GenerateEvent e;
-      e.mutable_delta()->set_agent(agent);
-      e.mutable_delta()->set_text(std::string(text));
-      r_->Push(std::move(e));
-    }
-    void OnAgentFinished(const DraftResult& d) override {
-      pb::GenerateEvent e;
-      ToProto(d, e.mutable_agent_finished());
-      r_->Push(std::move(e));
-    }
-    void OnComplete(absl::StatusOr<GenerateResult> r) override {
-      if (r.ok()) {
-        pb::GenerateEvent e;
-        ToProto(*r, drafts_, e.mutable_result());
-        r_->Push(std::move(e));
-      }
-      r_->Close(ToGrpc(r.status()));
-    }
-    bool Cancelled() const override { return cancelled_.load(); }
-    std::atomic<bool> cancelled_{false};
-
-   private:
-    StreamReactor* r_;
-    bool drafts_;
-  };
-
-  std::shared_ptr<Sink> sink;
-
-  void Push(pb::GenerateEvent e) {
-    std::lock_guard<std::mutex> lock(mu_);
-    queue_.push_back(std::move(e));
-    MaybeWriteLocked();
-  }
-  void Close(const grpc::Status& s) {
-    std::lock_guard<std::mutex> lock(mu_);
-    final_ = s;
-    closing_ = true;
-    MaybeWriteLocked();
-  }
-  // Finish right away (the request never reached the runtime).
-  void FinishNow(const grpc::Status& s) { Close(s); }
-
-  void OnWriteDone(bool ok) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    writing_ = false;
-    queue_.pop_front();
-    if (!ok) {  // the client is gone: drop what is left
-      queue_.clear();
-      if (sink) sink->cancelled_ = true;
-    }
-    MaybeWriteLocked();
-  }
-  void OnCancel() override {
-    if (sink) sink->cancelled_ = true;
-  }
-  void OnDone() override { delete this; }
-
- private:
-  void MaybeWriteLocked() {
-    if (writing_ || finished_) return;
-    if (!queue_.empty()) {
-      writing_ = true;
-      StartWrite(&queue_.front());
-    } else if (closing_) {
-      finished_ = true;
-      Finish(final_);
-    }
-  }
-  std::mutex mu_;
-  std::deque<pb::GenerateEvent> queue_;
-  bool writing_ = false, closing_ = false, finished_ = false;
-  grpc::Status final_;
-};
-
-}  // namespace
 
 class ChorusServer::Impl final : public pb::Chorus::CallbackService {
  public:
