@@ -2,6 +2,8 @@
 // printable code point (GPT-2's bytes_to_unicode), then apply merges by rank (lowest first,
 // leftmost on ties) and look the resulting symbols up in the vocabulary.
 #include <climits>
+#include <functional>
+#include <queue>
 
 #include "chorus/tokenizer/tokenizer.h"
 #include "chorus/tokenizer/utf8.h"
@@ -52,23 +54,46 @@ void Tokenizer::EncodeBpeWord(std::string_view word, std::vector<int32_t>* out) 
       return;
     }
   }
-  // Repeatedly merge the lowest-ranked adjacent pair; words are short, so a scan suffices.
-  std::string key;
-  while (sym.size() > 1) {
-    int best_rank = INT_MAX;
-    size_t best = 0;
-    for (size_t i = 0; i + 1 < sym.size(); ++i) {
-      key.assign(sym[i]).append(" ").append(sym[i + 1]);
-      auto it = merge_rank_.find(key);
-      if (it != merge_rank_.end() && it->second < best_rank) {
-        best_rank = it->second;
-        best = i;
-      }
-    }
-    if (best_rank == INT_MAX) break;
-    sym[best] += sym[best + 1];
-    sym.erase(sym.begin() + static_cast<std::ptrdiff_t>(best) + 1);
+  // Merge the lowest-ranked adjacent pair first (leftmost on ties) with a heap over a linked
+  // list of symbols: O(n log n), so a megabyte-long "word" cannot stall the caller.
+  struct Sym {
+    int prev, next;
+    size_t begin, len;  // byte span in `mapped`
+  };
+  struct Pair {
+    int rank, left, right;
+    size_t len;
+    bool operator>(const Pair& o) const { return rank > o.rank || (rank == o.rank && left > o.left); }
+  };
+  std::vector<Sym> syms;
+  for (size_t i = 0, b = 0; i < sym.size(); b += sym[i].size(), ++i) {
+    syms.push_back({static_cast<int>(i) - 1, static_cast<int>(i) + 1, b, sym[i].size()});
   }
+  syms.back().next = -1;
+  std::priority_queue<Pair, std::vector<Pair>, std::greater<Pair>> heap;
+  std::string key;
+  auto push = [&](int l, int r) {
+    if (l < 0 || r < 0) return;
+    key.assign(mapped, syms[l].begin, syms[l].len).append(" ").append(mapped, syms[r].begin, syms[r].len);
+    auto it = merge_rank_.find(key);
+    if (it != merge_rank_.end()) heap.push({it->second, l, r, syms[l].len + syms[r].len});
+  };
+  for (int i = 0; i + 1 < static_cast<int>(syms.size()); ++i) push(i, i + 1);
+  while (!heap.empty()) {
+    const Pair p = heap.top();
+    heap.pop();
+    Sym& l = syms[p.left];
+    if (l.len == 0 || l.next != p.right || l.len + syms[p.right].len != p.len) continue;  // stale
+    Sym& r = syms[p.right];
+    l.len += r.len;
+    r.len = 0;
+    l.next = r.next;
+    if (r.next >= 0) syms[r.next].prev = p.left;
+    push(l.prev, p.left);
+    push(p.left, l.next);
+  }
+  sym.clear();
+  for (int i = 0; i >= 0; i = syms[i].next) sym.push_back(mapped.substr(syms[i].begin, syms[i].len));
   for (const std::string& s : sym) {
     auto it = token_to_id_.find(s);
     if (it != token_to_id_.end()) {

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <climits>
+#include <map>
 #include <sstream>
 
 #include "../test_util.h"
@@ -143,6 +145,48 @@ TEST(PreTokenizerTest, Llama3SplitsDigitsInThrees) {
 TEST(PreTokenizerTest, Gpt2KeepsLastSpaceForNextWord) {
   const auto parts = PreTokenize(PreTokenizer::kGpt2, "a   b's\n");
   EXPECT_EQ(parts, (std::vector<std::string_view>{"a", "  ", " b", "'s", "\n"}));
+}
+
+}  // namespace
+}  // namespace chorus
+
+namespace chorus {
+namespace {
+
+// A regression guard for the quadratic merge loop: a 300 KB single "word" (one pre-token)
+// must tokenize (it took minutes before the heap-based merge), and small words still match a
+// naive lowest-rank-first merger written here.
+TEST(BpeTest, HugeWordsTokenizeAndSmallOnesMatchTheNaiveMerger) {
+  const std::string path = testing::SharedPath("tokenizers/gpt-2.gguf");
+  if (!testing::Exists(path)) GTEST_SKIP() << "shared fixtures absent";
+  auto file = GgufFile::Open(path);
+  ASSERT_TRUE(file.ok());
+  auto tok = Tokenizer::FromGguf(**file);
+  ASSERT_TRUE(tok.ok());
+  const auto big = (*tok)->Encode(std::string(300000, 'a'), false, false);
+  EXPECT_GT(big.size(), 1000u);
+  EXPECT_EQ((*tok)->Decode(big, false), std::string(300000, 'a'));
+  // Naive merger over the vocabulary's own merge list.
+  const GgufValue* merges = (*file)->Find("tokenizer.ggml.merges");
+  std::map<std::string, int> rank;
+  for (uint64_t i = 0; i < merges->count; ++i) rank.emplace(std::string(merges->strings[i]), static_cast<int>(i));
+  for (std::string word : {"hello", "tokenization", "aaaaaaa", "mississippi", "antidisestablishmentarianism"}) {
+    std::vector<std::string> s;
+    for (char c : word) s.push_back(std::string(1, c));
+    for (;;) {
+      int best = INT_MAX, at = -1;
+      for (size_t i = 0; i + 1 < s.size(); ++i) {
+        auto it = rank.find(s[i] + " " + s[i + 1]);
+        if (it != rank.end() && it->second < best) best = it->second, at = static_cast<int>(i);
+      }
+      if (at < 0) break;
+      s[at] += s[at + 1];
+      s.erase(s.begin() + at + 1);
+    }
+    std::vector<int32_t> want;
+    for (auto& piece : s) want.push_back((*tok)->FindToken(piece));
+    EXPECT_EQ((*tok)->Encode(word, false, false), want) << word;
+  }
 }
 
 }  // namespace
