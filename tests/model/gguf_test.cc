@@ -103,3 +103,21 @@ TEST(GgufTest, OpenOfMissingFileFails) {
 
 }  // namespace
 }  // namespace chorus
+
+namespace chorus {
+namespace {
+
+TEST(GgufTest, VersionTwoFilesAreRead) {
+  GgufWriter w;
+  w.SetString("general.architecture", "llama");
+  w.AddTensor("t", GgmlType::kF32, {8}, std::string(32, '\0'));
+  std::string bytes = w.Serialize();
+  bytes[4] = 2;  // v2 has the same layout as v3 (64-bit counts)
+  auto f = GgufFile::FromBytes(bytes);
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ((*f)->version(), 2u);
+  EXPECT_EQ((*f)->tensors().size(), 1u);
+}
+
+}  // namespace
+}  // namespace chorus
