@@ -1,5 +1,7 @@
 #include "chorus/runtime/runtime.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 
 #include "chorus/core/status.h"
@@ -198,6 +200,12 @@ void Runtime::Complete(RequestGroup* g, absl::StatusOr<GenerateResult> result) {
     } else {
       stats_.requests_failed++;
     }
+  }
+  if (!result.ok() && result.status().code() != absl::StatusCode::kCancelled) {
+    spdlog::warn("[{}] failed: {}", g->params.request_id, result.status().ToString());
+  } else {
+    spdlog::debug("[{}] {} after {:.1f} ms", g->params.request_id, result.ok() ? "done" : "cancelled",
+                  clock_->NowMs() - g->params.arrival_ms);
   }
   if (options_.observer != nullptr) {
     const double now = clock_->NowMs();
