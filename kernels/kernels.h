@@ -56,4 +56,16 @@ cudaError_t DequantizeToHalf(const DeviceWeight& w, void* dst_half, cudaStream_t
 cudaError_t FloatToHalf(const float* x, int64_t count, void* dst, cudaStream_t s);
 cudaError_t FloatToBf16(const float* x, int64_t count, void* dst, cudaStream_t s);
 
+// Per-row sampling parameters; `uniform` in [0, 1) is drawn by the caller's per-sequence RNG.
+struct SamplingRow {
+  float temperature;  // <= 0: greedy
+  int top_k;          // 0: off
+  float top_p;        // 1: off
+  float min_p;        // 0: off
+  double uniform;
+};
+// tokens[r], logprobs[r] (log softmax of the raw logits) for each of `rows` rows of logits.
+cudaError_t SampleRows(const float* logits, int rows, int vocab, const SamplingRow* params,
+                       int32_t* tokens, float* logprobs, cudaStream_t s);
+
 }  // namespace chorus::kernels

@@ -127,19 +127,23 @@ SampledToken Sampler::Sample(std::span<const float> logits, std::span<const int3
     while (n < keep && prob[n] >= floor) ++n;
     keep = n;
   }
+  // Draw by inverse CDF over the kept tokens in vocabulary order (the CUDA sampling kernel
+  // uses the same rule, so one uniform gives one token on either device).
+  kept_.clear();
+  for (size_t i = 0; i < keep; ++i) kept_.push_back({cand_[i].second, prob[i]});
+  std::sort(kept_.begin(), kept_.end());
   double total = 0;
-  for (size_t i = 0; i < keep; ++i) total += prob[i];
+  for (const auto& k : kept_) total += k.second;
   const double r = rng_.Uniform() * total;
   double cum = 0;
-  size_t pick = keep - 1;
-  for (size_t i = 0; i < keep; ++i) {
-    cum += prob[i];
+  out.token = kept_.back().first;
+  for (const auto& k : kept_) {
+    cum += k.second;
     if (r < cum) {
-      pick = i;
+      out.token = k.first;
       break;
     }
   }
-  out.token = cand_[pick].second;
   out.logprob = TokenLogprob(logits, out.token);
   return out;
 }

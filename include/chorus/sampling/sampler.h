@@ -3,7 +3,8 @@
 // (the RNG and its float conversion are our own, not the standard library's).
 //
 // Order: penalties -> (temperature <= 0: greedy argmax) -> temperature -> top-k -> softmax ->
-// top-p -> min-p -> draw. The reported logprob is log p(token) under the raw logits
+// top-p -> min-p -> draw: one uniform number, inverse CDF over the kept tokens in vocabulary
+// order (the rule kernels/sampling.cu follows too). The reported logprob is log p(token) under the raw logits
 // (temperature 1, no penalties): the model's own confidence, comparable across agents.
 // Not thread-safe: one Sampler per sequence.
 #pragma once
@@ -53,6 +54,7 @@ class Sampler {
   Rng rng_;
   std::vector<float> work_;
   std::vector<std::pair<float, int32_t>> cand_;
+  std::vector<std::pair<int32_t, double>> kept_;
 };
 
 // log softmax(logits)[token], computed in double.

@@ -182,6 +182,27 @@ class CudaBackend : public Backend {
     Check(k::SwiGlu(gate, up, static_cast<int64_t>(n) * d, out, stream_));
   }
   void Add(float* x, const float* y, int64_t count) override { Check(k::Add(x, y, count, stream_)); }
+  absl::Status SampleRows(const float* logits, int rows, int vocab, const std::vector<DeviceSampleParams>& params,
+                          std::vector<int32_t>* tokens, std::vector<float>* logprobs) override {
+    if (static_cast<int>(params.size()) != rows) return absl::InvalidArgumentError("cuda: one sampling row per logits row");
+    std::vector<k::SamplingRow> host(rows);
+    for (int r = 0; r < rows; ++r) {
+      host[r] = {params[r].temperature, params[r].top_k, params[r].top_p, params[r].min_p, params[r].uniform};
+    }
+    const size_t pbytes = rows * sizeof(k::SamplingRow), obytes = rows * 8;
+    if (!Check(sample_.Ensure(pbytes + obytes))) return TakeError();
+    auto* dparams = static_cast<k::SamplingRow*>(sample_.p);
+    auto* dtokens = reinterpret_cast<int32_t*>(static_cast<char*>(sample_.p) + pbytes);
+    auto* dlogp = reinterpret_cast<float*>(dtokens + rows);
+    Check(cudaMemcpyAsync(dparams, host.data(), pbytes, cudaMemcpyHostToDevice, stream_));
+    Check(k::SampleRows(logits, rows, vocab, dparams, dtokens, dlogp, stream_));
+    tokens->resize(rows);
+    logprobs->resize(rows);
+    Check(cudaMemcpyAsync(tokens->data(), dtokens, rows * 4, cudaMemcpyDeviceToHost, stream_));
+    Check(cudaMemcpyAsync(logprobs->data(), dlogp, rows * 4, cudaMemcpyDeviceToHost, stream_));
+    Check(cudaStreamSynchronize(stream_));
+    return TakeError();
+  }
   void GatherRows(const float* x, const int32_t* rows, int m, int d, float* out) override {
     Check(k::GatherRows(x, Device(rows, host_rows_, dev_rows_, m), m, d, out, stream_));
   }
@@ -242,7 +263,7 @@ class CudaBackend : public Backend {
   cublasHandle_t blas_;
   std::vector<void*> weights_;
   absl::Status error_;
-  Scratch ints_, extra_, attn_, act_, deq_;
+  Scratch ints_, extra_, attn_, act_, deq_, sample_;
   std::vector<int32_t> host_;
   const int32_t* host_tokens_ = nullptr;
   const int32_t* host_positions_ = nullptr;
