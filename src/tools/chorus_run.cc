@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "chorus/backends/cpu_backend.h"
+#include "chorus/backends/cuda_backend.h"
 #include "chorus/model/model.h"
 #include "chorus/model/transformer.h"
 #include "chorus/sampling/sampler.h"
@@ -25,6 +26,7 @@ namespace {
 constexpr char kUsage[] =
     "usage: chorus-run --model FILE --prompt TEXT [--max-tokens N] [--temperature T] [--seed S]\n"
     "                  [--top-k K] [--top-p P] [--min-p M] [--repeat-penalty R] [--threads N]\n"
+    "                  [--backend cpu|cuda] [--int8-activations]\n"
     "       chorus-run --model FILE --tokenize < text\n";
 
 int Fail(const std::string& msg) {
@@ -47,8 +49,8 @@ int Tokenize(const std::string& path) {
 
 int Run(int argc, char** argv) {
   tools::Flags flags({"model", "prompt", "max-tokens", "temperature", "seed", "top-k", "top-p",
-                      "min-p", "repeat-penalty", "threads"},
-                     {"tokenize", "help"});
+                      "min-p", "repeat-penalty", "threads", "backend"},
+                     {"tokenize", "help", "int8-activations"});
   std::string error;
   if (!flags.Parse(argc, argv, &error)) return Fail(error + " (see --help)");
   if (flags.Has("help")) {
@@ -76,7 +78,14 @@ int Run(int argc, char** argv) {
   sp.top_k = top_k;
   sp.seed = static_cast<uint64_t>(seed);
 
-  auto backend = CreateCpuBackend(threads);
+  std::unique_ptr<Backend> backend;
+  if (flags.Get("backend", "cpu") == "cpu") {
+    backend = CreateCpuBackend(threads, flags.Has("int8-activations"));
+  } else {
+    auto b = CreateBackend(flags.Get("backend"), threads);
+    if (!b.ok()) return Fail(std::string(b.status().message()));
+    backend = std::move(*b);
+  }
   auto model_or = Model::Load(flags.Get("model"), backend.get());
   if (!model_or.ok()) return Fail(std::string(model_or.status().message()));
   const Model& model = **model_or;
