@@ -182,3 +182,50 @@ TEST_F(RuntimeTest, SynthesizeFallsBackToVoteWhenThePassCannotFit) {
 
 }  // namespace
 }  // namespace chorus
+
+namespace chorus {
+namespace {
+
+TEST_F(RuntimeTest, ConfidenceMergeStopsUnsureDraftsEarly) {
+  auto rt = Make(512, 16);
+  auto sink = std::make_shared<CollectSink>();
+  auto p = Params("confidence", "Once upon a time", 4, 64);
+  p.sampling.temperature = 1.0f;
+  p.reasoning.merge = MergeStrategy::kConfidence;
+  p.reasoning.confidence_threshold = 0.99f;  // no 4-token window of a sampled story is this sure
+  p.reasoning.confidence_window = 4;
+  ASSERT_TRUE(rt->Submit(std::move(p), sink).ok());
+  auto r = sink->Wait();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->merge.strategy, MergeStrategy::kConfidence);
+  for (const auto& d : r->drafts) {
+    if (d.finish == FinishReason::kEndOfText) continue;  // a story may end first
+    EXPECT_EQ(d.finish, FinishReason::kLowConfidence) << d.agent;
+    EXPECT_EQ(d.num_tokens, 4) << d.agent;
+  }
+  EXPECT_FALSE(r->text.empty());  // every draft was unsure: the vote falls back to all of them
+}
+
+TEST_F(RuntimeTest, FirstStopsTheOtherDraftsWhenOneFinishes) {
+  auto rt = Make(512, 16);
+  auto sink = std::make_shared<CollectSink>();
+  auto p = Params("first", "Once upon a time", 3, 24);
+  p.sampling.temperature = 0.8f;
+  p.reasoning.merge = MergeStrategy::kFirst;
+  ASSERT_TRUE(rt->Submit(std::move(p), sink).ok());
+  auto r = sink->Wait();
+  ASSERT_TRUE(r.ok()) << r.status();
+  int natural = 0;
+  for (const auto& d : r->drafts) {
+    natural += d.finish == FinishReason::kLength || d.finish == FinishReason::kEndOfText;
+    EXPECT_TRUE(d.finish == FinishReason::kLength || d.finish == FinishReason::kEndOfText ||
+                d.finish == FinishReason::kConsensus);
+  }
+  EXPECT_GE(natural, 1);
+  const auto& w = r->drafts[r->merge.winner];
+  EXPECT_TRUE(w.finish == FinishReason::kLength || w.finish == FinishReason::kEndOfText);
+  EXPECT_EQ(r->text, w.text);
+}
+
+}  // namespace
+}  // namespace chorus
