@@ -370,7 +370,12 @@ void Runtime::Loop() {
     int prefill_rows = 0;
     for (const auto& s : plan.segments) prefill_rows += s.agent < 0 ? s.len : 0;
     const double t0 = clock_->NowMs();
-    absl::Status st = engine_.Step(plan, &out);
+    absl::Status st;
+    try {
+      st = engine_.Step(plan, &out);
+    } catch (const std::exception& e) {  // e.g. std::bad_alloc: fail this step, keep serving
+      st = absl::ResourceExhaustedError(StrCat("engine step threw: ", e.what()));
+    }
     const double dt = clock_->NowMs() - t0;
     predictor_.Observe(plan.num_rows(), dt);
     if (options_.observer != nullptr) options_.observer->OnStep(plan.num_rows(), dt);

@@ -95,9 +95,13 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
       in.rpc_deadline_ms = now + left;
     }
     *id = in.request_id;
-    auto params = admission->Validate(in, now);
-    if (!params.ok()) return params.status();
-    return runtime->Submit(std::move(*params), std::move(sink));
+    try {
+      auto params = admission->Validate(in, now);
+      if (!params.ok()) return params.status();
+      return runtime->Submit(std::move(*params), std::move(sink));
+    } catch (const std::exception& e) {  // e.g. std::bad_alloc: this request fails, not the server
+      return absl::ResourceExhaustedError(StrCat("request could not be admitted: ", e.what()));
+    }
   }
 
   grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* ctx, const pb::GenerateRequest* req,
