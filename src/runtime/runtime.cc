@@ -228,6 +228,14 @@ void Runtime::Complete(RequestGroup* g, absl::StatusOr<GenerateResult> result) {
 void Runtime::CheckGroups(double now) {
   std::vector<RequestGroup*> all;
   for (auto& g : groups_) all.push_back(g.get());
+  // The next step carries every running agent's row (and maybe a prefill chunk): predict
+  // with the whole batch, not one group's share of it.
+  int next_rows = 0;
+  for (const RequestGroup* g : all) {
+    if (g->state != GroupState::kDecode) continue;
+    for (const auto& a : g->agents) next_rows += a.finished() ? 0 : 1;
+  }
+  const double next_step_ms = predictor_.PredictMs(std::max(1, next_rows));
   for (RequestGroup* g : all) {
     if (g->cancelled || g->sink->Cancelled()) {
       for (auto& a : g->agents) {
@@ -238,10 +246,7 @@ void Runtime::CheckGroups(double now) {
     }
     const bool has_drafts = g->forked;
     if (g->state == GroupState::kDecode) {
-      int rows = 0;
-      for (const auto& a : g->agents) rows += a.finished() ? 0 : 1;
-      if (ShouldStopDrafting(now, g->params.deadline_ms, predictor_.PredictMs(rows),
-                             options_.merge_reserve_ms)) {
+      if (ShouldStopDrafting(now, g->params.deadline_ms, next_step_ms, options_.merge_reserve_ms)) {
         g->budget_cut = true;
         for (auto& a : g->agents) {
           if (!a.finished()) FinishAgent(*g, a, FinishReason::kBudget, ctx_);
