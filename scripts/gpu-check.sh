@@ -11,7 +11,29 @@ BUILD=${BUILD:-build-gpu}
 mkdir -p "$OUT"
 log() { echo "[gpu-check] $*" | tee -a "$OUT/log.txt"; }
 
-if [[ ! -x $BUILD/tests/cuda_test || ! -x $BUILD/bench/chorus-bench-model ]]; then
+if [[ -d gpu-bundle/bin ]]; then
+  # Binaries prepared by scripts/gpu-bundle.sh on a development machine and carried here.
+  BIN=gpu-bundle/bin
+  CUDA_LIBS=$(python3 - <<'PY' 2>/dev/null || true
+import glob, os
+dirs = set()
+for pat in ["/usr/local/cuda/lib64/libcublas.so*", "/usr/local/cuda/targets/*/lib/libcublas.so*",
+            "/usr/local/lib/python3*/dist-packages/nvidia/*/lib/*.so*",
+            "/opt/*/.venv/lib/python3*/site-packages/nvidia/*/lib/*.so*",
+            "/usr/lib/python3*/site-packages/nvidia/*/lib/*.so*"]:
+    for f in glob.glob(pat):
+        dirs.add(os.path.dirname(f))
+print(":".join(sorted(dirs)))
+PY
+)
+  export LD_LIBRARY_PATH="$PWD/gpu-bundle/lib:${CUDA_LIBS}:${LD_LIBRARY_PATH:-}"
+  log "using carried binaries (LD_LIBRARY_PATH=$LD_LIBRARY_PATH)"
+  CUDA_TEST=$BIN/cuda_test; BENCH=$BIN/chorus-bench-model; MKMODEL=$BIN/chorus-mkmodel; ROOF=$BIN/chorus-bench-cuda
+else
+  CUDA_TEST=$BUILD/tests/cuda_test; BENCH=$BUILD/bench/chorus-bench-model
+  MKMODEL=$BUILD/src/tools/chorus-mkmodel; ROOF=$BUILD/src/chorus-bench-cuda
+fi
+if [[ ! -x $CUDA_TEST || ! -x $BENCH ]]; then
   log "building with CUDA into $BUILD"
   ./scripts/install-deps.sh >> "$OUT/log.txt" 2>&1 || log "install-deps failed (offline?); trying the build anyway"
   cmake -S . -B "$BUILD" -DCHORUS_CUDA=ON -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=native \
@@ -22,17 +44,17 @@ fi
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
 
 log "CUDA parity tests"
-timeout 300 "$BUILD/tests/cuda_test" --gtest_output="xml:$OUT/cuda_test.xml" > "$OUT/cuda_test.txt" 2>&1
+timeout 300 "$CUDA_TEST" --gtest_output="xml:$OUT/cuda_test.xml" > "$OUT/cuda_test.txt" 2>&1
 log "cuda_test exit $? ($(grep -cE '^\[       OK' "$OUT/cuda_test.txt") ok, $(grep -cE '^\[  FAILED' "$OUT/cuda_test.txt") failed lines)"
 if command -v compute-sanitizer > /dev/null || [[ -x /usr/local/cuda/bin/compute-sanitizer ]]; then
   CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   log "compute-sanitizer on the op tests"
-  timeout 240 "$CS" --tool memcheck --error-exitcode 3 "$BUILD/tests/cuda_test" \
+  timeout 240 "$CS" --tool memcheck --error-exitcode 3 "$CUDA_TEST" \
     --gtest_filter='CudaTest.*-CudaTest.ModelLogits*' > "$OUT/sanitizer.txt" 2>&1
   log "compute-sanitizer exit $?"
 fi
 
-"$BUILD/src/chorus-bench-cuda" > "$OUT/roofline.json" 2>&1
+"$ROOF" > "$OUT/roofline.json" 2>&1
 log "roofline: $(cat "$OUT/roofline.json")"
 
 MODELS=${MODELS_DIR:-$BUILD/bench-models}
@@ -40,10 +62,10 @@ mkdir -p "$MODELS"
 : > "$OUT/decode.jsonl"
 for t in bf16 q8_0 q4_0; do
   f=$MODELS/1b-$t.gguf
-  [[ -f $f ]] || "$BUILD/src/tools/chorus-mkmodel" --out "$f" --dim 2048 --layers 16 --heads 32 \
+  [[ -f $f ]] || "$MKMODEL" --out "$f" --dim 2048 --layers 16 --heads 32 \
     --kv-heads 8 --ffn 8192 --vocab-size 128256 --type $t --rope-base 500000
   for b in 1 8 64; do
-    timeout 120 "$BUILD/bench/chorus-bench-model" --backend cuda --model "$f" --batch $b \
+    timeout 120 "$BENCH" --backend cuda --model "$f" --batch $b \
       --prompt-tokens 512 --decode-tokens 32 --repeats 2 >> "$OUT/decode.jsonl" 2>> "$OUT/log.txt"
   done
 done
