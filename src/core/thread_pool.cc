@@ -24,9 +24,10 @@ static void RunChunk(const std::function<void(int64_t, int64_t)>& fn, int64_t n,
   if (begin < end) fn(begin, end);
 }
 
-void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn,
+                             int64_t cost) {
   if (n <= 0) return;
-  if (num_threads_ == 1 || n == 1) {
+  if (num_threads_ == 1 || n == 1 || cost < kInlineCost) {
     fn(0, n);
     return;
   }

@@ -89,7 +89,7 @@ class CpuBackend : public Backend {
         const float scale = static_cast<float>(1.0 / std::sqrt(ss / d + eps));
         for (int j = 0; j < d; ++j) out[i * d + j] = weight[j] * (scale * xi[j]);
       }
-    });
+    }, static_cast<int64_t>(n) * d);
   }
 
   void MatMul(const WeightTensor& w, const float* x, int n, float* out) override {
@@ -99,11 +99,11 @@ class CpuBackend : public Backend {
       act_.resize(static_cast<size_t>(n) * nb);
       pool_.ParallelFor(n, [&](int64_t b, int64_t e) {
         for (int64_t t = b; t < e; ++t) cpu::QuantizeActivations(x + t * w.cols, w.cols, act_.data() + t * nb);
-      });
+      }, static_cast<int64_t>(n) * w.cols);
       const int64_t tasks = (w.rows + kRowsPerTask - 1) / kRowsPerTask;
       pool_.ParallelFor(tasks, [&](int64_t b, int64_t e) {
         cpu::MatMulRowsInt8(w, act_.data(), n, out, w.rows, b * kRowsPerTask, std::min(w.rows, e * kRowsPerTask));
-      });
+      }, w.rows * w.cols * n);
       return;
     }
     const int64_t tasks = (w.rows + kRowsPerTask - 1) / kRowsPerTask;
@@ -111,7 +111,7 @@ class CpuBackend : public Backend {
       std::vector<float> scratch(w.type == GgmlType::kF32 ? 0 : 4 * w.cols);
       cpu::MatMulRows(w, x, n, out, w.rows, b * kRowsPerTask,
                       std::min(w.rows, e * kRowsPerTask), scratch.data());
-    });
+    }, w.rows * w.cols * n);
   }
 
   void AddBias(float* x, const WeightTensor& bias, int n) override {
