@@ -5,6 +5,7 @@
 // pool (the engine thread is the only caller). Thread-safe to destroy after the last call.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -39,12 +40,13 @@ class ThreadPool {
   std::mutex mu_;
   std::condition_variable work_cv_;
   std::condition_variable done_cv_;
-  // Guarded by mu_.
+  // The task is published before generation_ is bumped (release) and read after it is seen
+  // (acquire); workers spin briefly on generation_, then sleep on work_cv_.
   const std::function<void(int64_t, int64_t)>* task_ = nullptr;
   int64_t task_n_ = 0;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  bool stop_ = false;  // guarded by mu_
 };
 
 }  // namespace chorus
