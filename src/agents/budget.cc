@@ -17,6 +17,7 @@ void StepTimePredictor::Observe(int rows, double ms) {
     b.rows = rows;
   } else {
     constexpr double kAlpha = 0.2;
+    b.dev += kAlpha * (std::fabs(ms - b.ms) - b.dev);
     b.ms += kAlpha * (ms - b.ms);
     b.rows += kAlpha * (rows - b.rows);
   }
@@ -30,10 +31,10 @@ double StepTimePredictor::PredictMs(int rows) const {
   if (it != buckets_.begin()) {
     base = &std::prev(it)->second;  // the bucket itself or the nearest below
   } else {
-    return it->second.ms;  // only larger steps measured: no scaling down (conservative)
+    return it->second.ms + 2 * it->second.dev;  // only larger steps measured: no scaling down
   }
   // Scale linearly above the measured row count, never below its time.
-  return base->ms * std::max(1.0, rows / std::max(1.0, base->rows));
+  return (base->ms + 2 * base->dev) * std::max(1.0, rows / std::max(1.0, base->rows));
 }
 
 }  // namespace chorus

@@ -44,3 +44,16 @@ TEST(BudgetTest, AnInfeasibleBudgetIsRejectedBeforeItStarts) {
 
 }  // namespace
 }  // namespace chorus
+
+namespace chorus {
+namespace {
+
+TEST(BudgetTest, NoisyStepsArePredictedAboveTheirMean) {
+  StepTimePredictor p;
+  for (int i = 0; i < 100; ++i) p.Observe(8, i % 2 ? 12.0 : 8.0);  // mean 10, spread 2
+  EXPECT_GT(p.PredictMs(8), 11.0);
+  EXPECT_LT(p.PredictMs(8), 16.0);
+}
+
+}  // namespace
+}  // namespace chorus

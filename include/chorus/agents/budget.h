@@ -7,7 +7,8 @@
 namespace chorus {
 
 // Predicts a forward step's wall time from its row count, from exponential moving averages
-// of measured steps bucketed by powers of two. Engine thread only.
+// of measured steps bucketed by powers of two, plus two mean absolute deviations, so that a
+// step slower than average does not eat the merge reserve. Engine thread only.
 class StepTimePredictor {
  public:
   // Used until a bucket has a measurement: fixed + per_row x rows.
@@ -18,6 +19,7 @@ class StepTimePredictor {
  private:
   struct Bucket {
     double ms = 0;
+    double dev = 0;  // EMA of |measured - ms|
     double rows = 0;
   };
   double fixed_ms_, per_row_ms_;
