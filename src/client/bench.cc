@@ -92,7 +92,7 @@ int RunBench(int argc, char** argv) {
                         "slo-ttft-ms", "slo-e2e-ms", "json"}) {
     names.insert(n);
   }
-  tools::Flags f(names, {"help"});
+  tools::Flags f(names, {"help", "tls"});
   std::string error;
   if (!f.Parse(argc, argv, &error)) {
     std::fprintf(stderr, "chorus bench: %s (see --help)\n", error.c_str());
@@ -170,10 +170,15 @@ int RunBench(int argc, char** argv) {
     }
   }
 
-  auto channel = Connect(f);
-  auto stub = pb::Chorus::NewStub(channel);
+  Connection conn;
+  if (!Connect(f, &conn, &error)) {
+    std::fprintf(stderr, "chorus bench: %s\n", error.c_str());
+    return 2;
+  }
+  auto stub = pb::Chorus::NewStub(conn.channel);
   auto stats = [&](pb::GetStatsResponse* out) {
     grpc::ClientContext ctx;
+    conn.Prepare(&ctx);
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     return stub->GetStats(&ctx, {}, out).ok();
   };
@@ -202,6 +207,7 @@ int RunBench(int argc, char** argv) {
       }
     }
     grpc::ClientContext ctx;
+    conn.Prepare(&ctx);
     if (timeout_ms > 0) ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
     const auto start = Clock::now();
     r.start_ms = Ms(t0, start);

@@ -13,7 +13,18 @@
 
 namespace chorus::client {
 
-std::shared_ptr<grpc::Channel> Connect(const tools::Flags& flags);
+// A channel to --addr (TLS with --tls / --tls-ca / --tls-server-name) and the bearer token of
+// --auth-token-file, which Prepare adds to every call.
+struct Connection {
+  std::shared_ptr<grpc::Channel> channel;
+  std::string auth;  // "Bearer <token>" or empty
+  void Prepare(grpc::ClientContext* ctx) const {
+    if (!auth.empty()) ctx->AddMetadata("authorization", auth);
+  }
+};
+bool Connect(const tools::Flags& flags, Connection* out, std::string* error);
+// Connection flags with values (every subcommand), and the --tls switch.
+std::set<std::string> ConnectionFlags();
 // Fills a GenerateRequest from the common flags (--agents, --merge, --budget-ms, ...).
 // Returns false with *error naming the flag.
 bool BuildRequest(const tools::Flags& flags, const std::string& prompt,

@@ -6,6 +6,8 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <iostream>
 
 #include "client.h"
@@ -23,15 +25,50 @@ constexpr char kUsage[] =
     "  health           exit 0 only when the server reports SERVING\n"
     "  models, stats    print the server's model and counters\n"
     "  bench            load generator; see chorus bench --help\n"
-    "  --addr defaults to 127.0.0.1:50051\n";
+    "  --addr defaults to 127.0.0.1:50051; --tls [--tls-ca PEM] [--tls-server-name NAME] for TLS;\n"
+    "  --auth-token-file FILE sends \"authorization: Bearer <token>\"\n";
 
-std::shared_ptr<grpc::Channel> Connect(const tools::Flags& flags) {
-  return grpc::CreateChannel(flags.Get("addr", "127.0.0.1:50051"), grpc::InsecureChannelCredentials());
+static bool ReadFile(const std::string& path, std::string* out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  *out = ss.str();
+  return true;
+}
+
+std::set<std::string> ConnectionFlags() { return {"addr", "tls-ca", "tls-server-name", "auth-token-file"}; }
+
+bool Connect(const tools::Flags& flags, Connection* out, std::string* error) {
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  grpc::ChannelArguments args;
+  if (flags.Has("tls") || flags.Has("tls-ca")) {
+    grpc::SslCredentialsOptions ssl;
+    if (flags.Has("tls-ca") && !ReadFile(flags.Get("tls-ca"), &ssl.pem_root_certs)) {
+      *error = "--tls-ca: cannot read " + flags.Get("tls-ca");
+      return false;
+    }
+    creds = grpc::SslCredentials(ssl);
+    if (flags.Has("tls-server-name")) args.SetSslTargetNameOverride(flags.Get("tls-server-name"));
+  }
+  if (flags.Has("auth-token-file")) {
+    std::string token;
+    if (!ReadFile(flags.Get("auth-token-file"), &token)) {
+      *error = "--auth-token-file: cannot read " + flags.Get("auth-token-file");
+      return false;
+    }
+    while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) token.pop_back();
+    out->auth = "Bearer " + token;
+  }
+  out->channel = grpc::CreateCustomChannel(flags.Get("addr", "127.0.0.1:50051"), creds, args);
+  return true;
 }
 
 std::set<std::string> RequestFlags() {
-  return {"addr", "agents", "merge", "budget-ms", "max-tokens", "temperature", "top-p", "top-k",
-          "seed", "stop", "timeout-ms", "priority"};
+  std::set<std::string> f = {"agents", "merge", "budget-ms", "max-tokens", "temperature", "top-p", "top-k",
+                             "seed", "stop", "timeout-ms", "priority"};
+  for (const auto& c : ConnectionFlags()) f.insert(c);
+  return f;
 }
 
 bool BuildRequest(const tools::Flags& f, const std::string& prompt, pb::GenerateRequest* req,
@@ -91,7 +128,7 @@ static int FailRpc(const grpc::Status& s) {
 
 static int Generate(int argc, char** argv, bool stream) {
   auto names = RequestFlags();
-  tools::Flags f(names, {"drafts", "json", "help"});
+  tools::Flags f(names, {"drafts", "json", "help", "tls"});
   f.AllowPositional();
   std::string error;
   if (!f.Parse(argc, argv, &error)) return Fail(error + " (see --help)");
@@ -103,8 +140,11 @@ static int Generate(int argc, char** argv, bool stream) {
   pb::GenerateRequest req;
   if (!BuildRequest(f, f.positional()[0], &req, &error)) return Fail(error);
   req.mutable_reasoning()->set_return_drafts(f.Has("drafts") || f.Has("json"));
-  auto stub = pb::Chorus::NewStub(Connect(f));
+  Connection conn;
+  if (!Connect(f, &conn, &error)) return Fail(error);
+  auto stub = pb::Chorus::NewStub(conn.channel);
   grpc::ClientContext ctx;
+  conn.Prepare(&ctx);
   SetDeadline(f, &ctx);
   pb::GenerateResponse resp;
   if (stream) {
@@ -155,15 +195,20 @@ static int Generate(int argc, char** argv, bool stream) {
 }
 
 static int Simple(int argc, char** argv, const std::string& cmd) {
-  tools::Flags f({"addr", "timeout-ms"}, {"help"});
+  std::set<std::string> names = ConnectionFlags();
+  names.insert("timeout-ms");
+  tools::Flags f(names, {"help", "tls"});
   std::string error;
   if (!f.Parse(argc, argv, &error)) return Fail(error + " (see --help)");
   if (f.Has("help")) {
     std::fputs(kUsage, stdout);
     return 0;
   }
-  auto ch = Connect(f);
+  Connection conn;
+  if (!Connect(f, &conn, &error)) return Fail(error);
+  auto ch = conn.channel;
   grpc::ClientContext ctx;
+  conn.Prepare(&ctx);
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   SetDeadline(f, &ctx);
   if (cmd == "health") {

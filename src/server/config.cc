@@ -86,6 +86,9 @@ absl::Status ValidateServerConfig(const chorus::v1::ServerConfig& c) {
     return absl::InvalidArgumentError(StrCat("config: tensor_parallel_size ", c.tensor_parallel_size(),
                                              " does not match the ", c.cuda_devices_size(), " cuda_devices"));
   }
+  if (c.tls_cert_path().empty() != c.tls_key_path().empty()) {
+    return absl::InvalidArgumentError("config: set both tls_cert_path and tls_key_path, or neither");
+  }
   if (c.listen_address().empty()) return absl::InvalidArgumentError("config: listen_address is empty");
   if (c.model_path().empty()) return absl::InvalidArgumentError("config: model_path is empty");
   return absl::OkStatus();

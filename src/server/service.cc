@@ -7,6 +7,8 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <fstream>
+#include <sstream>
 #include <chrono>
 #include <deque>
 #include <mutex>
@@ -15,6 +17,7 @@
 #include "chorus/admission/admission.h"
 #include "chorus/backends/cpu_backend.h"
 #include "chorus/backends/cuda_backend.h"
+#include "chorus/core/status.h"
 #include "chorus/core/str_cat.h"
 #include "chorus/metrics/metrics.h"
 #include "chorus/model/tensor_parallel.h"
@@ -46,6 +49,18 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
   std::unique_ptr<grpc::Server> server;
   int port = 0;
   std::atomic<uint64_t> next_id{1};
+  std::string auth_header;  // "Bearer <token>", empty when auth is off
+
+  // UNAUTHENTICATED unless the call carries the configured bearer token.
+  absl::Status Authorize(grpc::CallbackServerContext* ctx) const {
+    if (auth_header.empty()) return absl::OkStatus();
+    const auto& md = ctx->client_metadata();
+    auto it = md.find("authorization");
+    if (it != md.end() && std::string(it->second.data(), it->second.size()) == auth_header) {
+      return absl::OkStatus();
+    }
+    return absl::UnauthenticatedError("missing or wrong authorization bearer token");
+  }
   std::atomic<bool> draining{false};
   std::thread watchdog;
   std::atomic<bool> stop_watchdog{false};
@@ -85,6 +100,7 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
   absl::Status Admit(grpc::CallbackServerContext* ctx, const pb::GenerateRequest* req, bool stream,
                      std::shared_ptr<ResultSink> sink, std::string* id) {
     if (draining) return absl::UnavailableError("server is draining; retry on another replica");
+    CHORUS_RETURN_IF_ERROR(Authorize(ctx));
     const double now = clock.NowMs();
     GenerateInput in = FromProto(*req);
     in.stream = stream;
@@ -102,6 +118,12 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
     } catch (const std::exception& e) {  // e.g. std::bad_alloc: this request fails, not the server
       return absl::ResourceExhaustedError(StrCat("request could not be admitted: ", e.what()));
     }
+  }
+
+  static grpc::ServerUnaryReactor* Reject(grpc::CallbackServerContext* ctx, const absl::Status& s) {
+    auto* r = ctx->DefaultReactor();
+    r->Finish(ToGrpc(s));
+    return r;
   }
 
   grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* ctx, const pb::GenerateRequest* req,
@@ -132,6 +154,7 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
 
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx, const pb::ListModelsRequest*,
                                        pb::ListModelsResponse* resp) override {
+    if (absl::Status a = Authorize(ctx); !a.ok()) return Reject(ctx, a);
     auto* m = resp->add_models();
     const auto& cfg = model->config();
     auto name = model->file().GetString("general.name");
@@ -148,6 +171,7 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
 
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx, const pb::GetStatsRequest*,
                                      pb::GetStatsResponse* resp) override {
+    if (absl::Status a = Authorize(ctx); !a.ok()) return Reject(ctx, a);
     const RuntimeStats s = runtime->Stats();
     resp->set_running_requests(s.running_requests);
     resp->set_waiting_requests(s.waiting_requests);
@@ -171,12 +195,21 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
 
   grpc::ServerUnaryReactor* Abort(grpc::CallbackServerContext* ctx, const pb::AbortRequest* req,
                                   pb::AbortResponse* resp) override {
+    if (absl::Status a = Authorize(ctx); !a.ok()) return Reject(ctx, a);
     resp->set_found(runtime->Abort(req->request_id()));
     auto* r = ctx->DefaultReactor();
     r->Finish(grpc::Status::OK);
     return r;
   }
 };
+
+static absl::StatusOr<std::string> ReadSecretFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(StrCat("config: cannot read ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
 
 absl::StatusOr<std::unique_ptr<ChorusServer>> ChorusServer::Start(const chorus::v1::ServerConfig& config,
                                                                   std::function<void()> before_step) {
@@ -262,7 +295,25 @@ absl::StatusOr<std::unique_ptr<ChorusServer>> ChorusServer::Start(const chorus::
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(config.listen_address(), grpc::InsecureServerCredentials(), &impl->port);
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+  if (!config.tls_cert_path().empty()) {
+    auto cert = ReadSecretFile(config.tls_cert_path());
+    if (!cert.ok()) return cert.status();
+    auto key = ReadSecretFile(config.tls_key_path());
+    if (!key.ok()) return key.status();
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({*key, *cert});
+    creds = grpc::SslServerCredentials(ssl);
+  }
+  if (!config.auth_token_path().empty()) {
+    auto token = ReadSecretFile(config.auth_token_path());
+    if (!token.ok()) return token.status();
+    std::string t = *token;
+    while (!t.empty() && (t.back() == '\n' || t.back() == '\r' || t.back() == ' ')) t.pop_back();
+    if (t.empty()) return absl::InvalidArgumentError("config: auth_token_path holds an empty token");
+    impl->auth_header = "Bearer " + t;
+  }
+  builder.AddListeningPort(config.listen_address(), creds, &impl->port);
   builder.RegisterService(impl.get());
   impl->server = builder.BuildAndStart();
   if (!impl->server || impl->port == 0) {

@@ -4,6 +4,9 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+
 #include "../test_util.h"
 #include "chorus/server/server.h"
 #include "chorus/v1/chorus.grpc.pb.h"
