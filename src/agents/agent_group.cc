@@ -165,6 +165,10 @@ void FinishAgent(RequestGroup& g, AgentSequence& a, FinishReason reason, const A
   a.draft.text += a.utf8.Flush();
   a.draft.finish = reason;
   a.draft.finish_ms = ctx.clock->NowMs();
+  if (g.params.reasoning.merge == MergeStrategy::kVote && a.draft.num_tokens > 0) {
+    // Extracted once here; the per-step consensus check reads it instead of re-running the regex.
+    a.draft.answer = ExtractAnswer(a.draft.text, g.params.reasoning.answer_regex);
+  }
   for (int32_t b : a.block_table) ctx.blocks->Unref(b);
   a.block_table.clear();
   EmitDelta(g, a, /*final=*/true);
@@ -180,7 +184,7 @@ void ApplyEarlyStops(RequestGroup& g, const AgentContext& ctx) {
     if (!a.finished()) {
       ++unfinished;
     } else if (a.draft.num_tokens > 0 && a.draft.finish != FinishReason::kLowConfidence) {
-      answers.push_back(ExtractAnswer(a.draft.text, r.answer_regex));
+      answers.push_back(a.draft.answer);
       natural_finish |= a.draft.finish == FinishReason::kEndOfText ||
                         a.draft.finish == FinishReason::kStop ||
                         a.draft.finish == FinishReason::kLength;

@@ -324,7 +324,13 @@ void Runtime::ApplyStep(const StepPlan& plan, const StepOutput& out) {
       }
     }
   }
-  for (const StepSegment& s : plan.segments) ApplyEarlyStops(*s.group, ctx_);
+  // Once per group (a group has one segment per agent): the vote re-extracts answers.
+  RequestGroup* last = nullptr;
+  for (const StepSegment& s : plan.segments) {
+    if (s.group == last) continue;  // a group's segments are adjacent in the plan
+    last = s.group;
+    ApplyEarlyStops(*s.group, ctx_);
+  }
   std::lock_guard<std::mutex> lock(mu_);
   stats_.tokens_generated += generated;
 }

@@ -13,6 +13,7 @@
 #include "chorus/model/model.h"
 #include "chorus/model/random_model.h"
 #include "chorus/model/transformer.h"
+#include "random_model_file.h"
 
 namespace chorus {
 namespace {
@@ -135,13 +136,7 @@ double RelError(const float* got, const std::vector<double>& want) {
   return err / scale;
 }
 
-std::unique_ptr<GgufFile> MakeModelFile(const RandomModelSpec& spec) {
-  GgufWriter w;
-  EXPECT_TRUE(BuildRandomModel(spec, nullptr, &w).ok());
-  auto f = GgufFile::FromBytes(w.Serialize());
-  EXPECT_TRUE(f.ok()) << f.status();
-  return std::move(*f);
-}
+using testing::MakeModelFile;
 
 struct Param {
   std::string arch;

@@ -9,15 +9,12 @@
 #include "chorus/backends/cpu_backend.h"
 #include "chorus/model/gguf_writer.h"
 #include "chorus/model/random_model.h"
+#include "random_model_file.h"
 
 namespace chorus {
 namespace {
 
-std::unique_ptr<GgufFile> MakeFile(const RandomModelSpec& spec) {
-  GgufWriter w;
-  EXPECT_TRUE(BuildRandomModel(spec, nullptr, &w).ok());
-  return std::move(*GgufFile::FromBytes(w.Serialize()));
-}
+using testing::MakeModelFile;
 
 ForwardBatch Batch(int first, int count, int seq_blocks) {
   ForwardBatch b;
@@ -51,7 +48,7 @@ TEST_P(TensorParallelTest, LogitsMatchASingleRank) {
   spec.n_layers = 2;
   spec.seed = 77;
   auto cpu = CreateCpuBackend(1);
-  auto model = Model::FromFile(MakeFile(spec), cpu.get());
+  auto model = Model::FromFile(MakeModelFile(spec), cpu.get());
   ASSERT_TRUE(model.ok()) << model.status();
 
   auto kv = KvCache::Create(cpu.get(), (*model)->config(), 4, 16);
@@ -98,7 +95,7 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(TensorParallelSplitTest, RanksThatDoNotDivideTheHeadsAreRefused) {
   RandomModelSpec spec;  // 4 heads, 2 KV heads
   auto cpu = CreateCpuBackend(1);
-  auto model = Model::FromFile(MakeFile(spec), cpu.get());
+  auto model = Model::FromFile(MakeModelFile(spec), cpu.get());
   ASSERT_TRUE(model.ok());
   auto shard = ModelShard::Create(**model, 0, 3, cpu.get());
   EXPECT_EQ(shard.status().code(), absl::StatusCode::kFailedPrecondition);
