@@ -1,7 +1,10 @@
-// Paged causal attention with GQA, flash-decoding style: the positions each query attends to
-// are split into chunks of kAttentionChunk; one warp per (token, head, chunk) runs an online
-// softmax over its chunk, and a second kernel merges the chunks' partial results. The same
-// kernels serve prefill (each query token has its own causal length) and decode.
+// Paged causal attention with GQA.
+//  - Split kernel (decode, flash-decoding style): the positions a query attends to are split into
+//    chunks of kAttentionChunk; one warp per (row, head, chunk) runs an online softmax over its
+//    chunk, and a second kernel merges the chunks' partial results.
+//  - Tiled kernel (prefill): a block per (query tile, head) stages kKeyTile keys and values in
+//    shared memory; lane r of a warp scores key r against one query, the warp updates that
+//    query's online softmax once per key tile, then accumulates the values it weights.
 #include <math_constants.h>
 
 #include "common.cuh"
@@ -11,16 +14,22 @@ namespace {
 
 constexpr int kPerLane = kMaxHeadDim / 32;
 
+__device__ __forceinline__ int64_t Slot(const int32_t* table, int p, int block_size) {
+  return static_cast<int64_t>(table[p / block_size]) * block_size + p % block_size;
+}
+
 __global__ void AttentionPartialKernel(const float* q, const float* kc, const float* vc,
-                                       DeviceLayout l, int heads, int kv_heads, int hd, float scale,
-                                       int splits, float* scratch) {
-  const int split = blockIdx.x, h = blockIdx.y, t = blockIdx.z, lane = threadIdx.x;
+                                       DeviceLayout l, const int32_t* rows, int heads, int kv_heads,
+                                       int hd, float scale, int splits, float* scratch) {
+  const int split = blockIdx.x, h = blockIdx.y, row = blockIdx.z, lane = threadIdx.x;
+  const int t = rows ? rows[row] : row;
   const int kvh = h / (heads / kv_heads);
   const int kv_dim = kv_heads * hd;
   const int pos = l.positions[t];
   const int begin = split * kAttentionChunk;
   const int end = min(begin + kAttentionChunk, pos + 1);
-  const int32_t* table = l.block_tables + static_cast<int64_t>(l.seq_of_token[t]) * l.max_blocks_per_seq;
+  const int32_t* table =
+      l.block_tables + static_cast<int64_t>(l.seq_of_token[t]) * l.max_blocks_per_seq;
   const float* qh = q + (static_cast<int64_t>(t) * heads + h) * hd;
   float qv[kPerLane], acc[kPerLane];
 #pragma unroll
@@ -31,7 +40,7 @@ __global__ void AttentionPartialKernel(const float* q, const float* kc, const fl
   }
   float m = -CUDART_INF_F, sum = 0.0f;
   for (int p = begin; p < end; ++p) {
-    const int64_t slot = static_cast<int64_t>(table[p / l.block_size]) * l.block_size + p % l.block_size;
+    const int64_t slot = Slot(table, p, l.block_size);
     const float* kp = kc + slot * kv_dim + kvh * hd;
     const float* vp = vc + slot * kv_dim + kvh * hd;
     float s = 0.0f;
@@ -52,7 +61,7 @@ __global__ void AttentionPartialKernel(const float* q, const float* kc, const fl
     }
     m = m_new;
   }
-  float* out = scratch + ((static_cast<int64_t>(t) * heads + h) * splits + split) * (hd + 2);
+  float* out = scratch + ((static_cast<int64_t>(row) * heads + h) * splits + split) * (hd + 2);
 #pragma unroll
   for (int i = 0; i < kPerLane; ++i) {
     const int d = lane + 32 * i;
@@ -64,9 +73,11 @@ __global__ void AttentionPartialKernel(const float* q, const float* kc, const fl
   }
 }
 
-__global__ void AttentionMergeKernel(const float* scratch, int heads, int hd, int splits, float* out) {
-  const int h = blockIdx.x, t = blockIdx.y;
-  const float* part = scratch + (static_cast<int64_t>(t) * heads + h) * splits * (hd + 2);
+__global__ void AttentionMergeKernel(const float* scratch, const int32_t* rows, int heads, int hd,
+                                     int splits, float* out) {
+  const int h = blockIdx.x, row = blockIdx.y;
+  const int t = rows ? rows[row] : row;
+  const float* part = scratch + (static_cast<int64_t>(row) * heads + h) * splits * (hd + 2);
   float m = -CUDART_INF_F;
   for (int s = 0; s < splits; ++s) m = fmaxf(m, part[s * (hd + 2) + hd]);
   float total = 0.0f;
@@ -84,21 +95,138 @@ __global__ void AttentionMergeKernel(const float* scratch, int heads, int hd, in
   }
 }
 
+constexpr int kTiledWarps = 4;
+constexpr int kQueriesPerWarp = kQueryTile / kTiledWarps;
+constexpr int kTiledDims = kMaxTiledHeadDim / 32;
+
+size_t TiledSharedBytes(int hd) {
+  return sizeof(float) *
+         (static_cast<size_t>(kQueryTile) * hd + static_cast<size_t>(kKeyTile) * (hd + 1) +
+          static_cast<size_t>(kKeyTile) * hd);
+}
+
+__global__ void TiledAttentionKernel(const float* q, const float* kc, const float* vc,
+                                     DeviceLayout l, const int32_t* tiles, int heads, int kv_heads,
+                                     int hd, float scale, float* out) {
+  extern __shared__ float smem[];
+  const int kstride = hd + 1;           // padded: lane r reads row r without bank conflicts
+  float* qs = smem;                     // [kQueryTile, hd], pre-scaled
+  float* ks = qs + kQueryTile * hd;     // [kKeyTile, hd + 1]
+  float* vs = ks + kKeyTile * kstride;  // [kKeyTile, hd]
+  const int h = blockIdx.y;
+  const int first = tiles[2 * blockIdx.x], count = tiles[2 * blockIdx.x + 1];
+  const int kvh = h / (heads / kv_heads);
+  const int kv_dim = kv_heads * hd;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int pos0 = l.positions[first];
+  const int last = pos0 + count - 1;
+  const int32_t* table =
+      l.block_tables + static_cast<int64_t>(l.seq_of_token[first]) * l.max_blocks_per_seq;
+  for (int i = threadIdx.x; i < kQueryTile * hd; i += blockDim.x) {
+    const int j = i / hd, d = i % hd;
+    qs[i] = j < count ? q[(static_cast<int64_t>(first + j) * heads + h) * hd + d] * scale : 0.0f;
+  }
+  float m[kQueriesPerWarp], sum[kQueriesPerWarp], acc[kQueriesPerWarp][kTiledDims];
+#pragma unroll
+  for (int qi = 0; qi < kQueriesPerWarp; ++qi) {
+    m[qi] = -CUDART_INF_F;
+    sum[qi] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kTiledDims; ++i) acc[qi][i] = 0.0f;
+  }
+  for (int kb = 0; kb <= last; kb += kKeyTile) {
+    __syncthreads();  // the previous key tile is consumed (first pass: queries are staged)
+    for (int i = threadIdx.x; i < kKeyTile * hd; i += blockDim.x) {
+      const int r = i / hd, d = i % hd;
+      const int p = kb + r;
+      float kv = 0.0f, vv = 0.0f;
+      if (p <= last) {
+        const int64_t off = Slot(table, p, l.block_size) * kv_dim + kvh * hd + d;
+        kv = kc[off];
+        vv = vc[off];
+      }
+      ks[r * kstride + d] = kv;
+      vs[r * hd + d] = vv;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int qi = 0; qi < kQueriesPerWarp; ++qi) {
+      const int j = qi * kTiledWarps + warp;  // interleaved, so short tiles use every warp
+      const int pos = pos0 + j;
+      if (j >= count || kb > pos) continue;  // uniform across the warp
+      const int p = kb + lane;
+      float s = -CUDART_INF_F;
+      if (p <= pos) {
+        const float* qr = qs + j * hd;
+        const float* kr = ks + lane * kstride;
+        float dot = 0.0f;
+        for (int d = 0; d < hd; ++d) dot += qr[d] * kr[d];
+        s = dot;
+      }
+      const float m_new = fmaxf(m[qi], WarpMax(s));  // finite: key kb <= pos is always valid
+      const float corr = expf(m[qi] - m_new);
+      const float e = p <= pos ? expf(s - m_new) : 0.0f;
+      sum[qi] = sum[qi] * corr + WarpSum(e);
+#pragma unroll
+      for (int i = 0; i < kTiledDims; ++i) acc[qi][i] *= corr;
+      const int keys = min(kKeyTile, pos - kb + 1);
+      for (int r = 0; r < keys; ++r) {
+        const float er = __shfl_sync(0xffffffffu, e, r);
+        const float* vr = vs + r * hd;
+#pragma unroll
+        for (int i = 0; i < kTiledDims; ++i) {
+          const int d = lane + 32 * i;
+          if (d < hd) acc[qi][i] += er * vr[d];
+        }
+      }
+      m[qi] = m_new;
+    }
+  }
+#pragma unroll
+  for (int qi = 0; qi < kQueriesPerWarp; ++qi) {
+    const int j = qi * kTiledWarps + warp;
+    if (j >= count) continue;
+    float* o = out + (static_cast<int64_t>(first + j) * heads + h) * hd;
+#pragma unroll
+    for (int i = 0; i < kTiledDims; ++i) {
+      const int d = lane + 32 * i;
+      if (d < hd) o[d] = acc[qi][i] / sum[qi];
+    }
+  }
+}
+
 }  // namespace
 
 cudaError_t Attention(const float* q, const float* k_cache, const float* v_cache,
-                      const DeviceLayout& layout, int heads, int kv_heads, int head_dim,
-                      float scale, int num_splits, float* scratch, float* out, cudaStream_t s) {
-  if (layout.num_tokens <= 0) return cudaSuccess;
+                      const DeviceLayout& layout, const int32_t* rows, int num_rows, int heads,
+                      int kv_heads, int head_dim, float scale, int num_splits, float* scratch,
+                      float* out, cudaStream_t s) {
+  if (num_rows <= 0) return cudaSuccess;
   if (!q || !k_cache || !v_cache || !scratch || !out || head_dim > kMaxHeadDim || head_dim <= 0 ||
-      kv_heads <= 0 || heads % kv_heads != 0 || num_splits <= 0) {
+      kv_heads <= 0 || heads % kv_heads != 0 || num_splits <= 0 || num_splits > 65535 ||
+      heads > 65535 || num_rows > 65535) {
     return cudaErrorInvalidValue;
   }
-  AttentionPartialKernel<<<dim3(num_splits, heads, layout.num_tokens), 32, 0, s>>>(
-      q, k_cache, v_cache, layout, heads, kv_heads, head_dim, scale, num_splits, scratch);
+  AttentionPartialKernel<<<dim3(num_splits, heads, num_rows), 32, 0, s>>>(
+      q, k_cache, v_cache, layout, rows, heads, kv_heads, head_dim, scale, num_splits, scratch);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
-  AttentionMergeKernel<<<dim3(heads, layout.num_tokens), 128, 0, s>>>(scratch, heads, head_dim, num_splits, out);
+  AttentionMergeKernel<<<dim3(heads, num_rows), 128, 0, s>>>(scratch, rows, heads, head_dim,
+                                                             num_splits, out);
+  return Launched();
+}
+
+cudaError_t TiledAttention(const float* q, const float* k_cache, const float* v_cache,
+                           const DeviceLayout& layout, const int32_t* tiles, int num_tiles,
+                           int heads, int kv_heads, int head_dim, float scale, float* out,
+                           cudaStream_t s) {
+  if (num_tiles <= 0) return cudaSuccess;
+  if (!q || !k_cache || !v_cache || !tiles || !out || head_dim > kMaxTiledHeadDim ||
+      head_dim <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || heads > 65535) {
+    return cudaErrorInvalidValue;
+  }
+  TiledAttentionKernel<<<dim3(num_tiles, heads), kTiledWarps * 32, TiledSharedBytes(head_dim), s>>>(
+      q, k_cache, v_cache, layout, tiles, heads, kv_heads, head_dim, scale, out);
   return Launched();
 }
 

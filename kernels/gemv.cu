@@ -1,5 +1,5 @@
-// Decode matmul: one warp per weight row, dequantizing on the fly and dotting with up to
-// kMaxGemvTokens activation rows, so the weights are read once for the whole decode batch.
+// Decode matmul: one warp per weight row, dequantizing on the fly (vector loads) and dotting with
+// up to kMaxGemvTokens activation rows, so the weights are read once for the whole decode batch.
 // Also the converters that feed cuBLAS for prefill (weights to half, activations to half/bf16).
 #include "common.cuh"
 
@@ -8,6 +8,28 @@ namespace {
 
 constexpr int kRowsPerBlock = kThreads / 32;
 
+// acc[t] += sum_i w[i] * x[t, j0 + i] for kW consecutive weights (x rows 16-byte aligned at j0).
+template <int kW>
+__device__ __forceinline__ void DotRows(const float (&w)[kW], const float* x, int64_t cols,
+                                        int64_t j0, int n, float (&acc)[kMaxGemvTokens]) {
+#pragma unroll
+  for (int t = 0; t < kMaxGemvTokens; ++t) {
+    if (t >= n) break;
+    const float4* xv = reinterpret_cast<const float4*>(x + t * cols + j0);
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kW / 4; ++i) {
+      const float4 v = xv[i];
+      s += w[4 * i] * v.x + w[4 * i + 1] * v.y + w[4 * i + 2] * v.z + w[4 * i + 3] * v.w;
+    }
+    acc[t] += s;
+  }
+}
+
+// One warp per weight row. Vectorized layouts (the launcher checks alignment): Q8_0 / Q4_0 one
+// 32-value block per lane and step (16-bit loads: blocks are 34 / 18 bytes); F16 / BF16 eight
+// values per lane and step (16-byte loads); F32 four. kScalar: any layout, one value at a time.
+template <int kType, bool kScalar>
 __global__ void GemvKernel(DeviceWeight w, const float* x, int n, float* out) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + warp;
@@ -17,36 +39,59 @@ __global__ void GemvKernel(DeviceWeight w, const float* x, int n, float* out) {
   float acc[kMaxGemvTokens];
 #pragma unroll
   for (int t = 0; t < kMaxGemvTokens; ++t) acc[t] = 0.0f;
-  if (w.type == kQ8_0 || w.type == kQ4_0) {
-    const int64_t blocks = cols / 32;
-    const int bytes = w.type == kQ8_0 ? 34 : 18;
-    for (int64_t b = lane; b < blocks; b += 32) {
-      const uint8_t* blk = row + b * bytes;
-      const float d = HalfBits(Load16(blk));
-      for (int i = 0; i < 32; ++i) {
-        float q;
-        if (w.type == kQ8_0) {
-          q = static_cast<float>(static_cast<int8_t>(blk[2 + i]));
-        } else {
-          const uint8_t v = blk[2 + (i & 15)];
-          q = static_cast<float>((i < 16 ? (v & 0xf) : (v >> 4)) - 8);
-        }
-        const float wv = d * q;
-        const int64_t j = b * 32 + i;
-#pragma unroll
-        for (int t = 0; t < kMaxGemvTokens; ++t) {
-          if (t < n) acc[t] += wv * x[t * cols + j];
-        }
-      }
-    }
-  } else {
+  if constexpr (kScalar) {
     for (int64_t j = lane; j < cols; j += 32) {
-      const float wv = w.type == kF32 ? reinterpret_cast<const float*>(row)[j]
-                                      : (w.type == kF16 ? HalfBits(Load16(row + 2 * j)) : Bf16Bits(Load16(row + 2 * j)));
+      const float wv = WeightAt(kType, row, j);
 #pragma unroll
       for (int t = 0; t < kMaxGemvTokens; ++t) {
         if (t < n) acc[t] += wv * x[t * cols + j];
       }
+    }
+  } else if constexpr (kType == kQ8_0 || kType == kQ4_0) {
+    constexpr int kBytes = kType == kQ8_0 ? 34 : 18;
+    const int64_t blocks = cols / 32;
+    for (int64_t b = lane; b < blocks; b += 32) {
+      const uint16_t* blk = reinterpret_cast<const uint16_t*>(row + b * kBytes);
+      const float d = HalfBits(blk[0]);
+      float wv[32];
+      if constexpr (kType == kQ8_0) {
+#pragma unroll
+        for (int i = 0; i < 16; ++i) {
+          const uint16_t u = blk[1 + i];
+          wv[2 * i] = d * static_cast<float>(static_cast<int8_t>(u & 0xff));
+          wv[2 * i + 1] = d * static_cast<float>(static_cast<int8_t>(u >> 8));
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          const uint16_t u = blk[1 + i];  // bytes 2i (low) and 2i + 1 (high)
+          wv[2 * i] = d * static_cast<float>(static_cast<int>(u & 0xf) - 8);
+          wv[2 * i + 1] = d * static_cast<float>(static_cast<int>((u >> 8) & 0xf) - 8);
+          wv[16 + 2 * i] = d * static_cast<float>(static_cast<int>((u >> 4) & 0xf) - 8);
+          wv[16 + 2 * i + 1] = d * static_cast<float>(static_cast<int>(u >> 12) - 8);
+        }
+      }
+      DotRows<32>(wv, x, cols, b * 32, n, acc);
+    }
+  } else if constexpr (kType == kF16 || kType == kBF16) {
+    for (int64_t j0 = 8 * lane; j0 < cols; j0 += 8 * 32) {
+      const uint4 raw = *reinterpret_cast<const uint4*>(row + 2 * j0);
+      const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+      float wv[8];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const uint16_t lo = static_cast<uint16_t>(words[i] & 0xffff),
+                       hi = static_cast<uint16_t>(words[i] >> 16);
+        wv[2 * i] = kType == kF16 ? HalfBits(lo) : Bf16Bits(lo);
+        wv[2 * i + 1] = kType == kF16 ? HalfBits(hi) : Bf16Bits(hi);
+      }
+      DotRows<8>(wv, x, cols, j0, n, acc);
+    }
+  } else {
+    for (int64_t j0 = 4 * lane; j0 < cols; j0 += 4 * 32) {
+      const float4 v = *reinterpret_cast<const float4*>(row + 4 * j0);
+      const float wv[4] = {v.x, v.y, v.z, v.w};
+      DotRows<4>(wv, x, cols, j0, n, acc);
     }
   }
 #pragma unroll
@@ -58,11 +103,30 @@ __global__ void GemvKernel(DeviceWeight w, const float* x, int n, float* out) {
   }
 }
 
+template <int kType>
+cudaError_t LaunchGemv(const DeviceWeight& w, const float* x, int n, float* out, cudaStream_t s) {
+  // Vector loads need aligned rows: every row start and every x row at a 16-byte boundary (for
+  // the quantized types, 2-byte block fields and 16-byte x rows).
+  const int64_t vec = kType == kF32 ? 4 : (kType == kF16 || kType == kBF16) ? 8 : 32;
+  const bool aligned =
+      w.cols % vec == 0 && w.cols % 4 == 0 && reinterpret_cast<uintptr_t>(w.data) % 16 == 0 &&
+      reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+      ((kType == kQ8_0 || kType == kQ4_0) ? w.row_bytes % 2 == 0 : w.row_bytes % 16 == 0);
+  const int blocks = Blocks(w.rows, kRowsPerBlock);
+  if (aligned) {
+    GemvKernel<kType, false><<<blocks, kThreads, 0, s>>>(w, x, n, out);
+  } else {
+    GemvKernel<kType, true><<<blocks, kThreads, 0, s>>>(w, x, n, out);
+  }
+  return Launched();
+}
+
 __global__ void DequantizeToHalfKernel(DeviceWeight w, __half* dst) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= w.rows * w.cols) return;
   const int64_t r = idx / w.cols, j = idx % w.cols;
-  dst[idx] = __float2half(WeightAt(w.type, static_cast<const uint8_t*>(w.data) + r * w.row_bytes, j));
+  dst[idx] =
+      __float2half(WeightAt(w.type, static_cast<const uint8_t*>(w.data) + r * w.row_bytes, j));
 }
 
 __global__ void ToHalfKernel(const float* x, int64_t n, __half* y) {
@@ -81,10 +145,21 @@ bool KnownType(int t) { return t == kF32 || t == kF16 || t == kBF16 || t == kQ8_
 
 cudaError_t Gemv(const DeviceWeight& w, const float* x, int n, float* out, cudaStream_t s) {
   if (n <= 0) return cudaSuccess;
-  if (!w.data || !x || !out || n > kMaxGemvTokens || !KnownType(w.type)) return cudaErrorInvalidValue;
+  if (!w.data || !x || !out || n > kMaxGemvTokens || !KnownType(w.type))
+    return cudaErrorInvalidValue;
   if ((w.type == kQ8_0 || w.type == kQ4_0) && w.cols % 32 != 0) return cudaErrorInvalidValue;
-  GemvKernel<<<Blocks(w.rows, kRowsPerBlock), kThreads, 0, s>>>(w, x, n, out);
-  return Launched();
+  switch (w.type) {
+    case kF32:
+      return LaunchGemv<kF32>(w, x, n, out, s);
+    case kF16:
+      return LaunchGemv<kF16>(w, x, n, out, s);
+    case kBF16:
+      return LaunchGemv<kBF16>(w, x, n, out, s);
+    case kQ8_0:
+      return LaunchGemv<kQ8_0>(w, x, n, out, s);
+    default:
+      return LaunchGemv<kQ4_0>(w, x, n, out, s);
+  }
 }
 
 cudaError_t DequantizeToHalf(const DeviceWeight& w, void* dst, cudaStream_t s) {

@@ -32,21 +32,38 @@ struct DeviceLayout {
 constexpr int kMaxHeadDim = 256;
 constexpr int kAttentionChunk = 256;  // positions per split (flash-decoding partitions)
 
-cudaError_t Embed(const DeviceWeight& table, const int32_t* tokens, int n, float* out, cudaStream_t s);
-cudaError_t RmsNorm(const float* x, const float* w, int n, int d, float eps, float* out, cudaStream_t s);
+cudaError_t Embed(const DeviceWeight& table, const int32_t* tokens, int n, float* out,
+                  cudaStream_t s);
+cudaError_t RmsNorm(const float* x, const float* w, int n, int d, float eps, float* out,
+                    cudaStream_t s);
 cudaError_t Rope(float* x, const int32_t* positions, int n, int heads, int head_dim, int rope_dim,
                  float freq_base, bool halves, cudaStream_t s);
 cudaError_t AddBias(float* x, const float* bias, int n, int d, cudaStream_t s);
 cudaError_t SwiGlu(const float* gate, const float* up, int64_t count, float* out, cudaStream_t s);
 cudaError_t Add(float* x, const float* y, int64_t count, cudaStream_t s);
-cudaError_t GatherRows(const float* x, const int32_t* rows, int m, int d, float* out, cudaStream_t s);
+cudaError_t GatherRows(const float* x, const int32_t* rows, int m, int d, float* out,
+                       cudaStream_t s);
 cudaError_t KvWrite(const float* k, const float* v, const DeviceLayout& layout, int kv_dim,
                     float* k_cache, float* v_cache, cudaStream_t s);
 // Causal paged attention, split over `num_splits` chunks of kAttentionChunk positions
-// (flash-decoding), then merged. scratch: [num_tokens, heads, num_splits, head_dim + 2] floats.
+// (flash-decoding), then merged, for the batch rows listed in `rows` (device [num_rows]; null:
+// rows 0 .. num_rows - 1). Splits past a row's position contribute nothing, so num_splits may be
+// rounded up. scratch: [num_rows, heads, num_splits, head_dim + 2] floats.
 cudaError_t Attention(const float* q, const float* k_cache, const float* v_cache,
-                      const DeviceLayout& layout, int heads, int kv_heads, int head_dim,
-                      float scale, int num_splits, float* scratch, float* out, cudaStream_t s);
+                      const DeviceLayout& layout, const int32_t* rows, int num_rows, int heads,
+                      int kv_heads, int head_dim, float scale, int num_splits, float* scratch,
+                      float* out, cudaStream_t s);
+// Tiled causal attention for prefill: `tiles` (device [num_tiles, 2]: first row, count <=
+// kQueryTile) are runs of rows of one sequence at consecutive positions; a block stages
+// kKeyTile keys and values of the tile's sequence in shared memory and every query of the tile
+// reads them there (online softmax). head_dim <= kMaxTiledHeadDim.
+constexpr int kQueryTile = 16;
+constexpr int kKeyTile = 32;
+constexpr int kMaxTiledHeadDim = 128;
+cudaError_t TiledAttention(const float* q, const float* k_cache, const float* v_cache,
+                           const DeviceLayout& layout, const int32_t* tiles, int num_tiles,
+                           int heads, int kv_heads, int head_dim, float scale, float* out,
+                           cudaStream_t s);
 // out[t, r] = dot(row r of w, x[t]) for t < n <= kMaxGemvTokens: dequantize-and-dot GEMV.
 constexpr int kMaxGemvTokens = 8;
 cudaError_t Gemv(const DeviceWeight& w, const float* x, int n, float* out, cudaStream_t s);

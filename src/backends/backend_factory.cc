@@ -12,9 +12,14 @@ namespace chorus {
 
 #ifndef CHORUS_HAVE_CUDA
 int CudaDeviceCount() { return 0; }
-absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device) {
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device, const CudaBackendOptions&) {
   return absl::FailedPreconditionError("this build has no CUDA backend (configure with CHORUS_CUDA=ON)");
 }
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device) {
+  return CreateCudaBackend(device, CudaBackendOptions{});
+}
+CudaBackendOptions CudaBackendOptions::FromEnvironment() { return {}; }
+CudaGraphStats GetCudaGraphStats(const Backend&) { return {}; }
 #endif
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::string_view name, int cpu_threads) {

@@ -121,7 +121,9 @@ AttentionPlan PlanQueryTiles(const int32_t* positions, const int32_t* seq_of_tok
   int i = 0;
   while (i < num_tokens) {
     int j = i + 1;
-    while (j < num_tokens && seq_of_token[j] == seq_of_token[i] && positions[j] == positions[j - 1] + 1) ++j;
+    while (j < num_tokens && seq_of_token[j] == seq_of_token[i] &&
+           positions[j] == positions[j - 1] + 1)
+      ++j;
     // Rows i .. j-1 are one run; cut it into tiles.
     if (j - i >= min_tile) {
       for (int t = i; t < j; t += max_tile) plan.tiles.push_back({t, std::min(max_tile, j - t)});

@@ -1,13 +1,16 @@
 // The CUDA backend against the CPU backend (the oracle): every op on fresh random inputs (no
 // zeros; outputs pre-filled with NaN so an unwritten element fails), then whole-model logits
 // for both architectures and every weight type. Without a GPU every test reports SKIPPED.
+#include "chorus/backends/cuda_backend.h"
+
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
+#include <string>
 
 #include "chorus/backends/cpu_backend.h"
-#include "chorus/backends/cuda_backend.h"
 #include "chorus/model/gguf_writer.h"
 #include "chorus/model/model.h"
 #include "chorus/model/random_model.h"
@@ -68,12 +71,14 @@ struct TwinWeight {
   WeightTensor cpu, gpu;
 };
 
-TwinWeight MakeWeight(Backend* gpu, GgmlType type, int64_t rows, int64_t cols, const std::vector<float>& values) {
+TwinWeight MakeWeight(Backend* gpu, GgmlType type, int64_t rows, int64_t cols,
+                      const std::vector<float>& values) {
   auto traits = GetTypeTraits(static_cast<uint32_t>(type));
   TwinWeight t;
   const int64_t row_bytes = cols / traits->block_size * traits->type_size;
   t.bytes.resize(row_bytes * rows);
-  for (int64_t r = 0; r < rows; ++r) QuantizeRow(type, values.data() + r * cols, t.bytes.data() + r * row_bytes, cols);
+  for (int64_t r = 0; r < rows; ++r)
+    QuantizeRow(type, values.data() + r * cols, t.bytes.data() + r * row_bytes, cols);
   GgufTensorInfo info;
   info.name = "w";
   info.type = type;
@@ -90,20 +95,40 @@ TwinWeight MakeWeight(Backend* gpu, GgmlType type, int64_t rows, int64_t cols, c
 
 TEST_F(CudaTest, MatMulMatchesCpuForEveryTypeAndBatchShape) {
   const int64_t rows = 96, cols = 128;
-  for (GgmlType type : {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ8_0, GgmlType::kQ4_0}) {
-    TwinWeight w = MakeWeight(gpu_.get(), type, rows, cols, Random(rows * cols));
-    for (int n : {1, 3, 8, 9, 40}) {  // GEMV path up to 8 rows, cuBLAS beyond
-      const auto x = Random(n * cols);
-      std::vector<float> want(n * rows);
-      cpu_->MatMul(w.cpu, x.data(), n, want.data());
-      auto dx = Up(x);
-      auto dout = NaNs(n * rows);
-      gpu_->MatMul(w.gpu, dx->f32(), n, dout->f32());
-      // Prefill GEMMs run on half-precision activations for 16-bit and quantized weights.
-      const double tol = (n > 8 && type != GgmlType::kF32) ? 2e-2 : 1e-4;
-      ExpectClose(Down(*dout, n * rows), want, tol, std::string(TypeName(type)).c_str());
+  // The second backend dequantizes quantized weights into scratch for every GEMM instead of
+  // keeping a half copy.
+  CudaBackendOptions no_cache;
+  no_cache.dequant_cache = false;
+  auto plain = CreateCudaBackend(0, no_cache);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  for (Backend* gpu : {gpu_.get(), plain->get()}) {
+    for (GgmlType type :
+         {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ8_0, GgmlType::kQ4_0}) {
+      TwinWeight w = MakeWeight(gpu, type, rows, cols, Random(rows * cols));
+      for (int n : {1, 3, 8, 9, 40, 64}) {  // GEMV path up to 8 rows, cuBLAS beyond
+        const auto x = Random(n * cols);
+        std::vector<float> want(n * rows);
+        cpu_->MatMul(w.cpu, x.data(), n, want.data());
+        auto dx = gpu->Alloc(x.size() * 4);
+        ASSERT_TRUE(dx.ok());
+        gpu->CopyToBackend(x.data(), (*dx)->data(), x.size() * 4);
+        auto dout = gpu->Alloc(want.size() * 4);
+        ASSERT_TRUE(dout.ok());
+        const std::vector<float> nans(want.size(), NAN);
+        gpu->CopyToBackend(nans.data(), (*dout)->data(), nans.size() * 4);
+        gpu->MatMul(w.gpu, (*dx)->f32(), n, (*dout)->f32());
+        std::vector<float> got(want.size());
+        gpu->CopyToHost((*dout)->data(), got.data(), got.size() * 4);
+        ASSERT_TRUE(gpu->TakeError().ok());
+        // Prefill GEMMs run on half-precision activations for 16-bit and quantized weights.
+        const double tol = (n > 8 && type != GgmlType::kF32) ? 2e-2 : 1e-4;
+        ExpectClose(got, want, tol,
+                    (std::string(TypeName(type)) + " n=" + std::to_string(n)).c_str());
+      }
     }
   }
+  EXPECT_GT(GetCudaGraphStats(*gpu_).dequantized_bytes, 0);
+  EXPECT_EQ(GetCudaGraphStats(**plain).dequantized_bytes, 0);
 }
 
 TEST_F(CudaTest, ElementwiseOpsMatchCpu) {
@@ -155,7 +180,8 @@ TEST_F(CudaTest, ElementwiseOpsMatchCpu) {
 
 TEST_F(CudaTest, EmbedAndGatherMatchCpu) {
   const int vocab = 50, d = 64;
-  for (GgmlType type : {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ8_0, GgmlType::kQ4_0}) {
+  for (GgmlType type :
+       {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ8_0, GgmlType::kQ4_0}) {
     TwinWeight t = MakeWeight(gpu_.get(), type, vocab, d, Random(vocab * d));
     std::vector<int32_t> tokens = {3, 49, 0, 17};
     std::vector<float> want(tokens.size() * d);
@@ -175,45 +201,68 @@ TEST_F(CudaTest, EmbedAndGatherMatchCpu) {
 }
 
 TEST_F(CudaTest, PagedKvWriteAndAttentionMatchCpu) {
-  // Two sequences in scrambled blocks; one token decodes at position 600 (three chunks), the
-  // other prefills 4 tokens; GQA 8 query heads over 2 KV heads.
-  const int heads = 8, kv_heads = 2, hd = 32, kv_dim = kv_heads * hd, bs = 16, blocks = 64;
-  std::vector<int32_t> tables = {/*seq 0*/ 40, 3, 17, 22, 9, 31, 50, 1, 2, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21, 23, 24, 25, 26, 27, 28, 29, 30, 32, 33, 34, 35, 36, 37, 38,
-                                 /*seq 1*/ 60, 61, 0, 62, 63, 39, 41, 42, 43, 44, 45, 46, 47, 48, 49, 51, 52, 53, 54, 55, 56, 57, 58, 59, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
-  const int max_blocks = 40;
-  auto kc = Random(static_cast<size_t>(blocks) * bs * kv_dim), vc = Random(kc.size());
-  std::vector<int32_t> pos = {600, 0, 1, 2, 3}, seq = {0, 1, 1, 1, 1}, tokens(5, 0);
-  const int n = 5;
-  AttentionLayout l{n, pos.data(), seq.data(), tables.data(), max_blocks, bs};
-  const auto k = Random(n * kv_dim), v = Random(n * kv_dim), q = Random(n * heads * hd);
-  std::vector<float> kc_cpu = kc, vc_cpu = vc, want(n * heads * hd);
-  cpu_->KvWrite(k.data(), v.data(), l, kv_dim, kc_cpu.data(), vc_cpu.data());
-  cpu_->Attention(q.data(), kc_cpu.data(), vc_cpu.data(), l, heads, kv_heads, hd, 0.17f, want.data());
+  // Four sequences in scrambled blocks, GQA 8 query heads over 2 KV heads: seq 0 decodes one
+  // token at position 600 (three chunks of the split kernel); seq 1 prefills 40 tokens from 0
+  // (query tiles 16 + 16 + 8); seq 2 prefills a second chunk, positions 300..319, over cache
+  // written before; seq 3 has two rows (too short for a tile). Head sizes 32, 64 and 128 take the
+  // tiled kernel for the runs; 160 sends every row to the split kernel.
+  const int heads = 8, kv_heads = 2, bs = 16, blocks = 80, max_blocks = 40;
+  std::vector<int32_t> perm(blocks);
+  for (int i = 0; i < blocks; ++i) perm[i] = i;
+  std::shuffle(perm.begin(), perm.end(), rng_);
+  std::vector<int32_t> tables(4 * max_blocks, 0);
+  const int needs[4] = {38, 3, 20, 1};
+  for (int s = 0, next = 0; s < 4; ++s) {
+    for (int b = 0; b < needs[s]; ++b) tables[s * max_blocks + b] = perm[next++];
+  }
+  std::vector<int32_t> pos = {600}, seq = {0};
+  for (int i = 0; i < 40; ++i) pos.push_back(i), seq.push_back(1);
+  for (int i = 0; i < 20; ++i) pos.push_back(300 + i), seq.push_back(2);
+  for (int i = 0; i < 2; ++i) pos.push_back(7 + i), seq.push_back(3);
+  const int n = static_cast<int>(pos.size());
+  std::vector<int32_t> tokens(n, 0);
+  for (int hd : {32, 64, 128, 160}) {
+    const int kv_dim = kv_heads * hd;
+    auto kc = Random(static_cast<size_t>(blocks) * bs * kv_dim), vc = Random(kc.size());
+    AttentionLayout l{n, pos.data(), seq.data(), tables.data(), max_blocks, bs};
+    const auto k = Random(n * kv_dim), v = Random(n * kv_dim), q = Random(n * heads * hd);
+    std::vector<float> kc_cpu = kc, vc_cpu = vc, want(n * heads * hd);
+    cpu_->KvWrite(k.data(), v.data(), l, kv_dim, kc_cpu.data(), vc_cpu.data());
+    cpu_->Attention(q.data(), kc_cpu.data(), vc_cpu.data(), l, heads, kv_heads, hd, 0.17f,
+                    want.data());
 
-  gpu_->BeginForward(tokens.data(), l, nullptr, 0);
-  auto dkc = Up(kc), dvc = Up(vc), dk = Up(k), dv = Up(v), dq = Up(q);
-  auto out = NaNs(want.size());
-  gpu_->KvWrite(dk->f32(), dv->f32(), l, kv_dim, dkc->f32(), dvc->f32());
-  gpu_->Attention(dq->f32(), dkc->f32(), dvc->f32(), l, heads, kv_heads, hd, 0.17f, out->f32());
-  ExpectClose(Down(*dkc, kc.size()), kc_cpu, 0, "kv write (k)");
-  ExpectClose(Down(*dvc, vc.size()), vc_cpu, 0, "kv write (v)");
-  ExpectClose(Down(*out, want.size()), want, 1e-4, "attention");
+    auto dkc = Up(kc), dvc = Up(vc), dk = Up(k), dv = Up(v), dq = Up(q);
+    auto out = NaNs(want.size());
+    gpu_->BeginForward(tokens.data(), l, nullptr, 0);
+    gpu_->KvWrite(dk->f32(), dv->f32(), l, kv_dim, dkc->f32(), dvc->f32());
+    gpu_->Attention(dq->f32(), dkc->f32(), dvc->f32(), l, heads, kv_heads, hd, 0.17f, out->f32());
+    const std::string what = "head_dim " + std::to_string(hd);
+    ExpectClose(Down(*dkc, kc.size()), kc_cpu, 0, (what + " kv write (k)").c_str());
+    ExpectClose(Down(*dvc, vc.size()), vc_cpu, 0, (what + " kv write (v)").c_str());
+    ExpectClose(Down(*out, want.size()), want, 1e-4, (what + " attention").c_str());
+  }
+}
+
+// A 2-layer random model (dim 128, 4 heads over 2 KV heads) as GGUF bytes.
+std::string SmallModel(const char* arch, GgmlType type) {
+  RandomModelSpec spec;
+  spec.arch = arch;
+  spec.weight_type = type;
+  spec.dim = 128;
+  spec.n_heads = 4;
+  spec.n_kv_heads = 2;
+  spec.ffn_dim = 256;
+  spec.n_layers = 2;
+  GgufWriter wr;
+  EXPECT_TRUE(BuildRandomModel(spec, nullptr, &wr).ok());
+  return wr.Serialize();
 }
 
 TEST_F(CudaTest, ModelLogitsMatchCpuForBothArchitecturesAndAllTypes) {
   for (const char* arch : {"llama", "qwen2"}) {
-    for (GgmlType type : {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ8_0, GgmlType::kQ4_0}) {
-      RandomModelSpec spec;
-      spec.arch = arch;
-      spec.weight_type = type;
-      spec.dim = 128;
-      spec.n_heads = 4;
-      spec.n_kv_heads = 2;
-      spec.ffn_dim = 256;
-      spec.n_layers = 2;
-      GgufWriter wr;
-      ASSERT_TRUE(BuildRandomModel(spec, nullptr, &wr).ok());
-      const std::string bytes = wr.Serialize();
+    for (GgmlType type :
+         {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ8_0, GgmlType::kQ4_0}) {
+      const std::string bytes = SmallModel(arch, type);
       auto run = [&](Backend* be) {
         auto f = GgufFile::FromBytes(bytes);
         auto m = Model::FromFile(std::move(*f), be);
@@ -245,6 +294,73 @@ TEST_F(CudaTest, ModelLogitsMatchCpuForBothArchitecturesAndAllTypes) {
       ExpectClose(got, want, type == GgmlType::kF32 ? 1e-4 : 3e-2, arch);
     }
   }
+}
+
+// Decode steps of 8 and of 12 sequences (the GEMV and the cuBLAS paths), 40 steps each, crossing
+// KV block boundaries: a backend that captures and replays graphs gives the same logits as one
+// that runs every op eagerly, and both match the CPU backend.
+TEST_F(CudaTest, DecodeGraphsReplayAndMatchEagerExecution) {
+  const std::string bytes = SmallModel("llama", GgmlType::kQ8_0);
+  CudaBackendOptions eager_options;
+  eager_options.graphs = false;
+  auto eager = CreateCudaBackend(0, eager_options);
+  ASSERT_TRUE(eager.ok()) << eager.status();
+  struct Runner {
+    std::unique_ptr<Model> model;
+    std::unique_ptr<KvCache> kv;
+    std::unique_ptr<Transformer> tf;
+  };
+  const int prompt = 6, steps = 40, max_blocks = 4, block_size = 16;
+  for (int batch : {8, 12}) {
+    auto make = [&](Backend* be) {
+      Runner r;
+      auto m = Model::FromFile(std::move(*GgufFile::FromBytes(bytes)), be);
+      EXPECT_TRUE(m.ok()) << m.status();
+      r.model = std::move(*m);
+      r.kv = std::move(*KvCache::Create(be, r.model->config(), batch * max_blocks, block_size));
+      r.tf = std::make_unique<Transformer>(r.model.get(), be, r.kv.get());
+      return r;
+    };
+    Runner graph = make(gpu_.get()), plain = make(eager->get()), cpu = make(cpu_.get());
+    ForwardBatch b;
+    b.max_blocks_per_seq = max_blocks;
+    for (int s = 0; s < batch; ++s) {
+      for (int j = 0; j < max_blocks; ++j)
+        b.block_tables.push_back((batch - 1 - s) * max_blocks + (j * 3) % max_blocks);
+      for (int t = 0; t < prompt; ++t) {
+        b.tokens.push_back((s * 7 + t * 3) % 512);
+        b.positions.push_back(t);
+        b.seq_of_token.push_back(s);
+      }
+      b.logit_rows.push_back(s * prompt + prompt - 1);
+    }
+    for (int step = 0; step <= steps; ++step) {
+      if (step > 0) {
+        b.tokens.clear();
+        b.positions.clear();
+        b.seq_of_token.clear();
+        b.logit_rows.clear();
+        for (int s = 0; s < batch; ++s) {
+          b.tokens.push_back((step * 13 + s * 5) % 512);
+          b.positions.push_back(prompt + step - 1);
+          b.seq_of_token.push_back(s);
+          b.logit_rows.push_back(s);
+        }
+      }
+      std::vector<float> got, base, want;
+      ASSERT_TRUE(graph.tf->Forward(b, &got).ok());
+      ASSERT_TRUE(plain.tf->Forward(b, &base).ok());
+      ASSERT_TRUE(cpu.tf->Forward(b, &want).ok());
+      const std::string what = "batch " + std::to_string(batch) + " step " + std::to_string(step);
+      ExpectClose(got, base, 1e-5, (what + " graph vs eager").c_str());
+      ExpectClose(got, want, batch > 8 ? 3e-2 : 1e-3, (what + " vs cpu").c_str());
+    }
+  }
+  const CudaGraphStats st = GetCudaGraphStats(*gpu_);
+  EXPECT_EQ(st.capture_failures, 0);
+  EXPECT_GE(st.captured, 2);
+  EXPECT_GE(st.replayed, 2 * (steps - 2));
+  EXPECT_EQ(GetCudaGraphStats(**eager).replayed, 0);
 }
 
 }  // namespace
@@ -331,7 +447,9 @@ TEST_F(CudaTest, DeviceSamplingMatchesTheCpuSampler) {
   int same = 0;
   for (int r = 0; r < rows; ++r) {
     same += got[r] == want[r];
-    if (got[r] == want[r]) EXPECT_NEAR(got_lp[r], want_lp[r], 1e-4) << r;
+    if (got[r] == want[r]) {
+      EXPECT_NEAR(got_lp[r], want_lp[r], 1e-4) << r;
+    }
   }
   // float vs double accumulation can move a draw that lands on a boundary: allow one.
   EXPECT_GE(same, rows - 1);

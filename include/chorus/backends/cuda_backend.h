@@ -1,22 +1,42 @@
 // The CUDA backend (built when CHORUS_CUDA finds nvcc): weights and KV cache in device memory,
-// kernels from kernels/, cuBLAS GEMMs for prefill, the dequantize-and-dot GEMV for decode
-// batches of up to 8 rows. One stream; not thread-safe (the engine thread drives it).
+// kernels from kernels/, cuBLAS GEMMs for prefill and batches over 8 rows, the
+// dequantize-and-dot GEMV for decode batches of up to 8 rows, tiled attention for prefill runs
+// and split (flash-decoding) attention for decode rows. Ops are deferred on an OpTape
+// (device_plan.h) until results are needed; decode forwards of up to 64 rows whose ops and
+// arguments repeat are captured once as a CUDA graph and replayed. One stream; not thread-safe
+// (the engine thread drives it).
 #pragma once
 
 #include <memory>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "chorus/backends/backend.h"
 #include "chorus/model/communicator.h"
 
-#include <vector>
-
 namespace chorus {
+
+struct CudaBackendOptions {
+  bool graphs = true;         // capture and replay decode steps (env CHORUS_CUDA_GRAPHS=0: off)
+  bool dequant_cache = true;  // keep half copies of quantized weights for GEMMs while device
+                              // memory allows (env CHORUS_CUDA_DEQUANT_CACHE=0: off)
+  static CudaBackendOptions FromEnvironment();
+};
+
+// What the graph machinery did so far (all zero for other backends).
+struct CudaGraphStats {
+  int64_t eager = 0, captured = 0, replayed = 0, capture_failures = 0, graphs = 0;
+  int64_t dequantized_bytes = 0;
+};
+CudaGraphStats GetCudaGraphStats(const Backend& backend);
 
 // Devices usable by this process: 0 without a driver or a GPU (never an error).
 int CudaDeviceCount();
 // FAILED_PRECONDITION when the build has no CUDA or the device does not exist.
-absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device);
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(
+    int device);  // options from the environment
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device,
+                                                           const CudaBackendOptions& options);
 // "cpu" or "cuda" (device 0).
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::string_view name, int cpu_threads);
 

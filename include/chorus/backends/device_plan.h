@@ -90,8 +90,8 @@ class OpTape {
   std::vector<std::function<void()>> ops_;
   std::vector<uint64_t> signature_;
   std::unordered_multimap<uint64_t, Graph> graphs_;  // by signature hash
-  std::list<uint64_t> lru_;                         // hashes, most recent first
-  std::unordered_map<uint64_t, int> seen_;          // signature hash -> times run eagerly
+  std::list<uint64_t> lru_;                          // hashes, most recent first
+  std::unordered_map<uint64_t, int> seen_;           // signature hash -> times run eagerly
   Stats stats_;
 };
 
@@ -102,8 +102,8 @@ struct QueryTile {
   int32_t count;
 };
 struct AttentionPlan {
-  std::vector<QueryTile> tiles;   // for the tiled prefill kernel
-  std::vector<int32_t> singles;   // batch rows left to the split (flash-decoding) kernel
+  std::vector<QueryTile> tiles;  // for the tiled prefill kernel
+  std::vector<int32_t> singles;  // batch rows left to the split (flash-decoding) kernel
 };
 // Tiles of at most max_tile rows for runs of at least min_tile rows; the rest are singles.
 AttentionPlan PlanQueryTiles(const int32_t* positions, const int32_t* seq_of_token, int num_tokens,

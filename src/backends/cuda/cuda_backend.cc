@@ -5,9 +5,12 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <unordered_map>
 #include <vector>
 
+#include "chorus/backends/device_plan.h"
 #include "chorus/core/str_cat.h"
 #include "kernels.h"
 
@@ -50,41 +53,95 @@ k::DeviceWeight Dev(const WeightTensor& w) {
   return {static_cast<int>(w.type), w.rows, w.cols, w.row_bytes, w.data};
 }
 
-class CudaBackend : public Backend {
+bool Quantized(GgmlType t) { return t == GgmlType::kQ8_0 || t == GgmlType::kQ4_0; }
+
+// Decode batches up to this many rows may be captured as graphs.
+constexpr int kGraphMaxTokens = 64;
+constexpr size_t kMaxGraphs =
+    512;  // tensor-parallel ranks keep one graph per segment between all-reduces
+// Runs of at least this many query rows go to the tiled prefill attention.
+constexpr int kMinQueryTile = 4;
+constexpr size_t kBlasWorkspace = size_t{32} << 20;
+
+enum Op : uint64_t {
+  kOpEmbed = 1,
+  kOpRmsNorm,
+  kOpGemv,
+  kOpGemm,
+  kOpBias,
+  kOpRope,
+  kOpKvWrite,
+  kOpAttention,
+  kOpSwiGlu,
+  kOpAdd,
+  kOpGather
+};
+
+template <typename T>
+uint64_t W(T v) {
+  return OpTape::Word(v);
+}
+
+class CudaBackend : public Backend, public GraphDriver {
  public:
-  CudaBackend(int device, cudaStream_t stream, cublasHandle_t blas)
-      : device_(device), stream_(stream), blas_(blas) {}
+  CudaBackend(int device, cudaStream_t stream, cublasHandle_t blas, void* blas_workspace,
+              const CudaBackendOptions& options)
+      : device_(device),
+        stream_(stream),
+        blas_(blas),
+        blas_workspace_(blas_workspace),
+        options_(options),
+        tape_(this, options.graphs ? kMaxGraphs : 0) {}
   ~CudaBackend() override {
+    tape_.Flush();
     cudaStreamSynchronize(stream_);
+    tape_.Clear();
     for (void* p : weights_) cudaFree(p);
+    for (auto& [w, p] : dequantized_) cudaFree(p);
     cublasDestroy(blas_);
+    cudaFree(blas_workspace_);
     cudaStreamDestroy(stream_);
   }
   std::string_view name() const override { return "cuda"; }
+  CudaGraphStats graph_stats() const {
+    const OpTape::Stats& s = tape_.stats();
+    return {s.eager,
+            s.captured,
+            s.replayed,
+            s.capture_failures,
+            static_cast<int64_t>(tape_.graphs()),
+            dequantized_bytes_};
+  }
 
   absl::StatusOr<std::unique_ptr<BackendBuffer>> Alloc(size_t bytes) override {
+    tape_.Flush();
     void* p = nullptr;
     if (cudaMalloc(&p, std::max<size_t>(bytes, 16)) != cudaSuccess) {
       cudaGetLastError();
-      return absl::ResourceExhaustedError(StrCat("cuda: out of device memory allocating ", bytes, " bytes"));
+      return absl::ResourceExhaustedError(
+          StrCat("cuda: out of device memory allocating ", bytes, " bytes"));
     }
     return std::unique_ptr<BackendBuffer>(new DeviceBuffer(p, bytes));
   }
 
   absl::StatusOr<WeightTensor> LoadWeight(const GgufTensorInfo& t) override {
+    tape_.Flush();
     auto traits = GetTypeTraits(static_cast<uint32_t>(t.type));
     if (!traits || !traits->supported || t.n_dims > 2) {
-      return absl::FailedPreconditionError(StrCat("tensor '", t.name, "' has type ", TypeName(t.type),
+      return absl::FailedPreconditionError(StrCat("tensor '", t.name, "' has type ",
+                                                  TypeName(t.type),
                                                   " or shape the cuda backend does not support"));
     }
     void* p = nullptr;
     if (cudaMalloc(&p, static_cast<size_t>(t.num_bytes)) != cudaSuccess) {
       cudaGetLastError();
-      return absl::ResourceExhaustedError(StrCat("cuda: out of device memory loading tensor '", t.name,
-                                                 "' (", t.num_bytes, " bytes)"));
+      return absl::ResourceExhaustedError(StrCat("cuda: out of device memory loading tensor '",
+                                                 t.name, "' (", t.num_bytes, " bytes)"));
     }
     weights_.push_back(p);
-    if (cudaMemcpy(p, t.data, static_cast<size_t>(t.num_bytes), cudaMemcpyHostToDevice) != cudaSuccess) {
+    if (cudaMemcpy(p, t.data, static_cast<size_t>(t.num_bytes), cudaMemcpyHostToDevice) !=
+        cudaSuccess) {
+      cudaGetLastError();
       return absl::InternalError(StrCat("cuda: copying tensor '", t.name, "' failed"));
     }
     WeightTensor w;
@@ -97,100 +154,202 @@ class CudaBackend : public Backend {
   }
 
   void CopyToBackend(const void* host, void* dst, size_t bytes) override {
+    tape_.Flush();
     Check(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, stream_));
     Check(cudaStreamSynchronize(stream_));  // the host buffer may go away after the call
   }
   void CopyToHost(const void* src, void* host, size_t bytes) override {
+    tape_.Flush();
     Check(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, stream_));
     Check(cudaStreamSynchronize(stream_));
   }
   void Copy(void* dst, const void* src, size_t bytes) override {
+    tape_.Flush();
     Check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
   }
-  void Synchronize() override { Check(cudaStreamSynchronize(stream_)); }
+  void Synchronize() override {
+    tape_.Flush();
+    Check(cudaStreamSynchronize(stream_));
+  }
   absl::Status TakeError() override {
+    tape_.Flush();
     absl::Status s = error_;
     error_ = absl::OkStatus();
     return s;
   }
 
+  // Uploads the forward's integer inputs in one copy: tokens, positions, sequence ids, block
+  // tables (row stride rounded up to a power of two for graph batches, so that a growing
+  // sequence keeps its graph), logit rows, the attention plan (query tiles, single rows).
   void BeginForward(const int32_t* tokens, const AttentionLayout& l, const int32_t* logit_rows,
                     int num_logit_rows) override {
-    int num_seqs = 0, max_pos = 0;
-    for (int t = 0; t < l.num_tokens; ++t) {
-      num_seqs = std::max(num_seqs, l.seq_of_token[t] + 1);
-      max_pos = std::max(max_pos, l.positions[t]);
+    tape_.Flush();
+    const int n = l.num_tokens;
+    const bool graph = options_.graphs && n <= kGraphMaxTokens;
+    int num_seqs = 0;
+    for (int t = 0; t < n; ++t) num_seqs = std::max(num_seqs, l.seq_of_token[t] + 1);
+    const int stride =
+        graph ? static_cast<int>(RoundUpPow2(l.max_blocks_per_seq)) : l.max_blocks_per_seq;
+    plan_ = PlanQueryTiles(l.positions, l.seq_of_token, n, k::kQueryTile, kMinQueryTile);
+    int max_pos = 0, max_single_pos = 0;
+    for (int t = 0; t < n; ++t) max_pos = std::max(max_pos, l.positions[t]);
+    for (int32_t t : plan_.singles) max_single_pos = std::max(max_single_pos, l.positions[t]);
+    auto splits = [&](int pos) {
+      const int s = pos / k::kAttentionChunk + 1;
+      return graph ? static_cast<int>(RoundUpPow2(s)) : s;
+    };
+    splits_all_ = splits(max_pos);
+    splits_singles_ = splits(max_single_pos);
+
+    const size_t un = static_cast<size_t>(n);
+    const size_t tables = static_cast<size_t>(num_seqs) * stride;
+    const size_t ntiles = plan_.tiles.size(), nsingles = plan_.singles.size();
+    const size_t ints =
+        3 * un + tables + static_cast<size_t>(num_logit_rows) + 2 * ntiles + nsingles;
+    host_.assign(ints, 0);
+    int32_t* h = host_.data();
+    std::memcpy(h, tokens, un * 4);
+    std::memcpy(h + un, l.positions, un * 4);
+    std::memcpy(h + 2 * un, l.seq_of_token, un * 4);
+    for (int s = 0; s < num_seqs; ++s) {
+      std::memcpy(h + 3 * un + static_cast<size_t>(s) * stride,
+                  l.block_tables + static_cast<size_t>(s) * l.max_blocks_per_seq,
+                  l.max_blocks_per_seq * 4);
     }
-    const size_t n = static_cast<size_t>(l.num_tokens);
-    const size_t tables = static_cast<size_t>(num_seqs) * l.max_blocks_per_seq;
-    const size_t ints = 3 * n + tables + static_cast<size_t>(num_logit_rows);
-    host_.resize(ints);
-    std::memcpy(host_.data(), tokens, n * 4);
-    std::memcpy(host_.data() + n, l.positions, n * 4);
-    std::memcpy(host_.data() + 2 * n, l.seq_of_token, n * 4);
-    std::memcpy(host_.data() + 3 * n, l.block_tables, tables * 4);
-    if (num_logit_rows > 0) std::memcpy(host_.data() + 3 * n + tables, logit_rows, num_logit_rows * 4);
-    if (!Check(ints_.Ensure(ints * 4))) return;
-    Check(cudaMemcpyAsync(ints_.p, host_.data(), ints * 4, cudaMemcpyHostToDevice, stream_));
+    int32_t* rows = h + 3 * un + tables;
+    if (num_logit_rows > 0) std::memcpy(rows, logit_rows, num_logit_rows * 4);
+    int32_t* tiles = rows + num_logit_rows;
+    for (size_t i = 0; i < ntiles; ++i) {
+      tiles[2 * i] = plan_.tiles[i].first;
+      tiles[2 * i + 1] = plan_.tiles[i].count;
+    }
+    if (nsingles > 0) std::memcpy(tiles + 2 * ntiles, plan_.singles.data(), nsingles * 4);
+
+    host_positions_ = nullptr;  // nothing is cached until the upload succeeds
+    if (!Grow(ints_, ints * 4)) return;
+    Check(cudaMemcpyAsync(ints_.p, h, ints * 4, cudaMemcpyHostToDevice, stream_));
     Check(cudaStreamSynchronize(stream_));
     auto* d = static_cast<int32_t*>(ints_.p);
     host_tokens_ = tokens;
     host_positions_ = l.positions;
     host_rows_ = logit_rows;
     dev_tokens_ = d;
-    layout_ = {l.num_tokens, d + n, d + 2 * n, d + 3 * n, l.max_blocks_per_seq, l.block_size};
-    dev_rows_ = d + 3 * n + tables;
-    splits_ = max_pos / k::kAttentionChunk + 1;
+    layout_ = {n, d + un, d + 2 * un, d + 3 * un, stride, l.block_size};
+    dev_rows_ = d + 3 * un + tables;
+    dev_tiles_ = dev_rows_ + num_logit_rows;
+    dev_singles_ = dev_tiles_ + 2 * ntiles;
+    tape_.set_capturable(graph);
   }
 
   void Embed(const WeightTensor& table, const int32_t* tokens, int n, float* out) override {
-    Check(k::Embed(Dev(table), Device(tokens, host_tokens_, dev_tokens_, n), n, out, stream_));
+    const int32_t* dt = Device(tokens, host_tokens_, dev_tokens_, n);
+    const k::DeviceWeight w = Dev(table);
+    tape_.Push({kOpEmbed, W(w.data), W(dt), W(n), W(out)},
+               [=, this] { Check(k::Embed(w, dt, n, out, stream_)); });
   }
-  void RmsNorm(const float* x, const WeightTensor& w, int n, int d, float eps, float* out) override {
-    Check(k::RmsNorm(x, static_cast<const float*>(w.data), n, d, eps, out, stream_));
+  void RmsNorm(const float* x, const WeightTensor& w, int n, int d, float eps,
+               float* out) override {
+    const auto* wd = static_cast<const float*>(w.data);
+    tape_.Push({kOpRmsNorm, W(x), W(wd), W(n), W(d), W(eps), W(out)},
+               [=, this] { Check(k::RmsNorm(x, wd, n, d, eps, out, stream_)); });
   }
   void MatMul(const WeightTensor& w, const float* x, int n, float* out) override {
     if (n <= k::kMaxGemvTokens) {
-      Check(k::Gemv(Dev(w), x, n, out, stream_));
+      const k::DeviceWeight dw = Dev(w);
+      tape_.Push({kOpGemv, W(dw.data), W(x), W(n), W(out)},
+                 [=, this] { Check(k::Gemv(dw, x, n, out, stream_)); });
       return;
     }
     Gemm(w, x, n, out);
   }
   void AddBias(float* x, const WeightTensor& bias, int n) override {
-    Check(k::AddBias(x, static_cast<const float*>(bias.data), n, static_cast<int>(bias.cols), stream_));
+    const auto* b = static_cast<const float*>(bias.data);
+    const int d = static_cast<int>(bias.cols);
+    tape_.Push({kOpBias, W(x), W(b), W(n), W(d)},
+               [=, this] { Check(k::AddBias(x, b, n, d, stream_)); });
   }
   void Rope(float* x, const int32_t* positions, int n, int heads, int head_dim, int rope_dim,
             float freq_base, RopeStyle style) override {
-    Check(k::Rope(x, Device(positions, host_positions_, layout_.positions, n), n, heads, head_dim, rope_dim,
-                  freq_base, style == RopeStyle::kHalves, stream_));
+    const int32_t* dp = Device(positions, host_positions_, layout_.positions, n);
+    const bool halves = style == RopeStyle::kHalves;
+    tape_.Push(
+        {kOpRope, W(x), W(dp), W(n), W(heads), W(head_dim), W(rope_dim), W(freq_base), W(halves)},
+        [=, this] {
+          Check(k::Rope(x, dp, n, heads, head_dim, rope_dim, freq_base, halves, stream_));
+        });
   }
   void KvWrite(const float* kk, const float* v, const AttentionLayout& layout, int kv_dim,
                float* k_cache, float* v_cache) override {
     if (!LayoutReady(layout)) return;
-    Check(k::KvWrite(kk, v, layout_, kv_dim, k_cache, v_cache, stream_));
+    const k::DeviceLayout l = layout_;
+    tape_.Push({kOpKvWrite, W(kk), W(v), W(l.positions), W(l.block_tables), W(l.max_blocks_per_seq),
+                W(l.block_size), W(l.num_tokens), W(kv_dim), W(k_cache), W(v_cache)},
+               [=, this] { Check(k::KvWrite(kk, v, l, kv_dim, k_cache, v_cache, stream_)); });
   }
+  // Runs of prefill rows go to the tiled kernel, single rows (decode) to the split kernel; a
+  // head_dim above the tiled kernel's limit sends every row to the split kernel.
   void Attention(const float* q, const float* k_cache, const float* v_cache,
                  const AttentionLayout& layout, int heads, int kv_heads, int head_dim, float scale,
                  float* out) override {
     if (!LayoutReady(layout)) return;
-    const size_t bytes = static_cast<size_t>(layout.num_tokens) * heads * splits_ * (head_dim + 2) * 4;
-    if (!Check(attn_.Ensure(bytes))) return;
-    Check(k::Attention(q, k_cache, v_cache, layout_, heads, kv_heads, head_dim, scale, splits_,
-                       static_cast<float*>(attn_.p), out, stream_));
+    const bool tiled = head_dim <= k::kMaxTiledHeadDim && !plan_.tiles.empty();
+    const int num_tiles = tiled ? static_cast<int>(plan_.tiles.size()) : 0;
+    const int32_t* tiles = dev_tiles_;
+    const int32_t* rows = tiled ? dev_singles_ : nullptr;
+    const int num_rows = tiled ? static_cast<int>(plan_.singles.size()) : layout_.num_tokens;
+    const int splits = tiled ? splits_singles_ : splits_all_;
+    const size_t bytes = static_cast<size_t>(num_rows) * heads * splits * (head_dim + 2) * 4;
+    if (num_rows > 0 && !Grow(attn_, bytes)) return;
+    auto* scratch = static_cast<float*>(attn_.p);
+    const k::DeviceLayout l = layout_;
+    tape_.Push({kOpAttention,
+                W(q),
+                W(k_cache),
+                W(v_cache),
+                W(l.positions),
+                W(l.block_tables),
+                W(l.max_blocks_per_seq),
+                W(l.block_size),
+                W(l.num_tokens),
+                W(tiles),
+                W(num_tiles),
+                W(rows),
+                W(num_rows),
+                W(heads),
+                W(kv_heads),
+                W(head_dim),
+                W(scale),
+                W(splits),
+                W(scratch),
+                W(out)},
+               [=, this] {
+                 Check(k::TiledAttention(q, k_cache, v_cache, l, tiles, num_tiles, heads, kv_heads,
+                                         head_dim, scale, out, stream_));
+                 Check(k::Attention(q, k_cache, v_cache, l, rows, num_rows, heads, kv_heads,
+                                    head_dim, scale, splits, scratch, out, stream_));
+               });
   }
   void SwiGlu(const float* gate, const float* up, int n, int d, float* out) override {
-    Check(k::SwiGlu(gate, up, static_cast<int64_t>(n) * d, out, stream_));
+    const int64_t count = static_cast<int64_t>(n) * d;
+    tape_.Push({kOpSwiGlu, W(gate), W(up), W(count), W(out)},
+               [=, this] { Check(k::SwiGlu(gate, up, count, out, stream_)); });
   }
-  void Add(float* x, const float* y, int64_t count) override { Check(k::Add(x, y, count, stream_)); }
-  absl::Status SampleRows(const float* logits, int rows, int vocab, const std::vector<DeviceSampleParams>& params,
+  void Add(float* x, const float* y, int64_t count) override {
+    tape_.Push({kOpAdd, W(x), W(y), W(count)}, [=, this] { Check(k::Add(x, y, count, stream_)); });
+  }
+  absl::Status SampleRows(const float* logits, int rows, int vocab,
+                          const std::vector<DeviceSampleParams>& params,
                           std::vector<int32_t>* tokens, std::vector<float>* logprobs) override {
-    if (static_cast<int>(params.size()) != rows) return absl::InvalidArgumentError("cuda: one sampling row per logits row");
+    tape_.Flush();
+    if (static_cast<int>(params.size()) != rows)
+      return absl::InvalidArgumentError("cuda: one sampling row per logits row");
     std::vector<k::SamplingRow> host(rows);
     for (int r = 0; r < rows; ++r) {
-      host[r] = {params[r].temperature, params[r].top_k, params[r].top_p, params[r].min_p, params[r].uniform};
+      host[r] = {params[r].temperature, params[r].top_k, params[r].top_p, params[r].min_p,
+                 params[r].uniform};
     }
     const size_t pbytes = rows * sizeof(k::SamplingRow), obytes = rows * 8;
-    if (!Check(sample_.Ensure(pbytes + obytes))) return TakeError();
+    if (!Grow(sample_, pbytes + obytes)) return TakeError();
     auto* dparams = static_cast<k::SamplingRow*>(sample_.p);
     auto* dtokens = reinterpret_cast<int32_t*>(static_cast<char*>(sample_.p) + pbytes);
     auto* dlogp = reinterpret_cast<float*>(dtokens + rows);
@@ -204,8 +363,47 @@ class CudaBackend : public Backend {
     return TakeError();
   }
   void GatherRows(const float* x, const int32_t* rows, int m, int d, float* out) override {
-    Check(k::GatherRows(x, Device(rows, host_rows_, dev_rows_, m), m, d, out, stream_));
+    const int32_t* dr = Device(rows, host_rows_, dev_rows_, m);
+    tape_.Push({kOpGather, W(x), W(dr), W(m), W(d), W(out)},
+               [=, this] { Check(k::GatherRows(x, dr, m, d, out, stream_)); });
   }
+
+  // GraphDriver: stream capture on the backend's stream.
+  bool BeginCapture() override {
+    saved_error_ = error_;
+    if (cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    return true;
+  }
+  void* EndCapture() override {
+    cudaGraph_t graph = nullptr;
+    const cudaError_t e = cudaStreamEndCapture(stream_, &graph);
+    const bool op_failed = !error_.ok() && saved_error_.ok();
+    error_ = saved_error_;  // the ops run again eagerly if capture failed and report then
+    if (e != cudaSuccess || graph == nullptr || op_failed) {
+      if (graph != nullptr) cudaGraphDestroy(graph);
+      cudaGetLastError();
+      return nullptr;
+    }
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t ie = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (ie != cudaSuccess) {
+      cudaGetLastError();
+      return nullptr;
+    }
+    return exec;
+  }
+  bool Launch(void* graph) override {
+    if (cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph), stream_) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    return true;
+  }
+  void Destroy(void* graph) override { cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph)); }
 
  private:
   bool Check(cudaError_t e) {
@@ -218,60 +416,133 @@ class CudaBackend : public Backend {
     if (error_.ok()) error_ = absl::InternalError(StrCat("cublas: status ", static_cast<int>(s)));
     return false;
   }
-  // The device copy of a host array uploaded by BeginForward, or a fresh upload.
-  const int32_t* Device(const int32_t* host, const int32_t* cached_host, const int32_t* cached_dev, int n) {
+  // Makes a scratch area at least `bytes` long (powers of two, so it settles quickly). Growing
+  // frees the old area: pending ops run first, and graphs that pointed into it are dropped.
+  bool Grow(Scratch& s, size_t bytes) {
+    if (bytes <= s.n) return true;
+    tape_.Flush();
+    Check(cudaStreamSynchronize(stream_));
+    tape_.Clear();
+    return Check(s.Ensure(static_cast<size_t>(RoundUpPow2(static_cast<int64_t>(bytes)))));
+  }
+  // The device copy of a host array uploaded by BeginForward, or a fresh upload (pending ops run
+  // first: they may still read the previous upload).
+  const int32_t* Device(const int32_t* host, const int32_t* cached_host, const int32_t* cached_dev,
+                        int n) {
     if (host == cached_host && cached_dev != nullptr) return cached_dev;
-    if (!Check(extra_.Ensure(static_cast<size_t>(n) * 4))) return nullptr;
-    Check(cudaMemcpyAsync(extra_.p, host, static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice, stream_));
+    tape_.Flush();
+    if (!Grow(extra_, static_cast<size_t>(n) * 4)) return nullptr;
+    Check(cudaMemcpyAsync(extra_.p, host, static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice,
+                          stream_));
     Check(cudaStreamSynchronize(stream_));
     return static_cast<const int32_t*>(extra_.p);
   }
   bool LayoutReady(const AttentionLayout& l) {
     if (l.positions == host_positions_ && l.num_tokens == layout_.num_tokens) return true;
-    if (error_.ok()) error_ = absl::InternalError("cuda: attention layout was not prepared by BeginForward");
+    if (error_.ok())
+      error_ = absl::InternalError("cuda: attention layout was not prepared by BeginForward");
     return false;
   }
 
-  // out[n, rows] = x[n, cols] * W^T with cuBLAS (column-major view: W is cols x rows).
+  // A persistent half-precision copy of a quantized weight for GEMMs, while the cache's share of
+  // device memory lasts (free memory at first use minus a reserve); null when it does not fit.
+  const void* Dequantized(const WeightTensor& w) {
+    auto it = dequantized_.find(w.data);
+    if (it != dequantized_.end()) return it->second;
+    if (!options_.dequant_cache) return nullptr;
+    const size_t bytes = static_cast<size_t>(w.rows) * w.cols * 2;
+    if (dequant_budget_ < 0) {
+      size_t free = 0, total = 0;
+      if (cudaMemGetInfo(&free, &total) != cudaSuccess) {
+        cudaGetLastError();
+        dequant_budget_ = 0;
+      } else {
+        const size_t reserve = std::max<size_t>(size_t{1} << 30, total / 10);
+        dequant_budget_ = free > reserve ? static_cast<int64_t>(free - reserve) : 0;
+      }
+    }
+    if (dequantized_bytes_ + static_cast<int64_t>(bytes) > dequant_budget_) return nullptr;
+    void* p = nullptr;
+    if (cudaMalloc(&p, bytes) != cudaSuccess) {
+      cudaGetLastError();
+      dequant_budget_ = 0;
+      return nullptr;
+    }
+    // Launched now, outside any capture: it reads only the weight and writes fresh memory, so
+    // running ahead of the pending ops is safe.
+    if (!Check(k::DequantizeToHalf(Dev(w), p, stream_))) {
+      cudaFree(p);
+      return nullptr;
+    }
+    dequantized_.emplace(w.data, p);
+    dequantized_bytes_ += static_cast<int64_t>(bytes);
+    return p;
+  }
+
+  // out[n, rows] = x[n, cols] * W^T with cuBLAS (column-major view: W is cols x rows). 16-bit and
+  // quantized weights multiply half / bfloat16 activations with F32 accumulation; quantized
+  // weights use their cached half copy, or are dequantized into scratch for this call.
   void Gemm(const WeightTensor& w, const float* x, int n, float* out) {
-    const float one = 1.0f, zero = 0.0f;
     const int m = static_cast<int>(w.rows), kk = static_cast<int>(w.cols);
     if (w.type == GgmlType::kF32) {
-      Check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, kk, &one, w.data, CUDA_R_32F, kk, x,
-                         CUDA_R_32F, kk, &zero, out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      const void* a = w.data;
+      tape_.Push({kOpGemm, W(a), W(x), W(n), W(out), W(m), W(kk)}, [=, this] {
+        const float one = 1.0f, zero = 0.0f;
+        Check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, kk, &one, a, CUDA_R_32F, kk, x,
+                           CUDA_R_32F, kk, &zero, out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
+                           CUBLAS_GEMM_DEFAULT));
+      });
       return;
     }
     const bool bf16 = w.type == GgmlType::kBF16;
-    const size_t act = static_cast<size_t>(n) * kk * 2;
-    if (!Check(act_.Ensure(act))) return;
-    Check(bf16 ? k::FloatToBf16(x, static_cast<int64_t>(n) * kk, act_.p, stream_)
-               : k::FloatToHalf(x, static_cast<int64_t>(n) * kk, act_.p, stream_));
     const void* a = w.data;
-    if (w.type == GgmlType::kQ8_0 || w.type == GgmlType::kQ4_0) {
-      // Dequantize-then-GEMM for prefill with quantized weights.
-      if (!Check(deq_.Ensure(static_cast<size_t>(m) * kk * 2))) return;
-      Check(k::DequantizeToHalf(Dev(w), deq_.p, stream_));
-      a = deq_.p;
+    void* deq = nullptr;
+    if (Quantized(w.type)) {
+      a = Dequantized(w);
+      if (a == nullptr) {
+        if (!Grow(deq_, static_cast<size_t>(m) * kk * 2)) return;
+        deq = deq_.p;
+        a = deq;
+      }
     }
-    const cudaDataType t = bf16 ? CUDA_R_16BF : CUDA_R_16F;
-    Check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, kk, &one, a, t, kk, act_.p, t, kk, &zero,
-                       out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    if (!Grow(act_, static_cast<size_t>(n) * kk * 2)) return;
+    void* act = act_.p;
+    const k::DeviceWeight dw = Dev(w);
+    tape_.Push(
+        {kOpGemm, W(dw.data), W(a), W(deq), W(x), W(n), W(out), W(act), W(m), W(kk)}, [=, this] {
+          const int64_t count = static_cast<int64_t>(n) * kk;
+          Check(bf16 ? k::FloatToBf16(x, count, act, stream_)
+                     : k::FloatToHalf(x, count, act, stream_));
+          if (deq != nullptr) Check(k::DequantizeToHalf(dw, deq, stream_));
+          const cudaDataType t = bf16 ? CUDA_R_16BF : CUDA_R_16F;
+          const float one = 1.0f, zero = 0.0f;
+          Check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, kk, &one, a, t, kk, act, t, kk,
+                             &zero, out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        });
   }
 
   int device_;
   cudaStream_t stream_;
   cublasHandle_t blas_;
+  void* blas_workspace_;
+  CudaBackendOptions options_;
   std::vector<void*> weights_;
-  absl::Status error_;
+  absl::Status error_, saved_error_;
   Scratch ints_, extra_, attn_, act_, deq_, sample_;
+  std::unordered_map<const void*, void*> dequantized_;
+  int64_t dequantized_bytes_ = 0, dequant_budget_ = -1;
   std::vector<int32_t> host_;
   const int32_t* host_tokens_ = nullptr;
   const int32_t* host_positions_ = nullptr;
   const int32_t* host_rows_ = nullptr;
   const int32_t* dev_tokens_ = nullptr;
   const int32_t* dev_rows_ = nullptr;
+  const int32_t* dev_tiles_ = nullptr;
+  const int32_t* dev_singles_ = nullptr;
   k::DeviceLayout layout_{};
-  int splits_ = 1;
+  AttentionPlan plan_;
+  int splits_all_ = 1, splits_singles_ = 1;
+  OpTape tape_;  // last: destroyed first, while the driver above is intact
 };
 
 }  // namespace
@@ -285,14 +556,35 @@ int CudaDeviceCount() {
   return n;
 }
 
+CudaBackendOptions CudaBackendOptions::FromEnvironment() {
+  CudaBackendOptions o;
+  auto off = [](const char* name) {
+    const char* v = std::getenv(name);
+    return v != nullptr && (std::strcmp(v, "0") == 0 || std::strcmp(v, "off") == 0);
+  };
+  o.graphs = !off("CHORUS_CUDA_GRAPHS");
+  o.dequant_cache = !off("CHORUS_CUDA_DEQUANT_CACHE");
+  return o;
+}
+
 absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device) {
+  return CreateCudaBackend(device, CudaBackendOptions::FromEnvironment());
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device,
+                                                           const CudaBackendOptions& options) {
   const int count = CudaDeviceCount();
   if (device < 0 || device >= count) {
-    return absl::FailedPreconditionError(StrCat("cuda: device ", device, " not available (", count, " devices)"));
+    return absl::FailedPreconditionError(
+        StrCat("cuda: device ", device, " not available (", count, " devices)"));
   }
-  if (cudaSetDevice(device) != cudaSuccess) return absl::InternalError("cuda: cudaSetDevice failed");
+  if (cudaSetDevice(device) != cudaSuccess) {
+    cudaGetLastError();
+    return absl::InternalError("cuda: cudaSetDevice failed");
+  }
   cudaStream_t stream;
   if (cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) != cudaSuccess) {
+    cudaGetLastError();
     return absl::InternalError("cuda: cannot create a stream");
   }
   cublasHandle_t blas;
@@ -300,9 +592,23 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device) {
     cudaStreamDestroy(stream);
     return absl::InternalError("cublas: cannot create a handle");
   }
+  // A workspace of our own, so that cuBLAS never allocates while a graph is being captured.
+  void* workspace = nullptr;
+  if (cudaMalloc(&workspace, kBlasWorkspace) != cudaSuccess) {
+    cudaGetLastError();
+    cublasDestroy(blas);
+    cudaStreamDestroy(stream);
+    return absl::ResourceExhaustedError("cuda: out of device memory for the cuBLAS workspace");
+  }
   cublasSetStream(blas, stream);
+  cublasSetWorkspace(blas, workspace, kBlasWorkspace);
   cublasSetMathMode(blas, CUBLAS_DEFAULT_MATH);  // no TF32: F32 weights stay F32
-  return std::unique_ptr<Backend>(new CudaBackend(device, stream, blas));
+  return std::unique_ptr<Backend>(new CudaBackend(device, stream, blas, workspace, options));
+}
+
+CudaGraphStats GetCudaGraphStats(const Backend& backend) {
+  if (backend.name() != "cuda") return {};
+  return static_cast<const CudaBackend&>(backend).graph_stats();
 }
 
 }  // namespace chorus
