@@ -57,8 +57,33 @@ int Run(int argc, char** argv) {
   if (!kv.ok()) return 1;
   Transformer tf(model->get(), backend.get(), kv->get());
   std::vector<float> logits;
-  int64_t weight_bytes = 0;
-  for (const auto& t : (*model)->file().tensors()) weight_bytes += t.num_bytes;
+  // Bytes a decode step must read: every weight except the embedding table (one row per token),
+  // which doubles as the output matrix when the model has none of its own.
+  int64_t weight_bytes = 0, step_weight_bytes = 0, embedding_bytes = 0;
+  int64_t step_params = 0, embedding_params = 0;
+  bool has_output = false;
+  for (const auto& t : (*model)->file().tensors()) {
+    weight_bytes += t.num_bytes;
+    if (t.name == "token_embd.weight") {
+      embedding_bytes = t.num_bytes;
+      embedding_params = t.num_elements;
+    } else {
+      step_weight_bytes += t.num_bytes;
+      step_params += t.num_elements;
+    }
+    has_output = has_output || t.name == "output.weight";
+  }
+  if (!has_output) {
+    step_weight_bytes += embedding_bytes;
+    step_params += embedding_params;
+  }
+  // Prefill work: 2 flops per weight per token (the output matrix for the last token only) plus
+  // causal attention (QK^T and PV over P^2 / 2 pairs per head).
+  const int64_t output_params = static_cast<int64_t>(c.vocab_size) * c.dim;
+  const double prefill_flops = 2.0 * static_cast<double>(step_params - output_params) * prompt +
+                               2.0 * output_params + 2.0 * 2.0 * c.n_layers * c.q_dim() * prompt * prompt / 2.0;
+  // KV cache read by attention per decode step, averaged over the steps (F32 K and V).
+  const double kv_bytes_per_step = 2.0 * c.n_layers * c.kv_dim() * 4.0 * batch * (prompt + (decode - 1) / 2.0);
 
   ForwardBatch b;
   b.max_blocks_per_seq = per_seq;
@@ -91,13 +116,19 @@ int Run(int argc, char** argv) {
     }
     best_decode = std::min(best_decode, Now() - t0);
   }
-  std::printf("{\"model\": \"%s\", \"backend\": \"%s\", \"threads\": %d, \"weight_bytes\": %lld, \"prompt_tokens\": %d, "
-              "\"prefill_tokens_per_s\": %.1f, \"batch\": %d, \"decode_steps\": %d, "
-              "\"decode_tokens_per_s\": %.2f, \"decode_step_ms\": %.2f, "
-              "\"decode_weight_gb_per_s\": %.2f}\n",
-              flags.Get("model").c_str(), std::string(backend->name()).c_str(), threads, static_cast<long long>(weight_bytes), prompt,
-              prompt / best_prefill, batch, decode, decode * batch / best_decode,
-              best_decode / decode * 1e3, weight_bytes * decode / best_decode / 1e9);
+  const CudaGraphStats graphs = GetCudaGraphStats(*backend);
+  std::printf("{\"model\": \"%s\", \"backend\": \"%s\", \"threads\": %d, \"weight_bytes\": %lld, "
+              "\"step_weight_bytes\": %lld, \"kv_bytes_per_step\": %.0f, \"prompt_tokens\": %d, "
+              "\"prefill_tokens_per_s\": %.1f, \"prefill_tflops\": %.2f, \"batch\": %d, \"decode_steps\": %d, "
+              "\"decode_tokens_per_s\": %.2f, \"decode_step_ms\": %.3f, "
+              "\"decode_weight_gb_per_s\": %.2f, \"graphs_captured\": %lld, \"graphs_replayed\": %lld, "
+              "\"dequantized_bytes\": %lld}\n",
+              flags.Get("model").c_str(), std::string(backend->name()).c_str(), threads,
+              static_cast<long long>(weight_bytes), static_cast<long long>(step_weight_bytes), kv_bytes_per_step,
+              prompt, prompt / best_prefill, prefill_flops / best_prefill / 1e12, batch, decode, decode * batch / best_decode,
+              best_decode / decode * 1e3, step_weight_bytes * decode / best_decode / 1e9,
+              static_cast<long long>(graphs.captured), static_cast<long long>(graphs.replayed),
+              static_cast<long long>(graphs.dequantized_bytes));
   return 0;
 }
 
