@@ -73,16 +73,19 @@ cudaError_t DequantizeToHalf(const DeviceWeight& w, void* dst_half, cudaStream_t
 cudaError_t FloatToHalf(const float* x, int64_t count, void* dst, cudaStream_t s);
 cudaError_t FloatToBf16(const float* x, int64_t count, void* dst, cudaStream_t s);
 
-// Per-row sampling parameters; `uniform` in [0, 1) is drawn by the caller's per-sequence RNG.
+// One sampling draw: the rule of sampling/sampler.h after penalties; `uniform` in [0, 1) is drawn
+// by the caller's per-sequence RNG; `row` picks the logits row (draws may share a row).
 struct SamplingRow {
   float temperature;  // <= 0: greedy
   int top_k;          // 0: off
   float top_p;        // 1: off
   float min_p;        // 0: off
   double uniform;
+  int32_t row;
 };
-// tokens[r], logprobs[r] (log softmax of the raw logits) for each of `rows` rows of logits.
-cudaError_t SampleRows(const float* logits, int rows, int vocab, const SamplingRow* params,
+// tokens[i], logprobs[i] (log softmax of the raw logits) for each of `draws` draws from logits
+// [num_rows, vocab]; a draw's row must be in [0, num_rows) (the caller checks).
+cudaError_t SampleRows(const float* logits, int vocab, const SamplingRow* params, int draws,
                        int32_t* tokens, float* logprobs, cudaStream_t s);
 
 }  // namespace chorus::kernels

@@ -40,14 +40,14 @@ __device__ double BlockSum(double v, double* sh) {
   return sh[0];
 }
 
-__global__ void SampleKernel(const float* logits, int vocab, const SamplingRow* params, int32_t* tokens,
-                             float* logprobs) {
+__global__ void SampleKernel(const float* logits, int vocab, const SamplingRow* params,
+                             int32_t* tokens, float* logprobs) {
   __shared__ float shf[32];
   __shared__ double shd[32];
   __shared__ double prefix[kSampleThreads];
   __shared__ int picked;
-  const float* l = logits + static_cast<int64_t>(blockIdx.x) * vocab;
   const SamplingRow p = params[blockIdx.x];
+  const float* l = logits + static_cast<int64_t>(p.row) * vocab;
   const int t = threadIdx.x;
 
   float m = -CUDART_INF_F;
@@ -63,7 +63,8 @@ __global__ void SampleKernel(const float* logits, int vocab, const SamplingRow* 
   if (p.temperature <= 0.0f) {
     // Greedy: the lowest index holding the maximum.
     for (int i = t; i < vocab; i += blockDim.x) {
-      if (l[i] == m) atomicMin(reinterpret_cast<unsigned int*>(&picked), static_cast<unsigned int>(i));
+      if (l[i] == m)
+        atomicMin(reinterpret_cast<unsigned int*>(&picked), static_cast<unsigned int>(i));
     }
   } else {
     const float inv_t = 1.0f / p.temperature;
@@ -79,7 +80,10 @@ __global__ void SampleKernel(const float* logits, int vocab, const SamplingRow* 
         const float mid = 0.5f * (lo + hi);
         double cnt = 0;
         for (int i = t; i < vocab; i += blockDim.x) cnt += (l[i] * inv_t >= mid) ? 1.0 : 0.0;
-        if (BlockSum(cnt, shd) >= p.top_k) lo = mid; else hi = mid;
+        if (BlockSum(cnt, shd) >= p.top_k)
+          lo = mid;
+        else
+          hi = mid;
       }
       tau_k = lo;
     }
@@ -100,7 +104,10 @@ __global__ void SampleKernel(const float* logits, int vocab, const SamplingRow* 
           const float s = l[i] * inv_t;
           if (s >= mid && s >= tau_k) mass += expf(s - ms);
         }
-        if (BlockSum(mass, shd) >= p.top_p * zk) lo = mid; else hi = mid;
+        if (BlockSum(mass, shd) >= p.top_p * zk)
+          lo = mid;
+        else
+          hi = mid;
       }
       tau_p = lo;
     }
@@ -159,11 +166,11 @@ __global__ void SampleKernel(const float* logits, int vocab, const SamplingRow* 
 
 }  // namespace
 
-cudaError_t SampleRows(const float* logits, int rows, int vocab, const SamplingRow* params,
+cudaError_t SampleRows(const float* logits, int vocab, const SamplingRow* params, int draws,
                        int32_t* tokens, float* logprobs, cudaStream_t s) {
-  if (rows <= 0) return cudaSuccess;
+  if (draws <= 0) return cudaSuccess;
   if (!logits || !params || !tokens || !logprobs || vocab <= 0) return cudaErrorInvalidValue;
-  SampleKernel<<<rows, kSampleThreads, 0, s>>>(logits, vocab, params, tokens, logprobs);
+  SampleKernel<<<draws, kSampleThreads, 0, s>>>(logits, vocab, params, tokens, logprobs);
   return Launched();
 }
 

@@ -160,6 +160,12 @@ void SampleNext(RequestGroup& g, int agent, const float* logits, const AgentCont
              ctx);
 }
 
+void ApplySampled(RequestGroup& g, int agent, const SampledToken& token, const AgentContext& ctx) {
+  AgentSequence& a = g.agents[agent];
+  if (a.finished()) return;
+  ApplyToken(g, a, token, ctx);
+}
+
 void FinishAgent(RequestGroup& g, AgentSequence& a, FinishReason reason, const AgentContext& ctx) {
   if (a.finished()) return;
   a.draft.text += a.utf8.Flush();

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "chorus/core/status.h"
+
 namespace chorus {
 
 absl::Status Engine::Step(const StepPlan& plan, StepOutput* out) {
@@ -12,6 +14,9 @@ absl::Status Engine::Step(const StepPlan& plan, StepOutput* out) {
   b.logit_rows.clear();
   b.block_tables.clear();
   out->logit_segments.clear();
+  out->sampled_segments.clear();
+  draws_.clear();
+  host_rows_.clear();
   size_t max_blocks = 1;
   for (const auto& s : plan.segments) {
     const auto& table = s.agent < 0 ? s.group->prompt_table : s.group->agents[s.agent].block_table;
@@ -29,13 +34,28 @@ absl::Status Engine::Step(const StepPlan& plan, StepOutput* out) {
       b.seq_of_token.push_back(static_cast<int32_t>(i));
     }
     if (s.logits) {
+      const int32_t row = static_cast<int32_t>(b.logit_rows.size());
       b.logit_rows.push_back(static_cast<int32_t>(b.tokens.size()) - 1);
-      out->logit_segments.push_back(static_cast<int>(i));
+      Sampler* sampler = s.agent >= 0 ? g.agents[s.agent].sampler.get() : nullptr;
+      if (sampler != nullptr && !sampler->penalized()) {
+        draws_.push_back(sampler->NextRow(row));
+        out->sampled_segments.push_back(static_cast<int>(i));
+      } else {
+        host_rows_.push_back(row);
+        out->logit_segments.push_back(static_cast<int>(i));
+      }
     }
     b.block_tables.insert(b.block_tables.end(), table.begin(), table.end());
     b.block_tables.resize((i + 1) * max_blocks, -1);
   }
-  return executor_->Forward(b, &out->logits);
+  CHORUS_RETURN_IF_ERROR(executor_->ForwardSampled(b, draws_, host_rows_, &out->logits, &sampled_));
+  out->sampled_tokens.resize(sampled_.size());
+  out->sampled_logprobs.resize(sampled_.size());
+  for (size_t i = 0; i < sampled_.size(); ++i) {
+    out->sampled_tokens[i] = sampled_[i].token;
+    out->sampled_logprobs[i] = sampled_[i].logprob;
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace chorus

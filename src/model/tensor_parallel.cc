@@ -23,7 +23,8 @@ class Slicer {
     CHORUS_ASSIGN_OR_RETURN(const GgufTensorInfo* t, Find(name));
     if (t->n_dims == 1) return Cols(name, r0, r1);
     const int64_t row_bytes = t->num_bytes / t->ne[1];
-    std::string bytes(reinterpret_cast<const char*>(t->data) + r0 * row_bytes, (r1 - r0) * row_bytes);
+    std::string bytes(reinterpret_cast<const char*>(t->data) + r0 * row_bytes,
+                      (r1 - r0) * row_bytes);
     return Load(*t, t->ne[0], r1 - r0, std::move(bytes));
   }
   // Input columns [c0, c1) of every row.
@@ -31,9 +32,9 @@ class Slicer {
     CHORUS_ASSIGN_OR_RETURN(const GgufTensorInfo* t, Find(name));
     auto traits = GetTypeTraits(static_cast<uint32_t>(t->type));
     if (c0 % traits->block_size != 0 || c1 % traits->block_size != 0) {
-      return absl::FailedPreconditionError(StrCat("tensor parallel: tensor '", name, "' columns [", c0, ", ", c1,
-                                                  ") do not align with the ", traits->name, " block of ",
-                                                  traits->block_size));
+      return absl::FailedPreconditionError(StrCat("tensor parallel: tensor '", name, "' columns [",
+                                                  c0, ", ", c1, ") do not align with the ",
+                                                  traits->name, " block of ", traits->block_size));
     }
     const int64_t rows = t->n_dims == 2 ? t->ne[1] : 1;
     const int64_t row_bytes = t->num_bytes / rows;
@@ -50,10 +51,12 @@ class Slicer {
  private:
   absl::StatusOr<const GgufTensorInfo*> Find(const std::string& name) {
     const GgufTensorInfo* t = file_.FindTensor(name);
-    if (t == nullptr) return absl::FailedPreconditionError(StrCat("gguf: missing tensor '", name, "'"));
+    if (t == nullptr)
+      return absl::FailedPreconditionError(StrCat("gguf: missing tensor '", name, "'"));
     return t;
   }
-  absl::StatusOr<WeightTensor> Load(const GgufTensorInfo& t, int64_t cols, int64_t rows, std::string bytes) {
+  absl::StatusOr<WeightTensor> Load(const GgufTensorInfo& t, int64_t cols, int64_t rows,
+                                    std::string bytes) {
     storage_->push_back(std::move(bytes));
     GgufTensorInfo s;
     s.name = t.name;
@@ -73,13 +76,14 @@ class Slicer {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ModelShard>> ModelShard::Create(const Model& model, int rank, int world,
-                                                               Backend* backend) {
+absl::StatusOr<std::unique_ptr<ModelShard>> ModelShard::Create(const Model& model, int rank,
+                                                               int world, Backend* backend) {
   const ModelConfig& c = model.config();
-  if (world < 1 || rank < 0 || rank >= world || c.n_heads % world != 0 || c.n_kv_heads % world != 0 ||
-      c.ffn_dim % world != 0) {
-    return absl::FailedPreconditionError(StrCat("tensor parallel: ", world, " ranks do not divide ", c.n_heads,
-                                                " heads, ", c.n_kv_heads, " KV heads and FFN width ", c.ffn_dim));
+  if (world < 1 || rank < 0 || rank >= world || c.n_heads % world != 0 ||
+      c.n_kv_heads % world != 0 || c.ffn_dim % world != 0) {
+    return absl::FailedPreconditionError(StrCat("tensor parallel: ", world, " ranks do not divide ",
+                                                c.n_heads, " heads, ", c.n_kv_heads,
+                                                " KV heads and FFN width ", c.ffn_dim));
   }
   std::unique_ptr<ModelShard> s(new ModelShard());
   s->storage_.reserve(16 * c.n_layers + 8);  // strings must not move: weights point into them
@@ -123,35 +127,53 @@ absl::StatusOr<std::unique_ptr<ModelShard>> ModelShard::Create(const Model& mode
 }
 
 absl::StatusOr<std::unique_ptr<TensorParallelRunner>> TensorParallelRunner::Create(
-    const Model& model, std::vector<Backend*> backends, std::vector<std::unique_ptr<Communicator>> comms,
-    int kv_blocks, int block_size) {
+    const Model& model, std::vector<Backend*> backends,
+    std::vector<std::unique_ptr<Communicator>> comms, int kv_blocks, int block_size) {
   const int world = static_cast<int>(backends.size());
   if (world < 1 || comms.size() != backends.size()) {
-    return absl::InvalidArgumentError("tensor parallel: need one backend and one communicator per rank");
+    return absl::InvalidArgumentError(
+        "tensor parallel: need one backend and one communicator per rank");
   }
   std::unique_ptr<TensorParallelRunner> tp(new TensorParallelRunner());
   tp->ranks_.resize(world);
   for (int r = 0; r < world; ++r) {
     Rank& rk = tp->ranks_[r];
     CHORUS_ASSIGN_OR_RETURN(rk.shard, ModelShard::Create(model, r, world, backends[r]));
-    CHORUS_ASSIGN_OR_RETURN(rk.kv, KvCache::Create(backends[r], rk.shard->config(), kv_blocks, block_size));
+    CHORUS_ASSIGN_OR_RETURN(
+        rk.kv, KvCache::Create(backends[r], rk.shard->config(), kv_blocks, block_size));
     rk.comm = std::move(comms[r]);
-    rk.transformer = std::make_unique<Transformer>(&rk.shard->config(), &rk.shard->weights(), backends[r],
-                                                   rk.kv.get(), rk.comm.get());
+    rk.transformer = std::make_unique<Transformer>(&rk.shard->config(), &rk.shard->weights(),
+                                                   backends[r], rk.kv.get(), rk.comm.get());
   }
   return tp;
 }
 
-absl::Status TensorParallelRunner::Forward(const ForwardBatch& batch, std::vector<float>* logits) {
+absl::Status TensorParallelRunner::RunAll(const ForwardBatch& batch,
+                                          const std::function<absl::Status(Transformer&)>& rank0) {
   std::vector<absl::Status> status(ranks_.size());
   std::vector<std::thread> threads;
   for (size_t r = 1; r < ranks_.size(); ++r) {
-    threads.emplace_back([&, r] { status[r] = ranks_[r].transformer->Forward(batch, &ranks_[r].logits); });
+    threads.emplace_back(
+        [&, r] { status[r] = ranks_[r].transformer->Forward(batch, &ranks_[r].logits); });
   }
-  status[0] = ranks_[0].transformer->Forward(batch, logits);
+  status[0] = rank0(*ranks_[0].transformer);
   for (auto& t : threads) t.join();
   for (const auto& s : status) CHORUS_RETURN_IF_ERROR(s);
   return absl::OkStatus();
+}
+
+absl::Status TensorParallelRunner::Forward(const ForwardBatch& batch, std::vector<float>* logits) {
+  return RunAll(batch, [&](Transformer& t) { return t.Forward(batch, logits); });
+}
+
+absl::Status TensorParallelRunner::ForwardSampled(const ForwardBatch& batch,
+                                                  const std::vector<RowSampling>& draws,
+                                                  const std::vector<int32_t>& host_rows,
+                                                  std::vector<float>* host_logits,
+                                                  std::vector<SampledToken>* sampled) {
+  return RunAll(batch, [&](Transformer& t) {
+    return t.ForwardSampled(batch, draws, host_rows, host_logits, sampled);
+  });
 }
 
 }  // namespace chorus

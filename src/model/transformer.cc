@@ -24,22 +24,23 @@ absl::Status Transformer::Validate(const ForwardBatch& b) const {
     return absl::InvalidArgumentError("forward: tokens, positions and seq_of_token differ in size");
   }
   if (b.max_blocks_per_seq <= 0 || b.block_tables.size() % b.max_blocks_per_seq != 0) {
-    return absl::InvalidArgumentError("forward: block_tables is not [num_seqs, max_blocks_per_seq]");
+    return absl::InvalidArgumentError(
+        "forward: block_tables is not [num_seqs, max_blocks_per_seq]");
   }
   const int64_t num_seqs = static_cast<int64_t>(b.block_tables.size()) / b.max_blocks_per_seq;
   const int64_t capacity = static_cast<int64_t>(b.max_blocks_per_seq) * kv_->block_size();
   for (size_t i = 0; i < n; ++i) {
     if (b.tokens[i] < 0 || b.tokens[i] >= c.vocab_size) {
-      return absl::InvalidArgumentError(
-          StrCat("forward: token ", b.tokens[i], " at row ", i, " is outside [0, ", c.vocab_size, ")"));
+      return absl::InvalidArgumentError(StrCat("forward: token ", b.tokens[i], " at row ", i,
+                                               " is outside [0, ", c.vocab_size, ")"));
     }
     if (b.positions[i] < 0 || b.positions[i] >= c.context_length || b.positions[i] >= capacity) {
       return absl::InvalidArgumentError(StrCat("forward: position ", b.positions[i], " at row ", i,
                                                " is outside the context or its blocks"));
     }
     if (b.seq_of_token[i] < 0 || b.seq_of_token[i] >= num_seqs) {
-      return absl::InvalidArgumentError(StrCat("forward: seq_of_token ", b.seq_of_token[i], " at row ",
-                                               i, " is outside [0, ", num_seqs, ")"));
+      return absl::InvalidArgumentError(StrCat("forward: seq_of_token ", b.seq_of_token[i],
+                                               " at row ", i, " is outside [0, ", num_seqs, ")"));
     }
     // Every block this token reads (positions 0..pos) must be a valid block id.
     const int32_t* table = b.block_tables.data() + b.seq_of_token[i] * b.max_blocks_per_seq;
@@ -88,7 +89,7 @@ absl::Status Transformer::AllReduce(float* data, int64_t count) {
   return comm_->AllReduceSum(data, count);
 }
 
-absl::Status Transformer::Forward(const ForwardBatch& b, std::vector<float>* logits) {
+absl::Status Transformer::Run(const ForwardBatch& b) {
   CHORUS_RETURN_IF_ERROR(Validate(b));
   const int n = static_cast<int>(b.tokens.size());
   CHORUS_RETURN_IF_ERROR(EnsureScratch(n));
@@ -104,18 +105,19 @@ absl::Status Transformer::Forward(const ForwardBatch& b, std::vector<float>* log
   layout.max_blocks_per_seq = b.max_blocks_per_seq;
   layout.block_size = kv_->block_size();
 
-  float* x = x_->f32();     // [n, dim] residual stream
-  float* xn = xn_->f32();   // [n, dim] normalized input / [n, ffn] SwiGLU output
-  float* q = q_->f32();     // [n, q_dim]
-  float* k = k_->f32();     // [n, kv_dim]
-  float* v = v_->f32();     // [n, kv_dim]
-  float* att = att_->f32(); // [n, q_dim]
+  float* x = x_->f32();        // [n, dim] residual stream
+  float* xn = xn_->f32();      // [n, dim] normalized input / [n, ffn] SwiGLU output
+  float* q = q_->f32();        // [n, q_dim]
+  float* k = k_->f32();        // [n, kv_dim]
+  float* v = v_->f32();        // [n, kv_dim]
+  float* att = att_->f32();    // [n, q_dim]
   float* proj = proj_->f32();  // [n, dim]
   float* gate = gate_->f32();  // [n, ffn]
   float* up = up_->f32();      // [n, ffn]
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
 
-  be.BeginForward(b.tokens.data(), layout, b.logit_rows.data(), static_cast<int>(b.logit_rows.size()));
+  be.BeginForward(b.tokens.data(), layout, b.logit_rows.data(),
+                  static_cast<int>(b.logit_rows.size()));
   be.Embed(w.token_embd, b.tokens.data(), n, x);
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w.layers[l];
@@ -147,7 +149,6 @@ absl::Status Transformer::Forward(const ForwardBatch& b, std::vector<float>* log
   }
 
   const int m = static_cast<int>(b.logit_rows.size());
-  logits->resize(static_cast<size_t>(m) * c.vocab_size);
   if (m == 0) {
     be.Synchronize();
     return be.TakeError();
@@ -155,9 +156,44 @@ absl::Status Transformer::Forward(const ForwardBatch& b, std::vector<float>* log
   be.GatherRows(x, b.logit_rows.data(), m, c.dim, proj);
   be.RmsNorm(proj, w.output_norm, m, c.dim, c.norm_eps, xn);
   be.MatMul(w.output, xn, m, logits_->f32());
-  be.CopyToHost(logits_->f32(), logits->data(), logits->size() * sizeof(float));
-  be.Synchronize();
-  return be.TakeError();
+  return absl::OkStatus();  // the logits stay in backend memory
+}
+
+absl::Status Transformer::Forward(const ForwardBatch& b, std::vector<float>* logits) {
+  CHORUS_RETURN_IF_ERROR(Run(b));
+  logits->resize(b.logit_rows.size() * static_cast<size_t>(config_->vocab_size));
+  if (!logits->empty())
+    backend_->CopyToHost(logits_->f32(), logits->data(), logits->size() * sizeof(float));
+  backend_->Synchronize();
+  return backend_->TakeError();
+}
+
+absl::Status Transformer::ForwardSampled(const ForwardBatch& b,
+                                         const std::vector<RowSampling>& draws,
+                                         const std::vector<int32_t>& host_rows,
+                                         std::vector<float>* host_logits,
+                                         std::vector<SampledToken>* sampled) {
+  const int m = static_cast<int>(b.logit_rows.size());
+  for (int32_t r : host_rows) {
+    if (r < 0 || r >= m) {
+      return absl::InvalidArgumentError(
+          StrCat("forward: host logits row ", r, " is outside [0, ", m, ")"));
+    }
+  }
+  CHORUS_RETURN_IF_ERROR(Run(b));
+  const size_t vocab = static_cast<size_t>(config_->vocab_size);
+  sampled->clear();
+  if (!draws.empty()) {
+    CHORUS_RETURN_IF_ERROR(
+        backend_->SampleRows(logits_->f32(), m, config_->vocab_size, draws, sampled));
+  }
+  host_logits->resize(host_rows.size() * vocab);
+  for (size_t i = 0; i < host_rows.size(); ++i) {
+    backend_->CopyToHost(logits_->f32() + host_rows[i] * vocab, host_logits->data() + i * vocab,
+                         vocab * sizeof(float));
+  }
+  backend_->Synchronize();
+  return backend_->TakeError();
 }
 
 }  // namespace chorus

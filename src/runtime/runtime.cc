@@ -307,6 +307,8 @@ void Runtime::ApplyStep(const StepPlan& plan, const StepOutput& out) {
   for (size_t i = 0; i < out.logit_segments.size(); ++i) {
     logits_of[out.logit_segments[i]] = out.logits.data() + i * static_cast<size_t>(vocab);
   }
+  std::vector<int> sampled_of(plan.segments.size(), -1);
+  for (size_t i = 0; i < out.sampled_segments.size(); ++i) sampled_of[out.sampled_segments[i]] = static_cast<int>(i);
   int64_t generated = 0;
   for (size_t i = 0; i < plan.segments.size(); ++i) {
     const StepSegment& s = plan.segments[i];
@@ -318,7 +320,11 @@ void Runtime::ApplyStep(const StepPlan& plan, const StepOutput& out) {
     } else {
       AgentSequence& a = g.agents[s.agent];
       a.computed += s.len;
-      if (s.logits) {
+      if (s.logits && sampled_of[i] >= 0) {
+        const int k = sampled_of[i];
+        ApplySampled(g, s.agent, {out.sampled_tokens[k], out.sampled_logprobs[k]}, ctx_);
+        ++generated;
+      } else if (s.logits) {
         SampleNext(g, s.agent, logits_of[i], ctx_);
         ++generated;
       }

@@ -43,14 +43,29 @@ float TokenLogprob(std::span<const float> logits, int32_t token) {
 
 Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
 
+bool Sampler::penalized() const {
+  const SamplingParams& p = params_;
+  return p.penalty_last_n != 0 && (p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f ||
+                                   p.frequency_penalty != 0.0f);
+}
+
+RowSampling Sampler::NextRow(int32_t row) {
+  RowSampling r;
+  r.temperature = params_.temperature;
+  r.top_k = params_.top_k;
+  r.top_p = params_.top_p;
+  r.min_p = params_.min_p;
+  r.uniform = params_.temperature > 0.0f ? rng_.Uniform() : 0.0;  // greedy draws nothing
+  r.row = row;
+  return r;
+}
+
 SampledToken Sampler::Sample(std::span<const float> logits, std::span<const int32_t> history) {
   const int32_t vocab = static_cast<int32_t>(logits.size());
-  work_.assign(logits.begin(), logits.end());
   const SamplingParams& p = params_;
-
-  const bool penalize = p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f ||
-                        p.frequency_penalty != 0.0f;
-  if (penalize && p.penalty_last_n != 0 && !history.empty()) {
+  std::span<const float> processed = logits;
+  if (penalized() && !history.empty()) {
+    work_.assign(logits.begin(), logits.end());
     const size_t window = p.penalty_last_n < 0
                               ? history.size()
                               : std::min(history.size(), static_cast<size_t>(p.penalty_last_n));
@@ -65,22 +80,30 @@ SampledToken Sampler::Sample(std::span<const float> logits, std::span<const int3
       }
       l -= p.presence_penalty + p.frequency_penalty * static_cast<float>(count);
     }
+    processed = work_;
   }
+  return rule_.Sample(processed, logits, NextRow(0));
+}
 
+SampledToken RowSampler::Sample(std::span<const float> processed, std::span<const float> raw,
+                                const RowSampling& p) {
+  const int32_t vocab = static_cast<int32_t>(processed.size());
   SampledToken out;
   if (p.temperature <= 0.0f) {
-    out.token = static_cast<int32_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
-    out.logprob = TokenLogprob(logits, out.token);
+    out.token = static_cast<int32_t>(std::max_element(processed.begin(), processed.end()) -
+                                     processed.begin());
+    out.logprob = TokenLogprob(raw, out.token);
     return out;
   }
 
   if (p.top_k <= 0 && p.top_p >= 1.0f && p.min_p <= 0.0f) {
     // Plain temperature sampling: inverse CDF over the softmax, no sort (O(vocab)).
     const float inv_t = 1.0f / p.temperature;
-    const float max = *std::max_element(work_.begin(), work_.end()) * inv_t;
+    const float max = *std::max_element(processed.begin(), processed.end()) * inv_t;
+    work_.resize(vocab);
     double total = 0;
-    for (float& l : work_) total += l = std::exp(l * inv_t - max);
-    const double r = rng_.Uniform() * total;
+    for (int32_t i = 0; i < vocab; ++i) total += work_[i] = std::exp(processed[i] * inv_t - max);
+    const double r = p.uniform * total;
     double cum = 0;
     out.token = vocab - 1;
     for (int32_t i = 0; i < vocab; ++i) {
@@ -90,11 +113,11 @@ SampledToken Sampler::Sample(std::span<const float> logits, std::span<const int3
         break;
       }
     }
-    out.logprob = TokenLogprob(logits, out.token);
+    out.logprob = TokenLogprob(raw, out.token);
     return out;
   }
   cand_.resize(vocab);
-  for (int32_t i = 0; i < vocab; ++i) cand_[i] = {work_[i] / p.temperature, i};
+  for (int32_t i = 0; i < vocab; ++i) cand_[i] = {processed[i] / p.temperature, i};
   auto by_logit = [](const auto& a, const auto& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
   };
@@ -108,33 +131,33 @@ SampledToken Sampler::Sample(std::span<const float> logits, std::span<const int3
   cand_.resize(keep);
   // Softmax over the kept candidates (sorted descending).
   const double max = cand_[0].first;
-  std::vector<double> prob(keep);
+  prob_.resize(keep);
   double sum = 0;
-  for (size_t i = 0; i < keep; ++i) sum += prob[i] = std::exp(cand_[i].first - max);
-  for (double& x : prob) x /= sum;
+  for (size_t i = 0; i < keep; ++i) sum += prob_[i] = std::exp(cand_[i].first - max);
+  for (double& x : prob_) x /= sum;
   if (p.top_p < 1.0f) {
     double cum = 0;
     size_t n = 0;
     while (n < keep) {
-      cum += prob[n++];
+      cum += prob_[n++];
       if (cum >= p.top_p) break;
     }
     keep = n;
   }
   if (p.min_p > 0.0f) {
-    const double floor = p.min_p * prob[0];
+    const double floor = p.min_p * prob_[0];
     size_t n = 1;
-    while (n < keep && prob[n] >= floor) ++n;
+    while (n < keep && prob_[n] >= floor) ++n;
     keep = n;
   }
   // Draw by inverse CDF over the kept tokens in vocabulary order (the CUDA sampling kernel
   // uses the same rule, so one uniform gives one token on either device).
   kept_.clear();
-  for (size_t i = 0; i < keep; ++i) kept_.push_back({cand_[i].second, prob[i]});
+  for (size_t i = 0; i < keep; ++i) kept_.push_back({cand_[i].second, prob_[i]});
   std::sort(kept_.begin(), kept_.end());
   double total = 0;
   for (const auto& k : kept_) total += k.second;
-  const double r = rng_.Uniform() * total;
+  const double r = p.uniform * total;
   double cum = 0;
   out.token = kept_.back().first;
   for (const auto& k : kept_) {
@@ -144,7 +167,7 @@ SampledToken Sampler::Sample(std::span<const float> logits, std::span<const int3
       break;
     }
   }
-  out.logprob = TokenLogprob(logits, out.token);
+  out.logprob = TokenLogprob(raw, out.token);
   return out;
 }
 

@@ -419,40 +419,40 @@ namespace chorus {
 namespace {
 
 // Device sampling against the CPU Sampler: same logits, same uniform number (the Sampler's
-// first draw for that seed), same rule: the same token and logprob.
+// first draw for that seed), same rule: the same token and logprob. The last draws share logits
+// rows with earlier ones (agents forked from one prompt).
 TEST_F(CudaTest, DeviceSamplingMatchesTheCpuSampler) {
-  const int vocab = 5000, rows = 24;
+  const int vocab = 5000, rows = 24, draws = 30;
   const auto logits = Random(static_cast<size_t>(rows) * vocab, 6.0f);
-  std::vector<DeviceSampleParams> params(rows);
-  std::vector<int32_t> want(rows);
-  std::vector<float> want_lp(rows);
-  for (int r = 0; r < rows; ++r) {
+  std::vector<RowSampling> params(draws);
+  std::vector<SampledToken> want(draws);
+  for (int i = 0; i < draws; ++i) {
+    const int r = i % rows;
     SamplingParams sp;
-    sp.seed = 1000 + r;
-    sp.temperature = r % 6 == 0 ? 0.0f : 0.5f + 0.1f * (r % 5);
-    sp.top_k = r % 3 == 1 ? 40 : 0;
-    sp.top_p = r % 4 == 2 ? 0.9f : 1.0f;
-    sp.min_p = r % 5 == 3 ? 0.05f : 0.0f;
-    Sampler cpu(sp);
-    const SampledToken t = cpu.Sample(std::span<const float>(logits.data() + r * vocab, vocab), {});
-    want[r] = t.token;
-    want_lp[r] = t.logprob;
-    Rng rng(sp.seed);
-    params[r] = {sp.temperature, sp.top_k, sp.top_p, sp.min_p, rng.Uniform()};
+    sp.seed = 1000 + i;
+    sp.temperature = i % 6 == 0 ? 0.0f : 0.5f + 0.1f * (i % 5);
+    sp.top_k = i % 3 == 1 ? 40 : 0;
+    sp.top_p = i % 4 == 2 ? 0.9f : 1.0f;
+    sp.min_p = i % 5 == 3 ? 0.05f : 0.0f;
+    Sampler host(sp), twin(sp);
+    want[i] = host.Sample(std::span<const float>(logits.data() + r * vocab, vocab), {});
+    params[i] = twin.NextRow(r);
   }
   auto dl = Up(logits);
-  std::vector<int32_t> got;
-  std::vector<float> got_lp;
-  ASSERT_TRUE(gpu_->SampleRows(dl->f32(), rows, vocab, params, &got, &got_lp).ok());
+  std::vector<SampledToken> got;
+  ASSERT_TRUE(gpu_->SampleRows(dl->f32(), rows, vocab, params, &got).ok());
+  ASSERT_EQ(got.size(), want.size());
   int same = 0;
-  for (int r = 0; r < rows; ++r) {
-    same += got[r] == want[r];
-    if (got[r] == want[r]) {
-      EXPECT_NEAR(got_lp[r], want_lp[r], 1e-4) << r;
+  for (int i = 0; i < draws; ++i) {
+    same += got[i].token == want[i].token;
+    if (got[i].token == want[i].token) {
+      EXPECT_NEAR(got[i].logprob, want[i].logprob, 1e-4) << i;
     }
   }
   // float vs double accumulation can move a draw that lands on a boundary: allow one.
-  EXPECT_GE(same, rows - 1);
+  EXPECT_GE(same, draws - 1);
+  params[0].row = rows;
+  EXPECT_EQ(gpu_->SampleRows(dl->f32(), rows, vocab, params, &got).code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

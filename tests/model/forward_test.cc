@@ -254,6 +254,64 @@ TEST(ForwardBatchTest, SequencesAtDifferentPositionsInOneCallMatchEachAlone) {
   EXPECT_LT(RelError(logits.data() + 2 * c.vocab_size, want_s[4]), 1e-5);
 }
 
+// ForwardSampled keeps the logits in the backend: its draws equal the rule applied to the logits
+// Forward returns (shared rows included), its host rows are exactly those rows' logits, and a
+// host row outside the batch's logit rows is an error, not a crash.
+TEST(ForwardBatchTest, SampledForwardEqualsHostSamplingOfTheSameLogits) {
+  RandomModelSpec spec;
+  spec.seed = 4;
+  auto backend = CreateCpuBackend(2);
+  auto model = Model::FromFile(MakeModelFile(spec), backend.get());
+  ASSERT_TRUE(model.ok());
+  const ModelConfig& c = (*model)->config();
+  const size_t vocab = static_cast<size_t>(c.vocab_size);
+  ForwardBatch b;
+  b.max_blocks_per_seq = 2;
+  b.block_tables = {0, 1, 2, 3};
+  for (int t = 0; t < 5; ++t) {
+    for (int s = 0; s < 2; ++s) {
+      b.tokens.push_back((t * 31 + s * 7) % c.vocab_size);
+      b.positions.push_back(t);
+      b.seq_of_token.push_back(s);
+    }
+  }
+  b.logit_rows = {8, 9, 3};
+  std::vector<RowSampling> draws;
+  for (int i = 0; i < 5; ++i) {
+    SamplingParams p;
+    p.seed = 10 + i;
+    p.temperature = i == 0 ? 0.0f : 0.9f;
+    p.top_k = i == 2 ? 5 : 0;
+    draws.push_back(Sampler(p).NextRow(i % 3));
+  }
+  auto run = [&](auto&& body) {
+    auto kv = KvCache::Create(backend.get(), c, 4, 4);
+    Transformer tf(model->get(), backend.get(), kv->get());
+    return body(tf);
+  };
+  std::vector<float> all;
+  ASSERT_TRUE(run([&](Transformer& tf) { return tf.Forward(b, &all); }).ok());
+  std::vector<float> host;
+  std::vector<SampledToken> sampled;
+  ASSERT_TRUE(run([&](Transformer& tf) { return tf.ForwardSampled(b, draws, {2, 0}, &host, &sampled); }).ok());
+  ASSERT_EQ(host.size(), 2 * vocab);
+  EXPECT_TRUE(std::equal(host.begin(), host.begin() + vocab, all.begin() + 2 * vocab));
+  EXPECT_TRUE(std::equal(host.begin() + vocab, host.end(), all.begin()));
+  ASSERT_EQ(sampled.size(), draws.size());
+  RowSampler rule;
+  for (size_t i = 0; i < draws.size(); ++i) {
+    std::span<const float> row(all.data() + draws[i].row * vocab, vocab);
+    const SampledToken want = rule.Sample(row, row, draws[i]);
+    EXPECT_EQ(sampled[i].token, want.token) << i;
+    EXPECT_EQ(sampled[i].logprob, want.logprob) << i;
+  }
+  EXPECT_EQ(run([&](Transformer& tf) { return tf.ForwardSampled(b, draws, {3}, &host, &sampled); }).code(),
+            absl::StatusCode::kInvalidArgument);
+  draws[1].row = 3;
+  EXPECT_EQ(run([&](Transformer& tf) { return tf.ForwardSampled(b, draws, {}, &host, &sampled); }).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ForwardBatchTest, InconsistentBatchesAreRejectedNotCrashed) {
   RandomModelSpec spec;
   auto backend = CreateCpuBackend(1);

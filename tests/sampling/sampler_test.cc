@@ -94,6 +94,40 @@ TEST(SamplerTest, RepetitionAndPresencePenaltiesDemoteSeenTokens) {
   EXPECT_EQ(Sampler(p).Sample(logits, std::vector<int32_t>{1, 0}).token, 1);
 }
 
+// Sampling elsewhere (NextRow, then the rule on the row) gives exactly the tokens Sample gives,
+// step after step, for every rule shape; only penalties keep a sampler on the host.
+TEST(SamplerTest, NextRowThenTheRuleEqualsSample) {
+  std::vector<float> logits(300);
+  for (size_t i = 0; i < logits.size(); ++i) logits[i] = static_cast<float>(std::sin(i * 0.7) * 4.0);
+  RowSampler rule;
+  for (int shape = 0; shape < 6; ++shape) {
+    SamplingParams p;
+    p.seed = 77 + shape;
+    p.temperature = shape == 0 ? 0.0f : 0.7f + 0.1f * shape;
+    p.top_k = shape == 2 || shape == 5 ? 20 : 0;
+    p.top_p = shape == 3 || shape == 5 ? 0.8f : 1.0f;
+    p.min_p = shape == 4 ? 0.1f : 0.0f;
+    Sampler here(p), there(p);
+    EXPECT_FALSE(there.penalized());
+    std::map<int32_t, int> seen;
+    for (int step = 0; step < 50; ++step) {
+      const SampledToken a = here.Sample(logits, {});
+      const RowSampling r = there.NextRow(3);
+      EXPECT_EQ(r.row, 3);
+      const SampledToken b = rule.Sample(logits, logits, r);
+      ASSERT_EQ(a.token, b.token) << "shape " << shape << " step " << step;
+      EXPECT_EQ(a.logprob, b.logprob);
+      ++seen[a.token];
+    }
+    EXPECT_EQ(seen.size() == 1, shape == 0) << "shape " << shape;  // greedy repeats itself
+  }
+  SamplingParams pen;
+  pen.repetition_penalty = 1.3f;
+  EXPECT_TRUE(Sampler(pen).penalized());
+  pen.penalty_last_n = 0;  // no window: the penalty never applies
+  EXPECT_FALSE(Sampler(pen).penalized());
+}
+
 TEST(RngTest, UniformIsInUnitIntervalAndDeterministic) {
   Rng a(5), b(5);
   for (int i = 0; i < 1000; ++i) {

@@ -29,6 +29,8 @@ void ForkAgents(RequestGroup& g, const float* logits, const AgentContext& ctx);
 void PublishPromptBlocks(RequestGroup& g, const AgentContext& ctx);
 // Samples agent `agent`'s next token from its logits and applies it.
 void SampleNext(RequestGroup& g, int agent, const float* logits, const AgentContext& ctx);
+// Applies a token sampled by the backend with the agent's own rule and uniform number.
+void ApplySampled(RequestGroup& g, int agent, const SampledToken& token, const AgentContext& ctx);
 // Ends an agent's draft (frees its blocks, flushes its text, notifies the sink).
 void FinishAgent(RequestGroup& g, AgentSequence& a, FinishReason reason, const AgentContext& ctx);
 // FIRST: a finished draft stops the rest; VOTE: stop when the vote can no longer change.

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "chorus/model/ggml_types.h"
 #include "chorus/model/gguf.h"
+#include "chorus/sampling/sampler.h"
 
 namespace chorus {
 
@@ -50,16 +51,6 @@ class BackendBuffer {
   virtual void* data() = 0;
   virtual size_t size() const = 0;
   float* f32() { return static_cast<float*>(data()); }
-};
-
-// One row of device-side sampling: the processed-logits rule of sampling/sampler.h (without
-// penalties), with the uniform number drawn by the sequence's own RNG.
-struct DeviceSampleParams {
-  float temperature = 1.0f;
-  int top_k = 0;
-  float top_p = 1.0f;
-  float min_p = 0.0f;
-  double uniform = 0.0;
 };
 
 class Backend {
@@ -111,14 +102,13 @@ class Backend {
   virtual void SwiGlu(const float* gate, const float* up, int n, int d, float* out) = 0;
   // x[n, d] += y
   virtual void Add(float* x, const float* y, int64_t count) = 0;
-  // Samples one token per row of logits [rows, vocab] (backend memory) without copying the
-  // logits to the host. UNIMPLEMENTED where the backend has no sampling kernel (CPU: the
-  // runtime samples on the host).
-  virtual absl::Status SampleRows(const float* logits, int rows, int vocab,
-                                  const std::vector<DeviceSampleParams>& params,
-                                  std::vector<int32_t>* tokens, std::vector<float>* logprobs) {
-    return absl::UnimplementedError("this backend samples on the host");
-  }
+  // Samples one token per entry of `rows` (sampling/sampler.h: RowSampling, the rule after
+  // penalties, uniform numbers drawn by the sequences' own RNGs) from logits [num_rows, vocab] in
+  // backend memory; entries may share a logits row. The logits never travel to the host.
+  // INVALID_ARGUMENT for a row outside [0, num_rows).
+  virtual absl::Status SampleRows(const float* logits, int num_rows, int vocab,
+                                  const std::vector<RowSampling>& rows,
+                                  std::vector<SampledToken>* out) = 0;
   // out[m, d] = x[rows[j], :] (rows: host [m])
   virtual void GatherRows(const float* x, const int32_t* rows, int m, int d, float* out) = 0;
 };

@@ -29,10 +29,16 @@ struct StepPlan {
   bool empty() const { return segments.empty(); }
 };
 
+// Each segment with logits either had its next token sampled where the logits are (decode rows
+// of agents without penalties: the engine drew the agent's uniform number before the forward) or
+// had its logits copied to the host (the prompt's last row, which forks the agents, and agents
+// with penalties, which the host applies).
 struct StepOutput {
-  // For each segment with logits (in plan order): its index and [vocab] logits.
-  std::vector<int> logit_segments;
-  std::vector<float> logits;  // [logit_segments.size(), vocab]
+  std::vector<int> logit_segments;      // segments whose [vocab] logits are in `logits`, plan order
+  std::vector<float> logits;            // [logit_segments.size(), vocab]
+  std::vector<int> sampled_segments;    // segments whose next token was sampled, plan order
+  std::vector<int32_t> sampled_tokens;  // one per sampled segment
+  std::vector<float> sampled_logprobs;  // log p(token) under the raw logits
 };
 
 }  // namespace chorus

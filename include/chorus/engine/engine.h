@@ -1,6 +1,8 @@
 // The engine: turns a StepPlan into one batched forward pass (token ids, positions and block
-// tables of every segment) and returns the requested logits. Sampling stays with the agents,
-// which own the per-agent RNGs. Engine thread only.
+// tables of every segment). Each decode row of an agent without penalties is sampled where the
+// logits are (the backend), with the uniform number drawn from the agent's own Sampler before
+// the forward; the other rows' logits come to the host for the agents to sample. Either way an
+// agent's tokens are those its Sampler alone would pick. Engine thread only.
 #pragma once
 
 #include "absl/status/status.h"
@@ -22,6 +24,9 @@ class Engine {
  private:
   ForwardExecutor* executor_;
   ForwardBatch batch_;  // reused across steps
+  std::vector<RowSampling> draws_;
+  std::vector<int32_t> host_rows_;
+  std::vector<SampledToken> sampled_;
 };
 
 }  // namespace chorus

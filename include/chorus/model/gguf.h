@@ -112,8 +112,8 @@ class GgufFile {
 
   const uint8_t* base_ = nullptr;
   uint64_t size_ = 0;
-  void* mapping_ = nullptr;       // mmap'd region, or null
-  std::string owned_;             // FromBytes copy
+  void* mapping_ = nullptr;  // mmap'd region, or null
+  std::string owned_;        // FromBytes copy
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;
   uint64_t data_offset_ = 0;

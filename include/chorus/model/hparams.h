@@ -24,7 +24,7 @@ struct ModelConfig {
   float norm_eps = 1e-5f;   // attention.layer_norm_rms_epsilon
   float rope_base = 10000;  // rope.freq_base
   RopeStyle rope_style = RopeStyle::kAdjacentPairs;
-  bool qkv_bias = false;    // qwen2
+  bool qkv_bias = false;  // qwen2
 
   int q_dim() const { return n_heads * head_dim; }
   int kv_dim() const { return n_kv_heads * head_dim; }

@@ -16,8 +16,8 @@ namespace chorus {
 class KvCache {
  public:
   static absl::StatusOr<std::unique_ptr<KvCache>> Create(Backend* backend,
-                                                         const ModelConfig& config,
-                                                         int num_blocks, int block_size);
+                                                         const ModelConfig& config, int num_blocks,
+                                                         int block_size);
   float* k(int layer) { return k_[layer]->f32(); }
   float* v(int layer) { return v_[layer]->f32(); }
   int num_blocks() const { return num_blocks_; }

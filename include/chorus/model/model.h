@@ -16,19 +16,19 @@
 namespace chorus {
 
 struct LayerWeights {
-  WeightTensor attn_norm;                 // [dim]
-  WeightTensor wq, wk, wv;                // [q_dim, dim], [kv_dim, dim], [kv_dim, dim]
-  WeightTensor bq, bk, bv;                // qwen2 only: [q_dim], [kv_dim], [kv_dim]
-  WeightTensor wo;                        // [dim, q_dim]
-  WeightTensor ffn_norm;                  // [dim]
-  WeightTensor gate, up;                  // [ffn, dim]
-  WeightTensor down;                      // [dim, ffn]
+  WeightTensor attn_norm;   // [dim]
+  WeightTensor wq, wk, wv;  // [q_dim, dim], [kv_dim, dim], [kv_dim, dim]
+  WeightTensor bq, bk, bv;  // qwen2 only: [q_dim], [kv_dim], [kv_dim]
+  WeightTensor wo;          // [dim, q_dim]
+  WeightTensor ffn_norm;    // [dim]
+  WeightTensor gate, up;    // [ffn, dim]
+  WeightTensor down;        // [dim, ffn]
 };
 
 struct ModelWeights {
-  WeightTensor token_embd;  // [vocab, dim]
-  WeightTensor output_norm; // [dim]
-  WeightTensor output;      // [vocab, dim]; token_embd when tied
+  WeightTensor token_embd;   // [vocab, dim]
+  WeightTensor output_norm;  // [dim]
+  WeightTensor output;       // [vocab, dim]; token_embd when tied
   std::vector<LayerWeights> layers;
 };
 

@@ -20,7 +20,7 @@ struct RandomModelSpec {
   int n_heads = 4;
   int n_kv_heads = 2;
   int ffn_dim = 128;
-  int vocab_size = 512;        // ignored when vocab_from is given
+  int vocab_size = 512;  // ignored when vocab_from is given
   int context_length = 2048;
   float rope_base = 10000.0f;
   GgmlType weight_type = GgmlType::kF32;  // 2-D weights; norms and biases stay F32

@@ -5,6 +5,7 @@
 // and FFN width divisible by `world` (and the column slices by the quantization block).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,8 +33,8 @@ class ModelShard {
   std::vector<std::string> storage_;  // sliced host bytes (the CPU backend points into them)
 };
 
-// Runs every rank of a forward pass on its own thread; returns rank 0's logits (all ranks
-// compute the same replicated head). Not thread-safe: one caller.
+// Runs every rank of a forward pass on its own thread; returns rank 0's logits or samples (all
+// ranks compute the same replicated head). Not thread-safe: one caller.
 class TensorParallelRunner : public ForwardExecutor {
  public:
   // backends[r] and comms[r] belong to rank r; the backends and the model must outlive it.
@@ -41,6 +42,10 @@ class TensorParallelRunner : public ForwardExecutor {
       const Model& model, std::vector<Backend*> backends,
       std::vector<std::unique_ptr<Communicator>> comms, int kv_blocks, int block_size);
   absl::Status Forward(const ForwardBatch& batch, std::vector<float>* logits) override;
+  absl::Status ForwardSampled(const ForwardBatch& batch, const std::vector<RowSampling>& draws,
+                              const std::vector<int32_t>& host_rows,
+                              std::vector<float>* host_logits,
+                              std::vector<SampledToken>* sampled) override;
   void CopyKvBlock(int32_t src, int32_t dst) override {
     for (auto& r : ranks_) r.kv->CopyBlock(src, dst);
   }
@@ -54,6 +59,9 @@ class TensorParallelRunner : public ForwardExecutor {
     std::unique_ptr<Transformer> transformer;
     std::vector<float> logits;
   };
+  // Runs `rank0` on rank 0 and a plain forward on the other ranks, each on its own thread.
+  absl::Status RunAll(const ForwardBatch& batch,
+                      const std::function<absl::Status(Transformer&)>& rank0);
   std::vector<Rank> ranks_;
 };
 

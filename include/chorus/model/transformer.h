@@ -26,7 +26,7 @@ struct ForwardBatch {
   std::vector<int32_t> seq_of_token;  // [num_tokens]
   std::vector<int32_t> block_tables;  // [num_seqs, max_blocks_per_seq]
   int max_blocks_per_seq = 0;
-  std::vector<int32_t> logit_rows;    // batch rows whose logits are wanted
+  std::vector<int32_t> logit_rows;  // batch rows whose logits are wanted
 };
 
 class Communicator;
@@ -39,14 +39,22 @@ class Transformer {
   // shards (column-parallel QKV and gate/up, row-parallel output and down); after each
   // row-parallel matmul the partial sums are all-reduced through `comm`. Everything must
   // outlive the transformer.
-  Transformer(const ModelConfig* config, const ModelWeights* weights, Backend* backend,
-              KvCache* kv, Communicator* comm);
+  Transformer(const ModelConfig* config, const ModelWeights* weights, Backend* backend, KvCache* kv,
+              Communicator* comm);
 
   // Runs the batch; writes logits [logit_rows.size(), vocab] to `logits` (host). INVALID_ARGUMENT
   // when the batch is inconsistent (ids, positions or blocks out of range): never a crash.
   absl::Status Forward(const ForwardBatch& batch, std::vector<float>* logits);
+  // The same forward, but the logits stay in backend memory: `draws` (RowSampling::row indexes
+  // logit_rows) are sampled there, one SampledToken each, and only the logit_rows indices in
+  // `host_rows` come to the host, as [host_rows.size(), vocab].
+  absl::Status ForwardSampled(const ForwardBatch& batch, const std::vector<RowSampling>& draws,
+                              const std::vector<int32_t>& host_rows,
+                              std::vector<float>* host_logits, std::vector<SampledToken>* sampled);
 
  private:
+  // Runs the batch up to the logits of logit_rows, left in logits_.
+  absl::Status Run(const ForwardBatch& batch);
   absl::Status Validate(const ForwardBatch& batch) const;
   absl::Status EnsureScratch(int num_tokens);
   absl::Status AllReduce(float* data, int64_t count);

@@ -4,8 +4,8 @@
 //
 // Order: penalties -> (temperature <= 0: greedy argmax) -> temperature -> top-k -> softmax ->
 // top-p -> min-p -> draw: one uniform number, inverse CDF over the kept tokens in vocabulary
-// order (the rule kernels/sampling.cu follows too). The reported logprob is log p(token) under the raw logits
-// (temperature 1, no penalties): the model's own confidence, comparable across agents.
+// order (the rule kernels/sampling.cu follows too). The reported logprob is log p(token) under the
+// raw logits (temperature 1, no penalties): the model's own confidence, comparable across agents.
 // Not thread-safe: one Sampler per sequence.
 #pragma once
 
@@ -16,14 +16,14 @@
 namespace chorus {
 
 struct SamplingParams {
-  float temperature = 1.0f;        // <= 0 means greedy
-  int top_k = 0;                   // 0 = off
-  float top_p = 1.0f;              // 1 = off
-  float min_p = 0.0f;              // 0 = off
-  float repetition_penalty = 1.0f; // 1 = off; divides positive logits, multiplies negative ones
-  float presence_penalty = 0.0f;   // subtracted once from each token seen in the window
-  float frequency_penalty = 0.0f;  // subtracted per occurrence in the window
-  int penalty_last_n = 64;         // window of recent tokens the penalties look at
+  float temperature = 1.0f;         // <= 0 means greedy
+  int top_k = 0;                    // 0 = off
+  float top_p = 1.0f;               // 1 = off
+  float min_p = 0.0f;               // 0 = off
+  float repetition_penalty = 1.0f;  // 1 = off; divides positive logits, multiplies negative ones
+  float presence_penalty = 0.0f;    // subtracted once from each token seen in the window
+  float frequency_penalty = 0.0f;   // subtracted per occurrence in the window
+  int penalty_last_n = 64;          // window of recent tokens the penalties look at
   uint64_t seed = 0;
 };
 
@@ -43,18 +43,49 @@ struct SampledToken {
   float logprob = 0;
 };
 
+// One row of sampling after penalties: the rule above from temperature on, with the uniform
+// number already drawn. Backends sample rows of logits they hold with it (CPU: RowSampler; CUDA:
+// kernels/sampling.cu), so the logits need not travel to the host.
+struct RowSampling {
+  float temperature = 1.0f;  // <= 0: greedy
+  int top_k = 0;
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  double uniform = 0.0;  // in [0, 1); unused when greedy
+  int32_t row = 0;       // which row of the logits matrix
+};
+
+// The rule on the host. `processed`: logits after penalties; `raw`: the logits the logprob is
+// reported under (the same span when there are no penalties).
+class RowSampler {
+ public:
+  SampledToken Sample(std::span<const float> processed, std::span<const float> raw,
+                      const RowSampling& r);
+
+ private:
+  std::vector<float> work_;
+  std::vector<std::pair<float, int32_t>> cand_;
+  std::vector<std::pair<int32_t, double>> kept_;
+  std::vector<double> prob_;
+};
+
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);
   // history: the sequence's tokens so far (prompt and generated), for the penalties.
   SampledToken Sample(std::span<const float> logits, std::span<const int32_t> history);
+  // Whether penalties may change the logits (then only Sample applies them).
+  bool penalized() const;
+  // For sampling elsewhere (a backend's SampleRows): this sampler's rule for logits row `row`,
+  // with the uniform number that Sample would have drawn now (drawn from the RNG here, so the
+  // sequence of tokens is the same either way).
+  RowSampling NextRow(int32_t row);
 
  private:
   SamplingParams params_;
   Rng rng_;
   std::vector<float> work_;
-  std::vector<std::pair<float, int32_t>> cand_;
-  std::vector<std::pair<int32_t, double>> kept_;
+  RowSampler rule_;
 };
 
 // log softmax(logits)[token], computed in double.

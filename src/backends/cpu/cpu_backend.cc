@@ -49,8 +49,8 @@ class CpuBackend : public Backend {
                                                   ", which the cpu backend does not support"));
     }
     if (t.n_dims > 2) {
-      return absl::FailedPreconditionError(StrCat("tensor '", t.name, "' has ", t.n_dims,
-                                                  " dims; weights are 1-D or 2-D"));
+      return absl::FailedPreconditionError(
+          StrCat("tensor '", t.name, "' has ", t.n_dims, " dims; weights are 1-D or 2-D"));
     }
     WeightTensor w;
     w.type = t.type;
@@ -81,15 +81,18 @@ class CpuBackend : public Backend {
   void RmsNorm(const float* x, const WeightTensor& w, int n, int d, float eps,
                float* out) override {
     const auto* weight = static_cast<const float*>(w.data);
-    pool_.ParallelFor(n, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        const float* xi = x + i * d;
-        double ss = 0;
-        for (int j = 0; j < d; ++j) ss += static_cast<double>(xi[j]) * xi[j];
-        const float scale = static_cast<float>(1.0 / std::sqrt(ss / d + eps));
-        for (int j = 0; j < d; ++j) out[i * d + j] = weight[j] * (scale * xi[j]);
-      }
-    }, static_cast<int64_t>(n) * d);
+    pool_.ParallelFor(
+        n,
+        [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) {
+            const float* xi = x + i * d;
+            double ss = 0;
+            for (int j = 0; j < d; ++j) ss += static_cast<double>(xi[j]) * xi[j];
+            const float scale = static_cast<float>(1.0 / std::sqrt(ss / d + eps));
+            for (int j = 0; j < d; ++j) out[i * d + j] = weight[j] * (scale * xi[j]);
+          }
+        },
+        static_cast<int64_t>(n) * d);
   }
 
   void MatMul(const WeightTensor& w, const float* x, int n, float* out) override {
@@ -97,21 +100,32 @@ class CpuBackend : public Backend {
     if (int8_activations_ && (w.type == GgmlType::kQ8_0 || w.type == GgmlType::kQ4_0)) {
       const int64_t nb = w.cols / kQK;
       act_.resize(static_cast<size_t>(n) * nb);
-      pool_.ParallelFor(n, [&](int64_t b, int64_t e) {
-        for (int64_t t = b; t < e; ++t) cpu::QuantizeActivations(x + t * w.cols, w.cols, act_.data() + t * nb);
-      }, static_cast<int64_t>(n) * w.cols);
+      pool_.ParallelFor(
+          n,
+          [&](int64_t b, int64_t e) {
+            for (int64_t t = b; t < e; ++t)
+              cpu::QuantizeActivations(x + t * w.cols, w.cols, act_.data() + t * nb);
+          },
+          static_cast<int64_t>(n) * w.cols);
       const int64_t tasks = (w.rows + kRowsPerTask - 1) / kRowsPerTask;
-      pool_.ParallelFor(tasks, [&](int64_t b, int64_t e) {
-        cpu::MatMulRowsInt8(w, act_.data(), n, out, w.rows, b * kRowsPerTask, std::min(w.rows, e * kRowsPerTask));
-      }, w.rows * w.cols * n);
+      pool_.ParallelFor(
+          tasks,
+          [&](int64_t b, int64_t e) {
+            cpu::MatMulRowsInt8(w, act_.data(), n, out, w.rows, b * kRowsPerTask,
+                                std::min(w.rows, e * kRowsPerTask));
+          },
+          w.rows * w.cols * n);
       return;
     }
     const int64_t tasks = (w.rows + kRowsPerTask - 1) / kRowsPerTask;
-    pool_.ParallelFor(tasks, [&](int64_t b, int64_t e) {
-      std::vector<float> scratch(w.type == GgmlType::kF32 ? 0 : 4 * w.cols);
-      cpu::MatMulRows(w, x, n, out, w.rows, b * kRowsPerTask,
-                      std::min(w.rows, e * kRowsPerTask), scratch.data());
-    }, w.rows * w.cols * n);
+    pool_.ParallelFor(
+        tasks,
+        [&](int64_t b, int64_t e) {
+          std::vector<float> scratch(w.type == GgmlType::kF32 ? 0 : 4 * w.cols);
+          cpu::MatMulRows(w, x, n, out, w.rows, b * kRowsPerTask,
+                          std::min(w.rows, e * kRowsPerTask), scratch.data());
+        },
+        w.rows * w.cols * n);
   }
 
   void AddBias(float* x, const WeightTensor& bias, int n) override {
@@ -126,7 +140,8 @@ class CpuBackend : public Backend {
     const int half = rope_dim / 2;
     std::vector<float> freq(half);
     for (int i = 0; i < half; ++i) {
-      freq[i] = 1.0f / std::pow(freq_base, static_cast<float>(2 * i) / static_cast<float>(rope_dim));
+      freq[i] =
+          1.0f / std::pow(freq_base, static_cast<float>(2 * i) / static_cast<float>(rope_dim));
     }
     for (int t = 0; t < n; ++t) {
       for (int i = 0; i < half; ++i) {
@@ -171,6 +186,21 @@ class CpuBackend : public Backend {
     for (int64_t i = 0; i < count; ++i) x[i] += y[i];
   }
 
+  absl::Status SampleRows(const float* logits, int num_rows, int vocab,
+                          const std::vector<RowSampling>& rows,
+                          std::vector<SampledToken>* out) override {
+    out->resize(rows.size());
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (rows[i].row < 0 || rows[i].row >= num_rows) {
+        return absl::InvalidArgumentError(
+            StrCat("sample rows: row ", rows[i].row, " is outside [0, ", num_rows, ")"));
+      }
+      std::span<const float> l(logits + static_cast<size_t>(rows[i].row) * vocab,
+                               static_cast<size_t>(vocab));
+      (*out)[i] = rule_.Sample(l, l, rows[i]);
+    }
+    return absl::OkStatus();
+  }
   void GatherRows(const float* x, const int32_t* rows, int m, int d, float* out) override {
     for (int j = 0; j < m; ++j) {
       std::memcpy(out + static_cast<int64_t>(j) * d, x + static_cast<int64_t>(rows[j]) * d, d * 4);
@@ -181,6 +211,7 @@ class CpuBackend : public Backend {
   ThreadPool pool_;
   const bool int8_activations_;
   std::vector<cpu::ActBlockQ8> act_;  // quantized activations of the current matmul
+  RowSampler rule_;
 };
 
 }  // namespace

@@ -337,29 +337,36 @@ class CudaBackend : public Backend, public GraphDriver {
   void Add(float* x, const float* y, int64_t count) override {
     tape_.Push({kOpAdd, W(x), W(y), W(count)}, [=, this] { Check(k::Add(x, y, count, stream_)); });
   }
-  absl::Status SampleRows(const float* logits, int rows, int vocab,
-                          const std::vector<DeviceSampleParams>& params,
-                          std::vector<int32_t>* tokens, std::vector<float>* logprobs) override {
+  absl::Status SampleRows(const float* logits, int num_rows, int vocab,
+                          const std::vector<RowSampling>& rows,
+                          std::vector<SampledToken>* out) override {
     tape_.Flush();
-    if (static_cast<int>(params.size()) != rows)
-      return absl::InvalidArgumentError("cuda: one sampling row per logits row");
-    std::vector<k::SamplingRow> host(rows);
-    for (int r = 0; r < rows; ++r) {
-      host[r] = {params[r].temperature, params[r].top_k, params[r].top_p, params[r].min_p,
-                 params[r].uniform};
+    const int draws = static_cast<int>(rows.size());
+    std::vector<k::SamplingRow> host(draws);
+    for (int i = 0; i < draws; ++i) {
+      const RowSampling& r = rows[i];
+      if (r.row < 0 || r.row >= num_rows) {
+        return absl::InvalidArgumentError(
+            StrCat("sample rows: row ", r.row, " is outside [0, ", num_rows, ")"));
+      }
+      host[i] = {r.temperature, r.top_k, r.top_p, r.min_p, r.uniform, r.row};
     }
-    const size_t pbytes = rows * sizeof(k::SamplingRow), obytes = rows * 8;
+    out->resize(draws);
+    if (draws == 0) return TakeError();
+    const size_t pbytes = draws * sizeof(k::SamplingRow), obytes = draws * 8;
     if (!Grow(sample_, pbytes + obytes)) return TakeError();
     auto* dparams = static_cast<k::SamplingRow*>(sample_.p);
     auto* dtokens = reinterpret_cast<int32_t*>(static_cast<char*>(sample_.p) + pbytes);
-    auto* dlogp = reinterpret_cast<float*>(dtokens + rows);
+    auto* dlogp = reinterpret_cast<float*>(dtokens + draws);
     Check(cudaMemcpyAsync(dparams, host.data(), pbytes, cudaMemcpyHostToDevice, stream_));
-    Check(k::SampleRows(logits, rows, vocab, dparams, dtokens, dlogp, stream_));
-    tokens->resize(rows);
-    logprobs->resize(rows);
-    Check(cudaMemcpyAsync(tokens->data(), dtokens, rows * 4, cudaMemcpyDeviceToHost, stream_));
-    Check(cudaMemcpyAsync(logprobs->data(), dlogp, rows * 4, cudaMemcpyDeviceToHost, stream_));
+    Check(k::SampleRows(logits, vocab, dparams, draws, dtokens, dlogp, stream_));
+    sampled_.resize(2 * static_cast<size_t>(draws));
+    Check(cudaMemcpyAsync(sampled_.data(), dtokens, obytes, cudaMemcpyDeviceToHost, stream_));
     Check(cudaStreamSynchronize(stream_));
+    for (int i = 0; i < draws; ++i) {
+      (*out)[i].token = sampled_[i];
+      std::memcpy(&(*out)[i].logprob, &sampled_[draws + i], 4);
+    }
     return TakeError();
   }
   void GatherRows(const float* x, const int32_t* rows, int m, int d, float* out) override {
@@ -531,7 +538,7 @@ class CudaBackend : public Backend, public GraphDriver {
   Scratch ints_, extra_, attn_, act_, deq_, sample_;
   std::unordered_map<const void*, void*> dequantized_;
   int64_t dequantized_bytes_ = 0, dequant_budget_ = -1;
-  std::vector<int32_t> host_;
+  std::vector<int32_t> host_, sampled_;
   const int32_t* host_tokens_ = nullptr;
   const int32_t* host_positions_ = nullptr;
   const int32_t* host_rows_ = nullptr;
