@@ -30,7 +30,8 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::string_view name, in
 
 absl::StatusOr<BackendSet> CreateTensorParallelBackends(std::string_view name, int ranks,
                                                         const std::vector<int>& cuda_devices,
-                                                        int cpu_threads) {
+                                                        int cpu_threads,
+                                                        const CudaBackendOptions& cuda_options) {
   BackendSet set;
   if (name == "cpu") {
     for (int r = 0; r < ranks; ++r) set.backends.push_back(CreateCpuBackend(std::max(1, cpu_threads / ranks)));
@@ -43,7 +44,7 @@ absl::StatusOr<BackendSet> CreateTensorParallelBackends(std::string_view name, i
     for (int r = 0; r < ranks; ++r) devices.push_back(r);
   }
   for (int d : devices) {
-    CHORUS_ASSIGN_OR_RETURN(auto b, CreateCudaBackend(d));
+    CHORUS_ASSIGN_OR_RETURN(auto b, CreateCudaBackend(d, cuda_options));
     set.backends.push_back(std::move(b));
   }
 #ifdef CHORUS_HAVE_NCCL

@@ -222,10 +222,19 @@ absl::StatusOr<std::unique_ptr<ChorusServer>> ChorusServer::Start(const chorus::
   const int tp = std::max(1, config.tensor_parallel_size());
   // With tensor parallelism the full model stays in host memory (zero copy); each rank loads
   // its shards into its own backend.
-  auto backend = tp > 1 ? absl::StatusOr<std::unique_ptr<Backend>>(CreateCpuBackend(1))
-                        : (config.backend() == "cpu" ? absl::StatusOr<std::unique_ptr<Backend>>(
-                                                           CreateCpuBackend(threads, config.cpu_int8_activations()))
-                                                     : CreateBackend(config.backend(), threads));
+  std::vector<int> devices(config.cuda_devices().begin(), config.cuda_devices().end());
+  CudaBackendOptions cuda_options = CudaBackendOptions::FromEnvironment();
+  if (config.has_cuda_graphs()) cuda_options.graphs = cuda_options.graphs && config.cuda_graphs();
+  if (config.has_cuda_dequant_cache()) {
+    cuda_options.dequant_cache = cuda_options.dequant_cache && config.cuda_dequant_cache();
+  }
+  absl::StatusOr<std::unique_ptr<Backend>> backend = absl::InvalidArgumentError(
+      StrCat("config: backend '", config.backend(), "' is not cpu or cuda"));
+  if (tp > 1 || config.backend() == "cpu") {
+    backend = CreateCpuBackend(tp > 1 ? 1 : threads, tp == 1 && config.cpu_int8_activations());
+  } else if (config.backend() == "cuda") {
+    backend = CreateCudaBackend(devices.empty() ? 0 : devices[0], cuda_options);
+  }
   if (!backend.ok()) return backend.status();
   impl->backend = std::move(*backend);
   auto model = Model::Load(config.model_path(), impl->backend.get());
@@ -233,8 +242,7 @@ absl::StatusOr<std::unique_ptr<ChorusServer>> ChorusServer::Start(const chorus::
   impl->model = std::move(*model);
   std::unique_ptr<ForwardExecutor> executor;
   if (tp > 1) {
-    std::vector<int> devices(config.cuda_devices().begin(), config.cuda_devices().end());
-    auto set = CreateTensorParallelBackends(config.backend(), tp, devices, threads);
+    auto set = CreateTensorParallelBackends(config.backend(), tp, devices, threads, cuda_options);
     if (!set.ok()) return set.status();
     std::vector<Backend*> raw;
     for (auto& b : set->backends) raw.push_back(b.get());

@@ -88,5 +88,27 @@ TEST(DrainTest, ABadModelFileExitsNonZeroWithAClearError) {
   std::remove(junk.c_str());
 }
 
+// A GPU that is not there (or a build without CUDA) is a clear start-up error, not a crash.
+TEST(DrainTest, AMissingCudaDeviceExitsNonZeroNamingIt) {
+  const std::string cfg = testing::TempPath("cuda.pbtxt");
+  {
+    FILE* f = std::fopen(cfg.c_str(), "w");
+    std::fprintf(f, "listen_address: \"127.0.0.1:0\"\nmodel_path: \"%s\"\nbackend: \"cuda\"\ncuda_devices: 63\n",
+                 testing::SourcePath("models/stories260K.gguf").c_str());
+    std::fclose(f);
+  }
+  const std::string cmd = testing::BinaryPath("src/chorusd") + " --config " + cfg + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  char buf[1024] = {0};
+  const size_t n = std::fread(buf, 1, sizeof(buf) - 1, p);
+  const int status = ::pclose(p);
+  EXPECT_NE(WEXITSTATUS(status), 0);
+  const std::string out(buf, n);
+  EXPECT_TRUE(out.find("device 63 not available") != std::string::npos ||
+              out.find("no CUDA backend") != std::string::npos)
+      << out;
+  std::remove(cfg.c_str());
+}
+
 }  // namespace
 }  // namespace chorus

@@ -46,8 +46,8 @@ struct BackendSet {
   std::vector<std::unique_ptr<Backend>> backends;
   std::vector<std::unique_ptr<Communicator>> comms;
 };
-absl::StatusOr<BackendSet> CreateTensorParallelBackends(std::string_view name, int ranks,
-                                                        const std::vector<int>& cuda_devices,
-                                                        int cpu_threads);
+absl::StatusOr<BackendSet> CreateTensorParallelBackends(
+    std::string_view name, int ranks, const std::vector<int>& cuda_devices, int cpu_threads,
+    const CudaBackendOptions& cuda_options = CudaBackendOptions::FromEnvironment());
 
 }  // namespace chorus
