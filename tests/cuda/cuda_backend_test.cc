@@ -159,22 +159,25 @@ TEST_F(CudaTest, ElementwiseOpsMatchCpu) {
     gpu_->AddBias(dy->f32(), w.gpu, n);
     ExpectClose(Down(*dy, n * d), biased, 1e-6, "bias");
   }
-  for (RopeStyle style : {RopeStyle::kAdjacentPairs, RopeStyle::kHalves}) {  // RoPE
-    std::vector<int32_t> pos = {0, 7, 100, 3, 2047};
-    std::vector<float> want = x;
-    cpu_->Rope(want.data(), pos.data(), n, heads, hd, hd, 10000.0f, style);
-    AttentionLayout l;
-    l.num_tokens = n;
-    l.positions = pos.data();
-    std::vector<int32_t> seq(n, 0), table = {0}, tokens(n, 0);
-    l.seq_of_token = seq.data();
-    l.block_tables = table.data();
-    l.max_blocks_per_seq = 1;
-    l.block_size = 4096;
-    gpu_->BeginForward(tokens.data(), l, nullptr, 0);
-    auto dx = Up(x);
-    gpu_->Rope(dx->f32(), pos.data(), n, heads, hd, hd, 10000.0f, style);
-    ExpectClose(Down(*dx, n * d), want, 1e-4, "rope");
+  // RoPE in both styles, over whole heads and over the first half of each head.
+  for (RopeStyle style : {RopeStyle::kAdjacentPairs, RopeStyle::kHalves}) {
+    for (int rope_dim : {hd, hd / 2}) {
+      std::vector<int32_t> pos = {0, 7, 100, 3, 2047};
+      std::vector<float> want = x;
+      cpu_->Rope(want.data(), pos.data(), n, heads, hd, rope_dim, 10000.0f, style);
+      AttentionLayout l;
+      l.num_tokens = n;
+      l.positions = pos.data();
+      std::vector<int32_t> seq(n, 0), table = {0}, tokens(n, 0);
+      l.seq_of_token = seq.data();
+      l.block_tables = table.data();
+      l.max_blocks_per_seq = 1;
+      l.block_size = 4096;
+      gpu_->BeginForward(tokens.data(), l, nullptr, 0);
+      auto dx = Up(x);
+      gpu_->Rope(dx->f32(), pos.data(), n, heads, hd, rope_dim, 10000.0f, style);
+      ExpectClose(Down(*dx, n * d), want, 1e-4, "rope");
+    }
   }
 }
 

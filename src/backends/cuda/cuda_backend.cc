@@ -225,7 +225,11 @@ class CudaBackend : public Backend, public GraphDriver {
     }
     if (nsingles > 0) std::memcpy(tiles + 2 * ntiles, plan_.singles.data(), nsingles * 4);
 
-    host_positions_ = nullptr;  // nothing is cached until the upload succeeds
+    // Nothing is cached until the upload succeeds: after a failure the ops upload their own
+    // inputs or report the missing layout, and never read a freed buffer.
+    host_tokens_ = host_positions_ = host_rows_ = nullptr;
+    dev_tokens_ = dev_rows_ = dev_tiles_ = dev_singles_ = nullptr;
+    layout_ = {};
     if (!Grow(ints_, ints * 4)) return;
     Check(cudaMemcpyAsync(ints_.p, h, ints * 4, cudaMemcpyHostToDevice, stream_));
     Check(cudaStreamSynchronize(stream_));
