@@ -82,8 +82,9 @@ int Run(int argc, char** argv) {
   const int64_t output_params = static_cast<int64_t>(c.vocab_size) * c.dim;
   const double prefill_flops = 2.0 * static_cast<double>(step_params - output_params) * prompt +
                                2.0 * output_params + 2.0 * 2.0 * c.n_layers * c.q_dim() * prompt * prompt / 2.0;
-  // KV cache read by attention per decode step, averaged over the steps (F32 K and V).
-  const double kv_bytes_per_step = 2.0 * c.n_layers * c.kv_dim() * 4.0 * batch * (prompt + (decode - 1) / 2.0);
+  // KV cache read by attention per decode step, averaged over the steps.
+  const double kv_bytes_per_step = 2.0 * c.n_layers * c.kv_dim() * backend->KvBytesPerValue() * batch *
+                                   (prompt + (decode - 1) / 2.0);
 
   ForwardBatch b;
   b.max_blocks_per_seq = per_seq;

@@ -18,7 +18,8 @@ __device__ __forceinline__ int64_t Slot(const int32_t* table, int p, int block_s
   return static_cast<int64_t>(table[p / block_size]) * block_size + p % block_size;
 }
 
-__global__ void AttentionPartialKernel(const float* q, const float* kc, const float* vc,
+template <typename T>
+__global__ void AttentionPartialKernel(const float* q, const T* kc, const T* vc,
                                        DeviceLayout l, const int32_t* rows, int heads, int kv_heads,
                                        int hd, float scale, int splits, float* scratch) {
   const int split = blockIdx.x, h = blockIdx.y, row = blockIdx.z, lane = threadIdx.x;
@@ -41,13 +42,13 @@ __global__ void AttentionPartialKernel(const float* q, const float* kc, const fl
   float m = -CUDART_INF_F, sum = 0.0f;
   for (int p = begin; p < end; ++p) {
     const int64_t slot = Slot(table, p, l.block_size);
-    const float* kp = kc + slot * kv_dim + kvh * hd;
-    const float* vp = vc + slot * kv_dim + kvh * hd;
+    const T* kp = kc + slot * kv_dim + kvh * hd;
+    const T* vp = vc + slot * kv_dim + kvh * hd;
     float s = 0.0f;
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) {
       const int d = lane + 32 * i;
-      if (d < hd) s += qv[i] * kp[d];
+      if (d < hd) s += qv[i] * KvLoad(kp + d);
     }
     s = WarpSum(s);
     const float m_new = fmaxf(m, s);
@@ -57,7 +58,7 @@ __global__ void AttentionPartialKernel(const float* q, const float* kc, const fl
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) {
       const int d = lane + 32 * i;
-      if (d < hd) acc[i] = acc[i] * corr + e * vp[d];
+      if (d < hd) acc[i] = acc[i] * corr + e * KvLoad(vp + d);
     }
     m = m_new;
   }
@@ -105,7 +106,8 @@ size_t TiledSharedBytes(int hd) {
           static_cast<size_t>(kKeyTile) * hd);
 }
 
-__global__ void TiledAttentionKernel(const float* q, const float* kc, const float* vc,
+template <typename T>
+__global__ void TiledAttentionKernel(const float* q, const T* kc, const T* vc,
                                      DeviceLayout l, const int32_t* tiles, int heads, int kv_heads,
                                      int hd, float scale, float* out) {
   extern __shared__ float smem[];
@@ -142,8 +144,8 @@ __global__ void TiledAttentionKernel(const float* q, const float* kc, const floa
       float kv = 0.0f, vv = 0.0f;
       if (p <= last) {
         const int64_t off = Slot(table, p, l.block_size) * kv_dim + kvh * hd + d;
-        kv = kc[off];
-        vv = vc[off];
+        kv = KvLoad(kc + off);
+        vv = KvLoad(vc + off);
       }
       ks[r * kstride + d] = kv;
       vs[r * hd + d] = vv;
@@ -197,7 +199,7 @@ __global__ void TiledAttentionKernel(const float* q, const float* kc, const floa
 
 }  // namespace
 
-cudaError_t Attention(const float* q, const float* k_cache, const float* v_cache,
+cudaError_t Attention(const float* q, const void* k_cache, const void* v_cache, bool half_kv,
                       const DeviceLayout& layout, const int32_t* rows, int num_rows, int heads,
                       int kv_heads, int head_dim, float scale, int num_splits, float* scratch,
                       float* out, cudaStream_t s) {
@@ -207,8 +209,16 @@ cudaError_t Attention(const float* q, const float* k_cache, const float* v_cache
       heads > 65535 || num_rows > 65535) {
     return cudaErrorInvalidValue;
   }
-  AttentionPartialKernel<<<dim3(num_splits, heads, num_rows), 32, 0, s>>>(
-      q, k_cache, v_cache, layout, rows, heads, kv_heads, head_dim, scale, num_splits, scratch);
+  const dim3 grid(num_splits, heads, num_rows);
+  if (half_kv) {
+    AttentionPartialKernel<<<grid, 32, 0, s>>>(q, static_cast<const __half*>(k_cache),
+                                               static_cast<const __half*>(v_cache), layout, rows,
+                                               heads, kv_heads, head_dim, scale, num_splits, scratch);
+  } else {
+    AttentionPartialKernel<<<grid, 32, 0, s>>>(q, static_cast<const float*>(k_cache),
+                                               static_cast<const float*>(v_cache), layout, rows,
+                                               heads, kv_heads, head_dim, scale, num_splits, scratch);
+  }
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
   AttentionMergeKernel<<<dim3(heads, num_rows), 128, 0, s>>>(scratch, rows, heads, head_dim,
@@ -216,7 +226,7 @@ cudaError_t Attention(const float* q, const float* k_cache, const float* v_cache
   return Launched();
 }
 
-cudaError_t TiledAttention(const float* q, const float* k_cache, const float* v_cache,
+cudaError_t TiledAttention(const float* q, const void* k_cache, const void* v_cache, bool half_kv,
                            const DeviceLayout& layout, const int32_t* tiles, int num_tiles,
                            int heads, int kv_heads, int head_dim, float scale, float* out,
                            cudaStream_t s) {
@@ -225,8 +235,17 @@ cudaError_t TiledAttention(const float* q, const float* k_cache, const float* v_
       head_dim <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || heads > 65535) {
     return cudaErrorInvalidValue;
   }
-  TiledAttentionKernel<<<dim3(num_tiles, heads), kTiledWarps * 32, TiledSharedBytes(head_dim), s>>>(
-      q, k_cache, v_cache, layout, tiles, heads, kv_heads, head_dim, scale, out);
+  const dim3 grid(num_tiles, heads);
+  const size_t smem = TiledSharedBytes(head_dim);
+  if (half_kv) {
+    TiledAttentionKernel<<<grid, kTiledWarps * 32, smem, s>>>(
+        q, static_cast<const __half*>(k_cache), static_cast<const __half*>(v_cache), layout, tiles,
+        heads, kv_heads, head_dim, scale, out);
+  } else {
+    TiledAttentionKernel<<<grid, kTiledWarps * 32, smem, s>>>(
+        q, static_cast<const float*>(k_cache), static_cast<const float*>(v_cache), layout, tiles,
+        heads, kv_heads, head_dim, scale, out);
+  }
   return Launched();
 }
 

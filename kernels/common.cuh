@@ -46,6 +46,12 @@ __device__ __forceinline__ float WeightAt(int type, const uint8_t* row, int64_t 
   }
 }
 
+// K/V cache elements: float or half, read as float.
+__device__ __forceinline__ float KvLoad(const float* p) { return *p; }
+__device__ __forceinline__ float KvLoad(const __half* p) { return __half2float(*p); }
+__device__ __forceinline__ void KvStore(float* p, float v) { *p = v; }
+__device__ __forceinline__ void KvStore(__half* p, float v) { *p = __float2half_rn(v); }
+
 inline cudaError_t Launched() { return cudaGetLastError(); }
 inline int Blocks(int64_t n, int threads = kThreads) { return static_cast<int>((n + threads - 1) / threads); }
 

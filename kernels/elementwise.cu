@@ -69,14 +69,15 @@ __global__ void GatherRowsKernel(const float* x, const int32_t* rows, int d, flo
   for (int c = threadIdx.x; c < d; c += blockDim.x) out[static_cast<int64_t>(j) * d + c] = x[static_cast<int64_t>(rows[j]) * d + c];
 }
 
-__global__ void KvWriteKernel(const float* k, const float* v, DeviceLayout l, int kv_dim, float* kc, float* vc) {
+template <typename T>
+__global__ void KvWriteKernel(const float* k, const float* v, DeviceLayout l, int kv_dim, T* kc, T* vc) {
   const int t = blockIdx.x;
   const int pos = l.positions[t];
   const int32_t* table = l.block_tables + static_cast<int64_t>(l.seq_of_token[t]) * l.max_blocks_per_seq;
   const int64_t slot = static_cast<int64_t>(table[pos / l.block_size]) * l.block_size + pos % l.block_size;
   for (int c = threadIdx.x; c < kv_dim; c += blockDim.x) {
-    kc[slot * kv_dim + c] = k[static_cast<int64_t>(t) * kv_dim + c];
-    vc[slot * kv_dim + c] = v[static_cast<int64_t>(t) * kv_dim + c];
+    KvStore(kc + slot * kv_dim + c, k[static_cast<int64_t>(t) * kv_dim + c]);
+    KvStore(vc + slot * kv_dim + c, v[static_cast<int64_t>(t) * kv_dim + c]);
   }
 }
 
@@ -135,10 +136,16 @@ cudaError_t GatherRows(const float* x, const int32_t* rows, int m, int d, float*
 }
 
 cudaError_t KvWrite(const float* k, const float* v, const DeviceLayout& layout, int kv_dim,
-                    float* k_cache, float* v_cache, cudaStream_t s) {
+                    bool half_kv, void* k_cache, void* v_cache, cudaStream_t s) {
   if (layout.num_tokens <= 0) return cudaSuccess;
   if (!k || !v || !k_cache || !v_cache || !layout.positions || !layout.block_tables) return cudaErrorInvalidValue;
-  KvWriteKernel<<<layout.num_tokens, kThreads, 0, s>>>(k, v, layout, kv_dim, k_cache, v_cache);
+  if (half_kv) {
+    KvWriteKernel<<<layout.num_tokens, kThreads, 0, s>>>(k, v, layout, kv_dim, static_cast<__half*>(k_cache),
+                                                        static_cast<__half*>(v_cache));
+  } else {
+    KvWriteKernel<<<layout.num_tokens, kThreads, 0, s>>>(k, v, layout, kv_dim, static_cast<float*>(k_cache),
+                                                        static_cast<float*>(v_cache));
+  }
   return Launched();
 }
 

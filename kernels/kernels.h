@@ -43,13 +43,15 @@ cudaError_t SwiGlu(const float* gate, const float* up, int64_t count, float* out
 cudaError_t Add(float* x, const float* y, int64_t count, cudaStream_t s);
 cudaError_t GatherRows(const float* x, const int32_t* rows, int m, int d, float* out,
                        cudaStream_t s);
+// K/V caches are [blocks, block_size, kv_dim] of float, or of half when `half_kv` (the
+// backend's choice: half the memory and half the attention reads).
 cudaError_t KvWrite(const float* k, const float* v, const DeviceLayout& layout, int kv_dim,
-                    float* k_cache, float* v_cache, cudaStream_t s);
+                    bool half_kv, void* k_cache, void* v_cache, cudaStream_t s);
 // Causal paged attention, split over `num_splits` chunks of kAttentionChunk positions
 // (flash-decoding), then merged, for the batch rows listed in `rows` (device [num_rows]; null:
 // rows 0 .. num_rows - 1). Splits past a row's position contribute nothing, so num_splits may be
 // rounded up. scratch: [num_rows, heads, num_splits, head_dim + 2] floats.
-cudaError_t Attention(const float* q, const float* k_cache, const float* v_cache,
+cudaError_t Attention(const float* q, const void* k_cache, const void* v_cache, bool half_kv,
                       const DeviceLayout& layout, const int32_t* rows, int num_rows, int heads,
                       int kv_heads, int head_dim, float scale, int num_splits, float* scratch,
                       float* out, cudaStream_t s);
@@ -60,7 +62,7 @@ cudaError_t Attention(const float* q, const float* k_cache, const float* v_cache
 constexpr int kQueryTile = 16;
 constexpr int kKeyTile = 32;
 constexpr int kMaxTiledHeadDim = 128;
-cudaError_t TiledAttention(const float* q, const float* k_cache, const float* v_cache,
+cudaError_t TiledAttention(const float* q, const void* k_cache, const void* v_cache, bool half_kv,
                            const DeviceLayout& layout, const int32_t* tiles, int num_tiles,
                            int heads, int kv_heads, int head_dim, float scale, float* out,
                            cudaStream_t s);

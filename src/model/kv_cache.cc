@@ -13,7 +13,8 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(Backend* backend,
         StrCat("kv cache: num_blocks ", num_blocks, " and block_size ", block_size, " must be >= 1"));
   }
   std::unique_ptr<KvCache> kv(new KvCache(backend, num_blocks, block_size, config.kv_dim()));
-  const size_t bytes = static_cast<size_t>(num_blocks) * block_size * config.kv_dim() * 4;
+  const size_t bytes =
+      static_cast<size_t>(num_blocks) * block_size * config.kv_dim() * backend->KvBytesPerValue();
   for (int l = 0; l < config.n_layers; ++l) {
     CHORUS_ASSIGN_OR_RETURN(auto k, backend->Alloc(bytes));
     CHORUS_ASSIGN_OR_RETURN(auto v, backend->Alloc(bytes));
@@ -24,10 +25,12 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(Backend* backend,
 }
 
 void KvCache::CopyBlock(int32_t src, int32_t dst) {
-  const size_t floats = static_cast<size_t>(block_size_) * kv_dim_;
+  const size_t bytes = static_cast<size_t>(block_size_) * kv_dim_ * backend_->KvBytesPerValue();
   for (size_t l = 0; l < k_.size(); ++l) {
-    backend_->Copy(k(l) + dst * floats, k(l) + src * floats, floats * sizeof(float));
-    backend_->Copy(v(l) + dst * floats, v(l) + src * floats, floats * sizeof(float));
+    for (auto* cache : {k_[l].get(), v_[l].get()}) {
+      char* base = static_cast<char*>(cache->data());
+      backend_->Copy(base + dst * bytes, base + src * bytes, bytes);
+    }
   }
 }
 

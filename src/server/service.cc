@@ -228,6 +228,7 @@ absl::StatusOr<std::unique_ptr<ChorusServer>> ChorusServer::Start(const chorus::
   if (config.has_cuda_dequant_cache()) {
     cuda_options.dequant_cache = cuda_options.dequant_cache && config.cuda_dequant_cache();
   }
+  if (config.has_cuda_kv_cache_f16()) cuda_options.kv_f16 = cuda_options.kv_f16 && config.cuda_kv_cache_f16();
   absl::StatusOr<std::unique_ptr<Backend>> backend = absl::InvalidArgumentError(
       StrCat("config: backend '", config.backend(), "' is not cpu or cuda"));
   if (tp > 1 || config.backend() == "cpu") {

@@ -23,8 +23,15 @@ class CudaTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
-    auto b = CreateCudaBackend(0);
+    // The oracle tests run the F32 KV cache (exact against the CPU); half_kv_ is the default
+    // F16 cache, tested on its own.
+    CudaBackendOptions exact;
+    exact.kv_f16 = false;
+    auto b = CreateCudaBackend(0, exact);
     ASSERT_TRUE(b.ok()) << b.status();
+    auto h = CreateCudaBackend(0, CudaBackendOptions{});
+    ASSERT_TRUE(h.ok()) << h.status();
+    half_kv_ = std::move(*h);
     gpu_ = std::move(*b);
     cpu_ = CreateCpuBackend(2);
   }
@@ -62,7 +69,7 @@ class CudaTest : public ::testing::Test {
     }
   }
   std::mt19937 rng_{123};
-  std::unique_ptr<Backend> gpu_, cpu_;
+  std::unique_ptr<Backend> gpu_, half_kv_, cpu_;
 };
 
 // A weight of `type` held both in host memory (for the CPU backend) and on the device.
@@ -224,25 +231,74 @@ TEST_F(CudaTest, PagedKvWriteAndAttentionMatchCpu) {
   for (int i = 0; i < 2; ++i) pos.push_back(7 + i), seq.push_back(3);
   const int n = static_cast<int>(pos.size());
   std::vector<int32_t> tokens(n, 0);
-  for (int hd : {32, 64, 128, 160}) {
-    const int kv_dim = kv_heads * hd;
-    auto kc = Random(static_cast<size_t>(blocks) * bs * kv_dim), vc = Random(kc.size());
-    AttentionLayout l{n, pos.data(), seq.data(), tables.data(), max_blocks, bs};
-    const auto k = Random(n * kv_dim), v = Random(n * kv_dim), q = Random(n * heads * hd);
-    std::vector<float> kc_cpu = kc, vc_cpu = vc, want(n * heads * hd);
-    cpu_->KvWrite(k.data(), v.data(), l, kv_dim, kc_cpu.data(), vc_cpu.data());
-    cpu_->Attention(q.data(), kc_cpu.data(), vc_cpu.data(), l, heads, kv_heads, hd, 0.17f,
-                    want.data());
-
-    auto dkc = Up(kc), dvc = Up(vc), dk = Up(k), dv = Up(v), dq = Up(q);
-    auto out = NaNs(want.size());
-    gpu_->BeginForward(tokens.data(), l, nullptr, 0);
-    gpu_->KvWrite(dk->f32(), dv->f32(), l, kv_dim, dkc->f32(), dvc->f32());
-    gpu_->Attention(dq->f32(), dkc->f32(), dvc->f32(), l, heads, kv_heads, hd, 0.17f, out->f32());
-    const std::string what = "head_dim " + std::to_string(hd);
-    ExpectClose(Down(*dkc, kc.size()), kc_cpu, 0, (what + " kv write (k)").c_str());
-    ExpectClose(Down(*dvc, vc.size()), vc_cpu, 0, (what + " kv write (v)").c_str());
-    ExpectClose(Down(*out, want.size()), want, 1e-4, (what + " attention").c_str());
+  // Half-precision caches hold values rounded to half: the oracle gets the same rounded K/V,
+  // so both caches are checked exactly and the attention to the same tolerance.
+  auto to_half = [](std::vector<float> v) {
+    for (float& x : v) x = HalfToFloat(FloatToHalf(x));
+    return v;
+  };
+  for (bool half : {false, true}) {
+    Backend* gpu = half ? half_kv_.get() : gpu_.get();
+    ASSERT_EQ(gpu->KvBytesPerValue(), half ? 2 : 4);
+    for (int hd : {32, 64, 128, 160}) {
+      const int kv_dim = kv_heads * hd;
+      auto kc = Random(static_cast<size_t>(blocks) * bs * kv_dim), vc = Random(kc.size());
+      auto k = Random(n * kv_dim), v = Random(n * kv_dim);
+      const auto q = Random(n * heads * hd);
+      if (half) {
+        kc = to_half(kc), vc = to_half(vc), k = to_half(k), v = to_half(v);
+      }
+      AttentionLayout l{n, pos.data(), seq.data(), tables.data(), max_blocks, bs};
+      std::vector<float> kc_cpu = kc, vc_cpu = vc, want(n * heads * hd);
+      cpu_->KvWrite(k.data(), v.data(), l, kv_dim, kc_cpu.data(), vc_cpu.data());
+      cpu_->Attention(q.data(), kc_cpu.data(), vc_cpu.data(), l, heads, kv_heads, hd, 0.17f,
+                      want.data());
+      // Caches in the backend's format.
+      auto upload = [&](const std::vector<float>& values) {
+        auto buf = gpu->Alloc(values.size() * gpu->KvBytesPerValue());
+        EXPECT_TRUE(buf.ok());
+        if (half) {
+          std::vector<uint16_t> bits(values.size());
+          for (size_t i = 0; i < values.size(); ++i) bits[i] = FloatToHalf(values[i]);
+          gpu->CopyToBackend(bits.data(), (*buf)->data(), bits.size() * 2);
+        } else {
+          gpu->CopyToBackend(values.data(), (*buf)->data(), values.size() * 4);
+        }
+        return std::move(*buf);
+      };
+      auto download = [&](BackendBuffer& buf, size_t count) {
+        std::vector<float> values(count);
+        if (half) {
+          std::vector<uint16_t> bits(count);
+          gpu->CopyToHost(buf.data(), bits.data(), count * 2);
+          for (size_t i = 0; i < count; ++i) values[i] = HalfToFloat(bits[i]);
+        } else {
+          gpu->CopyToHost(buf.data(), values.data(), count * 4);
+        }
+        EXPECT_TRUE(gpu->TakeError().ok());
+        return values;
+      };
+      auto up = [&](const std::vector<float>& values) {
+        auto buf = gpu->Alloc(values.size() * 4);
+        EXPECT_TRUE(buf.ok());
+        gpu->CopyToBackend(values.data(), (*buf)->data(), values.size() * 4);
+        return std::move(*buf);
+      };
+      auto dkc = upload(kc), dvc = upload(vc);
+      auto dk = up(k), dv = up(v), dq = up(q);
+      auto out = up(std::vector<float>(want.size(), NAN));
+      gpu->BeginForward(tokens.data(), l, nullptr, 0);
+      gpu->KvWrite(dk->f32(), dv->f32(), l, kv_dim, dkc->f32(), dvc->f32());
+      gpu->Attention(dq->f32(), dkc->f32(), dvc->f32(), l, heads, kv_heads, hd, 0.17f, out->f32());
+      std::vector<float> got(want.size());
+      gpu->CopyToHost(out->data(), got.data(), got.size() * 4);
+      ASSERT_TRUE(gpu->TakeError().ok());
+      const std::string what =
+          std::string(half ? "half" : "float") + " cache, head_dim " + std::to_string(hd);
+      ExpectClose(download(*dkc, kc.size()), kc_cpu, 0, (what + " kv write (k)").c_str());
+      ExpectClose(download(*dvc, vc.size()), vc_cpu, 0, (what + " kv write (v)").c_str());
+      ExpectClose(got, want, 1e-4, (what + " attention").c_str());
+    }
   }
 }
 
@@ -259,6 +315,32 @@ std::string SmallModel(const char* arch, GgmlType type) {
   GgufWriter wr;
   EXPECT_TRUE(BuildRandomModel(spec, nullptr, &wr).ok());
   return wr.Serialize();
+}
+
+// The default backend (half-precision KV cache) stays close to the CPU on whole models.
+TEST_F(CudaTest, HalfKvCacheModelLogitsStayCloseToCpu) {
+  for (const char* arch : {"llama", "qwen2"}) {
+    const std::string bytes = SmallModel(arch, GgmlType::kF32);
+    auto run = [&](Backend* be) {
+      auto m = Model::FromFile(std::move(*GgufFile::FromBytes(bytes)), be);
+      EXPECT_TRUE(m.ok()) << m.status();
+      auto kv = KvCache::Create(be, (*m)->config(), 4, 16);
+      Transformer tf(m->get(), be, kv->get());
+      ForwardBatch b;
+      b.max_blocks_per_seq = 4;
+      b.block_tables = {2, 0, 3, 1};
+      for (int t = 0; t < 40; ++t) {
+        b.tokens.push_back((t * 41) % 512);
+        b.positions.push_back(t);
+        b.seq_of_token.push_back(0);
+      }
+      b.logit_rows = {39};
+      std::vector<float> logits;
+      EXPECT_TRUE(tf.Forward(b, &logits).ok());
+      return logits;
+    };
+    ExpectClose(run(half_kv_.get()), run(cpu_.get()), 1e-2, arch);
+  }
 }
 
 TEST_F(CudaTest, ModelLogitsMatchCpuForBothArchitecturesAndAllTypes) {
@@ -401,7 +483,9 @@ TEST(CudaTensorParallelTest, TwoGpusOverNcclMatchOneCpuRank) {
   Transformer single(model->get(), cpu.get(), kv->get());
   std::vector<float> want, got;
   ASSERT_TRUE(single.Forward(b, &want).ok());
-  auto g0 = CreateCudaBackend(0), g1 = CreateCudaBackend(1);
+  CudaBackendOptions exact;
+  exact.kv_f16 = false;  // F32 caches: the comparison is against exact CPU arithmetic
+  auto g0 = CreateCudaBackend(0, exact), g1 = CreateCudaBackend(1, exact);
   ASSERT_TRUE(g0.ok() && g1.ok());
   auto comms = CreateNcclCommunicators({0, 1});
   ASSERT_TRUE(comms.ok()) << comms.status();

@@ -89,6 +89,10 @@ class Backend {
   // positions: host [n].
   virtual void Rope(float* x, const int32_t* positions, int n, int heads, int head_dim,
                     int rope_dim, float freq_base, RopeStyle style) = 0;
+  // Bytes per value of the K/V caches this backend's KvWrite and Attention use: 4 (F32) unless
+  // the backend stores them narrower (CUDA: F16 by default). The cache pointers below are typed
+  // float* but point at values of this width.
+  virtual int KvBytesPerValue() const { return 4; }
   // Writes k, v [n, kv_dim] into the layer's caches [blocks, block_size, kv_dim] at each
   // token's (block, offset) per the layout.
   virtual void KvWrite(const float* k, const float* v, const AttentionLayout& layout, int kv_dim,

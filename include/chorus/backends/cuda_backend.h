@@ -20,6 +20,7 @@ struct CudaBackendOptions {
   bool graphs = true;         // capture and replay decode steps (env CHORUS_CUDA_GRAPHS=0: off)
   bool dequant_cache = true;  // keep half copies of quantized weights for GEMMs while device
                               // memory allows (env CHORUS_CUDA_DEQUANT_CACHE=0: off)
+  bool kv_f16 = true;         // K/V cache in half precision (env CHORUS_CUDA_KV_F16=0: F32)
   static CudaBackendOptions FromEnvironment();
 };
 

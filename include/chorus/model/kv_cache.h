@@ -18,6 +18,7 @@ class KvCache {
   static absl::StatusOr<std::unique_ptr<KvCache>> Create(Backend* backend,
                                                          const ModelConfig& config, int num_blocks,
                                                          int block_size);
+  // The layer's caches (values of backend->KvBytesPerValue() bytes; see Backend::KvWrite).
   float* k(int layer) { return k_[layer]->f32(); }
   float* v(int layer) { return v_[layer]->f32(); }
   int num_blocks() const { return num_blocks_; }

@@ -103,6 +103,7 @@ class CudaBackend : public Backend, public GraphDriver {
     cudaStreamDestroy(stream_);
   }
   std::string_view name() const override { return "cuda"; }
+  int KvBytesPerValue() const override { return options_.kv_f16 ? 2 : 4; }
   CudaGraphStats graph_stats() const {
     const OpTape::Stats& s = tape_.stats();
     return {s.eager,
@@ -286,9 +287,10 @@ class CudaBackend : public Backend, public GraphDriver {
                float* k_cache, float* v_cache) override {
     if (!LayoutReady(layout)) return;
     const k::DeviceLayout l = layout_;
+    const bool half = options_.kv_f16;
     tape_.Push({kOpKvWrite, W(kk), W(v), W(l.positions), W(l.block_tables), W(l.max_blocks_per_seq),
-                W(l.block_size), W(l.num_tokens), W(kv_dim), W(k_cache), W(v_cache)},
-               [=, this] { Check(k::KvWrite(kk, v, l, kv_dim, k_cache, v_cache, stream_)); });
+                W(l.block_size), W(l.num_tokens), W(kv_dim), W(half), W(k_cache), W(v_cache)},
+               [=, this] { Check(k::KvWrite(kk, v, l, kv_dim, half, k_cache, v_cache, stream_)); });
   }
   // Runs of prefill rows go to the tiled kernel, single rows (decode) to the split kernel; a
   // head_dim above the tiled kernel's limit sends every row to the split kernel.
@@ -306,10 +308,12 @@ class CudaBackend : public Backend, public GraphDriver {
     if (num_rows > 0 && !Grow(attn_, bytes)) return;
     auto* scratch = static_cast<float*>(attn_.p);
     const k::DeviceLayout l = layout_;
+    const bool half = options_.kv_f16;
     tape_.Push({kOpAttention,
                 W(q),
                 W(k_cache),
                 W(v_cache),
+                W(half),
                 W(l.positions),
                 W(l.block_tables),
                 W(l.max_blocks_per_seq),
@@ -327,9 +331,9 @@ class CudaBackend : public Backend, public GraphDriver {
                 W(scratch),
                 W(out)},
                [=, this] {
-                 Check(k::TiledAttention(q, k_cache, v_cache, l, tiles, num_tiles, heads, kv_heads,
+                 Check(k::TiledAttention(q, k_cache, v_cache, half, l, tiles, num_tiles, heads, kv_heads,
                                          head_dim, scale, out, stream_));
-                 Check(k::Attention(q, k_cache, v_cache, l, rows, num_rows, heads, kv_heads,
+                 Check(k::Attention(q, k_cache, v_cache, half, l, rows, num_rows, heads, kv_heads,
                                     head_dim, scale, splits, scratch, out, stream_));
                });
   }
@@ -575,6 +579,7 @@ CudaBackendOptions CudaBackendOptions::FromEnvironment() {
   };
   o.graphs = !off("CHORUS_CUDA_GRAPHS");
   o.dequant_cache = !off("CHORUS_CUDA_DEQUANT_CACHE");
+  o.kv_f16 = !off("CHORUS_CUDA_KV_F16");
   return o;
 }
 
