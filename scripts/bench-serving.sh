@@ -4,6 +4,8 @@
 #   2. how far past the latency budget responses land at budgets of 250, 500 and 1000 ms.
 # Usage: scripts/bench-serving.sh [MODEL.gguf ...]  (default: the embedded stories260K and the
 # random 110M F32 model of scripts/bench-cpu.sh, generated when missing)
+# Environment: BACKEND (cpu | cuda, default cpu), CHORUSD and CHORUS (binaries; default the
+# build's), BUILD, PORT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -16,14 +18,17 @@ if [[ ${#MODELS[@]} -eq 0 ]]; then
     --vocab-size 32000 --type f32
   MODELS=(models/stories260K.gguf $BUILD/bench-models/110m-f32.gguf)
 fi
-cli="$BUILD/src/chorus"
+cli=${CHORUS:-$BUILD/src/chorus}
+daemon=${CHORUSD:-$BUILD/src/chorusd}
+BACKEND=${BACKEND:-cpu}
 for m in "${MODELS[@]}"; do
-  $BUILD/src/chorusd --listen 127.0.0.1:$PORT --model "$m" > /tmp/chorusd-bench.log 2>&1 &
+  "$daemon" --listen 127.0.0.1:$PORT --model "$m" --backend "$BACKEND" --metrics "" \
+    > /tmp/chorusd-bench.log 2>&1 &
   pid=$!
-  for _ in $(seq 100); do $cli health --addr 127.0.0.1:$PORT >/dev/null 2>&1 && break; sleep 0.1; done
-  echo "== $m"
+  for _ in $(seq 600); do "$cli" health --addr 127.0.0.1:$PORT >/dev/null 2>&1 && break; sleep 0.1; done
+  echo "== $m ($BACKEND)"
   for agents in 1 8; do
-    $cli bench --addr 127.0.0.1:$PORT --concurrency 1 --requests 6 --warmup 1 --agents $agents \
+    "$cli" bench --addr 127.0.0.1:$PORT --concurrency 1 --requests 6 --warmup 1 --agents $agents \
       --max-tokens 64 --temperature 0.8 --prompt-tokens 16 --json /tmp/agents$agents.json >/dev/null 2>&1 || true
   done
   python3 - "$m" <<'PY'
@@ -34,7 +39,7 @@ print(f"  e2e mean: 1 agent {a1['e2e_ms']['mean']:.1f} ms, 8 agents {a8['e2e_ms'
       f" (output tokens {a1['output_tokens']} vs {a8['output_tokens']})")
 PY
   for budget in 250 500 1000; do
-    $cli bench --addr 127.0.0.1:$PORT --concurrency 1 --requests 5 --agents 8 --max-tokens 1500 \
+    "$cli" bench --addr 127.0.0.1:$PORT --concurrency 1 --requests 5 --agents 8 --max-tokens 1500 \
       --budget-ms $budget --prompt-tokens 16 --json /tmp/budget.json >/dev/null 2>&1 || true
     python3 - $budget <<'PY'
 import json, sys

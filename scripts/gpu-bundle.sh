@@ -11,10 +11,11 @@ BUILD=${BUILD:-build-gpu}
 OUT=gpu-bundle
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCHORUS_CUDA=ON -DCHORUS_NATIVE=OFF \
   -DCMAKE_CUDA_ARCHITECTURES="${ARCH}-real;${ARCH}-virtual" > /dev/null
-cmake --build "$BUILD" -j"$(nproc)" --target cuda_test chorus-bench-model chorus-mkmodel chorus-bench-cuda
+cmake --build "$BUILD" -j"$(nproc)" --target cuda_test chorus-bench-model chorus-mkmodel chorus-bench-cuda \
+  chorusd chorus
 rm -rf "$OUT" && mkdir -p "$OUT/bin" "$OUT/lib"
 cp "$BUILD/tests/cuda_test" "$BUILD/bench/chorus-bench-model" "$BUILD/src/tools/chorus-mkmodel" \
-   "$BUILD/src/chorus-bench-cuda" "$OUT/bin/"
+   "$BUILD/src/chorus-bench-cuda" "$BUILD/src/chorusd" "$BUILD/src/chorus" "$OUT/bin/"
 # Every shared library the binaries load, except the C runtime and the CUDA/NVIDIA ones.
 for b in "$OUT"/bin/*; do
   ldd "$b" | awk '/=> \// {print $3}'

@@ -29,9 +29,11 @@ PY
   export LD_LIBRARY_PATH="$PWD/gpu-bundle/lib:${CUDA_LIBS}:${LD_LIBRARY_PATH:-}"
   log "using carried binaries (LD_LIBRARY_PATH=$LD_LIBRARY_PATH)"
   CUDA_TEST=$BIN/cuda_test; BENCH=$BIN/chorus-bench-model; MKMODEL=$BIN/chorus-mkmodel; ROOF=$BIN/chorus-bench-cuda
+  CHORUSD=$BIN/chorusd; CHORUS=$BIN/chorus
 else
   CUDA_TEST=$BUILD/tests/cuda_test; BENCH=$BUILD/bench/chorus-bench-model
   MKMODEL=$BUILD/src/tools/chorus-mkmodel; ROOF=$BUILD/src/chorus-bench-cuda
+  CHORUSD=$BUILD/src/chorusd; CHORUS=$BUILD/src/chorus
 fi
 if [[ ! -x $CUDA_TEST || ! -x $BENCH ]]; then
   log "building with CUDA into $BUILD"
@@ -39,6 +41,7 @@ if [[ ! -x $CUDA_TEST || ! -x $BENCH ]]; then
   cmake -S . -B "$BUILD" -DCHORUS_CUDA=ON -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=native \
     >> "$OUT/log.txt" 2>&1
   cmake --build "$BUILD" -j"$(nproc)" --target cuda_test chorus-bench-model chorus-mkmodel chorus-bench-cuda \
+    chorusd chorus \
     >> "$OUT/log.txt" 2>&1 || { log "build failed"; tail -40 "$OUT/log.txt"; exit 1; }
 fi
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
@@ -76,6 +79,14 @@ for t in bf16 q8_0 q4_0; do
   done
 done
 log "decode results: $(wc -l < "$OUT/decode.jsonl") lines"
+
+# Serving on the GPU: latency of 8 agents against 1 agent end to end, and the latency budget.
+if [[ -x $CHORUSD && -x $CHORUS ]]; then
+  log "serving benchmark (chorusd --backend cuda, 1B Q8_0)"
+  BACKEND=cuda CHORUSD=$CHORUSD CHORUS=$CHORUS timeout 240 scripts/bench-serving.sh "$MODELS/1b-q8_0.gguf" \
+    > "$OUT/serving.txt" 2>&1
+  log "serving exit $?: $(tr '\n' ' ' < "$OUT/serving.txt")"
+fi
 
 python3 - "$OUT" <<'PY'
 import json, sys

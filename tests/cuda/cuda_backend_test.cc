@@ -388,6 +388,7 @@ TEST_F(CudaTest, DecodeGraphsReplayAndMatchEagerExecution) {
   const std::string bytes = SmallModel("llama", GgmlType::kQ8_0);
   CudaBackendOptions eager_options;
   eager_options.graphs = false;
+  eager_options.kv_f16 = false;  // as the fixture's backend: the two differ only in graphs
   auto eager = CreateCudaBackend(0, eager_options);
   ASSERT_TRUE(eager.ok()) << eager.status();
   struct Runner {
