@@ -1,7 +1,8 @@
 // Paged causal attention with GQA.
 //  - Split kernel (decode, flash-decoding style): the positions a query attends to are split into
 //    chunks of kAttentionChunk; one warp per (row, head, chunk) runs an online softmax over its
-//    chunk, and a second kernel merges the chunks' partial results.
+//    chunk, and a second kernel merges the chunks' partial results (with one chunk the first
+//    kernel writes the output itself: short contexts take one launch).
 //  - Tiled kernel (prefill): a block per (query tile, head) stages kKeyTile keys and values in
 //    shared memory; lane r of a warp scores key r against one query, the warp updates that
 //    query's online softmax once per key tile, then accumulates the values it weights.
@@ -21,7 +22,8 @@ __device__ __forceinline__ int64_t Slot(const int32_t* table, int p, int block_s
 template <typename T>
 __global__ void AttentionPartialKernel(const float* q, const T* kc, const T* vc,
                                        DeviceLayout l, const int32_t* rows, int heads, int kv_heads,
-                                       int hd, float scale, int splits, float* scratch) {
+                                       int hd, float scale, int splits, float* scratch,
+                                       float* final_out) {
   const int split = blockIdx.x, h = blockIdx.y, row = blockIdx.z, lane = threadIdx.x;
   const int t = rows ? rows[row] : row;
   const int kvh = h / (heads / kv_heads);
@@ -61,6 +63,15 @@ __global__ void AttentionPartialKernel(const float* q, const T* kc, const T* vc,
       if (d < hd) acc[i] = acc[i] * corr + e * KvLoad(vp + d);
     }
     m = m_new;
+  }
+  if (final_out != nullptr) {  // one split: this is the answer, no merge pass
+    float* o = final_out + (static_cast<int64_t>(t) * heads + h) * hd;
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) {
+      const int d = lane + 32 * i;
+      if (d < hd) o[d] = acc[i] / sum;
+    }
+    return;
   }
   float* out = scratch + ((static_cast<int64_t>(row) * heads + h) * splits + split) * (hd + 2);
 #pragma unroll
@@ -210,17 +221,19 @@ cudaError_t Attention(const float* q, const void* k_cache, const void* v_cache, 
     return cudaErrorInvalidValue;
   }
   const dim3 grid(num_splits, heads, num_rows);
+  // With one split the partial kernel writes the output itself.
+  float* direct = num_splits == 1 ? out : nullptr;
   if (half_kv) {
-    AttentionPartialKernel<<<grid, 32, 0, s>>>(q, static_cast<const __half*>(k_cache),
-                                               static_cast<const __half*>(v_cache), layout, rows,
-                                               heads, kv_heads, head_dim, scale, num_splits, scratch);
+    AttentionPartialKernel<<<grid, 32, 0, s>>>(
+        q, static_cast<const __half*>(k_cache), static_cast<const __half*>(v_cache), layout, rows,
+        heads, kv_heads, head_dim, scale, num_splits, scratch, direct);
   } else {
-    AttentionPartialKernel<<<grid, 32, 0, s>>>(q, static_cast<const float*>(k_cache),
-                                               static_cast<const float*>(v_cache), layout, rows,
-                                               heads, kv_heads, head_dim, scale, num_splits, scratch);
+    AttentionPartialKernel<<<grid, 32, 0, s>>>(
+        q, static_cast<const float*>(k_cache), static_cast<const float*>(v_cache), layout, rows,
+        heads, kv_heads, head_dim, scale, num_splits, scratch, direct);
   }
   cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) return e;
+  if (e != cudaSuccess || direct != nullptr) return e;
   AttentionMergeKernel<<<dim3(heads, num_rows), 128, 0, s>>>(scratch, rows, heads, head_dim,
                                                              num_splits, out);
   return Launched();
