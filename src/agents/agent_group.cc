@@ -215,16 +215,20 @@ bool AllAgentsFinished(const RequestGroup& g) {
 }
 
 std::vector<int32_t> SynthesisPrompt(const RequestGroup& g, const AgentContext& ctx) {
-  std::string text = ctx.tokenizer->Decode(g.params.prompt_tokens, g.params.strip_leading_space);
-  text += "\n\nCandidate answers:\n";
+  // The request's own tokens verbatim (a chat template's special tokens stay special tokens,
+  // and the model continues in the turn the request opened), then the drafts as plain text.
+  std::string text = "\n\nCandidate answers:\n";
   int n = 0;
   for (const auto& a : g.agents) {
     if (a.draft.num_tokens == 0) continue;
     text += std::to_string(++n) + ". " + a.draft.text + "\n";
   }
   text += "\nFinal answer:";
-  std::vector<int32_t> ids = ctx.tokenizer->Encode(text, /*add_special=*/true, /*parse_special=*/false);
-  if (n == 0 || static_cast<int64_t>(ids.size()) + g.params.max_tokens > ctx.context_length) return {};
+  if (n == 0) return {};
+  std::vector<int32_t> ids = g.params.prompt_tokens;
+  const std::vector<int32_t> tail = ctx.tokenizer->Encode(text, /*add_special=*/false, /*parse_special=*/false);
+  ids.insert(ids.end(), tail.begin(), tail.end());
+  if (static_cast<int64_t>(ids.size()) + g.params.max_tokens > ctx.context_length) return {};
   return ids;
 }
 

@@ -1,6 +1,10 @@
 // Merge strategies on hand-made drafts (no model, no clock: finish times are given).
 #include "chorus/agents/merge.h"
 
+#include "chorus/agents/agent_group.h"
+#include "chorus/model/gguf.h"
+#include "../test_util.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -93,6 +97,47 @@ TEST(MergeTest, VoteIsDecidedWhenTheLeadCannotBeOvertaken) {
   EXPECT_FALSE(VoteIsDecided({"a", "a", "b"}, 1));
   EXPECT_FALSE(VoteIsDecided({"a", "a"}, 2));
   EXPECT_TRUE(VoteIsDecided({"a"}, 0));
+}
+
+}  // namespace
+}  // namespace chorus
+
+namespace chorus {
+namespace {
+
+// The synthesis prompt keeps the request's token ids as they were (special tokens of a chat
+// template included, never decoded and re-encoded), then lists the drafts that have tokens.
+TEST(SynthesisPromptTest, KeepsTheRequestTokensAndListsTheDrafts) {
+  auto file = GgufFile::Open(testing::SourcePath("models/stories260K.gguf"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto tok = Tokenizer::FromGguf(**file);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  AgentContext ctx;
+  ctx.tokenizer = tok->get();
+  ctx.context_length = 512;
+  GenerateParams params;
+  params.prompt_tokens = {1, 2, 400, 1, 2};  // BOS / EOS ids inside, as a template would put them
+  params.max_tokens = 16;
+  RequestGroup g(params, nullptr);
+  g.agents.resize(3);
+  g.agents[0].draft.text = "the cat";
+  g.agents[0].draft.num_tokens = 2;
+  g.agents[2].draft.text = "a dog";
+  g.agents[2].draft.num_tokens = 2;
+  const std::vector<int32_t> ids = SynthesisPrompt(g, ctx);
+  ASSERT_GT(ids.size(), g.params.prompt_tokens.size());
+  EXPECT_TRUE(std::equal(g.params.prompt_tokens.begin(), g.params.prompt_tokens.end(), ids.begin()));
+  const std::vector<int32_t> tail(ids.begin() + g.params.prompt_tokens.size(), ids.end());
+  const std::string text = (*tok)->Decode(tail, false);
+  EXPECT_NE(text.find("1. the cat"), std::string::npos) << text;
+  EXPECT_NE(text.find("2. a dog"), std::string::npos) << text;
+  EXPECT_NE(text.find("Final answer:"), std::string::npos) << text;
+  // No room for max_tokens after it, or no draft at all: no synthesis pass.
+  ctx.context_length = static_cast<int>(ids.size()) + 15;
+  EXPECT_TRUE(SynthesisPrompt(g, ctx).empty());
+  ctx.context_length = 512;
+  g.agents[0].draft.num_tokens = g.agents[2].draft.num_tokens = 0;
+  EXPECT_TRUE(SynthesisPrompt(g, ctx).empty());
 }
 
 }  // namespace

@@ -36,8 +36,9 @@ void FinishAgent(RequestGroup& g, AgentSequence& a, FinishReason reason, const A
 // FIRST: a finished draft stops the rest; VOTE: stop when the vote can no longer change.
 void ApplyEarlyStops(RequestGroup& g, const AgentContext& ctx);
 bool AllAgentsFinished(const RequestGroup& g);
-// SYNTHESIZE: the prompt of the extra pass (the request, the drafts, "Final answer:"), or
-// empty when it cannot fit the context with max_tokens to spare.
+// SYNTHESIZE: the prompt of the extra pass (the request's tokens as they were, then the drafts
+// and "Final answer:" as text), or empty when there is no draft or it cannot fit the context
+// with max_tokens to spare.
 std::vector<int32_t> SynthesisPrompt(const RequestGroup& g, const AgentContext& ctx);
 // Adds the synthesis agent (greedy, its own blocks, prefilled through the decode path).
 void StartSynthesis(RequestGroup& g, std::vector<int32_t> prompt);
