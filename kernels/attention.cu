@@ -20,10 +20,9 @@ __device__ __forceinline__ int64_t Slot(const int32_t* table, int p, int block_s
 }
 
 template <typename T>
-__global__ void AttentionPartialKernel(const float* q, const T* kc, const T* vc,
-                                       DeviceLayout l, const int32_t* rows, int heads, int kv_heads,
-                                       int hd, float scale, int splits, float* scratch,
-                                       float* final_out) {
+__global__ void AttentionPartialKernel(const float* q, const T* kc, const T* vc, DeviceLayout l,
+                                       const int32_t* rows, int heads, int kv_heads, int hd,
+                                       float scale, int splits, float* scratch, float* final_out) {
   const int split = blockIdx.x, h = blockIdx.y, row = blockIdx.z, lane = threadIdx.x;
   const int t = rows ? rows[row] : row;
   const int kvh = h / (heads / kv_heads);
@@ -118,9 +117,9 @@ size_t TiledSharedBytes(int hd) {
 }
 
 template <typename T>
-__global__ void TiledAttentionKernel(const float* q, const T* kc, const T* vc,
-                                     DeviceLayout l, const int32_t* tiles, int heads, int kv_heads,
-                                     int hd, float scale, float* out) {
+__global__ void TiledAttentionKernel(const float* q, const T* kc, const T* vc, DeviceLayout l,
+                                     const int32_t* tiles, int heads, int kv_heads, int hd,
+                                     float scale, float* out) {
   extern __shared__ float smem[];
   const int kstride = hd + 1;           // padded: lane r reads row r without bank conflicts
   float* qs = smem;                     // [kQueryTile, hd], pre-scaled

@@ -148,7 +148,8 @@ void ForkAgents(RequestGroup& g, const float* logits, const AgentContext& ctx) {
 
   std::span<const float> l(logits, ctx.vocab_size);
   for (auto& a : g.agents) {
-    if (a.finished() || a.index == g.synth_agent || static_cast<int>(a.tokens.size()) > plen) continue;
+    if (a.finished() || a.index == g.synth_agent || static_cast<int>(a.tokens.size()) > plen)
+      continue;
     ApplyToken(g, a, a.sampler->Sample(l, a.tokens), ctx);
   }
 }
@@ -226,7 +227,8 @@ std::vector<int32_t> SynthesisPrompt(const RequestGroup& g, const AgentContext& 
   text += "\nFinal answer:";
   if (n == 0) return {};
   std::vector<int32_t> ids = g.params.prompt_tokens;
-  const std::vector<int32_t> tail = ctx.tokenizer->Encode(text, /*add_special=*/false, /*parse_special=*/false);
+  const std::vector<int32_t> tail =
+      ctx.tokenizer->Encode(text, /*add_special=*/false, /*parse_special=*/false);
   ids.insert(ids.end(), tail.begin(), tail.end());
   if (static_cast<int64_t>(ids.size()) + g.params.max_tokens > ctx.context_length) return {};
   return ids;
@@ -275,7 +277,8 @@ GenerateResult BuildResult(RequestGroup& g, double now_ms) {
   r.prompt_tokens = static_cast<int>(p.prompt_tokens.size());
   r.computed_prompt_tokens = g.computed_prompt_tokens;
   r.cached_prompt_tokens = g.cached_prompt_tokens;
-  r.queue_ms = g.first_scheduled_ms >= 0 ? g.first_scheduled_ms - p.arrival_ms : now_ms - p.arrival_ms;
+  r.queue_ms =
+      g.first_scheduled_ms >= 0 ? g.first_scheduled_ms - p.arrival_ms : now_ms - p.arrival_ms;
   r.ttft_ms = g.first_token_ms >= 0 ? g.first_token_ms - p.arrival_ms : 0;
   r.total_ms = now_ms - p.arrival_ms;
   r.budget_ms = p.deadline_ms - p.arrival_ms;

@@ -1,13 +1,13 @@
 // Merge strategies on hand-made drafts (no model, no clock: finish times are given).
 #include "chorus/agents/merge.h"
 
-#include "chorus/agents/agent_group.h"
-#include "chorus/model/gguf.h"
-#include "../test_util.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
+
+#include "../test_util.h"
+#include "chorus/agents/agent_group.h"
+#include "chorus/model/gguf.h"
 
 namespace chorus {
 namespace {
@@ -54,10 +54,10 @@ TEST(MergeTest, ConfidenceWeightsVotesAndDropsLowConfidenceDrafts) {
   ReasoningParams p;
   p.confidence_window = 2;
   // Two confident "A" drafts... versus three shaky "B" drafts, one stopped early.
-  std::vector<DraftResult> d = {
-      D(0, "answer: A", {-0.05f, -0.05f}), D(1, "answer: A", {-0.1f, -0.1f}),
-      D(2, "answer: B", {-3, -3}), D(3, "answer: B", {-3, -2.5f}),
-      D(4, "answer: B", {-9, -9}, FinishReason::kLowConfidence)};
+  std::vector<DraftResult> d = {D(0, "answer: A", {-0.05f, -0.05f}),
+                                D(1, "answer: A", {-0.1f, -0.1f}), D(2, "answer: B", {-3, -3}),
+                                D(3, "answer: B", {-3, -2.5f}),
+                                D(4, "answer: B", {-9, -9}, FinishReason::kLowConfidence)};
   const MergeInfo m = MergeDrafts(MergeStrategy::kConfidence, p, d);
   EXPECT_EQ(m.strategy, MergeStrategy::kConfidence);
   EXPECT_EQ(m.winner, 0);
@@ -78,15 +78,15 @@ TEST(MergeTest, BestLogprobIsLengthNormalized) {
 }
 
 TEST(MergeTest, FirstPrefersTheEarliestNaturalFinish) {
-  std::vector<DraftResult> d = {D(0, "a", {-1}, FinishReason::kEndOfText, 30),
-                                D(1, "b", {-1}, FinishReason::kLength, 20),
-                                D(2, "c", {-0.1f}, FinishReason::kConsensus, 10),
-                                D(3, "", {}, FinishReason::kEndOfText, 5)};
+  std::vector<DraftResult> d = {
+      D(0, "a", {-1}, FinishReason::kEndOfText, 30), D(1, "b", {-1}, FinishReason::kLength, 20),
+      D(2, "c", {-0.1f}, FinishReason::kConsensus, 10), D(3, "", {}, FinishReason::kEndOfText, 5)};
   EXPECT_EQ(MergeDrafts(MergeStrategy::kFirst, {}, d).winner, 1);
 }
 
 TEST(MergeTest, SynthesizeWithoutAPassMergesAsVote) {
-  std::vector<DraftResult> d = {D(0, "answer: 1", {-1}), D(1, "answer: 2", {-1}), D(2, "answer: 2", {-1})};
+  std::vector<DraftResult> d = {D(0, "answer: 1", {-1}), D(1, "answer: 2", {-1}),
+                                D(2, "answer: 2", {-1})};
   const MergeInfo m = MergeDrafts(MergeStrategy::kSynthesize, {}, d);
   EXPECT_EQ(m.strategy, MergeStrategy::kVote);
   EXPECT_EQ(m.winner, 1);
@@ -126,7 +126,8 @@ TEST(SynthesisPromptTest, KeepsTheRequestTokensAndListsTheDrafts) {
   g.agents[2].draft.num_tokens = 2;
   const std::vector<int32_t> ids = SynthesisPrompt(g, ctx);
   ASSERT_GT(ids.size(), g.params.prompt_tokens.size());
-  EXPECT_TRUE(std::equal(g.params.prompt_tokens.begin(), g.params.prompt_tokens.end(), ids.begin()));
+  EXPECT_TRUE(
+      std::equal(g.params.prompt_tokens.begin(), g.params.prompt_tokens.end(), ids.begin()));
   const std::vector<int32_t> tail(ids.begin() + g.params.prompt_tokens.size(), ids.end());
   const std::string text = (*tok)->Decode(tail, false);
   EXPECT_NE(text.find("1. the cat"), std::string::npos) << text;

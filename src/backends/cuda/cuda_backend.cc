@@ -93,7 +93,7 @@ class CudaBackend : public Backend, public GraphDriver {
         options_(options),
         tape_(this, options.graphs ? kMaxGraphs : 0) {}
   ~CudaBackend() override {
-    tape_.Flush();
+    Flush();
     cudaStreamSynchronize(stream_);
     tape_.Clear();
     for (void* p : weights_) cudaFree(p);
@@ -115,7 +115,7 @@ class CudaBackend : public Backend, public GraphDriver {
   }
 
   absl::StatusOr<std::unique_ptr<BackendBuffer>> Alloc(size_t bytes) override {
-    tape_.Flush();
+    Flush();
     void* p = nullptr;
     if (cudaMalloc(&p, std::max<size_t>(bytes, 16)) != cudaSuccess) {
       cudaGetLastError();
@@ -126,7 +126,7 @@ class CudaBackend : public Backend, public GraphDriver {
   }
 
   absl::StatusOr<WeightTensor> LoadWeight(const GgufTensorInfo& t) override {
-    tape_.Flush();
+    Flush();
     auto traits = GetTypeTraits(static_cast<uint32_t>(t.type));
     if (!traits || !traits->supported || t.n_dims > 2) {
       return absl::FailedPreconditionError(StrCat("tensor '", t.name, "' has type ",
@@ -155,25 +155,25 @@ class CudaBackend : public Backend, public GraphDriver {
   }
 
   void CopyToBackend(const void* host, void* dst, size_t bytes) override {
-    tape_.Flush();
+    Flush();
     Check(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, stream_));
     Check(cudaStreamSynchronize(stream_));  // the host buffer may go away after the call
   }
   void CopyToHost(const void* src, void* host, size_t bytes) override {
-    tape_.Flush();
+    Flush();
     Check(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, stream_));
     Check(cudaStreamSynchronize(stream_));
   }
   void Copy(void* dst, const void* src, size_t bytes) override {
-    tape_.Flush();
+    Flush();
     Check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
   }
   void Synchronize() override {
-    tape_.Flush();
+    Flush();
     Check(cudaStreamSynchronize(stream_));
   }
   absl::Status TakeError() override {
-    tape_.Flush();
+    Flush();
     absl::Status s = error_;
     error_ = absl::OkStatus();
     return s;
@@ -184,7 +184,7 @@ class CudaBackend : public Backend, public GraphDriver {
   // sequence keeps its graph), logit rows, the attention plan (query tiles, single rows).
   void BeginForward(const int32_t* tokens, const AttentionLayout& l, const int32_t* logit_rows,
                     int num_logit_rows) override {
-    tape_.Flush();
+    Flush();
     const int n = l.num_tokens;
     const bool graph = options_.graphs && n <= kGraphMaxTokens;
     int num_seqs = 0;
@@ -331,8 +331,8 @@ class CudaBackend : public Backend, public GraphDriver {
                 W(scratch),
                 W(out)},
                [=, this] {
-                 Check(k::TiledAttention(q, k_cache, v_cache, half, l, tiles, num_tiles, heads, kv_heads,
-                                         head_dim, scale, out, stream_));
+                 Check(k::TiledAttention(q, k_cache, v_cache, half, l, tiles, num_tiles, heads,
+                                         kv_heads, head_dim, scale, out, stream_));
                  Check(k::Attention(q, k_cache, v_cache, half, l, rows, num_rows, heads, kv_heads,
                                     head_dim, scale, splits, scratch, out, stream_));
                });
@@ -348,7 +348,7 @@ class CudaBackend : public Backend, public GraphDriver {
   absl::Status SampleRows(const float* logits, int num_rows, int vocab,
                           const std::vector<RowSampling>& rows,
                           std::vector<SampledToken>* out) override {
-    tape_.Flush();
+    Flush();
     const int draws = static_cast<int>(rows.size());
     std::vector<k::SamplingRow> host(draws);
     for (int i = 0; i < draws; ++i) {
@@ -421,6 +421,14 @@ class CudaBackend : public Backend, public GraphDriver {
   void Destroy(void* graph) override { cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph)); }
 
  private:
+  // Every thread that drives this backend (the creating thread, the engine thread, a tensor-
+  // parallel rank's thread) must address this backend's GPU: the CUDA current device is
+  // per thread. Called wherever CUDA is touched outside the recorded ops, and before they run.
+  void Use() const { cudaSetDevice(device_); }
+  void Flush() {
+    Use();
+    tape_.Flush();
+  }
   bool Check(cudaError_t e) {
     if (e == cudaSuccess) return true;
     if (error_.ok()) error_ = absl::InternalError(StrCat("cuda: ", cudaGetErrorString(e)));
@@ -435,7 +443,7 @@ class CudaBackend : public Backend, public GraphDriver {
   // frees the old area: pending ops run first, and graphs that pointed into it are dropped.
   bool Grow(Scratch& s, size_t bytes) {
     if (bytes <= s.n) return true;
-    tape_.Flush();
+    Flush();  // also selects the device
     Check(cudaStreamSynchronize(stream_));
     tape_.Clear();
     return Check(s.Ensure(static_cast<size_t>(RoundUpPow2(static_cast<int64_t>(bytes)))));
@@ -445,7 +453,7 @@ class CudaBackend : public Backend, public GraphDriver {
   const int32_t* Device(const int32_t* host, const int32_t* cached_host, const int32_t* cached_dev,
                         int n) {
     if (host == cached_host && cached_dev != nullptr) return cached_dev;
-    tape_.Flush();
+    Flush();
     if (!Grow(extra_, static_cast<size_t>(n) * 4)) return nullptr;
     Check(cudaMemcpyAsync(extra_.p, host, static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice,
                           stream_));
@@ -465,6 +473,7 @@ class CudaBackend : public Backend, public GraphDriver {
     auto it = dequantized_.find(w.data);
     if (it != dequantized_.end()) return it->second;
     if (!options_.dequant_cache) return nullptr;
+    Use();
     const size_t bytes = static_cast<size_t>(w.rows) * w.cols * 2;
     if (dequant_budget_ < 0) {
       size_t free = 0, total = 0;
