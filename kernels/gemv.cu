@@ -29,10 +29,23 @@ __device__ __forceinline__ void DotRows(const float (&w)[kW], const float* x, in
 // One warp per weight row. Vectorized layouts (the launcher checks alignment): Q8_0 / Q4_0 one
 // 32-value block per lane and step (16-bit loads: blocks are 34 / 18 bytes); F16 / BF16 eight
 // values per lane and step (16-byte loads); F32 four. kScalar: any layout, one value at a time.
+// A group of weights sharing the input: block ranges [first_block[i], first_block[i + 1]) belong
+// to weight i.
+struct GemvGroupArgs {
+  DeviceWeight w[kMaxGemvGroup];
+  float* out[kMaxGemvGroup];
+  int first_block[kMaxGemvGroup + 1];
+};
+
 template <int kType, bool kScalar>
-__global__ void GemvKernel(DeviceWeight w, const float* x, int n, float* out) {
+__global__ void GemvKernel(GemvGroupArgs g, const float* x, int n) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + warp;
+  int which = 0;
+#pragma unroll
+  for (int i = 1; i < kMaxGemvGroup; ++i) which += static_cast<int>(blockIdx.x) >= g.first_block[i];
+  const DeviceWeight& w = g.w[which];
+  float* out = g.out[which];
+  const int64_t r = static_cast<int64_t>(blockIdx.x - g.first_block[which]) * kRowsPerBlock + warp;
   if (r >= w.rows) return;
   const uint8_t* row = static_cast<const uint8_t*>(w.data) + r * w.row_bytes;
   const int64_t cols = w.cols;
@@ -104,19 +117,31 @@ __global__ void GemvKernel(DeviceWeight w, const float* x, int n, float* out) {
 }
 
 template <int kType>
-cudaError_t LaunchGemv(const DeviceWeight& w, const float* x, int n, float* out, cudaStream_t s) {
+cudaError_t LaunchGemv(const DeviceWeight* w, float* const* out, int count, const float* x, int n,
+                       cudaStream_t s) {
   // Vector loads need aligned rows: every row start and every x row at a 16-byte boundary (for
   // the quantized types, 2-byte block fields and 16-byte x rows).
   const int64_t vec = kType == kF32 ? 4 : (kType == kF16 || kType == kBF16) ? 8 : 32;
-  const bool aligned =
-      w.cols % vec == 0 && w.cols % 4 == 0 && reinterpret_cast<uintptr_t>(w.data) % 16 == 0 &&
-      reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
-      ((kType == kQ8_0 || kType == kQ4_0) ? w.row_bytes % 2 == 0 : w.row_bytes % 16 == 0);
-  const int blocks = Blocks(w.rows, kRowsPerBlock);
+  bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  GemvGroupArgs g{};
+  int64_t blocks = 0;
+  for (int i = 0; i < kMaxGemvGroup; ++i) {
+    const int k = i < count ? i : count - 1;  // unused slots repeat the last weight, no blocks
+    g.w[i] = w[k];
+    g.out[i] = out[k];
+    g.first_block[i] = static_cast<int>(blocks);
+    if (i < count) blocks += Blocks(w[i].rows, kRowsPerBlock);
+    aligned =
+        aligned && w[k].cols % vec == 0 && w[k].cols % 4 == 0 &&
+        reinterpret_cast<uintptr_t>(w[k].data) % 16 == 0 &&
+        ((kType == kQ8_0 || kType == kQ4_0) ? w[k].row_bytes % 2 == 0 : w[k].row_bytes % 16 == 0);
+  }
+  g.first_block[kMaxGemvGroup] = static_cast<int>(blocks);
+  if (blocks <= 0 || blocks > 0x7fffffff) return blocks <= 0 ? cudaSuccess : cudaErrorInvalidValue;
   if (aligned) {
-    GemvKernel<kType, false><<<blocks, kThreads, 0, s>>>(w, x, n, out);
+    GemvKernel<kType, false><<<static_cast<int>(blocks), kThreads, 0, s>>>(g, x, n);
   } else {
-    GemvKernel<kType, true><<<blocks, kThreads, 0, s>>>(w, x, n, out);
+    GemvKernel<kType, true><<<static_cast<int>(blocks), kThreads, 0, s>>>(g, x, n);
   }
   return Launched();
 }
@@ -144,21 +169,34 @@ bool KnownType(int t) { return t == kF32 || t == kF16 || t == kBF16 || t == kQ8_
 }  // namespace
 
 cudaError_t Gemv(const DeviceWeight& w, const float* x, int n, float* out, cudaStream_t s) {
+  return GemvGroup(&w, &out, 1, x, n, s);
+}
+
+cudaError_t GemvGroup(const DeviceWeight* w, float* const* out, int count, const float* x, int n,
+                      cudaStream_t s) {
   if (n <= 0) return cudaSuccess;
-  if (!w.data || !x || !out || n > kMaxGemvTokens || !KnownType(w.type))
+  if (!w || !out || !x || count < 1 || count > kMaxGemvGroup || n > kMaxGemvTokens) {
     return cudaErrorInvalidValue;
-  if ((w.type == kQ8_0 || w.type == kQ4_0) && w.cols % 32 != 0) return cudaErrorInvalidValue;
-  switch (w.type) {
+  }
+  for (int i = 0; i < count; ++i) {
+    if (!w[i].data || !out[i] || !KnownType(w[i].type) || w[i].type != w[0].type ||
+        w[i].cols != w[0].cols) {
+      return cudaErrorInvalidValue;
+    }
+    if ((w[i].type == kQ8_0 || w[i].type == kQ4_0) && w[i].cols % 32 != 0)
+      return cudaErrorInvalidValue;
+  }
+  switch (w[0].type) {
     case kF32:
-      return LaunchGemv<kF32>(w, x, n, out, s);
+      return LaunchGemv<kF32>(w, out, count, x, n, s);
     case kF16:
-      return LaunchGemv<kF16>(w, x, n, out, s);
+      return LaunchGemv<kF16>(w, out, count, x, n, s);
     case kBF16:
-      return LaunchGemv<kBF16>(w, x, n, out, s);
+      return LaunchGemv<kBF16>(w, out, count, x, n, s);
     case kQ8_0:
-      return LaunchGemv<kQ8_0>(w, x, n, out, s);
+      return LaunchGemv<kQ8_0>(w, out, count, x, n, s);
     default:
-      return LaunchGemv<kQ4_0>(w, x, n, out, s);
+      return LaunchGemv<kQ4_0>(w, out, count, x, n, s);
   }
 }
 

@@ -69,6 +69,11 @@ cudaError_t TiledAttention(const float* q, const void* k_cache, const void* v_ca
 // out[t, r] = dot(row r of w, x[t]) for t < n <= kMaxGemvTokens: dequantize-and-dot GEMV.
 constexpr int kMaxGemvTokens = 8;
 cudaError_t Gemv(const DeviceWeight& w, const float* x, int n, float* out, cudaStream_t s);
+// The same for up to kMaxGemvGroup weights of one type and width that read the same x (Q, K and
+// V; gate and up) in one launch: out[i][t, r] = dot(row r of w[i], x[t]).
+constexpr int kMaxGemvGroup = 3;
+cudaError_t GemvGroup(const DeviceWeight* w, float* const* out, int count, const float* x, int n,
+                      cudaStream_t s);
 // Dequantizes rows [0, w.rows) of w into dst ([rows, cols] half precision, for GEMM).
 cudaError_t DequantizeToHalf(const DeviceWeight& w, void* dst_half, cudaStream_t s);
 // float -> half / bfloat16 conversion of activations (count values).

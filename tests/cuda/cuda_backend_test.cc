@@ -138,6 +138,39 @@ TEST_F(CudaTest, MatMulMatchesCpuForEveryTypeAndBatchShape) {
   EXPECT_EQ(GetCudaGraphStats(**plain).dequantized_bytes, 0);
 }
 
+// Decode GEMVs that read the same input back to back (Q, K, V) are launched as one group; a
+// different type or input starts a new group. Every output matches the CPU either way.
+TEST_F(CudaTest, GroupedGemvsMatchCpu) {
+  const int64_t cols = 128;
+  const int n = 3;
+  struct Mat {
+    GgmlType type;
+    int64_t rows;
+    int input;  // which of the two inputs it reads
+  };
+  const std::vector<Mat> mats = {{GgmlType::kQ8_0, 96, 0}, {GgmlType::kQ8_0, 32, 0},
+                                 {GgmlType::kQ8_0, 32, 0}, {GgmlType::kQ8_0, 64, 0},
+                                 {GgmlType::kF16, 40, 0},  {GgmlType::kF16, 24, 1}};
+  const std::vector<std::vector<float>> xs = {Random(n * cols), Random(n * cols)};
+  std::vector<std::unique_ptr<BackendBuffer>> dx;
+  for (const auto& x : xs) dx.push_back(Up(x));
+  std::vector<TwinWeight> ws;
+  std::vector<std::unique_ptr<BackendBuffer>> outs;
+  for (const Mat& m : mats) {
+    ws.push_back(MakeWeight(gpu_.get(), m.type, m.rows, cols, Random(m.rows * cols)));
+    outs.push_back(NaNs(n * m.rows));
+  }
+  // Back to back, with nothing in between that would run the recorded ops.
+  for (size_t i = 0; i < mats.size(); ++i) {
+    gpu_->MatMul(ws[i].gpu, dx[mats[i].input]->f32(), n, outs[i]->f32());
+  }
+  for (size_t i = 0; i < mats.size(); ++i) {
+    std::vector<float> want(n * mats[i].rows);
+    cpu_->MatMul(ws[i].cpu, xs[mats[i].input].data(), n, want.data());
+    ExpectClose(Down(*outs[i], want.size()), want, 1e-4, ("matrix " + std::to_string(i)).c_str());
+  }
+}
+
 TEST_F(CudaTest, ElementwiseOpsMatchCpu) {
   const int n = 5, d = 64, heads = 4, hd = 16;
   const auto x = Random(n * d), y = Random(n * d), wv = Random(d);
@@ -540,7 +573,8 @@ TEST_F(CudaTest, DeviceSamplingMatchesTheCpuSampler) {
   // float vs double accumulation can move a draw that lands on a boundary: allow one.
   EXPECT_GE(same, draws - 1);
   params[0].row = rows;
-  EXPECT_EQ(gpu_->SampleRows(dl->f32(), rows, vocab, params, &got).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(gpu_->SampleRows(dl->f32(), rows, vocab, params, &got).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -249,20 +249,32 @@ class CudaBackend : public Backend, public GraphDriver {
   void Embed(const WeightTensor& table, const int32_t* tokens, int n, float* out) override {
     const int32_t* dt = Device(tokens, host_tokens_, dev_tokens_, n);
     const k::DeviceWeight w = Dev(table);
-    tape_.Push({kOpEmbed, W(w.data), W(dt), W(n), W(out)},
-               [=, this] { Check(k::Embed(w, dt, n, out, stream_)); });
+    PushOp({kOpEmbed, W(w.data), W(dt), W(n), W(out)},
+           [=, this] { Check(k::Embed(w, dt, n, out, stream_)); });
   }
   void RmsNorm(const float* x, const WeightTensor& w, int n, int d, float eps,
                float* out) override {
     const auto* wd = static_cast<const float*>(w.data);
-    tape_.Push({kOpRmsNorm, W(x), W(wd), W(n), W(d), W(eps), W(out)},
-               [=, this] { Check(k::RmsNorm(x, wd, n, d, eps, out, stream_)); });
+    PushOp({kOpRmsNorm, W(x), W(wd), W(n), W(d), W(eps), W(out)},
+           [=, this] { Check(k::RmsNorm(x, wd, n, d, eps, out, stream_)); });
   }
+  // Up to 8 rows: the GEMV. Consecutive GEMVs over the same input (Q, K, V; gate, up) are
+  // staged and launched as one group.
   void MatMul(const WeightTensor& w, const float* x, int n, float* out) override {
     if (n <= k::kMaxGemvTokens) {
       const k::DeviceWeight dw = Dev(w);
-      tape_.Push({kOpGemv, W(dw.data), W(x), W(n), W(out)},
-                 [=, this] { Check(k::Gemv(dw, x, n, out, stream_)); });
+      StagedGemv& g = staged_;
+      const bool joins = options_.fuse_gemv && g.count > 0 && g.count < k::kMaxGemvGroup &&
+                         g.x == x && g.n == n && g.w[0].type == dw.type && g.w[0].cols == dw.cols;
+      if (!joins) {
+        PushStaged();
+        g.x = x;
+        g.n = n;
+      }
+      g.w[g.count] = dw;
+      g.out[g.count] = out;
+      ++g.count;
+      if (!options_.fuse_gemv) PushStaged();
       return;
     }
     Gemm(w, x, n, out);
@@ -270,14 +282,14 @@ class CudaBackend : public Backend, public GraphDriver {
   void AddBias(float* x, const WeightTensor& bias, int n) override {
     const auto* b = static_cast<const float*>(bias.data);
     const int d = static_cast<int>(bias.cols);
-    tape_.Push({kOpBias, W(x), W(b), W(n), W(d)},
-               [=, this] { Check(k::AddBias(x, b, n, d, stream_)); });
+    PushOp({kOpBias, W(x), W(b), W(n), W(d)},
+           [=, this] { Check(k::AddBias(x, b, n, d, stream_)); });
   }
   void Rope(float* x, const int32_t* positions, int n, int heads, int head_dim, int rope_dim,
             float freq_base, RopeStyle style) override {
     const int32_t* dp = Device(positions, host_positions_, layout_.positions, n);
     const bool halves = style == RopeStyle::kHalves;
-    tape_.Push(
+    PushOp(
         {kOpRope, W(x), W(dp), W(n), W(heads), W(head_dim), W(rope_dim), W(freq_base), W(halves)},
         [=, this] {
           Check(k::Rope(x, dp, n, heads, head_dim, rope_dim, freq_base, halves, stream_));
@@ -288,9 +300,9 @@ class CudaBackend : public Backend, public GraphDriver {
     if (!LayoutReady(layout)) return;
     const k::DeviceLayout l = layout_;
     const bool half = options_.kv_f16;
-    tape_.Push({kOpKvWrite, W(kk), W(v), W(l.positions), W(l.block_tables), W(l.max_blocks_per_seq),
-                W(l.block_size), W(l.num_tokens), W(kv_dim), W(half), W(k_cache), W(v_cache)},
-               [=, this] { Check(k::KvWrite(kk, v, l, kv_dim, half, k_cache, v_cache, stream_)); });
+    PushOp({kOpKvWrite, W(kk), W(v), W(l.positions), W(l.block_tables), W(l.max_blocks_per_seq),
+            W(l.block_size), W(l.num_tokens), W(kv_dim), W(half), W(k_cache), W(v_cache)},
+           [=, this] { Check(k::KvWrite(kk, v, l, kv_dim, half, k_cache, v_cache, stream_)); });
   }
   // Runs of prefill rows go to the tiled kernel, single rows (decode) to the split kernel; a
   // head_dim above the tiled kernel's limit sends every row to the split kernel.
@@ -309,41 +321,41 @@ class CudaBackend : public Backend, public GraphDriver {
     auto* scratch = static_cast<float*>(attn_.p);
     const k::DeviceLayout l = layout_;
     const bool half = options_.kv_f16;
-    tape_.Push({kOpAttention,
-                W(q),
-                W(k_cache),
-                W(v_cache),
-                W(half),
-                W(l.positions),
-                W(l.block_tables),
-                W(l.max_blocks_per_seq),
-                W(l.block_size),
-                W(l.num_tokens),
-                W(tiles),
-                W(num_tiles),
-                W(rows),
-                W(num_rows),
-                W(heads),
-                W(kv_heads),
-                W(head_dim),
-                W(scale),
-                W(splits),
-                W(scratch),
-                W(out)},
-               [=, this] {
-                 Check(k::TiledAttention(q, k_cache, v_cache, half, l, tiles, num_tiles, heads,
-                                         kv_heads, head_dim, scale, out, stream_));
-                 Check(k::Attention(q, k_cache, v_cache, half, l, rows, num_rows, heads, kv_heads,
-                                    head_dim, scale, splits, scratch, out, stream_));
-               });
+    PushOp({kOpAttention,
+            W(q),
+            W(k_cache),
+            W(v_cache),
+            W(half),
+            W(l.positions),
+            W(l.block_tables),
+            W(l.max_blocks_per_seq),
+            W(l.block_size),
+            W(l.num_tokens),
+            W(tiles),
+            W(num_tiles),
+            W(rows),
+            W(num_rows),
+            W(heads),
+            W(kv_heads),
+            W(head_dim),
+            W(scale),
+            W(splits),
+            W(scratch),
+            W(out)},
+           [=, this] {
+             Check(k::TiledAttention(q, k_cache, v_cache, half, l, tiles, num_tiles, heads,
+                                     kv_heads, head_dim, scale, out, stream_));
+             Check(k::Attention(q, k_cache, v_cache, half, l, rows, num_rows, heads, kv_heads,
+                                head_dim, scale, splits, scratch, out, stream_));
+           });
   }
   void SwiGlu(const float* gate, const float* up, int n, int d, float* out) override {
     const int64_t count = static_cast<int64_t>(n) * d;
-    tape_.Push({kOpSwiGlu, W(gate), W(up), W(count), W(out)},
-               [=, this] { Check(k::SwiGlu(gate, up, count, out, stream_)); });
+    PushOp({kOpSwiGlu, W(gate), W(up), W(count), W(out)},
+           [=, this] { Check(k::SwiGlu(gate, up, count, out, stream_)); });
   }
   void Add(float* x, const float* y, int64_t count) override {
-    tape_.Push({kOpAdd, W(x), W(y), W(count)}, [=, this] { Check(k::Add(x, y, count, stream_)); });
+    PushOp({kOpAdd, W(x), W(y), W(count)}, [=, this] { Check(k::Add(x, y, count, stream_)); });
   }
   absl::Status SampleRows(const float* logits, int num_rows, int vocab,
                           const std::vector<RowSampling>& rows,
@@ -379,8 +391,8 @@ class CudaBackend : public Backend, public GraphDriver {
   }
   void GatherRows(const float* x, const int32_t* rows, int m, int d, float* out) override {
     const int32_t* dr = Device(rows, host_rows_, dev_rows_, m);
-    tape_.Push({kOpGather, W(x), W(dr), W(m), W(d), W(out)},
-               [=, this] { Check(k::GatherRows(x, dr, m, d, out, stream_)); });
+    PushOp({kOpGather, W(x), W(dr), W(m), W(d), W(out)},
+           [=, this] { Check(k::GatherRows(x, dr, m, d, out, stream_)); });
   }
 
   // GraphDriver: stream capture on the backend's stream.
@@ -427,7 +439,27 @@ class CudaBackend : public Backend, public GraphDriver {
   void Use() const { cudaSetDevice(device_); }
   void Flush() {
     Use();
+    PushStaged();
     tape_.Flush();
+  }
+  // Records an op (after the staged GEMV group, which comes first in program order).
+  void PushOp(std::initializer_list<uint64_t> signature, std::function<void()> op) {
+    PushStaged();
+    tape_.Push(signature, std::move(op));
+  }
+  void PushStaged() {
+    if (staged_.count == 0) return;
+    const StagedGemv g = staged_;
+    staged_.count = 0;
+    uint64_t words[2 * k::kMaxGemvGroup] = {};
+    for (int i = 0; i < g.count; ++i) {
+      words[2 * i] = W(g.w[i].data);
+      words[2 * i + 1] = W(g.out[i]);
+    }
+    static_assert(k::kMaxGemvGroup == 3);
+    tape_.Push({kOpGemv, W(g.count), W(g.x), W(g.n), words[0], words[1], words[2], words[3],
+                words[4], words[5]},
+               [=, this] { Check(k::GemvGroup(g.w, g.out, g.count, g.x, g.n, stream_)); });
   }
   bool Check(cudaError_t e) {
     if (e == cudaSuccess) return true;
@@ -510,7 +542,7 @@ class CudaBackend : public Backend, public GraphDriver {
     const int m = static_cast<int>(w.rows), kk = static_cast<int>(w.cols);
     if (w.type == GgmlType::kF32) {
       const void* a = w.data;
-      tape_.Push({kOpGemm, W(a), W(x), W(n), W(out), W(m), W(kk)}, [=, this] {
+      PushOp({kOpGemm, W(a), W(x), W(n), W(out), W(m), W(kk)}, [=, this] {
         const float one = 1.0f, zero = 0.0f;
         Check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, kk, &one, a, CUDA_R_32F, kk, x,
                            CUDA_R_32F, kk, &zero, out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
@@ -532,17 +564,15 @@ class CudaBackend : public Backend, public GraphDriver {
     if (!Grow(act_, static_cast<size_t>(n) * kk * 2)) return;
     void* act = act_.p;
     const k::DeviceWeight dw = Dev(w);
-    tape_.Push(
-        {kOpGemm, W(dw.data), W(a), W(deq), W(x), W(n), W(out), W(act), W(m), W(kk)}, [=, this] {
-          const int64_t count = static_cast<int64_t>(n) * kk;
-          Check(bf16 ? k::FloatToBf16(x, count, act, stream_)
-                     : k::FloatToHalf(x, count, act, stream_));
-          if (deq != nullptr) Check(k::DequantizeToHalf(dw, deq, stream_));
-          const cudaDataType t = bf16 ? CUDA_R_16BF : CUDA_R_16F;
-          const float one = 1.0f, zero = 0.0f;
-          Check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, kk, &one, a, t, kk, act, t, kk,
-                             &zero, out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-        });
+    PushOp({kOpGemm, W(dw.data), W(a), W(deq), W(x), W(n), W(out), W(act), W(m), W(kk)}, [=, this] {
+      const int64_t count = static_cast<int64_t>(n) * kk;
+      Check(bf16 ? k::FloatToBf16(x, count, act, stream_) : k::FloatToHalf(x, count, act, stream_));
+      if (deq != nullptr) Check(k::DequantizeToHalf(dw, deq, stream_));
+      const cudaDataType t = bf16 ? CUDA_R_16BF : CUDA_R_16F;
+      const float one = 1.0f, zero = 0.0f;
+      Check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, kk, &one, a, t, kk, act, t, kk,
+                         &zero, out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    });
   }
 
   int device_;
@@ -566,6 +596,15 @@ class CudaBackend : public Backend, public GraphDriver {
   k::DeviceLayout layout_{};
   AttentionPlan plan_;
   int splits_all_ = 1, splits_singles_ = 1;
+  // GEMVs recorded but not yet on the tape (they may still be joined by the next one).
+  struct StagedGemv {
+    int count = 0;
+    k::DeviceWeight w[k::kMaxGemvGroup];
+    float* out[k::kMaxGemvGroup];
+    const float* x = nullptr;
+    int n = 0;
+  };
+  StagedGemv staged_;
   OpTape tape_;  // last: destroyed first, while the driver above is intact
 };
 
@@ -589,6 +628,7 @@ CudaBackendOptions CudaBackendOptions::FromEnvironment() {
   o.graphs = !off("CHORUS_CUDA_GRAPHS");
   o.dequant_cache = !off("CHORUS_CUDA_DEQUANT_CACHE");
   o.kv_f16 = !off("CHORUS_CUDA_KV_F16");
+  o.fuse_gemv = !off("CHORUS_CUDA_FUSE_GEMV");
   return o;
 }
 
