@@ -8,14 +8,26 @@ namespace {
 __global__ void EmbedKernel(DeviceWeight t, const int32_t* tokens, float* out) {
   const int i = blockIdx.x;
   const uint8_t* row = static_cast<const uint8_t*>(t.data) + tokens[i] * t.row_bytes;
-  for (int64_t j = threadIdx.x; j < t.cols; j += blockDim.x) out[i * t.cols + j] = WeightAt(t.type, row, j);
+  for (int64_t j = threadIdx.x; j < t.cols; j += blockDim.x)
+    out[i * t.cols + j] = WeightAt(t.type, row, j);
 }
 
-__global__ void RmsNormKernel(const float* x, const float* w, int d, float eps, float* out) {
+// One block per row. With `add`, first x += add (the residual add fused in front of the norm);
+// each thread reads back only the elements it wrote, so no extra barrier is needed.
+__global__ void RmsNormKernel(float* x_mut, const float* x, const float* add, const float* w, int d,
+                              float eps, float* out) {
   __shared__ float partial[kThreads / 32];
-  const float* xr = x + static_cast<int64_t>(blockIdx.x) * d;
+  const int64_t base = static_cast<int64_t>(blockIdx.x) * d;
+  const float* xr = x + base;
   float ss = 0;
-  for (int j = threadIdx.x; j < d; j += blockDim.x) ss += xr[j] * xr[j];
+  for (int j = threadIdx.x; j < d; j += blockDim.x) {
+    float v = xr[j];
+    if (add != nullptr) {
+      v += add[base + j];
+      x_mut[base + j] = v;
+    }
+    ss += v * v;
+  }
   ss = WarpSum(ss);
   if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = ss;
   __syncthreads();
@@ -26,27 +38,32 @@ __global__ void RmsNormKernel(const float* x, const float* w, int d, float eps, 
   }
   __syncthreads();
   const float scale = rsqrtf(partial[0] / d + eps);
-  for (int j = threadIdx.x; j < d; j += blockDim.x) out[static_cast<int64_t>(blockIdx.x) * d + j] = w[j] * (scale * xr[j]);
+  for (int j = threadIdx.x; j < d; j += blockDim.x) out[base + j] = w[j] * (scale * xr[j]);
 }
 
-// One thread per (token, head, pair).
-__global__ void RopeKernel(float* x, const int32_t* positions, int n, int heads, int head_dim,
-                           int rope_dim, float freq_base, bool halves) {
+// One thread per (token, head, pair), over the heads of `a` and then those of `b` (Q and K of
+// the same tokens in one launch; heads_b = 0 for one tensor).
+__global__ void RopeKernel(float* a, int heads_a, float* b, int heads_b, const int32_t* positions,
+                           int n, int head_dim, int rope_dim, float freq_base, bool halves) {
   const int half = rope_dim / 2;
+  const int heads = heads_a + heads_b;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= static_cast<int64_t>(n) * heads * half) return;
   const int i = static_cast<int>(idx % half);
   const int64_t th = idx / half;  // token * heads + head
   const int t = static_cast<int>(th / heads);
-  const float freq = 1.0f / powf(freq_base, static_cast<float>(2 * i) / static_cast<float>(rope_dim));
+  const int h = static_cast<int>(th % heads);
+  const float freq =
+      1.0f / powf(freq_base, static_cast<float>(2 * i) / static_cast<float>(rope_dim));
   const float angle = static_cast<float>(positions[t]) * freq;
   float s, c;
   sincosf(angle, &s, &c);
-  float* v = x + th * head_dim;
-  const int a = halves ? i : 2 * i, b = halves ? i + half : 2 * i + 1;
-  const float x0 = v[a], x1 = v[b];
-  v[a] = x0 * c - x1 * s;
-  v[b] = x0 * s + x1 * c;
+  float* v = h < heads_a ? a + (static_cast<int64_t>(t) * heads_a + h) * head_dim
+                         : b + (static_cast<int64_t>(t) * heads_b + (h - heads_a)) * head_dim;
+  const int p0 = halves ? i : 2 * i, p1 = halves ? i + half : 2 * i + 1;
+  const float x0 = v[p0], x1 = v[p1];
+  v[p0] = x0 * c - x1 * s;
+  v[p1] = x0 * s + x1 * c;
 }
 
 __global__ void AddBiasKernel(float* x, const float* bias, int64_t total, int d) {
@@ -66,15 +83,19 @@ __global__ void AddKernel(float* x, const float* y, int64_t count) {
 
 __global__ void GatherRowsKernel(const float* x, const int32_t* rows, int d, float* out) {
   const int j = blockIdx.x;
-  for (int c = threadIdx.x; c < d; c += blockDim.x) out[static_cast<int64_t>(j) * d + c] = x[static_cast<int64_t>(rows[j]) * d + c];
+  for (int c = threadIdx.x; c < d; c += blockDim.x)
+    out[static_cast<int64_t>(j) * d + c] = x[static_cast<int64_t>(rows[j]) * d + c];
 }
 
 template <typename T>
-__global__ void KvWriteKernel(const float* k, const float* v, DeviceLayout l, int kv_dim, T* kc, T* vc) {
+__global__ void KvWriteKernel(const float* k, const float* v, DeviceLayout l, int kv_dim, T* kc,
+                              T* vc) {
   const int t = blockIdx.x;
   const int pos = l.positions[t];
-  const int32_t* table = l.block_tables + static_cast<int64_t>(l.seq_of_token[t]) * l.max_blocks_per_seq;
-  const int64_t slot = static_cast<int64_t>(table[pos / l.block_size]) * l.block_size + pos % l.block_size;
+  const int32_t* table =
+      l.block_tables + static_cast<int64_t>(l.seq_of_token[t]) * l.max_blocks_per_seq;
+  const int64_t slot =
+      static_cast<int64_t>(table[pos / l.block_size]) * l.block_size + pos % l.block_size;
   for (int c = threadIdx.x; c < kv_dim; c += blockDim.x) {
     KvStore(kc + slot * kv_dim + c, k[static_cast<int64_t>(t) * kv_dim + c]);
     KvStore(vc + slot * kv_dim + c, v[static_cast<int64_t>(t) * kv_dim + c]);
@@ -83,26 +104,45 @@ __global__ void KvWriteKernel(const float* k, const float* v, DeviceLayout l, in
 
 }  // namespace
 
-cudaError_t Embed(const DeviceWeight& table, const int32_t* tokens, int n, float* out, cudaStream_t s) {
+cudaError_t Embed(const DeviceWeight& table, const int32_t* tokens, int n, float* out,
+                  cudaStream_t s) {
   if (n <= 0) return cudaSuccess;
   if (!table.data || !tokens || !out) return cudaErrorInvalidValue;
   EmbedKernel<<<n, kThreads, 0, s>>>(table, tokens, out);
   return Launched();
 }
 
-cudaError_t RmsNorm(const float* x, const float* w, int n, int d, float eps, float* out, cudaStream_t s) {
+cudaError_t RmsNorm(const float* x, const float* w, int n, int d, float eps, float* out,
+                    cudaStream_t s) {
   if (n <= 0) return cudaSuccess;
   if (!x || !w || !out || d <= 0) return cudaErrorInvalidValue;
-  RmsNormKernel<<<n, kThreads, 0, s>>>(x, w, d, eps, out);
+  RmsNormKernel<<<n, kThreads, 0, s>>>(nullptr, x, nullptr, w, d, eps, out);
+  return Launched();
+}
+
+cudaError_t AddRmsNorm(float* x, const float* y, const float* w, int n, int d, float eps,
+                       float* out, cudaStream_t s) {
+  if (n <= 0) return cudaSuccess;
+  if (!x || !y || !w || !out || d <= 0 || out == x) return cudaErrorInvalidValue;
+  RmsNormKernel<<<n, kThreads, 0, s>>>(x, x, y, w, d, eps, out);
   return Launched();
 }
 
 cudaError_t Rope(float* x, const int32_t* positions, int n, int heads, int head_dim, int rope_dim,
                  float freq_base, bool halves, cudaStream_t s) {
-  if (n <= 0) return cudaSuccess;
-  if (!x || !positions || rope_dim % 2 != 0 || rope_dim > head_dim) return cudaErrorInvalidValue;
-  const int64_t total = static_cast<int64_t>(n) * heads * (rope_dim / 2);
-  RopeKernel<<<Blocks(total), kThreads, 0, s>>>(x, positions, n, heads, head_dim, rope_dim, freq_base, halves);
+  return RopePair(x, heads, nullptr, 0, positions, n, head_dim, rope_dim, freq_base, halves, s);
+}
+
+cudaError_t RopePair(float* a, int heads_a, float* b, int heads_b, const int32_t* positions, int n,
+                     int head_dim, int rope_dim, float freq_base, bool halves, cudaStream_t s) {
+  if (n <= 0 || heads_a + heads_b <= 0) return cudaSuccess;
+  if (!a || (heads_b > 0 && !b) || heads_a < 0 || heads_b < 0 || !positions || rope_dim % 2 != 0 ||
+      rope_dim > head_dim) {
+    return cudaErrorInvalidValue;
+  }
+  const int64_t total = static_cast<int64_t>(n) * (heads_a + heads_b) * (rope_dim / 2);
+  RopeKernel<<<Blocks(total), kThreads, 0, s>>>(a, heads_a, b, heads_b, positions, n, head_dim,
+                                                rope_dim, freq_base, halves);
   return Launched();
 }
 
@@ -128,7 +168,8 @@ cudaError_t Add(float* x, const float* y, int64_t count, cudaStream_t s) {
   return Launched();
 }
 
-cudaError_t GatherRows(const float* x, const int32_t* rows, int m, int d, float* out, cudaStream_t s) {
+cudaError_t GatherRows(const float* x, const int32_t* rows, int m, int d, float* out,
+                       cudaStream_t s) {
   if (m <= 0) return cudaSuccess;
   if (!x || !rows || !out) return cudaErrorInvalidValue;
   GatherRowsKernel<<<m, kThreads, 0, s>>>(x, rows, d, out);
@@ -138,13 +179,14 @@ cudaError_t GatherRows(const float* x, const int32_t* rows, int m, int d, float*
 cudaError_t KvWrite(const float* k, const float* v, const DeviceLayout& layout, int kv_dim,
                     bool half_kv, void* k_cache, void* v_cache, cudaStream_t s) {
   if (layout.num_tokens <= 0) return cudaSuccess;
-  if (!k || !v || !k_cache || !v_cache || !layout.positions || !layout.block_tables) return cudaErrorInvalidValue;
+  if (!k || !v || !k_cache || !v_cache || !layout.positions || !layout.block_tables)
+    return cudaErrorInvalidValue;
   if (half_kv) {
-    KvWriteKernel<<<layout.num_tokens, kThreads, 0, s>>>(k, v, layout, kv_dim, static_cast<__half*>(k_cache),
-                                                        static_cast<__half*>(v_cache));
+    KvWriteKernel<<<layout.num_tokens, kThreads, 0, s>>>(
+        k, v, layout, kv_dim, static_cast<__half*>(k_cache), static_cast<__half*>(v_cache));
   } else {
-    KvWriteKernel<<<layout.num_tokens, kThreads, 0, s>>>(k, v, layout, kv_dim, static_cast<float*>(k_cache),
-                                                        static_cast<float*>(v_cache));
+    KvWriteKernel<<<layout.num_tokens, kThreads, 0, s>>>(
+        k, v, layout, kv_dim, static_cast<float*>(k_cache), static_cast<float*>(v_cache));
   }
   return Launched();
 }

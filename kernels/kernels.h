@@ -36,8 +36,14 @@ cudaError_t Embed(const DeviceWeight& table, const int32_t* tokens, int n, float
                   cudaStream_t s);
 cudaError_t RmsNorm(const float* x, const float* w, int n, int d, float eps, float* out,
                     cudaStream_t s);
+// x[n, d] += y, then out = RmsNorm(x) (the residual add fused in front of the next norm).
+cudaError_t AddRmsNorm(float* x, const float* y, const float* w, int n, int d, float eps,
+                       float* out, cudaStream_t s);
 cudaError_t Rope(float* x, const int32_t* positions, int n, int heads, int head_dim, int rope_dim,
                  float freq_base, bool halves, cudaStream_t s);
+// RoPE of two tensors of the same tokens in one launch (Q [n, heads_a * head_dim] and K).
+cudaError_t RopePair(float* a, int heads_a, float* b, int heads_b, const int32_t* positions, int n,
+                     int head_dim, int rope_dim, float freq_base, bool halves, cudaStream_t s);
 cudaError_t AddBias(float* x, const float* bias, int n, int d, cudaStream_t s);
 cudaError_t SwiGlu(const float* gate, const float* up, int64_t count, float* out, cudaStream_t s);
 cudaError_t Add(float* x, const float* y, int64_t count, cudaStream_t s);

@@ -77,7 +77,7 @@ for t in bf16 q8_0 q4_0; do
     CHORUS_CUDA_GRAPHS=0 timeout 120 "$BENCH" --backend cuda --model "$f" --batch $b \
       --prompt-tokens 512 --decode-tokens 32 --repeats 2 | sed 's/^{/{"variant": "no_graphs", /' \
       >> "$OUT/decode.jsonl" 2>> "$OUT/log.txt"
-    CHORUS_CUDA_FUSE_GEMV=0 timeout 120 "$BENCH" --backend cuda --model "$f" --batch $b \
+    CHORUS_CUDA_FUSE=0 timeout 120 "$BENCH" --backend cuda --model "$f" --batch $b \
       --prompt-tokens 512 --decode-tokens 32 --repeats 2 | sed 's/^{/{"variant": "no_fuse", /' \
       >> "$OUT/decode.jsonl" 2>> "$OUT/log.txt"
   done
@@ -103,7 +103,7 @@ lines = [f"Card: {roof.get('device')} ({roof.get('memory_gib', 0)} GiB); copy ba
          f"F16 {roof.get('gemm_f16_tflops')} / BF16 {roof.get('gemm_bf16_tflops')} TFLOP/s", "",
          "Decode after a 512-token prompt per sequence, 32 steps, best of 2. Roofline: step time >= "
          "(weights read per step + KV read per step) / copy bandwidth; 'weights only' ignores the KV.", "",
-         "| model | batch | decode tokens/s | step ms | step ms, no graphs | step ms, no GEMV groups "
+         "| model | batch | decode tokens/s | step ms | step ms, no graphs | step ms, no fusions "
          "| roofline fraction (weights only) | roofline fraction (weights + KV) | prefill tokens/s "
          "| prefill TFLOP/s (fraction of GEMM rate) |",
          "|---|---|---|---|---|---|---|---|---|---|"]

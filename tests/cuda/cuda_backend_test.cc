@@ -199,6 +199,37 @@ TEST_F(CudaTest, ElementwiseOpsMatchCpu) {
     gpu_->AddBias(dy->f32(), w.gpu, n);
     ExpectClose(Down(*dy, n * d), biased, 1e-6, "bias");
   }
+  {  // A residual add followed by the norm of its sum: one fused kernel on the device.
+    std::vector<float> sum = x, want(n * d);
+    cpu_->Add(sum.data(), y.data(), n * d);
+    cpu_->RmsNorm(sum.data(), w.cpu, n, d, 1e-5f, want.data());
+    auto dx = Up(x), dy = Up(y);
+    auto out = NaNs(n * d);
+    gpu_->Add(dx->f32(), dy->f32(), n * d);
+    gpu_->RmsNorm(dx->f32(), w.gpu, n, d, 1e-5f, out->f32());
+    ExpectClose(Down(*out, n * d), want, 1e-5, "add + rmsnorm (norm)");
+    ExpectClose(Down(*dx, n * d), sum, 1e-6, "add + rmsnorm (sum)");
+  }
+  {  // RoPE of Q then K of the same tokens (one launch on the device), GQA head counts.
+    const int kv_heads = 2;
+    std::vector<int32_t> pos = {3, 4, 5, 6, 900};
+    std::vector<int32_t> seq(n, 0), table = {0}, tokens(n, 0);
+    AttentionLayout l{n, pos.data(), seq.data(), table.data(), 1, 4096};
+    const auto kx = Random(n * kv_heads * hd);
+    std::vector<float> want_q = x, want_k = kx;
+    for (RopeStyle style : {RopeStyle::kAdjacentPairs, RopeStyle::kHalves}) {
+      cpu_->Rope(want_q.data(), pos.data(), n, heads, hd, hd, 500000.0f, style);
+      cpu_->Rope(want_k.data(), pos.data(), n, kv_heads, hd, hd, 500000.0f, style);
+    }
+    auto dq = Up(x), dk = Up(kx);
+    gpu_->BeginForward(tokens.data(), l, nullptr, 0);
+    for (RopeStyle style : {RopeStyle::kAdjacentPairs, RopeStyle::kHalves}) {
+      gpu_->Rope(dq->f32(), pos.data(), n, heads, hd, hd, 500000.0f, style);
+      gpu_->Rope(dk->f32(), pos.data(), n, kv_heads, hd, hd, 500000.0f, style);
+    }
+    ExpectClose(Down(*dq, want_q.size()), want_q, 1e-4, "rope pair (q)");
+    ExpectClose(Down(*dk, want_k.size()), want_k, 1e-4, "rope pair (k)");
+  }
   // RoPE in both styles, over whole heads and over the first half of each head.
   for (RopeStyle style : {RopeStyle::kAdjacentPairs, RopeStyle::kHalves}) {
     for (int rope_dim : {hd, hd / 2}) {

@@ -21,8 +21,9 @@ struct CudaBackendOptions {
   bool dequant_cache = true;  // keep half copies of quantized weights for GEMMs while device
                               // memory allows (env CHORUS_CUDA_DEQUANT_CACHE=0: off)
   bool kv_f16 = true;         // K/V cache in half precision (env CHORUS_CUDA_KV_F16=0: F32)
-  bool fuse_gemv = true;      // one launch for decode GEMVs sharing their input (Q/K/V,
-                              // gate/up; env CHORUS_CUDA_FUSE_GEMV=0: one launch each)
+  bool fuse = true;  // fewer launches: decode GEMVs sharing their input (Q/K/V, gate/up) as
+                     // one group, RoPE of Q and K together, the residual add inside the next
+                     // RMSNorm (env CHORUS_CUDA_FUSE=0: every op its own launch)
   static CudaBackendOptions FromEnvironment();
 };
 

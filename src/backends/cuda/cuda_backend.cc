@@ -64,6 +64,7 @@ constexpr int kMinQueryTile = 4;
 constexpr size_t kBlasWorkspace = size_t{32} << 20;
 
 enum Op : uint64_t {
+  kOpAddRmsNorm = 100,
   kOpEmbed = 1,
   kOpRmsNorm,
   kOpGemv,
@@ -255,6 +256,15 @@ class CudaBackend : public Backend, public GraphDriver {
   void RmsNorm(const float* x, const WeightTensor& w, int n, int d, float eps,
                float* out) override {
     const auto* wd = static_cast<const float*>(w.data);
+    if (staged_add_.x == x && staged_add_.count == static_cast<int64_t>(n) * d && x != out) {
+      // The residual add just recorded feeds this norm: one kernel for both.
+      float* xm = staged_add_.x;
+      const float* y = staged_add_.y;
+      staged_add_ = {};
+      PushOp({kOpAddRmsNorm, W(xm), W(y), W(wd), W(n), W(d), W(eps), W(out)},
+             [=, this] { Check(k::AddRmsNorm(xm, y, wd, n, d, eps, out, stream_)); });
+      return;
+    }
     PushOp({kOpRmsNorm, W(x), W(wd), W(n), W(d), W(eps), W(out)},
            [=, this] { Check(k::RmsNorm(x, wd, n, d, eps, out, stream_)); });
   }
@@ -264,8 +274,8 @@ class CudaBackend : public Backend, public GraphDriver {
     if (n <= k::kMaxGemvTokens) {
       const k::DeviceWeight dw = Dev(w);
       StagedGemv& g = staged_;
-      const bool joins = options_.fuse_gemv && g.count > 0 && g.count < k::kMaxGemvGroup &&
-                         g.x == x && g.n == n && g.w[0].type == dw.type && g.w[0].cols == dw.cols;
+      const bool joins = options_.fuse && g.count > 0 && g.count < k::kMaxGemvGroup && g.x == x &&
+                         g.n == n && g.w[0].type == dw.type && g.w[0].cols == dw.cols;
       if (!joins) {
         PushStaged();
         g.x = x;
@@ -274,7 +284,7 @@ class CudaBackend : public Backend, public GraphDriver {
       g.w[g.count] = dw;
       g.out[g.count] = out;
       ++g.count;
-      if (!options_.fuse_gemv) PushStaged();
+      if (!options_.fuse) PushStaged();
       return;
     }
     Gemm(w, x, n, out);
@@ -289,11 +299,23 @@ class CudaBackend : public Backend, public GraphDriver {
             float freq_base, RopeStyle style) override {
     const int32_t* dp = Device(positions, host_positions_, layout_.positions, n);
     const bool halves = style == RopeStyle::kHalves;
-    PushOp(
-        {kOpRope, W(x), W(dp), W(n), W(heads), W(head_dim), W(rope_dim), W(freq_base), W(halves)},
-        [=, this] {
-          Check(k::Rope(x, dp, n, heads, head_dim, rope_dim, freq_base, halves, stream_));
-        });
+    StagedRope& r = staged_rope_;
+    if (r.a != nullptr && r.positions == dp && r.n == n && r.head_dim == head_dim &&
+        r.rope_dim == rope_dim && r.freq_base == freq_base && r.halves == halves && r.a != x) {
+      // Q then K of the same tokens: one launch.
+      const StagedRope q = r;
+      r = {};
+      PushOp({kOpRope, W(q.a), W(q.heads), W(x), W(heads), W(dp), W(n), W(head_dim), W(rope_dim),
+              W(freq_base), W(halves)},
+             [=, this] {
+               Check(k::RopePair(q.a, q.heads, x, heads, dp, n, head_dim, rope_dim, freq_base,
+                                 halves, stream_));
+             });
+      return;
+    }
+    PushStaged();
+    r = {x, heads, dp, n, head_dim, rope_dim, freq_base, halves};
+    if (!options_.fuse) PushStaged();
   }
   void KvWrite(const float* kk, const float* v, const AttentionLayout& layout, int kv_dim,
                float* k_cache, float* v_cache) override {
@@ -354,8 +376,11 @@ class CudaBackend : public Backend, public GraphDriver {
     PushOp({kOpSwiGlu, W(gate), W(up), W(count), W(out)},
            [=, this] { Check(k::SwiGlu(gate, up, count, out, stream_)); });
   }
+  // Staged: when the next op is the RMSNorm of x, both run as one kernel.
   void Add(float* x, const float* y, int64_t count) override {
-    PushOp({kOpAdd, W(x), W(y), W(count)}, [=, this] { Check(k::Add(x, y, count, stream_)); });
+    PushStaged();
+    staged_add_ = {x, y, count};
+    if (!options_.fuse) PushStaged();
   }
   absl::Status SampleRows(const float* logits, int num_rows, int vocab,
                           const std::vector<RowSampling>& rows,
@@ -447,7 +472,24 @@ class CudaBackend : public Backend, public GraphDriver {
     PushStaged();
     tape_.Push(signature, std::move(op));
   }
+  // Records whatever is staged (at most one of a GEMV group, an add, a RoPE).
   void PushStaged() {
+    if (staged_add_.x != nullptr) {
+      const StagedAdd a = staged_add_;
+      staged_add_ = {};
+      tape_.Push({kOpAdd, W(a.x), W(a.y), W(a.count)},
+                 [=, this] { Check(k::Add(a.x, a.y, a.count, stream_)); });
+    }
+    if (staged_rope_.a != nullptr) {
+      const StagedRope r = staged_rope_;
+      staged_rope_ = {};
+      tape_.Push({kOpRope, W(r.a), W(r.heads), W(uint64_t{0}), W(0), W(r.positions), W(r.n),
+                  W(r.head_dim), W(r.rope_dim), W(r.freq_base), W(r.halves)},
+                 [=, this] {
+                   Check(k::Rope(r.a, r.positions, r.n, r.heads, r.head_dim, r.rope_dim,
+                                 r.freq_base, r.halves, stream_));
+                 });
+    }
     if (staged_.count == 0) return;
     const StagedGemv g = staged_;
     staged_.count = 0;
@@ -605,6 +647,21 @@ class CudaBackend : public Backend, public GraphDriver {
     int n = 0;
   };
   StagedGemv staged_;
+  struct StagedAdd {
+    float* x = nullptr;
+    const float* y = nullptr;
+    int64_t count = 0;
+  };
+  StagedAdd staged_add_;
+  struct StagedRope {
+    float* a = nullptr;
+    int heads = 0;
+    const int32_t* positions = nullptr;
+    int n = 0, head_dim = 0, rope_dim = 0;
+    float freq_base = 0;
+    bool halves = false;
+  };
+  StagedRope staged_rope_;
   OpTape tape_;  // last: destroyed first, while the driver above is intact
 };
 
@@ -628,7 +685,7 @@ CudaBackendOptions CudaBackendOptions::FromEnvironment() {
   o.graphs = !off("CHORUS_CUDA_GRAPHS");
   o.dequant_cache = !off("CHORUS_CUDA_DEQUANT_CACHE");
   o.kv_f16 = !off("CHORUS_CUDA_KV_F16");
-  o.fuse_gemv = !off("CHORUS_CUDA_FUSE_GEMV");
+  o.fuse = !off("CHORUS_CUDA_FUSE");
   return o;
 }
 
