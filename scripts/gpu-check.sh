@@ -11,6 +11,9 @@ BUILD=${BUILD:-build-gpu}
 mkdir -p "$OUT"
 log() { echo "[gpu-check] $*" | tee -a "$OUT/log.txt"; }
 
+if [[ -f gpu-bundle/bundle.tgz && ! -d gpu-bundle/bin ]]; then
+  tar xzf gpu-bundle/bundle.tgz -C gpu-bundle
+fi
 if [[ -d gpu-bundle/bin ]]; then
   # Binaries prepared by scripts/gpu-bundle.sh on a development machine and carried here.
   BIN=gpu-bundle/bin
