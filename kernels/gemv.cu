@@ -1,34 +1,17 @@
-// Decode matmul: one warp per weight row, dequantizing on the fly (vector loads) and dotting with
-// up to kMaxGemvTokens activation rows, so the weights are read once for the whole decode batch.
+// Decode matmul: dequantize-and-dot GEMV over up to kMaxGemvTokens activation rows, so the
+// weights are read once for the whole decode batch. A warp owns kRows weight rows: for each
+// 8-column chunk it loads the activations once into registers and uses them for all of its
+// rows (1 row per warp for 1-2 tokens, where parallelism matters; 4 rows for 3-8 tokens, where
+// re-reading the activations per row would make L1 traffic, not HBM, the limit).
 // Also the converters that feed cuBLAS for prefill (weights to half, activations to half/bf16).
 #include "common.cuh"
 
 namespace chorus::kernels {
 namespace {
 
-constexpr int kRowsPerBlock = kThreads / 32;
+constexpr int kWarpsPerBlock = kThreads / 32;
+constexpr int kChunk = 8;  // columns per lane and step
 
-// acc[t] += sum_i w[i] * x[t, j0 + i] for kW consecutive weights (x rows 16-byte aligned at j0).
-template <int kW>
-__device__ __forceinline__ void DotRows(const float (&w)[kW], const float* x, int64_t cols,
-                                        int64_t j0, int n, float (&acc)[kMaxGemvTokens]) {
-#pragma unroll
-  for (int t = 0; t < kMaxGemvTokens; ++t) {
-    if (t >= n) break;
-    const float4* xv = reinterpret_cast<const float4*>(x + t * cols + j0);
-    float s = 0.0f;
-#pragma unroll
-    for (int i = 0; i < kW / 4; ++i) {
-      const float4 v = xv[i];
-      s += w[4 * i] * v.x + w[4 * i + 1] * v.y + w[4 * i + 2] * v.z + w[4 * i + 3] * v.w;
-    }
-    acc[t] += s;
-  }
-}
-
-// One warp per weight row. Vectorized layouts (the launcher checks alignment): Q8_0 / Q4_0 one
-// 32-value block per lane and step (16-bit loads: blocks are 34 / 18 bytes); F16 / BF16 eight
-// values per lane and step (16-byte loads); F32 four. kScalar: any layout, one value at a time.
 // A group of weights sharing the input: block ranges [first_block[i], first_block[i + 1]) belong
 // to weight i.
 struct GemvGroupArgs {
@@ -37,7 +20,54 @@ struct GemvGroupArgs {
   int first_block[kMaxGemvGroup + 1];
 };
 
-template <int kType, bool kScalar>
+// The kChunk weights of row `row` at columns [j0, j0 + kChunk) (j0 a multiple of kChunk; rows
+// aligned as the launcher checked).
+template <int kType>
+__device__ __forceinline__ void LoadChunk(const uint8_t* row, int64_t j0, float (&w)[kChunk]) {
+  if constexpr (kType == kQ8_0 || kType == kQ4_0) {
+    constexpr int kBytes = kType == kQ8_0 ? 34 : 18;
+    const int64_t b = j0 / 32;
+    const int sub = static_cast<int>(j0 % 32) / kChunk;  // 0..3
+    const uint16_t* blk = reinterpret_cast<const uint16_t*>(row + b * kBytes);
+    const float d = HalfBits(blk[0]);
+    if constexpr (kType == kQ8_0) {
+#pragma unroll
+      for (int i = 0; i < kChunk / 2; ++i) {
+        const uint16_t u = blk[1 + sub * 4 + i];  // values 2i, 2i + 1 of this chunk
+        w[2 * i] = d * static_cast<float>(static_cast<int8_t>(u & 0xff));
+        w[2 * i + 1] = d * static_cast<float>(static_cast<int8_t>(u >> 8));
+      }
+    } else {
+      // Values 0-15 are the low nibbles of bytes 0-15, values 16-31 the high nibbles.
+      const int shift = sub >= 2 ? 4 : 0;
+      const int first_byte = (sub & 1) * 8;
+#pragma unroll
+      for (int i = 0; i < kChunk / 2; ++i) {
+        const uint16_t u = blk[1 + first_byte / 2 + i];  // bytes first_byte + 2i, + 2i + 1
+        w[2 * i] = d * static_cast<float>(static_cast<int>((u >> shift) & 0xf) - 8);
+        w[2 * i + 1] = d * static_cast<float>(static_cast<int>((u >> (8 + shift)) & 0xf) - 8);
+      }
+    }
+  } else if constexpr (kType == kF16 || kType == kBF16) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(row + 2 * j0);
+    const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint16_t lo = static_cast<uint16_t>(words[i] & 0xffff);
+      const uint16_t hi = static_cast<uint16_t>(words[i] >> 16);
+      w[2 * i] = kType == kF16 ? HalfBits(lo) : Bf16Bits(lo);
+      w[2 * i + 1] = kType == kF16 ? HalfBits(hi) : Bf16Bits(hi);
+    }
+  } else {
+    const float4 a = *reinterpret_cast<const float4*>(row + 4 * j0);
+    const float4 c = *reinterpret_cast<const float4*>(row + 4 * j0 + 16);
+    w[0] = a.x, w[1] = a.y, w[2] = a.z, w[3] = a.w, w[4] = c.x, w[5] = c.y, w[6] = c.z, w[7] = c.w;
+  }
+}
+
+// Vectorized path (the launcher checks alignment and cols % kChunk == 0): lane l takes chunks
+// l, l + 32, ...; kScalar: any layout, one value at a time, one row per warp.
+template <int kType, bool kScalar, int kRows, int kTokens>
 __global__ void GemvKernel(GemvGroupArgs g, const float* x, int n) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   int which = 0;
@@ -45,84 +75,71 @@ __global__ void GemvKernel(GemvGroupArgs g, const float* x, int n) {
   for (int i = 1; i < kMaxGemvGroup; ++i) which += static_cast<int>(blockIdx.x) >= g.first_block[i];
   const DeviceWeight& w = g.w[which];
   float* out = g.out[which];
-  const int64_t r = static_cast<int64_t>(blockIdx.x - g.first_block[which]) * kRowsPerBlock + warp;
-  if (r >= w.rows) return;
-  const uint8_t* row = static_cast<const uint8_t*>(w.data) + r * w.row_bytes;
+  const int64_t r0 =
+      (static_cast<int64_t>(blockIdx.x - g.first_block[which]) * kWarpsPerBlock + warp) * kRows;
+  if (r0 >= w.rows) return;
   const int64_t cols = w.cols;
-  float acc[kMaxGemvTokens];
+  const uint8_t* base = static_cast<const uint8_t*>(w.data);
+  float acc[kRows][kTokens];
 #pragma unroll
-  for (int t = 0; t < kMaxGemvTokens; ++t) acc[t] = 0.0f;
+  for (int q = 0; q < kRows; ++q) {
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) acc[q][t] = 0.0f;
+  }
   if constexpr (kScalar) {
+    const uint8_t* row = base + r0 * w.row_bytes;
     for (int64_t j = lane; j < cols; j += 32) {
       const float wv = WeightAt(kType, row, j);
 #pragma unroll
-      for (int t = 0; t < kMaxGemvTokens; ++t) {
-        if (t < n) acc[t] += wv * x[t * cols + j];
+      for (int t = 0; t < kTokens; ++t) {
+        if (t < n) acc[0][t] += wv * x[t * cols + j];
       }
-    }
-  } else if constexpr (kType == kQ8_0 || kType == kQ4_0) {
-    constexpr int kBytes = kType == kQ8_0 ? 34 : 18;
-    const int64_t blocks = cols / 32;
-    for (int64_t b = lane; b < blocks; b += 32) {
-      const uint16_t* blk = reinterpret_cast<const uint16_t*>(row + b * kBytes);
-      const float d = HalfBits(blk[0]);
-      float wv[32];
-      if constexpr (kType == kQ8_0) {
-#pragma unroll
-        for (int i = 0; i < 16; ++i) {
-          const uint16_t u = blk[1 + i];
-          wv[2 * i] = d * static_cast<float>(static_cast<int8_t>(u & 0xff));
-          wv[2 * i + 1] = d * static_cast<float>(static_cast<int8_t>(u >> 8));
-        }
-      } else {
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const uint16_t u = blk[1 + i];  // bytes 2i (low) and 2i + 1 (high)
-          wv[2 * i] = d * static_cast<float>(static_cast<int>(u & 0xf) - 8);
-          wv[2 * i + 1] = d * static_cast<float>(static_cast<int>((u >> 8) & 0xf) - 8);
-          wv[16 + 2 * i] = d * static_cast<float>(static_cast<int>((u >> 4) & 0xf) - 8);
-          wv[16 + 2 * i + 1] = d * static_cast<float>(static_cast<int>(u >> 12) - 8);
-        }
-      }
-      DotRows<32>(wv, x, cols, b * 32, n, acc);
-    }
-  } else if constexpr (kType == kF16 || kType == kBF16) {
-    for (int64_t j0 = 8 * lane; j0 < cols; j0 += 8 * 32) {
-      const uint4 raw = *reinterpret_cast<const uint4*>(row + 2 * j0);
-      const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
-      float wv[8];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const uint16_t lo = static_cast<uint16_t>(words[i] & 0xffff),
-                       hi = static_cast<uint16_t>(words[i] >> 16);
-        wv[2 * i] = kType == kF16 ? HalfBits(lo) : Bf16Bits(lo);
-        wv[2 * i + 1] = kType == kF16 ? HalfBits(hi) : Bf16Bits(hi);
-      }
-      DotRows<8>(wv, x, cols, j0, n, acc);
     }
   } else {
-    for (int64_t j0 = 4 * lane; j0 < cols; j0 += 4 * 32) {
-      const float4 v = *reinterpret_cast<const float4*>(row + 4 * j0);
-      const float wv[4] = {v.x, v.y, v.z, v.w};
-      DotRows<4>(wv, x, cols, j0, n, acc);
+    for (int64_t j0 = static_cast<int64_t>(lane) * kChunk; j0 < cols; j0 += 32 * kChunk) {
+      float xv[kTokens][kChunk];
+#pragma unroll
+      for (int t = 0; t < kTokens; ++t) {
+        if (t < n) {
+          const float4* p = reinterpret_cast<const float4*>(x + t * cols + j0);
+          const float4 a = p[0], c = p[1];
+          xv[t][0] = a.x, xv[t][1] = a.y, xv[t][2] = a.z, xv[t][3] = a.w;
+          xv[t][4] = c.x, xv[t][5] = c.y, xv[t][6] = c.z, xv[t][7] = c.w;
+        }
+      }
+#pragma unroll
+      for (int q = 0; q < kRows; ++q) {
+        if (r0 + q < w.rows) {
+          float wv[kChunk];
+          LoadChunk<kType>(base + (r0 + q) * w.row_bytes, j0, wv);
+#pragma unroll
+          for (int t = 0; t < kTokens; ++t) {
+            if (t < n) {
+              float s = 0.0f;
+#pragma unroll
+              for (int i = 0; i < kChunk; ++i) s += wv[i] * xv[t][i];
+              acc[q][t] += s;
+            }
+          }
+        }
+      }
     }
   }
 #pragma unroll
-  for (int t = 0; t < kMaxGemvTokens; ++t) {
-    if (t < n) {
-      const float v = WarpSum(acc[t]);
-      if (lane == 0) out[t * w.rows + r] = v;
+  for (int q = 0; q < kRows; ++q) {
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) {
+      if (t < n) {
+        const float v = WarpSum(acc[q][t]);
+        if (lane == 0 && r0 + q < w.rows) out[t * w.rows + r0 + q] = v;
+      }
     }
   }
 }
 
-template <int kType>
-cudaError_t LaunchGemv(const DeviceWeight* w, float* const* out, int count, const float* x, int n,
-                       cudaStream_t s) {
-  // Vector loads need aligned rows: every row start and every x row at a 16-byte boundary (for
-  // the quantized types, 2-byte block fields and 16-byte x rows).
-  const int64_t vec = kType == kF32 ? 4 : (kType == kF16 || kType == kBF16) ? 8 : 32;
-  bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0;
+template <int kType, bool kScalar, int kRows, int kTokens>
+cudaError_t LaunchGemvRows(const DeviceWeight* w, float* const* out, int count, const float* x,
+                           int n, cudaStream_t s) {
   GemvGroupArgs g{};
   int64_t blocks = 0;
   for (int i = 0; i < kMaxGemvGroup; ++i) {
@@ -130,20 +147,30 @@ cudaError_t LaunchGemv(const DeviceWeight* w, float* const* out, int count, cons
     g.w[i] = w[k];
     g.out[i] = out[k];
     g.first_block[i] = static_cast<int>(blocks);
-    if (i < count) blocks += Blocks(w[i].rows, kRowsPerBlock);
-    aligned =
-        aligned && w[k].cols % vec == 0 && w[k].cols % 4 == 0 &&
-        reinterpret_cast<uintptr_t>(w[k].data) % 16 == 0 &&
-        ((kType == kQ8_0 || kType == kQ4_0) ? w[k].row_bytes % 2 == 0 : w[k].row_bytes % 16 == 0);
+    if (i < count) blocks += (w[i].rows + kWarpsPerBlock * kRows - 1) / (kWarpsPerBlock * kRows);
   }
   g.first_block[kMaxGemvGroup] = static_cast<int>(blocks);
-  if (blocks <= 0 || blocks > 0x7fffffff) return blocks <= 0 ? cudaSuccess : cudaErrorInvalidValue;
-  if (aligned) {
-    GemvKernel<kType, false><<<static_cast<int>(blocks), kThreads, 0, s>>>(g, x, n);
-  } else {
-    GemvKernel<kType, true><<<static_cast<int>(blocks), kThreads, 0, s>>>(g, x, n);
-  }
+  if (blocks <= 0) return cudaSuccess;
+  if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
+  GemvKernel<kType, kScalar, kRows, kTokens><<<static_cast<int>(blocks), kThreads, 0, s>>>(g, x, n);
   return Launched();
+}
+
+template <int kType>
+cudaError_t LaunchGemv(const DeviceWeight* w, float* const* out, int count, const float* x, int n,
+                       cudaStream_t s) {
+  // Vector loads need every row start, and every x row, at a 16-byte boundary (quantized
+  // types: 2-byte block fields, 16-byte x rows), and whole chunks.
+  bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  for (int i = 0; i < count; ++i) {
+    aligned =
+        aligned && w[i].cols % kChunk == 0 && reinterpret_cast<uintptr_t>(w[i].data) % 16 == 0 &&
+        ((kType == kQ8_0 || kType == kQ4_0) ? w[i].row_bytes % 2 == 0 : w[i].row_bytes % 16 == 0);
+  }
+  // Registers hold kTokens activation rows: 2 for the batch-1 path keeps occupancy high.
+  if (!aligned) return LaunchGemvRows<kType, true, 1, kMaxGemvTokens>(w, out, count, x, n, s);
+  if (n <= 2) return LaunchGemvRows<kType, false, 1, 2>(w, out, count, x, n, s);
+  return LaunchGemvRows<kType, false, 4, kMaxGemvTokens>(w, out, count, x, n, s);
 }
 
 __global__ void DequantizeToHalfKernel(DeviceWeight w, __half* dst) {

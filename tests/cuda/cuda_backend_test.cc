@@ -134,6 +134,20 @@ TEST_F(CudaTest, MatMulMatchesCpuForEveryTypeAndBatchShape) {
       }
     }
   }
+  // Rows whose width is not a multiple of the vector chunk take the scalar GEMV.
+  for (GgmlType type : {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16}) {
+    const int64_t odd_cols = 100;
+    TwinWeight w = MakeWeight(gpu_.get(), type, 40, odd_cols, Random(40 * odd_cols));
+    for (int n : {1, 5}) {
+      const auto x = Random(n * odd_cols);
+      std::vector<float> want(n * 40);
+      cpu_->MatMul(w.cpu, x.data(), n, want.data());
+      auto dx = Up(x);
+      auto dout = NaNs(want.size());
+      gpu_->MatMul(w.gpu, dx->f32(), n, dout->f32());
+      ExpectClose(Down(*dout, want.size()), want, 1e-4, "unaligned gemv");
+    }
+  }
   EXPECT_GT(GetCudaGraphStats(*gpu_).dequantized_bytes, 0);
   EXPECT_EQ(GetCudaGraphStats(**plain).dequantized_bytes, 0);
 }
