@@ -147,6 +147,14 @@ for r in rows:
                  f"{step('no_graphs', r)} | {step('no_fuse', r)} | {w_only:.2f} | {w_kv:.2f} | "
                  f"{r['prefill_tokens_per_s']:.0f} | {pf:.1f} ({pf / gemm if gemm else 0:.2f}) |")
 lines.append("")
+if roof.get("gemv"):
+    lines += ["GEMV kernel alone (100 launches back to back; weight bytes per second):", "",
+              "| type | rows x cols | tokens | us | GB/s | fraction of copy bandwidth |", "|---|---|---|---|---|---|"]
+    for g in roof["gemv"]:
+        frac = g["weight_gb_per_s"] * 1e9 / bw if bw else 0
+        lines.append(f"| {g['type']} | {g['rows']} x {g['cols']} | {g['n']} | {g['us']:.2f} | "
+                     f"{g['weight_gb_per_s']:.0f} | {frac:.2f} |")
+    lines.append("")
 for r in rows:
     name = r["model"].rsplit("/", 1)[-1]
     if r["batch"] == 8 and name in base and not r.get("variant"):
