@@ -523,7 +523,9 @@ TEST_F(CudaTest, DecodeGraphsReplayAndMatchEagerExecution) {
   const CudaGraphStats st = GetCudaGraphStats(*gpu_);
   EXPECT_EQ(st.capture_failures, 0);
   EXPECT_GE(st.captured, 2);
-  EXPECT_GE(st.replayed, 2 * (steps - 2));
+  // Each batch: the first decode step runs eagerly, the second is captured, the rest replay;
+  // a scratch buffer growing on a first use (attention partials) can push that back a step.
+  EXPECT_GE(st.replayed, 2 * (steps - 4));
   EXPECT_EQ(GetCudaGraphStats(**eager).replayed, 0);
 }
 
