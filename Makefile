@@ -27,7 +27,7 @@ test: build
 # Every test again under AddressSanitizer + UndefinedBehaviorSanitizer (LeakSanitizer on).
 test-asan: deps
 	cmake -S . -B $(BUILD)-asan -DCMAKE_BUILD_TYPE=Debug -DCHORUS_SANITIZER=address+undefined \
-	  -DCHORUS_BUILD_BENCHMARKS=OFF -DCHORUS_CUDA=OFF
+	  -DCHORUS_BUILD_BENCHMARKS=OFF -DCHORUS_CUDA=OFF -DCHORUS_CUDA_EMU=OFF
 	cmake --build $(BUILD)-asan -j $(JOBS)
 	cd $(BUILD)-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS)
 
@@ -35,7 +35,7 @@ test-asan: deps
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	CC=clang CXX=clang++ cmake -S . -B $(BUILD)-fuzz -DCHORUS_BUILD_FUZZERS=ON \
-	  -DCHORUS_BUILD_BENCHMARKS=OFF -DCHORUS_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	  -DCHORUS_BUILD_BENCHMARKS=OFF -DCHORUS_CUDA=OFF -DCHORUS_CUDA_EMU=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
 	cmake --build $(BUILD)-fuzz -j $(JOBS) --target gguf_fuzz
 	rm -rf $(BUILD)-fuzz/corpus && mkdir -p $(BUILD)-fuzz/corpus && cp tests/fuzz/corpus/* $(BUILD)-fuzz/corpus/
 	./$(BUILD)-fuzz/tests/gguf_fuzz -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 \

@@ -1,0 +1,414 @@
+// The CUDA kernels (kernels/*.cu), run by the CUDA emulator, against naive float64 / reference
+// implementations written here: GEMV groups for every weight type, widths and 1-8 tokens; paged
+// KV write and attention (tiled and split kernels, F32 and F16 caches, four head sizes, one vs
+// four splits); device sampling against the CPU Sampler; RMSNorm with and without the fused add;
+// RoPE pairs; embedding; dequantize-to-half; SwiGLU; row gather. Exit status 1 on any mismatch.
+#include <algorithm>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "chorus/model/ggml_types.h"
+#include "chorus/sampling/sampler.h"
+#include "kernels.h"
+
+namespace k = chorus::kernels;
+using chorus::GgmlType;
+
+static std::mt19937 rng(7);
+static std::vector<float> Rand(size_t n, float s = 1.0f) {
+  std::uniform_real_distribution<float> d(-s, s);
+  std::vector<float> v(n);
+  for (auto& x : v) {
+    x = d(rng);
+    if (x == 0) x = 0.5f * s;
+  }
+  return v;
+}
+static int failures = 0;
+static void Check(const std::vector<float>& got, const std::vector<float>& want, double tol,
+                  const std::string& what) {
+  double scale = 1e-6;
+  for (float w : want) scale = std::max(scale, (double)std::fabs(w));
+  double worst = 0;
+  size_t at = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    double e = std::isnan(got[i]) ? 1e30 : std::fabs(got[i] - want[i]);
+    if (e > worst) {
+      worst = e;
+      at = i;
+    }
+  }
+  const bool ok = worst <= tol * scale;
+  if (!ok) ++failures;
+  std::printf("%s %s: worst %.3g at %zu (got %g want %g)\n", ok ? "ok  " : "FAIL", what.c_str(),
+              worst / scale, at, got.empty() ? 0.0 : got[at], want.empty() ? 0.0 : want[at]);
+}
+static cudaStream_t S = nullptr;
+
+static void TestGemv() {
+  for (GgmlType type :
+       {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ8_0, GgmlType::kQ4_0}) {
+    auto tr = *chorus::GetTypeTraits((uint32_t)type);
+    for (int64_t cols : {int64_t{128}, int64_t{100}}) {
+      if (tr.block_size == 32 && cols % 32) continue;
+      const int64_t rows_list[3] = {96, 40, 33};
+      std::vector<std::vector<uint8_t>> bytes(3);
+      std::vector<std::vector<float>> deq(3);
+      k::DeviceWeight w[3];
+      for (int i = 0; i < 3; ++i) {
+        const int64_t rows = rows_list[i];
+        const int64_t rb = cols / tr.block_size * tr.type_size;
+        auto vals = Rand(rows * cols);
+        bytes[i].resize(rb * rows + 16);
+        // 16-byte aligned storage
+        uint8_t* base = bytes[i].data();
+        while ((uintptr_t)base % 16) ++base;
+        deq[i].resize(rows * cols);
+        for (int64_t r = 0; r < rows; ++r) {
+          chorus::QuantizeRow(type, vals.data() + r * cols, base + r * rb, cols);
+          chorus::DequantizeRow(type, base + r * rb, deq[i].data() + r * cols, cols);
+        }
+        w[i] = {(int)type, rows, cols, rb, base};
+      }
+      for (int n = 1; n <= 8; ++n) {
+        auto x = Rand(n * cols);
+        std::vector<float> outs[3];
+        float* outp[3];
+        for (int i = 0; i < 3; ++i) {
+          outs[i].assign(n * rows_list[i], NAN);
+          outp[i] = outs[i].data();
+        }
+        cudaError_t e = k::GemvGroup(w, outp, 3, x.data(), n, S);
+
+        if (e != cudaSuccess) {
+          std::printf("FAIL gemv launch %d\n", (int)e);
+          ++failures;
+          continue;
+        }
+        for (int i = 0; i < 3; ++i) {
+          std::vector<float> want(n * rows_list[i]);
+          for (int t = 0; t < n; ++t)
+            for (int64_t r = 0; r < rows_list[i]; ++r) {
+              double s = 0;
+              for (int64_t j = 0; j < cols; ++j)
+                s += (double)deq[i][r * cols + j] * x[t * cols + j];
+              want[t * rows_list[i] + r] = (float)s;
+            }
+          Check(outs[i], want, 1e-4,
+                "gemv " + std::string(chorus::TypeName(type)) + " cols " + std::to_string(cols) +
+                    " n " + std::to_string(n) + " w" + std::to_string(i));
+        }
+      }
+    }
+  }
+}
+
+static void TestAttention() {
+  const int heads = 8, kv_heads = 2, bs = 16, blocks = 80, max_blocks = 40;
+  std::vector<int32_t> perm(blocks);
+  for (int i = 0; i < blocks; ++i) perm[i] = i;
+  std::shuffle(perm.begin(), perm.end(), rng);
+  std::vector<int32_t> tables(4 * max_blocks, 0);
+  const int needs[4] = {38, 3, 20, 1};
+  for (int s = 0, next = 0; s < 4; ++s)
+    for (int b = 0; b < needs[s]; ++b) tables[s * max_blocks + b] = perm[next++];
+  std::vector<int32_t> pos = {600}, seq = {0};
+  for (int i = 0; i < 40; ++i) pos.push_back(i), seq.push_back(1);
+  for (int i = 0; i < 20; ++i) pos.push_back(300 + i), seq.push_back(2);
+  for (int i = 0; i < 2; ++i) pos.push_back(7 + i), seq.push_back(3);
+  const int n = (int)pos.size();
+  for (bool half : {false, true}) {
+    for (int hd : {32, 64, 128, 160}) {
+      const int kv_dim = kv_heads * hd;
+      auto kc = Rand((size_t)blocks * bs * kv_dim), vc = Rand(kc.size());
+      auto kk = Rand(n * kv_dim), vv = Rand(n * kv_dim), q = Rand(n * heads * hd);
+      auto round = [&](std::vector<float>& v) {
+        if (half)
+          for (auto& x : v) x = chorus::HalfToFloat(chorus::FloatToHalf(x));
+      };
+      round(kc);
+      round(vc);
+      round(kk);
+      round(vv);
+      // reference: write then attend (double)
+      std::vector<float> rk = kc, rv = vc;
+      for (int t = 0; t < n; ++t) {
+        const int32_t* tab = tables.data() + seq[t] * max_blocks;
+        const int64_t slot = (int64_t)tab[pos[t] / bs] * bs + pos[t] % bs;
+        for (int c = 0; c < kv_dim; ++c) {
+          rk[slot * kv_dim + c] = kk[t * kv_dim + c];
+          rv[slot * kv_dim + c] = vv[t * kv_dim + c];
+        }
+      }
+      std::vector<float> want(n * heads * hd);
+      const float scale = 0.17f;
+      for (int t = 0; t < n; ++t) {
+        const int32_t* tab = tables.data() + seq[t] * max_blocks;
+        for (int h = 0; h < heads; ++h) {
+          const int kvh = h / (heads / kv_heads);
+          std::vector<double> sc(pos[t] + 1);
+          double m = -1e300;
+          for (int p = 0; p <= pos[t]; ++p) {
+            const int64_t slot = (int64_t)tab[p / bs] * bs + p % bs;
+            double s = 0;
+            for (int d = 0; d < hd; ++d)
+              s += (double)q[(t * heads + h) * hd + d] * scale * rk[slot * kv_dim + kvh * hd + d];
+            sc[p] = s;
+            m = std::max(m, s);
+          }
+          double z = 0;
+          for (auto& s : sc) {
+            s = std::exp(s - m);
+            z += s;
+          }
+          for (int d = 0; d < hd; ++d) {
+            double o = 0;
+            for (int p = 0; p <= pos[t]; ++p) {
+              const int64_t slot = (int64_t)tab[p / bs] * bs + p % bs;
+              o += sc[p] * rv[slot * kv_dim + kvh * hd + d];
+            }
+            want[(t * heads + h) * hd + d] = (float)(o / z);
+          }
+        }
+      }
+      // device side: caches in the chosen format
+      std::vector<uint16_t> kh, vh;
+      void *kcache, *vcache;
+      std::vector<float> kcf = kc, vcf = vc;
+      if (half) {
+        kh.resize(kc.size());
+        vh.resize(vc.size());
+        for (size_t i = 0; i < kc.size(); ++i) {
+          kh[i] = chorus::FloatToHalf(kc[i]);
+          vh[i] = chorus::FloatToHalf(vc[i]);
+        }
+        kcache = kh.data();
+        vcache = vh.data();
+      } else {
+        kcache = kcf.data();
+        vcache = vcf.data();
+      }
+      std::vector<int32_t> ints;
+      for (int t = 0; t < n; ++t) ints.push_back(pos[t]);
+      for (int t = 0; t < n; ++t) ints.push_back(seq[t]);
+      // stride rounded up to 64 (as graph batches do)
+      const int stride = 64;
+      for (int s = 0; s < 4; ++s) {
+        for (int b = 0; b < stride; ++b)
+          ints.push_back(b < max_blocks ? tables[s * max_blocks + b] : 0);
+      }
+      k::DeviceLayout l{n, ints.data(), ints.data() + n, ints.data() + 2 * n, stride, bs};
+      // plan: tiles of up to 16 for runs >= 4; singles otherwise
+      std::vector<int32_t> tiles, singles;
+      for (int i = 0; i < n;) {
+        int j = i + 1;
+        while (j < n && seq[j] == seq[i] && pos[j] == pos[j - 1] + 1) ++j;
+        if (j - i >= 4)
+          for (int t = i; t < j; t += 16) {
+            tiles.push_back(t);
+            tiles.push_back(std::min(16, j - t));
+          }
+        else
+          for (int t = i; t < j; ++t) singles.push_back(t);
+        i = j;
+      }
+      std::vector<float> out(want.size(), NAN);
+      cudaError_t e1 = k::KvWrite(kk.data(), vv.data(), l, kv_dim, half, kcache, vcache, S);
+
+      const bool tiled = hd <= k::kMaxTiledHeadDim;
+      cudaError_t e2 = cudaSuccess, e3 = cudaSuccess;
+      int splits = 1;
+      for (int t : (tiled ? singles : std::vector<int32_t>()))
+        splits = std::max(splits, pos[t] / 256 + 1);
+      if (!tiled)
+        for (int t = 0; t < n; ++t) splits = std::max(splits, pos[t] / 256 + 1);
+      splits = splits == 3 ? 4 : splits;  // power of two, as graph batches do
+      const int nrows = tiled ? (int)singles.size() : n;
+      std::vector<float> scratch((size_t)std::max(1, nrows) * heads * splits * (hd + 2));
+      if (tiled)
+        e2 = k::TiledAttention(q.data(), kcache, vcache, half, l, tiles.data(),
+                               (int)tiles.size() / 2, heads, kv_heads, hd, scale, out.data(), S);
+
+      e3 = k::Attention(q.data(), kcache, vcache, half, l, tiled ? singles.data() : nullptr, nrows,
+                        heads, kv_heads, hd, scale, splits, scratch.data(), out.data(), S);
+
+      if (e1 || e2 || e3) {
+        std::printf("FAIL attention launch %d %d %d\n", e1, e2, e3);
+        ++failures;
+      }
+      std::vector<float> kgot(kc.size());
+      for (size_t i = 0; i < kc.size(); ++i) kgot[i] = half ? chorus::HalfToFloat(kh[i]) : kcf[i];
+      Check(kgot, rk, 0,
+            std::string(half ? "half" : "float") + " kv write hd " + std::to_string(hd));
+      Check(out, want, 1e-4,
+            std::string(half ? "half" : "float") + " attention hd " + std::to_string(hd));
+    }
+  }
+  // one split: the partial kernel writes the output itself
+  {
+    const int hd = 64;
+    const int kv_dim = kv_heads * hd;
+    std::vector<int32_t> p1 = {5, 100}, s1 = {0, 1};
+    auto kc = Rand((size_t)blocks * bs * kv_dim), vc = Rand(kc.size()), q = Rand(2 * heads * hd);
+    std::vector<int32_t> ints = {5, 100, 0, 1};
+    for (int s = 0; s < 2; ++s)
+      for (int b = 0; b < max_blocks; ++b) ints.push_back(tables[s * max_blocks + b]);
+    k::DeviceLayout l{2, ints.data(), ints.data() + 2, ints.data() + 4, max_blocks, bs};
+    std::vector<float> out(2 * heads * hd, NAN), scratch(2 * heads * 1 * (hd + 2));
+    k::Attention(q.data(), kc.data(), vc.data(), false, l, nullptr, 2, heads, kv_heads, hd, 0.2f, 1,
+                 scratch.data(), out.data(), S);
+
+    std::vector<float> out4(out.size(), NAN), scratch4(2 * heads * 4 * (hd + 2));
+    k::Attention(q.data(), kc.data(), vc.data(), false, l, nullptr, 2, heads, kv_heads, hd, 0.2f, 4,
+                 scratch4.data(), out4.data(), S);
+
+    Check(out, out4, 1e-5, "attention 1 split == 4 splits");
+  }
+}
+
+static void TestSampling() {
+  const int vocab = 5000, rows = 24, draws = 30;
+  auto logits = Rand((size_t)rows * vocab, 6.0f);
+  std::vector<k::SamplingRow> params(draws);
+  std::vector<chorus::SampledToken> want(draws);
+  for (int i = 0; i < draws; ++i) {
+    const int r = i % rows;
+    chorus::SamplingParams sp;
+    sp.seed = 1000 + i;
+    sp.temperature = i % 6 == 0 ? 0.0f : 0.5f + 0.1f * (i % 5);
+    sp.top_k = i % 3 == 1 ? 40 : 0;
+    sp.top_p = i % 4 == 2 ? 0.9f : 1.0f;
+    sp.min_p = i % 5 == 3 ? 0.05f : 0.0f;
+    chorus::Sampler host(sp), twin(sp);
+    want[i] = host.Sample(std::span<const float>(logits.data() + r * vocab, vocab), {});
+    auto rr = twin.NextRow(r);
+    params[i] = {rr.temperature, rr.top_k, rr.top_p, rr.min_p, rr.uniform, rr.row};
+  }
+  std::vector<int32_t> tok(draws, -7);
+  std::vector<float> lp(draws, NAN);
+  cudaError_t e =
+      k::SampleRows(logits.data(), vocab, params.data(), draws, tok.data(), lp.data(), S);
+
+  int same = 0;
+  for (int i = 0; i < draws; ++i) {
+    if (tok[i] == want[i].token) {
+      ++same;
+      if (std::fabs(lp[i] - want[i].logprob) > 1e-4) {
+        std::printf("FAIL logprob %d %g %g\n", i, lp[i], want[i].logprob);
+        ++failures;
+      }
+    } else
+      std::printf("     sampling draw %d: got %d want %d\n", i, tok[i], want[i].token);
+  }
+  const bool ok = e == cudaSuccess && same >= draws - 1;
+  if (!ok) ++failures;
+  std::printf("%s sampling: %d/%d same\n", ok ? "ok  " : "FAIL", same, draws);
+}
+
+static void TestElementwise() {
+  const int n = 5, d = 64, heads = 4, hd = 16, kvh = 2;
+  auto x = Rand(n * d), y = Rand(n * d), w = Rand(d);
+  {  // AddRmsNorm
+    std::vector<float> sum(n * d), want(n * d);
+    for (int i = 0; i < n * d; ++i) sum[i] = x[i] + y[i];
+    for (int t = 0; t < n; ++t) {
+      double ss = 0;
+      for (int j = 0; j < d; ++j) ss += (double)sum[t * d + j] * sum[t * d + j];
+      const double sc = 1.0 / std::sqrt(ss / d + 1e-5);
+      for (int j = 0; j < d; ++j) want[t * d + j] = (float)(w[j] * sc * sum[t * d + j]);
+    }
+    std::vector<float> xm = x, out(n * d, NAN), out2(n * d, NAN);
+    k::AddRmsNorm(xm.data(), y.data(), w.data(), n, d, 1e-5f, out.data(), S);
+    Check(xm, sum, 1e-6, "add+rmsnorm sum");
+    Check(out, want, 1e-5, "add+rmsnorm norm");
+    k::RmsNorm(sum.data(), w.data(), n, d, 1e-5f, out2.data(), S);
+    Check(out2, want, 1e-5, "rmsnorm");
+  }
+  for (bool halves : {false, true}) {
+    std::vector<int32_t> pos = {0, 7, 100, 3, 2047};
+    auto q = Rand(n * heads * hd), kk = Rand(n * kvh * hd);
+    for (int rope_dim : {hd, hd / 2}) {
+      auto ref = [&](std::vector<float> v, int hs) {
+        const int half = rope_dim / 2;
+        for (int t = 0; t < n; ++t)
+          for (int i = 0; i < half; ++i) {
+            const float freq = 1.0f / std::pow(10000.0f, (float)(2 * i) / rope_dim);
+            const float ang = pos[t] * freq, c = std::cos(ang), s = std::sin(ang);
+            for (int h = 0; h < hs; ++h) {
+              float* v0 = v.data() + (t * hs + h) * hd;
+              const int a = halves ? i : 2 * i, b = halves ? i + half : 2 * i + 1;
+              const float x0 = v0[a], x1 = v0[b];
+              v0[a] = x0 * c - x1 * s;
+              v0[b] = x0 * s + x1 * c;
+            }
+          }
+        return v;
+      };
+      auto wq = ref(q, heads), wk = ref(kk, kvh);
+      auto gq = q, gk = kk;
+      k::RopePair(gq.data(), heads, gk.data(), kvh, pos.data(), n, hd, rope_dim, 10000.0f, halves,
+                  S);
+      Check(gq, wq, 1e-4,
+            std::string("rope pair q ") + (halves ? "halves" : "pairs") + " dim " +
+                std::to_string(rope_dim));
+      Check(gk, wk, 1e-4,
+            std::string("rope pair k ") + (halves ? "halves" : "pairs") + " dim " +
+                std::to_string(rope_dim));
+      auto sq = q;
+      k::Rope(sq.data(), pos.data(), n, heads, hd, rope_dim, 10000.0f, halves, S);
+      Check(sq, wq, 1e-4, "rope single");
+    }
+  }
+  {  // embed quantized
+    for (GgmlType type : {GgmlType::kF16, GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kBF16}) {
+      auto tr = *chorus::GetTypeTraits((uint32_t)type);
+      const int vocab = 50, dd = 64;
+      const int64_t rb = dd / tr.block_size * tr.type_size;
+      auto vals = Rand(vocab * dd);
+      std::vector<uint8_t> bytes(rb * vocab);
+      std::vector<float> deq(vocab * dd);
+      for (int r = 0; r < vocab; ++r) {
+        chorus::QuantizeRow(type, vals.data() + r * dd, bytes.data() + r * rb, dd);
+        chorus::DequantizeRow(type, bytes.data() + r * rb, deq.data() + r * dd, dd);
+      }
+      std::vector<int32_t> toks = {3, 49, 0, 17};
+      std::vector<float> out(4 * dd, NAN), want(4 * dd);
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < dd; ++j) want[i * dd + j] = deq[toks[i] * dd + j];
+      k::Embed({(int)type, vocab, dd, rb, bytes.data()}, toks.data(), 4, out.data(), S);
+      Check(out, want, 1e-6, "embed " + std::string(chorus::TypeName(type)));
+      // dequantize to half
+      std::vector<uint16_t> h(vocab * dd);
+      k::DequantizeToHalf({(int)type, vocab, dd, rb, bytes.data()}, h.data(), S);
+      std::vector<float> hf(vocab * dd), hw(vocab * dd);
+      for (int i = 0; i < vocab * dd; ++i) {
+        hf[i] = chorus::HalfToFloat(h[i]);
+        hw[i] = chorus::HalfToFloat(chorus::FloatToHalf(deq[i]));
+      }
+      Check(hf, hw, 0, "dequantize to half " + std::string(chorus::TypeName(type)));
+    }
+  }
+  {  // swiglu, add, bias, gather
+    std::vector<float> want(n * d), got(n * d, NAN);
+    for (int i = 0; i < n * d; ++i) want[i] = x[i] / (1.0f + std::exp(-x[i])) * y[i];
+    k::SwiGlu(x.data(), y.data(), n * d, got.data(), S);
+    Check(got, want, 1e-5, "swiglu");
+    std::vector<int32_t> rows = {4, 0, 2};
+    std::vector<float> g(3 * d, NAN), gw(3 * d);
+    for (int i = 0; i < 3; ++i)
+      for (int j = 0; j < d; ++j) gw[i * d + j] = x[rows[i] * d + j];
+    k::GatherRows(x.data(), rows.data(), 3, d, g.data(), S);
+    Check(g, gw, 0, "gather");
+  }
+}
+
+int main() {
+  TestElementwise();
+  TestGemv();
+  TestAttention();
+  TestSampling();
+  std::printf("%d failures\n", failures);
+  return failures != 0;
+}
