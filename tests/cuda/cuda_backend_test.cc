@@ -10,11 +10,13 @@
 #include <random>
 #include <string>
 
+#include "../test_util.h"
 #include "chorus/backends/cpu_backend.h"
 #include "chorus/model/gguf_writer.h"
 #include "chorus/model/model.h"
 #include "chorus/model/random_model.h"
 #include "chorus/model/transformer.h"
+#include "chorus/tokenizer/tokenizer.h"
 
 namespace chorus {
 namespace {
@@ -456,6 +458,46 @@ TEST_F(CudaTest, ModelLogitsMatchCpuForBothArchitecturesAndAllTypes) {
       // Prefill of non-F32 weights runs its GEMMs on half-precision activations.
       ExpectClose(got, want, type == GgmlType::kF32 ? 1e-4 : 3e-2, arch);
     }
+  }
+}
+
+// The trained stories260K model, decoded greedily one token per step with sampling on the
+// backend (ForwardSampled, the engine's path) and the default half-precision KV cache,
+// reproduces the published llama2.c output.
+TEST_F(CudaTest, DeviceSampledGreedyDecodeReproducesThePublishedStoriesText) {
+  const std::string path = testing::SourcePath("models/stories260K.gguf");
+  auto file = GgufFile::Open(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto tok = Tokenizer::FromGguf(**file);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  {
+    Backend* gpu = half_kv_.get();
+    auto model = Model::Load(path, gpu);
+    ASSERT_TRUE(model.ok()) << model.status();
+    const int blocks = 17;  // 272 positions
+    auto kv = KvCache::Create(gpu, (*model)->config(), blocks, 16);
+    ASSERT_TRUE(kv.ok());
+    Transformer tf(model->get(), gpu, kv->get());
+    ForwardBatch b;
+    b.max_blocks_per_seq = blocks;
+    for (int i = 0; i < blocks; ++i) b.block_tables.push_back(blocks - 1 - i);
+    std::vector<int32_t> generated;
+    int32_t next = (*tok)->bos_id();
+    std::vector<float> host;
+    std::vector<SampledToken> sampled;
+    RowSampling greedy;
+    greedy.temperature = 0;
+    for (int pos = 0; pos < 256; ++pos) {
+      b.tokens = {next};
+      b.positions = {pos};
+      b.seq_of_token = {0};
+      b.logit_rows = {0};
+      ASSERT_TRUE(tf.ForwardSampled(b, {greedy}, {}, &host, &sampled).ok());
+      next = sampled[0].token;
+      if ((*tok)->IsEndOfGeneration(next)) break;
+      generated.push_back(next);
+    }
+    EXPECT_EQ((*tok)->Decode(generated, /*strip_leading_space=*/true), testing::kPublishedGreedy);
   }
 }
 
