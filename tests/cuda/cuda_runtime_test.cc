@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <mutex>
 
+#include "../collect_sink.h"
 #include "../test_util.h"
 #include "chorus/backends/cpu_backend.h"
 #include "chorus/backends/cuda_backend.h"
@@ -14,26 +15,7 @@
 namespace chorus {
 namespace {
 
-class Collect : public ResultSink {
- public:
-  void OnDelta(int, std::string_view) override {}
-  void OnAgentFinished(const DraftResult&) override {}
-  void OnComplete(absl::StatusOr<GenerateResult> r) override {
-    std::lock_guard<std::mutex> lock(mu);
-    result = std::move(r);
-    done = true;
-    cv.notify_all();
-  }
-  absl::StatusOr<GenerateResult> Wait() {
-    std::unique_lock<std::mutex> lock(mu);
-    cv.wait(lock, [this] { return done; });
-    return result;
-  }
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  absl::StatusOr<GenerateResult> result = absl::UnknownError("unset");
-};
+using testing::CollectSink;
 
 // Drafts of one 4-agent request (temperature 0.8, a 5-token prompt: the fork copies a partial
 // KV block) and of one greedy 2-agent request, on `backend`.
@@ -58,7 +40,7 @@ std::vector<std::string> Drafts(Backend* backend) {
     p.sampling.seed = 11;
     p.arrival_ms = clock.NowMs();
     p.deadline_ms = p.arrival_ms + 600000;
-    auto sink = std::make_shared<Collect>();
+    auto sink = std::make_shared<CollectSink>();
     EXPECT_TRUE((*rt)->Submit(std::move(p), sink).ok());
     auto r = sink->Wait();
     EXPECT_TRUE(r.ok()) << r.status();

@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <mutex>
 
+#include "../collect_sink.h"
 #include "../test_util.h"
 #include "chorus/backends/cpu_backend.h"
 #include "chorus/runtime/runtime.h"
@@ -13,26 +14,7 @@
 namespace chorus {
 namespace {
 
-class CollectSink : public ResultSink {
- public:
-  void OnDelta(int, std::string_view) override {}
-  void OnAgentFinished(const DraftResult&) override {}
-  void OnComplete(absl::StatusOr<GenerateResult> r) override {
-    std::lock_guard<std::mutex> lock(mu);
-    result = std::move(r);
-    done = true;
-    cv.notify_all();
-  }
-  absl::StatusOr<GenerateResult> Wait() {
-    std::unique_lock<std::mutex> lock(mu);
-    cv.wait(lock, [this] { return done; });
-    return result;
-  }
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  absl::StatusOr<GenerateResult> result = absl::UnknownError("unset");
-};
+using testing::CollectSink;
 
 class RuntimeTest : public ::testing::Test {
  protected:
