@@ -102,6 +102,41 @@ __global__ void KvWriteKernel(const float* k, const float* v, DeviceLayout l, in
   }
 }
 
+// One block per token: RoPE over the heads of Q and K (RotatePair as RopeKernel does), then,
+// once every head of K is rotated, K and V into the token's cache slot.
+template <typename T>
+__global__ void RopeKvWriteKernel(float* q, int heads_q, float* k, int heads_k, const float* v,
+                                  DeviceLayout l, int head_dim, int rope_dim, float freq_base,
+                                  bool halves, T* kc, T* vc) {
+  const int t = blockIdx.x;
+  const int pos = l.positions[t];
+  const int half = rope_dim / 2;
+  for (int idx = threadIdx.x; idx < (heads_q + heads_k) * half; idx += blockDim.x) {
+    const int h = idx / half, i = idx % half;
+    const float freq =
+        1.0f / powf(freq_base, static_cast<float>(2 * i) / static_cast<float>(rope_dim));
+    const float angle = static_cast<float>(pos) * freq;
+    float sn, cs;
+    sincosf(angle, &sn, &cs);
+    float* x = h < heads_q ? q + (static_cast<int64_t>(t) * heads_q + h) * head_dim
+                           : k + (static_cast<int64_t>(t) * heads_k + (h - heads_q)) * head_dim;
+    const int p0 = halves ? i : 2 * i, p1 = halves ? i + half : 2 * i + 1;
+    const float x0 = x[p0], x1 = x[p1];
+    x[p0] = x0 * cs - x1 * sn;
+    x[p1] = x0 * sn + x1 * cs;
+  }
+  __syncthreads();  // K is rotated before it is stored
+  const int kv_dim = heads_k * head_dim;
+  const int32_t* table =
+      l.block_tables + static_cast<int64_t>(l.seq_of_token[t]) * l.max_blocks_per_seq;
+  const int64_t slot =
+      static_cast<int64_t>(table[pos / l.block_size]) * l.block_size + pos % l.block_size;
+  for (int c = threadIdx.x; c < kv_dim; c += blockDim.x) {
+    KvStore(kc + slot * kv_dim + c, k[static_cast<int64_t>(t) * kv_dim + c]);
+    KvStore(vc + slot * kv_dim + c, v[static_cast<int64_t>(t) * kv_dim + c]);
+  }
+}
+
 }  // namespace
 
 cudaError_t Embed(const DeviceWeight& table, const int32_t* tokens, int n, float* out,
@@ -187,6 +222,26 @@ cudaError_t KvWrite(const float* k, const float* v, const DeviceLayout& layout, 
   } else {
     KvWriteKernel<<<layout.num_tokens, kThreads, 0, s>>>(
         k, v, layout, kv_dim, static_cast<float*>(k_cache), static_cast<float*>(v_cache));
+  }
+  return Launched();
+}
+
+cudaError_t RopeKvWrite(float* q, int heads_q, float* k, int heads_k, const float* v,
+                        const DeviceLayout& layout, int head_dim, int rope_dim, float freq_base,
+                        bool halves, bool half_kv, void* k_cache, void* v_cache, cudaStream_t s) {
+  if (layout.num_tokens <= 0) return cudaSuccess;
+  if (!q || !k || !v || !k_cache || !v_cache || !layout.positions || !layout.block_tables ||
+      heads_q < 0 || heads_k <= 0 || rope_dim % 2 != 0 || rope_dim > head_dim) {
+    return cudaErrorInvalidValue;
+  }
+  if (half_kv) {
+    RopeKvWriteKernel<<<layout.num_tokens, kThreads, 0, s>>>(
+        q, heads_q, k, heads_k, v, layout, head_dim, rope_dim, freq_base, halves,
+        static_cast<__half*>(k_cache), static_cast<__half*>(v_cache));
+  } else {
+    RopeKvWriteKernel<<<layout.num_tokens, kThreads, 0, s>>>(
+        q, heads_q, k, heads_k, v, layout, head_dim, rope_dim, freq_base, halves,
+        static_cast<float*>(k_cache), static_cast<float*>(v_cache));
   }
   return Launched();
 }

@@ -41,6 +41,11 @@ cudaError_t AddRmsNorm(float* x, const float* y, const float* w, int n, int d, f
                        float* out, cudaStream_t s);
 cudaError_t Rope(float* x, const int32_t* positions, int n, int heads, int head_dim, int rope_dim,
                  float freq_base, bool halves, cudaStream_t s);
+// RoPE of Q [n, heads_q * head_dim] and K [n, heads_k * head_dim], then K and V written into
+// the paged caches (kv_dim = heads_k * head_dim): one block per token.
+cudaError_t RopeKvWrite(float* q, int heads_q, float* k, int heads_k, const float* v,
+                        const DeviceLayout& layout, int head_dim, int rope_dim, float freq_base,
+                        bool halves, bool half_kv, void* k_cache, void* v_cache, cudaStream_t s);
 // RoPE of two tensors of the same tokens in one launch (Q [n, heads_a * head_dim] and K).
 cudaError_t RopePair(float* a, int heads_a, float* b, int heads_b, const int32_t* positions, int n,
                      int head_dim, int rope_dim, float freq_base, bool halves, cudaStream_t s);

@@ -65,6 +65,7 @@ constexpr size_t kBlasWorkspace = size_t{32} << 20;
 
 enum Op : uint64_t {
   kOpAddRmsNorm = 100,
+  kOpRopeKvWrite,
   kOpEmbed = 1,
   kOpRmsNorm,
   kOpGemv,
@@ -300,21 +301,16 @@ class CudaBackend : public Backend, public GraphDriver {
     const int32_t* dp = Device(positions, host_positions_, layout_.positions, n);
     const bool halves = style == RopeStyle::kHalves;
     StagedRope& r = staged_rope_;
-    if (r.a != nullptr && r.positions == dp && r.n == n && r.head_dim == head_dim &&
-        r.rope_dim == rope_dim && r.freq_base == freq_base && r.halves == halves && r.a != x) {
-      // Q then K of the same tokens: one launch.
-      const StagedRope q = r;
-      r = {};
-      PushOp({kOpRope, W(q.a), W(q.heads), W(x), W(heads), W(dp), W(n), W(head_dim), W(rope_dim),
-              W(freq_base), W(halves)},
-             [=, this] {
-               Check(k::RopePair(q.a, q.heads, x, heads, dp, n, head_dim, rope_dim, freq_base,
-                                 halves, stream_));
-             });
+    if (r.a != nullptr && r.b == nullptr && r.positions == dp && r.n == n &&
+        r.head_dim == head_dim && r.rope_dim == rope_dim && r.freq_base == freq_base &&
+        r.halves == halves && r.a != x) {
+      // Q then K of the same tokens: one launch, still staged (the KV write of K may join).
+      r.b = x;
+      r.heads_b = heads;
       return;
     }
     PushStaged();
-    r = {x, heads, dp, n, head_dim, rope_dim, freq_base, halves};
+    r = {x, heads, nullptr, 0, dp, n, head_dim, rope_dim, freq_base, halves};
     if (!options_.fuse) PushStaged();
   }
   void KvWrite(const float* kk, const float* v, const AttentionLayout& layout, int kv_dim,
@@ -322,6 +318,21 @@ class CudaBackend : public Backend, public GraphDriver {
     if (!LayoutReady(layout)) return;
     const k::DeviceLayout l = layout_;
     const bool half = options_.kv_f16;
+    const StagedRope r = staged_rope_;
+    if (r.b == kk && r.b != nullptr && r.positions == l.positions && r.n == l.num_tokens &&
+        r.heads_b * r.head_dim == kv_dim) {
+      // RoPE of Q and K, then K and V into the cache: one kernel per step and layer.
+      staged_rope_ = {};
+      PushOp({kOpRopeKvWrite, W(r.a), W(r.heads), W(r.b), W(r.heads_b), W(v), W(l.positions),
+              W(l.block_tables), W(l.max_blocks_per_seq), W(l.block_size), W(l.num_tokens),
+              W(r.head_dim), W(r.rope_dim), W(r.freq_base), W(r.halves), W(half), W(k_cache),
+              W(v_cache)},
+             [=, this] {
+               Check(k::RopeKvWrite(r.a, r.heads, r.b, r.heads_b, v, l, r.head_dim, r.rope_dim,
+                                    r.freq_base, r.halves, half, k_cache, v_cache, stream_));
+             });
+      return;
+    }
     PushOp({kOpKvWrite, W(kk), W(v), W(l.positions), W(l.block_tables), W(l.max_blocks_per_seq),
             W(l.block_size), W(l.num_tokens), W(kv_dim), W(half), W(k_cache), W(v_cache)},
            [=, this] { Check(k::KvWrite(kk, v, l, kv_dim, half, k_cache, v_cache, stream_)); });
@@ -483,11 +494,11 @@ class CudaBackend : public Backend, public GraphDriver {
     if (staged_rope_.a != nullptr) {
       const StagedRope r = staged_rope_;
       staged_rope_ = {};
-      tape_.Push({kOpRope, W(r.a), W(r.heads), W(uint64_t{0}), W(0), W(r.positions), W(r.n),
+      tape_.Push({kOpRope, W(r.a), W(r.heads), W(r.b), W(r.heads_b), W(r.positions), W(r.n),
                   W(r.head_dim), W(r.rope_dim), W(r.freq_base), W(r.halves)},
                  [=, this] {
-                   Check(k::Rope(r.a, r.positions, r.n, r.heads, r.head_dim, r.rope_dim,
-                                 r.freq_base, r.halves, stream_));
+                   Check(k::RopePair(r.a, r.heads, r.b, r.heads_b, r.positions, r.n, r.head_dim,
+                                     r.rope_dim, r.freq_base, r.halves, stream_));
                  });
     }
     if (staged_.count == 0) return;
@@ -654,8 +665,10 @@ class CudaBackend : public Backend, public GraphDriver {
   };
   StagedAdd staged_add_;
   struct StagedRope {
-    float* a = nullptr;
+    float* a = nullptr;  // Q (or a lone tensor)
     int heads = 0;
+    float* b = nullptr;  // K once it joined
+    int heads_b = 0;
     const int32_t* positions = nullptr;
     int n = 0, head_dim = 0, rope_dim = 0;
     float freq_base = 0;
