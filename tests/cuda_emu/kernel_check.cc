@@ -361,6 +361,39 @@ static void TestElementwise() {
       Check(sq, wq, 1e-4, "rope single");
     }
   }
+  {  // RoPE of Q and K plus the KV write, fused, against the two kernels it replaces
+    const int kv_dim = kvh * hd, bs = 4, blocks = 8;
+    std::vector<int32_t> pos = {0, 5, 6, 2, 9};
+    std::vector<int32_t> ints = {0, 5, 6, 2, 9, 0, 1, 1, 0, 1};  // positions, then sequences
+    for (int b : {3, 1, 7, 0, 6, 2, 5, 4}) ints.push_back(b);    // 2 sequences x 4 blocks
+    chorus::kernels::DeviceLayout l{n, ints.data(), ints.data() + n, ints.data() + 2 * n, 4, bs};
+    const auto q = Rand(n * heads * hd), kk = Rand(n * kv_dim), vv = Rand(n * kv_dim);
+    for (bool half : {false, true}) {
+      const size_t cache = static_cast<size_t>(blocks) * bs * kv_dim;
+      std::vector<uint16_t> kh1(cache, 0), vh1(cache, 0), kh2(cache, 0), vh2(cache, 0);
+      std::vector<float> kf1(cache, 0), vf1(cache, 0), kf2(cache, 0), vf2(cache, 0);
+      void* k1 = half ? static_cast<void*>(kh1.data()) : kf1.data();
+      void* v1 = half ? static_cast<void*>(vh1.data()) : vf1.data();
+      void* k2 = half ? static_cast<void*>(kh2.data()) : kf2.data();
+      void* v2 = half ? static_cast<void*>(vh2.data()) : vf2.data();
+      auto q1 = q, q2 = q, kk1 = kk, kk2 = kk;
+      k::RopePair(q1.data(), heads, kk1.data(), kvh, pos.data(), n, hd, hd, 10000.0f, true, S);
+      k::KvWrite(kk1.data(), vv.data(), l, kv_dim, half, k1, v1, S);
+      k::RopeKvWrite(q2.data(), heads, kk2.data(), kvh, vv.data(), l, hd, hd, 10000.0f, true, half,
+                     k2, v2, S);
+      Check(q2, q1, 0, "rope + kv write (q)");
+      auto as_float = [&](const std::vector<uint16_t>& h, const std::vector<float>& f) {
+        if (!half) return f;
+        std::vector<float> out(h.size());
+        for (size_t i = 0; i < h.size(); ++i) out[i] = chorus::HalfToFloat(h[i]);
+        return out;
+      };
+      Check(as_float(kh2, kf2), as_float(kh1, kf1), 0,
+            std::string("rope + kv write (k cache) ") + (half ? "half" : "float"));
+      Check(as_float(vh2, vf2), as_float(vh1, vf1), 0,
+            std::string("rope + kv write (v cache) ") + (half ? "half" : "float"));
+    }
+  }
   {  // embed quantized
     for (GgmlType type : {GgmlType::kF16, GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kBF16}) {
       auto tr = *chorus::GetTypeTraits((uint32_t)type);
