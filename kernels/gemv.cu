@@ -173,6 +173,89 @@ cudaError_t LaunchGemv(const DeviceWeight* w, float* const* out, int count, cons
   return LaunchGemvRows<kType, false, 4, kMaxGemvTokens>(w, out, count, x, n, s);
 }
 
+// Gate and up projections with SwiGLU in the epilogue: a warp computes rows r0 .. r0 + kRows - 1
+// of both weights for all tokens, then writes up and silu(gate) * up (into gate's output).
+template <int kType, int kRows, int kTokens>
+__global__ void GemvSwiGluKernel(DeviceWeight wg, DeviceWeight wu, const float* x, int n,
+                                 float* out_gate, float* out_up) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t r0 = (static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp) * kRows;
+  if (r0 >= wg.rows) return;
+  const int64_t cols = wg.cols;
+  float ag[kRows][kTokens], au[kRows][kTokens];
+#pragma unroll
+  for (int q = 0; q < kRows; ++q) {
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) ag[q][t] = au[q][t] = 0.0f;
+  }
+  for (int64_t j0 = static_cast<int64_t>(lane) * kChunk; j0 < cols; j0 += 32 * kChunk) {
+    float xv[kTokens][kChunk];
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) {
+      if (t < n) {
+        const float4* p = reinterpret_cast<const float4*>(x + t * cols + j0);
+        const float4 a = p[0], c = p[1];
+        xv[t][0] = a.x, xv[t][1] = a.y, xv[t][2] = a.z, xv[t][3] = a.w;
+        xv[t][4] = c.x, xv[t][5] = c.y, xv[t][6] = c.z, xv[t][7] = c.w;
+      }
+    }
+#pragma unroll
+    for (int q = 0; q < kRows; ++q) {
+      if (r0 + q < wg.rows) {
+        float g[kChunk], u[kChunk];
+        LoadChunk<kType>(static_cast<const uint8_t*>(wg.data) + (r0 + q) * wg.row_bytes, j0, g);
+        LoadChunk<kType>(static_cast<const uint8_t*>(wu.data) + (r0 + q) * wu.row_bytes, j0, u);
+#pragma unroll
+        for (int t = 0; t < kTokens; ++t) {
+          if (t < n) {
+            float sg = 0.0f, su = 0.0f;
+#pragma unroll
+            for (int i = 0; i < kChunk; ++i) {
+              sg += g[i] * xv[t][i];
+              su += u[i] * xv[t][i];
+            }
+            ag[q][t] += sg;
+            au[q][t] += su;
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int q = 0; q < kRows; ++q) {
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) {
+      if (t < n) {
+        const float gv = WarpSum(ag[q][t]), uv = WarpSum(au[q][t]);
+        if (lane == 0 && r0 + q < wg.rows) {
+          out_up[t * wg.rows + r0 + q] = uv;
+          out_gate[t * wg.rows + r0 + q] = gv / (1.0f + expf(-gv)) * uv;
+        }
+      }
+    }
+  }
+}
+
+template <int kType>
+cudaError_t LaunchGemvSwiGlu(const DeviceWeight& wg, const DeviceWeight& wu, const float* x, int n,
+                             float* out_gate, float* out_up, cudaStream_t s) {
+  const bool aligned =
+      reinterpret_cast<uintptr_t>(x) % 16 == 0 && wg.cols % kChunk == 0 &&
+      reinterpret_cast<uintptr_t>(wg.data) % 16 == 0 &&
+      reinterpret_cast<uintptr_t>(wu.data) % 16 == 0 &&
+      ((kType == kQ8_0 || kType == kQ4_0) ? wg.row_bytes % 2 == 0 : wg.row_bytes % 16 == 0);
+  if (!aligned) return cudaErrorInvalidValue;  // the caller falls back to the unfused ops
+  if (n <= 2) {
+    const int blocks = static_cast<int>((wg.rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
+    GemvSwiGluKernel<kType, 1, 2><<<blocks, kThreads, 0, s>>>(wg, wu, x, n, out_gate, out_up);
+  } else {
+    const int blocks = static_cast<int>((wg.rows + 2 * kWarpsPerBlock - 1) / (2 * kWarpsPerBlock));
+    GemvSwiGluKernel<kType, 2, kMaxGemvTokens>
+        <<<blocks, kThreads, 0, s>>>(wg, wu, x, n, out_gate, out_up);
+  }
+  return Launched();
+}
+
 __global__ void DequantizeToHalfKernel(DeviceWeight w, __half* dst) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= w.rows * w.cols) return;
@@ -224,6 +307,37 @@ cudaError_t GemvGroup(const DeviceWeight* w, float* const* out, int count, const
       return LaunchGemv<kQ8_0>(w, out, count, x, n, s);
     default:
       return LaunchGemv<kQ4_0>(w, out, count, x, n, s);
+  }
+}
+
+bool GemvSwiGluSupported(const DeviceWeight& gate, const DeviceWeight& up, const float* x) {
+  return KnownType(gate.type) && gate.type == up.type && gate.rows == up.rows &&
+         gate.cols == up.cols && gate.cols % kChunk == 0 && gate.data && up.data &&
+         reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(gate.data) % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(up.data) % 16 == 0 &&
+         ((gate.type == kQ8_0 || gate.type == kQ4_0)
+              ? gate.cols % 32 == 0 && gate.row_bytes % 2 == 0
+              : gate.row_bytes % 16 == 0);
+}
+
+cudaError_t GemvSwiGlu(const DeviceWeight& gate, const DeviceWeight& up, const float* x, int n,
+                       float* out_gate, float* out_up, cudaStream_t s) {
+  if (n <= 0) return cudaSuccess;
+  if (!x || !out_gate || !out_up || n > kMaxGemvTokens || !GemvSwiGluSupported(gate, up, x)) {
+    return cudaErrorInvalidValue;
+  }
+  switch (gate.type) {
+    case kF32:
+      return LaunchGemvSwiGlu<kF32>(gate, up, x, n, out_gate, out_up, s);
+    case kF16:
+      return LaunchGemvSwiGlu<kF16>(gate, up, x, n, out_gate, out_up, s);
+    case kBF16:
+      return LaunchGemvSwiGlu<kBF16>(gate, up, x, n, out_gate, out_up, s);
+    case kQ8_0:
+      return LaunchGemvSwiGlu<kQ8_0>(gate, up, x, n, out_gate, out_up, s);
+    default:
+      return LaunchGemvSwiGlu<kQ4_0>(gate, up, x, n, out_gate, out_up, s);
   }
 }
 

@@ -85,6 +85,12 @@ cudaError_t Gemv(const DeviceWeight& w, const float* x, int n, float* out, cudaS
 constexpr int kMaxGemvGroup = 3;
 cudaError_t GemvGroup(const DeviceWeight* w, float* const* out, int count, const float* x, int n,
                       cudaStream_t s);
+// Gate and up GEMVs with SwiGLU applied on the way out: out_up = up(x), out_gate =
+// silu(gate(x)) * out_up. Both weights of one type and shape, rows aligned for vector loads
+// (GemvSwiGluSupported; host-side check).
+bool GemvSwiGluSupported(const DeviceWeight& gate, const DeviceWeight& up, const float* x);
+cudaError_t GemvSwiGlu(const DeviceWeight& gate, const DeviceWeight& up, const float* x, int n,
+                       float* out_gate, float* out_up, cudaStream_t s);
 // Dequantizes rows [0, w.rows) of w into dst ([rows, cols] half precision, for GEMM).
 cudaError_t DequantizeToHalf(const DeviceWeight& w, void* dst_half, cudaStream_t s);
 // float -> half / bfloat16 conversion of activations (count values).

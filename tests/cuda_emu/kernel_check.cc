@@ -105,6 +105,52 @@ static void TestGemv() {
   }
 }
 
+// Gate/up GEMVs with SwiGLU in the epilogue against the naive product.
+static void TestGemvSwiGlu() {
+  for (GgmlType type : {GgmlType::kF32, GgmlType::kBF16, GgmlType::kQ8_0, GgmlType::kQ4_0}) {
+    auto tr = *chorus::GetTypeTraits(static_cast<uint32_t>(type));
+    const int64_t rows = 40, cols = 128, rb = cols / tr.block_size * tr.type_size;
+    std::vector<uint8_t> gb(rows * rb + 16), ub(rows * rb + 16);
+    uint8_t* gp = gb.data();
+    uint8_t* up = ub.data();
+    while (reinterpret_cast<uintptr_t>(gp) % 16) ++gp;
+    while (reinterpret_cast<uintptr_t>(up) % 16) ++up;
+    std::vector<float> gd(rows * cols), ud(rows * cols);
+    const auto gv = Rand(rows * cols), uv = Rand(rows * cols);
+    for (int64_t r = 0; r < rows; ++r) {
+      chorus::QuantizeRow(type, gv.data() + r * cols, gp + r * rb, cols);
+      chorus::QuantizeRow(type, uv.data() + r * cols, up + r * rb, cols);
+      chorus::DequantizeRow(type, gp + r * rb, gd.data() + r * cols, cols);
+      chorus::DequantizeRow(type, up + r * rb, ud.data() + r * cols, cols);
+    }
+    const k::DeviceWeight wg{static_cast<int>(type), rows, cols, rb, gp},
+        wu{static_cast<int>(type), rows, cols, rb, up};
+    for (int n = 1; n <= 8; ++n) {
+      const auto x = Rand(n * cols);
+      std::vector<float> og(n * rows, NAN), ou(n * rows, NAN), want_g(n * rows), want_u(n * rows);
+      for (int t = 0; t < n; ++t) {
+        for (int64_t r = 0; r < rows; ++r) {
+          double g = 0, u = 0;
+          for (int64_t j = 0; j < cols; ++j) {
+            g += static_cast<double>(gd[r * cols + j]) * x[t * cols + j];
+            u += static_cast<double>(ud[r * cols + j]) * x[t * cols + j];
+          }
+          want_u[t * rows + r] = static_cast<float>(u);
+          want_g[t * rows + r] = static_cast<float>(g / (1.0 + std::exp(-g)) * u);
+        }
+      }
+      const cudaError_t e = k::GemvSwiGlu(wg, wu, x.data(), n, og.data(), ou.data(), S);
+      if (e != cudaSuccess) {
+        std::printf("FAIL gemv swiglu launch %d\n", e);
+        ++failures;
+      }
+      const std::string what = std::string(chorus::TypeName(type)) + " n " + std::to_string(n);
+      Check(ou, want_u, 1e-4, "gemv swiglu (up) " + what);
+      Check(og, want_g, 1e-4, "gemv swiglu (out) " + what);
+    }
+  }
+}
+
 static void TestAttention() {
   const int heads = 8, kv_heads = 2, bs = 16, blocks = 80, max_blocks = 40;
   std::vector<int32_t> perm(blocks);
@@ -440,6 +486,7 @@ static void TestElementwise() {
 int main() {
   TestElementwise();
   TestGemv();
+  TestGemvSwiGlu();
   TestAttention();
   TestSampling();
   std::printf("%d failures\n", failures);

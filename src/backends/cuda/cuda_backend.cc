@@ -66,6 +66,7 @@ constexpr size_t kBlasWorkspace = size_t{32} << 20;
 enum Op : uint64_t {
   kOpAddRmsNorm = 100,
   kOpRopeKvWrite,
+  kOpGemvSwiGlu,
   kOpEmbed = 1,
   kOpRmsNorm,
   kOpGemv,
@@ -384,6 +385,18 @@ class CudaBackend : public Backend, public GraphDriver {
   }
   void SwiGlu(const float* gate, const float* up, int n, int d, float* out) override {
     const int64_t count = static_cast<int64_t>(n) * d;
+    const StagedGemv& g = staged_;
+    if (g.count == 2 && g.out[0] == gate && g.out[1] == up && out == gate && g.n == n &&
+        g.w[0].rows == d && k::GemvSwiGluSupported(g.w[0], g.w[1], g.x)) {
+      // The gate/up group just recorded feeds this SwiGLU: apply it in the GEMV's epilogue.
+      const k::DeviceWeight wg = g.w[0], wu = g.w[1];
+      const float* x = g.x;
+      float* up_out = g.out[1];
+      staged_.count = 0;
+      PushOp({kOpGemvSwiGlu, W(wg.data), W(wu.data), W(x), W(n), W(out), W(up_out)},
+             [=, this] { Check(k::GemvSwiGlu(wg, wu, x, n, out, up_out, stream_)); });
+      return;
+    }
     PushOp({kOpSwiGlu, W(gate), W(up), W(count), W(out)},
            [=, this] { Check(k::SwiGlu(gate, up, count, out, stream_)); });
   }
