@@ -656,6 +656,20 @@ TEST(CudaTensorParallelTest, TwoGpusOverNcclMatchOneCpuRank) {
   ASSERT_TRUE((*tp)->Forward(b, &got).ok());
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-3) << i;
+  // Decode steps: each rank's segments between all-reduces are captured and replayed.
+  for (int pos = 10; pos < 18; ++pos) {
+    b.tokens = {pos * 7 % 512};
+    b.positions = {pos};
+    b.seq_of_token = {0};
+    b.logit_rows = {0};
+    ASSERT_TRUE(single.Forward(b, &want).ok());
+    ASSERT_TRUE((*tp)->Forward(b, &got).ok());
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i)
+      ASSERT_NEAR(got[i], want[i], 1e-3) << "pos " << pos << " " << i;
+  }
+  EXPECT_GT(GetCudaGraphStats(**g0).replayed, 0);
+  EXPECT_GT(GetCudaGraphStats(**g1).replayed, 0);
 }
 
 }  // namespace

@@ -40,26 +40,26 @@ constexpr int cudaErrorInvalidConfiguration = 9;
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __shared__ static
+#define __shared__ static thread_local  // per OS thread: fibers of one block share it
 #define CUDART_INF_F INFINITY
 
 namespace emu {
 
 inline int& LastError() {
-  static int e = 0;
+  thread_local int e = 0;
   return e;
 }
 
 // Stream capture (emu_rt.h): launches are recorded instead of run while capturing.
 inline bool& Capturing() {
-  static bool c = false;
+  thread_local bool c = false;
   return c;
 }
 struct GraphData {
   std::vector<std::function<void()>> ops;
 };
 inline GraphData*& CaptureGraph() {
-  static GraphData* g = nullptr;
+  thread_local GraphData* g = nullptr;
   return g;
 }
 
@@ -98,8 +98,10 @@ struct State {
   std::vector<char> dynamic;
   std::function<void()> body;
 };
+// One emulated device per OS thread that launches: tensor-parallel ranks run kernels
+// concurrently on their own threads.
 inline State& S() {
-  static State s;
+  thread_local State s;
   return s;
 }
 
