@@ -40,8 +40,9 @@ __device__ double BlockSum(double v, double* sh) {
   return sh[0];
 }
 
-__global__ void SampleKernel(const float* logits, int vocab, const SamplingRow* params,
-                             int32_t* tokens, float* logprobs) {
+__global__ void __launch_bounds__(kSampleThreads)
+    SampleKernel(const float* logits, int vocab, const SamplingRow* params, int32_t* tokens,
+                 float* logprobs) {
   __shared__ float shf[32];
   __shared__ double shd[32];
   __shared__ double prefix[kSampleThreads];

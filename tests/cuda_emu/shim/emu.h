@@ -39,6 +39,7 @@ constexpr int cudaErrorInvalidConfiguration = 9;
 #define __global__
 #define __device__
 #define __host__
+#define __launch_bounds__(...)
 #define __forceinline__ inline
 #define __shared__ static thread_local  // per OS thread: fibers of one block share it
 #define CUDART_INF_F INFINITY
