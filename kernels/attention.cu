@@ -15,10 +15,6 @@ namespace {
 
 constexpr int kPerLane = kMaxHeadDim / 32;
 
-__device__ __forceinline__ int64_t Slot(const int32_t* table, int p, int block_size) {
-  return static_cast<int64_t>(table[p / block_size]) * block_size + p % block_size;
-}
-
 template <typename T>
 __global__ void AttentionPartialKernel(const float* q, const T* kc, const T* vc, DeviceLayout l,
                                        const int32_t* rows, int heads, int kv_heads, int hd,

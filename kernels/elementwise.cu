@@ -53,17 +53,9 @@ __global__ void RopeKernel(float* a, int heads_a, float* b, int heads_b, const i
   const int64_t th = idx / half;  // token * heads + head
   const int t = static_cast<int>(th / heads);
   const int h = static_cast<int>(th % heads);
-  const float freq =
-      1.0f / powf(freq_base, static_cast<float>(2 * i) / static_cast<float>(rope_dim));
-  const float angle = static_cast<float>(positions[t]) * freq;
-  float s, c;
-  sincosf(angle, &s, &c);
   float* v = h < heads_a ? a + (static_cast<int64_t>(t) * heads_a + h) * head_dim
                          : b + (static_cast<int64_t>(t) * heads_b + (h - heads_a)) * head_dim;
-  const int p0 = halves ? i : 2 * i, p1 = halves ? i + half : 2 * i + 1;
-  const float x0 = v[p0], x1 = v[p1];
-  v[p0] = x0 * c - x1 * s;
-  v[p1] = x0 * s + x1 * c;
+  RotatePair(v, i, positions[t], rope_dim, freq_base, halves);
 }
 
 __global__ void AddBiasKernel(float* x, const float* bias, int64_t total, int d) {
@@ -87,54 +79,40 @@ __global__ void GatherRowsKernel(const float* x, const int32_t* rows, int d, flo
     out[static_cast<int64_t>(j) * d + c] = x[static_cast<int64_t>(rows[j]) * d + c];
 }
 
+// Batch row t's K and V [kv_dim] into its sequence's cache slot; the block's threads split the
+// row.
 template <typename T>
-__global__ void KvWriteKernel(const float* k, const float* v, DeviceLayout l, int kv_dim, T* kc,
-                              T* vc) {
-  const int t = blockIdx.x;
-  const int pos = l.positions[t];
-  const int32_t* table =
-      l.block_tables + static_cast<int64_t>(l.seq_of_token[t]) * l.max_blocks_per_seq;
-  const int64_t slot =
-      static_cast<int64_t>(table[pos / l.block_size]) * l.block_size + pos % l.block_size;
+__device__ void StoreRowKv(const float* k, const float* v, const DeviceLayout& l, int t, int kv_dim,
+                           T* kc, T* vc) {
+  const int64_t slot = Slot(TableOf(l, t), l.positions[t], l.block_size);
   for (int c = threadIdx.x; c < kv_dim; c += blockDim.x) {
     KvStore(kc + slot * kv_dim + c, k[static_cast<int64_t>(t) * kv_dim + c]);
     KvStore(vc + slot * kv_dim + c, v[static_cast<int64_t>(t) * kv_dim + c]);
   }
 }
 
-// One block per token: RoPE over the heads of Q and K (RotatePair as RopeKernel does), then,
-// once every head of K is rotated, K and V into the token's cache slot.
+template <typename T>
+__global__ void KvWriteKernel(const float* k, const float* v, DeviceLayout l, int kv_dim, T* kc,
+                              T* vc) {
+  StoreRowKv(k, v, l, blockIdx.x, kv_dim, kc, vc);
+}
+
+// One block per token: RoPE over the heads of Q and K, then, once every head of K is rotated,
+// K and V into the token's cache slot.
 template <typename T>
 __global__ void RopeKvWriteKernel(float* q, int heads_q, float* k, int heads_k, const float* v,
                                   DeviceLayout l, int head_dim, int rope_dim, float freq_base,
                                   bool halves, T* kc, T* vc) {
   const int t = blockIdx.x;
-  const int pos = l.positions[t];
   const int half = rope_dim / 2;
   for (int idx = threadIdx.x; idx < (heads_q + heads_k) * half; idx += blockDim.x) {
-    const int h = idx / half, i = idx % half;
-    const float freq =
-        1.0f / powf(freq_base, static_cast<float>(2 * i) / static_cast<float>(rope_dim));
-    const float angle = static_cast<float>(pos) * freq;
-    float sn, cs;
-    sincosf(angle, &sn, &cs);
+    const int h = idx / half;
     float* x = h < heads_q ? q + (static_cast<int64_t>(t) * heads_q + h) * head_dim
                            : k + (static_cast<int64_t>(t) * heads_k + (h - heads_q)) * head_dim;
-    const int p0 = halves ? i : 2 * i, p1 = halves ? i + half : 2 * i + 1;
-    const float x0 = x[p0], x1 = x[p1];
-    x[p0] = x0 * cs - x1 * sn;
-    x[p1] = x0 * sn + x1 * cs;
+    RotatePair(x, idx % half, l.positions[t], rope_dim, freq_base, halves);
   }
   __syncthreads();  // K is rotated before it is stored
-  const int kv_dim = heads_k * head_dim;
-  const int32_t* table =
-      l.block_tables + static_cast<int64_t>(l.seq_of_token[t]) * l.max_blocks_per_seq;
-  const int64_t slot =
-      static_cast<int64_t>(table[pos / l.block_size]) * l.block_size + pos % l.block_size;
-  for (int c = threadIdx.x; c < kv_dim; c += blockDim.x) {
-    KvStore(kc + slot * kv_dim + c, k[static_cast<int64_t>(t) * kv_dim + c]);
-    KvStore(vc + slot * kv_dim + c, v[static_cast<int64_t>(t) * kv_dim + c]);
-  }
+  StoreRowKv(k, v, l, t, heads_k * head_dim, kc, vc);
 }
 
 }  // namespace

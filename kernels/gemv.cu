@@ -65,6 +65,28 @@ __device__ __forceinline__ void LoadChunk(const uint8_t* row, int64_t j0, float 
   }
 }
 
+// Columns [j0, j0 + kChunk) of the first n activation rows (16-byte aligned) into registers.
+template <int kTokens>
+__device__ __forceinline__ void LoadActivations(const float* x, int64_t cols, int64_t j0, int n,
+                                                float (&xv)[kTokens][kChunk]) {
+#pragma unroll
+  for (int t = 0; t < kTokens; ++t) {
+    if (t < n) {
+      const float4* p = reinterpret_cast<const float4*>(x + t * cols + j0);
+      const float4 a = p[0], c = p[1];
+      xv[t][0] = a.x, xv[t][1] = a.y, xv[t][2] = a.z, xv[t][3] = a.w;
+      xv[t][4] = c.x, xv[t][5] = c.y, xv[t][6] = c.z, xv[t][7] = c.w;
+    }
+  }
+}
+
+__device__ __forceinline__ float ChunkDot(const float (&w)[kChunk], const float (&x)[kChunk]) {
+  float s = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kChunk; ++i) s += w[i] * x[i];
+  return s;
+}
+
 // Vectorized path (the launcher checks alignment and cols % kChunk == 0): lane l takes chunks
 // l, l + 32, ...; kScalar: any layout, one value at a time, one row per warp.
 template <int kType, bool kScalar, int kRows, int kTokens>
@@ -98,15 +120,7 @@ __global__ void GemvKernel(GemvGroupArgs g, const float* x, int n) {
   } else {
     for (int64_t j0 = static_cast<int64_t>(lane) * kChunk; j0 < cols; j0 += 32 * kChunk) {
       float xv[kTokens][kChunk];
-#pragma unroll
-      for (int t = 0; t < kTokens; ++t) {
-        if (t < n) {
-          const float4* p = reinterpret_cast<const float4*>(x + t * cols + j0);
-          const float4 a = p[0], c = p[1];
-          xv[t][0] = a.x, xv[t][1] = a.y, xv[t][2] = a.z, xv[t][3] = a.w;
-          xv[t][4] = c.x, xv[t][5] = c.y, xv[t][6] = c.z, xv[t][7] = c.w;
-        }
-      }
+      LoadActivations<kTokens>(x, cols, j0, n, xv);
 #pragma unroll
       for (int q = 0; q < kRows; ++q) {
         if (r0 + q < w.rows) {
@@ -114,12 +128,7 @@ __global__ void GemvKernel(GemvGroupArgs g, const float* x, int n) {
           LoadChunk<kType>(base + (r0 + q) * w.row_bytes, j0, wv);
 #pragma unroll
           for (int t = 0; t < kTokens; ++t) {
-            if (t < n) {
-              float s = 0.0f;
-#pragma unroll
-              for (int i = 0; i < kChunk; ++i) s += wv[i] * xv[t][i];
-              acc[q][t] += s;
-            }
+            if (t < n) acc[q][t] += ChunkDot(wv, xv[t]);
           }
         }
       }
@@ -190,15 +199,7 @@ __global__ void GemvSwiGluKernel(DeviceWeight wg, DeviceWeight wu, const float* 
   }
   for (int64_t j0 = static_cast<int64_t>(lane) * kChunk; j0 < cols; j0 += 32 * kChunk) {
     float xv[kTokens][kChunk];
-#pragma unroll
-    for (int t = 0; t < kTokens; ++t) {
-      if (t < n) {
-        const float4* p = reinterpret_cast<const float4*>(x + t * cols + j0);
-        const float4 a = p[0], c = p[1];
-        xv[t][0] = a.x, xv[t][1] = a.y, xv[t][2] = a.z, xv[t][3] = a.w;
-        xv[t][4] = c.x, xv[t][5] = c.y, xv[t][6] = c.z, xv[t][7] = c.w;
-      }
-    }
+    LoadActivations<kTokens>(x, cols, j0, n, xv);
 #pragma unroll
     for (int q = 0; q < kRows; ++q) {
       if (r0 + q < wg.rows) {
@@ -208,14 +209,8 @@ __global__ void GemvSwiGluKernel(DeviceWeight wg, DeviceWeight wu, const float* 
 #pragma unroll
         for (int t = 0; t < kTokens; ++t) {
           if (t < n) {
-            float sg = 0.0f, su = 0.0f;
-#pragma unroll
-            for (int i = 0; i < kChunk; ++i) {
-              sg += g[i] * xv[t][i];
-              su += u[i] * xv[t][i];
-            }
-            ag[q][t] += sg;
-            au[q][t] += su;
+            ag[q][t] += ChunkDot(g, xv[t]);
+            au[q][t] += ChunkDot(u, xv[t]);
           }
         }
       }

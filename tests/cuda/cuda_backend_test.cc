@@ -382,14 +382,14 @@ TEST_F(CudaTest, PagedKvWriteAndAttentionMatchCpu) {
   }
 }
 
-// A 2-layer random model (dim 128, 4 heads over 2 KV heads) as GGUF bytes.
-std::string SmallModel(const char* arch, GgmlType type) {
+// A 2-layer random model (dim 128, by default 4 heads over 2 KV heads) as GGUF bytes.
+std::string SmallModel(const char* arch, GgmlType type, int heads = 4, int kv_heads = 2) {
   RandomModelSpec spec;
   spec.arch = arch;
   spec.weight_type = type;
   spec.dim = 128;
-  spec.n_heads = 4;
-  spec.n_kv_heads = 2;
+  spec.n_heads = heads;
+  spec.n_kv_heads = kv_heads;
   spec.ffn_dim = 256;
   spec.n_layers = 2;
   GgufWriter wr;
@@ -622,15 +622,9 @@ namespace {
 
 TEST(CudaTensorParallelTest, TwoGpusOverNcclMatchOneCpuRank) {
   if (CudaDeviceCount() < 2) GTEST_SKIP() << "needs 2 CUDA devices";
-  RandomModelSpec spec;
-  spec.dim = 128;
-  spec.n_heads = 8;
-  spec.n_kv_heads = 4;
-  spec.ffn_dim = 256;
-  GgufWriter wr;
-  ASSERT_TRUE(BuildRandomModel(spec, nullptr, &wr).ok());
   auto cpu = CreateCpuBackend(2);
-  auto model = Model::FromFile(std::move(*GgufFile::FromBytes(wr.Serialize())), cpu.get());
+  auto model = Model::FromFile(
+      std::move(*GgufFile::FromBytes(SmallModel("llama", GgmlType::kF32, 8, 4))), cpu.get());
   ASSERT_TRUE(model.ok());
   ForwardBatch b;
   b.max_blocks_per_seq = 2;
