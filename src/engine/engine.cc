@@ -2,8 +2,6 @@
 
 #include <algorithm>
 
-#include "chorus/core/status.h"
-
 namespace chorus {
 
 absl::Status Engine::Step(const StepPlan& plan, StepOutput* out) {
@@ -48,14 +46,7 @@ absl::Status Engine::Step(const StepPlan& plan, StepOutput* out) {
     b.block_tables.insert(b.block_tables.end(), table.begin(), table.end());
     b.block_tables.resize((i + 1) * max_blocks, -1);
   }
-  CHORUS_RETURN_IF_ERROR(executor_->ForwardSampled(b, draws_, host_rows_, &out->logits, &sampled_));
-  out->sampled_tokens.resize(sampled_.size());
-  out->sampled_logprobs.resize(sampled_.size());
-  for (size_t i = 0; i < sampled_.size(); ++i) {
-    out->sampled_tokens[i] = sampled_[i].token;
-    out->sampled_logprobs[i] = sampled_[i].logprob;
-  }
-  return absl::OkStatus();
+  return executor_->ForwardSampled(b, draws_, host_rows_, &out->logits, &out->sampled);
 }
 
 }  // namespace chorus

@@ -12,8 +12,9 @@ namespace chorus {
 absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const RuntimeOptions& options,
                                                          const Model* model, Backend* backend,
                                                          const Clock* clock) {
-  CHORUS_ASSIGN_OR_RETURN(auto exec, CreateSingleDeviceExecutor(model, backend, options.kv_num_blocks,
-                                                                options.kv_block_size));
+  CHORUS_ASSIGN_OR_RETURN(
+      auto exec,
+      CreateSingleDeviceExecutor(model, backend, options.kv_num_blocks, options.kv_block_size));
   return Create(options, model, std::move(exec), clock);
 }
 
@@ -107,9 +108,11 @@ absl::Status Runtime::Submit(GenerateParams params, std::shared_ptr<ResultSink> 
   const int agents = params.reasoning.agents;
   const double now = clock_->NowMs();
   std::lock_guard<std::mutex> lock(mu_);
-  if (draining_ || stop_) return absl::UnavailableError("server is draining; retry on another replica");
+  if (draining_ || stop_)
+    return absl::UnavailableError("server is draining; retry on another replica");
   if (live_.count(params.request_id)) {
-    return absl::AlreadyExistsError(StrCat("request_id '", params.request_id, "' is already in flight"));
+    return absl::AlreadyExistsError(
+        StrCat("request_id '", params.request_id, "' is already in flight"));
   }
   if (queued_requests_ + 1 > options_.max_queued_requests) {
     return absl::ResourceExhaustedError(StrCat("queue full: ", queued_requests_,
@@ -204,8 +207,8 @@ void Runtime::Complete(RequestGroup* g, absl::StatusOr<GenerateResult> result) {
   if (!result.ok() && result.status().code() != absl::StatusCode::kCancelled) {
     spdlog::warn("[{}] failed: {}", g->params.request_id, result.status().ToString());
   } else {
-    spdlog::debug("[{}] {} after {:.1f} ms", g->params.request_id, result.ok() ? "done" : "cancelled",
-                  clock_->NowMs() - g->params.arrival_ms);
+    spdlog::debug("[{}] {} after {:.1f} ms", g->params.request_id,
+                  result.ok() ? "done" : "cancelled", clock_->NowMs() - g->params.arrival_ms);
   }
   if (options_.observer != nullptr) {
     const double now = clock_->NowMs();
@@ -217,7 +220,8 @@ void Runtime::Complete(RequestGroup* g, absl::StatusOr<GenerateResult> result) {
     }
     int tokens = 0;
     for (const auto& a : g->agents) tokens += a.draft.num_tokens;
-    options_.observer->OnRequestEnd(status, ever_admitted ? g->first_scheduled_ms - p.arrival_ms : -1,
+    options_.observer->OnRequestEnd(status,
+                                    ever_admitted ? g->first_scheduled_ms - p.arrival_ms : -1,
                                     g->first_token_ms >= 0 ? g->first_token_ms - p.arrival_ms : -1,
                                     now - p.arrival_ms, tokens, g->budget_cut);
   }
@@ -241,7 +245,8 @@ void Runtime::CheckGroups(double now) {
       for (auto& a : g->agents) {
         if (!a.finished()) FinishAgent(*g, a, FinishReason::kCancelled, ctx_);
       }
-      Complete(g, absl::CancelledError(StrCat("request '", g->params.request_id, "' was cancelled")));
+      Complete(g,
+               absl::CancelledError(StrCat("request '", g->params.request_id, "' was cancelled")));
       continue;
     }
     const bool has_drafts = g->forked;
@@ -268,9 +273,9 @@ void Runtime::CheckGroups(double now) {
             if (!a.finished()) FinishAgent(*g, a, FinishReason::kBudget, ctx_);
           }
         } else {
-          Complete(g, absl::DeadlineExceededError(StrCat(
-                          "latency budget ended before request '", g->params.request_id,
-                          "' finished its prefill")));
+          Complete(g, absl::DeadlineExceededError(StrCat("latency budget ended before request '",
+                                                         g->params.request_id,
+                                                         "' finished its prefill")));
           continue;
         }
       }
@@ -308,7 +313,8 @@ void Runtime::ApplyStep(const StepPlan& plan, const StepOutput& out) {
     logits_of[out.logit_segments[i]] = out.logits.data() + i * static_cast<size_t>(vocab);
   }
   std::vector<int> sampled_of(plan.segments.size(), -1);
-  for (size_t i = 0; i < out.sampled_segments.size(); ++i) sampled_of[out.sampled_segments[i]] = static_cast<int>(i);
+  for (size_t i = 0; i < out.sampled_segments.size(); ++i)
+    sampled_of[out.sampled_segments[i]] = static_cast<int>(i);
   int64_t generated = 0;
   for (size_t i = 0; i < plan.segments.size(); ++i) {
     const StepSegment& s = plan.segments[i];
@@ -321,8 +327,7 @@ void Runtime::ApplyStep(const StepPlan& plan, const StepOutput& out) {
       AgentSequence& a = g.agents[s.agent];
       a.computed += s.len;
       if (s.logits && sampled_of[i] >= 0) {
-        const int k = sampled_of[i];
-        ApplySampled(g, s.agent, {out.sampled_tokens[k], out.sampled_logprobs[k]}, ctx_);
+        ApplySampled(g, s.agent, out.sampled[sampled_of[i]], ctx_);
         ++generated;
       } else if (s.logits) {
         SampleNext(g, s.agent, logits_of[i], ctx_);
@@ -408,7 +413,8 @@ void Runtime::Loop() {
       // An engine error fails the requests of this step, never the process.
       std::vector<RequestGroup*> failed;
       for (const auto& s : plan.segments) {
-        if (std::find(failed.begin(), failed.end(), s.group) == failed.end()) failed.push_back(s.group);
+        if (std::find(failed.begin(), failed.end(), s.group) == failed.end())
+          failed.push_back(s.group);
       }
       for (RequestGroup* g : failed) {
         for (auto& a : g->agents) {

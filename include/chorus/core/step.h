@@ -34,11 +34,10 @@ struct StepPlan {
 // had its logits copied to the host (the prompt's last row, which forks the agents, and agents
 // with penalties, which the host applies).
 struct StepOutput {
-  std::vector<int> logit_segments;      // segments whose [vocab] logits are in `logits`, plan order
-  std::vector<float> logits;            // [logit_segments.size(), vocab]
-  std::vector<int> sampled_segments;    // segments whose next token was sampled, plan order
-  std::vector<int32_t> sampled_tokens;  // one per sampled segment
-  std::vector<float> sampled_logprobs;  // log p(token) under the raw logits
+  std::vector<int> logit_segments;    // segments whose [vocab] logits are in `logits`, plan order
+  std::vector<float> logits;          // [logit_segments.size(), vocab]
+  std::vector<int> sampled_segments;  // segments whose next token was sampled, plan order
+  std::vector<SampledToken> sampled;  // one per sampled segment (logprob under the raw logits)
 };
 
 }  // namespace chorus

@@ -26,7 +26,6 @@ class Engine {
   ForwardBatch batch_;  // reused across steps
   std::vector<RowSampling> draws_;
   std::vector<int32_t> host_rows_;
-  std::vector<SampledToken> sampled_;
 };
 
 }  // namespace chorus
