@@ -5,6 +5,11 @@
 namespace chorus::kernels {
 namespace {
 
+bool ValidRope(const RopeArgs& r, int head_dim) {
+  return r.rope_dim > 0 && r.rope_dim % 2 == 0 && r.rope_dim <= head_dim && r.freq_base > 0 &&
+         r.freq_scale > 0;
+}
+
 __global__ void EmbedKernel(DeviceWeight t, const int32_t* tokens, float* out) {
   const int i = blockIdx.x;
   const uint8_t* row = static_cast<const uint8_t*>(t.data) + tokens[i] * t.row_bytes;
@@ -44,8 +49,8 @@ __global__ void RmsNormKernel(float* x_mut, const float* x, const float* add, co
 // One thread per (token, head, pair), over the heads of `a` and then those of `b` (Q and K of
 // the same tokens in one launch; heads_b = 0 for one tensor).
 __global__ void RopeKernel(float* a, int heads_a, float* b, int heads_b, const int32_t* positions,
-                           int n, int head_dim, int rope_dim, float freq_base, bool halves) {
-  const int half = rope_dim / 2;
+                           int n, int head_dim, RopeArgs rope) {
+  const int half = rope.rope_dim / 2;
   const int heads = heads_a + heads_b;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= static_cast<int64_t>(n) * heads * half) return;
@@ -55,7 +60,7 @@ __global__ void RopeKernel(float* a, int heads_a, float* b, int heads_b, const i
   const int h = static_cast<int>(th % heads);
   float* v = h < heads_a ? a + (static_cast<int64_t>(t) * heads_a + h) * head_dim
                          : b + (static_cast<int64_t>(t) * heads_b + (h - heads_a)) * head_dim;
-  RotatePair(v, i, positions[t], rope_dim, freq_base, halves);
+  RotatePair(v, i, positions[t], rope);
 }
 
 __global__ void AddBiasKernel(float* x, const float* bias, int64_t total, int d) {
@@ -101,15 +106,14 @@ __global__ void KvWriteKernel(const float* k, const float* v, DeviceLayout l, in
 // K and V into the token's cache slot.
 template <typename T>
 __global__ void RopeKvWriteKernel(float* q, int heads_q, float* k, int heads_k, const float* v,
-                                  DeviceLayout l, int head_dim, int rope_dim, float freq_base,
-                                  bool halves, T* kc, T* vc) {
+                                  DeviceLayout l, int head_dim, RopeArgs rope, T* kc, T* vc) {
   const int t = blockIdx.x;
-  const int half = rope_dim / 2;
+  const int half = rope.rope_dim / 2;
   for (int idx = threadIdx.x; idx < (heads_q + heads_k) * half; idx += blockDim.x) {
     const int h = idx / half;
     float* x = h < heads_q ? q + (static_cast<int64_t>(t) * heads_q + h) * head_dim
                            : k + (static_cast<int64_t>(t) * heads_k + (h - heads_q)) * head_dim;
-    RotatePair(x, idx % half, l.positions[t], rope_dim, freq_base, halves);
+    RotatePair(x, idx % half, l.positions[t], rope);
   }
   __syncthreads();  // K is rotated before it is stored
   StoreRowKv(k, v, l, t, heads_k * head_dim, kc, vc);
@@ -141,21 +145,21 @@ cudaError_t AddRmsNorm(float* x, const float* y, const float* w, int n, int d, f
   return Launched();
 }
 
-cudaError_t Rope(float* x, const int32_t* positions, int n, int heads, int head_dim, int rope_dim,
-                 float freq_base, bool halves, cudaStream_t s) {
-  return RopePair(x, heads, nullptr, 0, positions, n, head_dim, rope_dim, freq_base, halves, s);
+cudaError_t Rope(float* x, const int32_t* positions, int n, int heads, int head_dim,
+                 const RopeArgs& rope, cudaStream_t s) {
+  return RopePair(x, heads, nullptr, 0, positions, n, head_dim, rope, s);
 }
 
 cudaError_t RopePair(float* a, int heads_a, float* b, int heads_b, const int32_t* positions, int n,
-                     int head_dim, int rope_dim, float freq_base, bool halves, cudaStream_t s) {
+                     int head_dim, const RopeArgs& rope, cudaStream_t s) {
   if (n <= 0 || heads_a + heads_b <= 0) return cudaSuccess;
-  if (!a || (heads_b > 0 && !b) || heads_a < 0 || heads_b < 0 || !positions || rope_dim % 2 != 0 ||
-      rope_dim > head_dim) {
+  if (!a || (heads_b > 0 && !b) || heads_a < 0 || heads_b < 0 || !positions ||
+      !ValidRope(rope, head_dim)) {
     return cudaErrorInvalidValue;
   }
-  const int64_t total = static_cast<int64_t>(n) * (heads_a + heads_b) * (rope_dim / 2);
+  const int64_t total = static_cast<int64_t>(n) * (heads_a + heads_b) * (rope.rope_dim / 2);
   RopeKernel<<<Blocks(total), kThreads, 0, s>>>(a, heads_a, b, heads_b, positions, n, head_dim,
-                                                rope_dim, freq_base, halves);
+                                                rope);
   return Launched();
 }
 
@@ -205,21 +209,21 @@ cudaError_t KvWrite(const float* k, const float* v, const DeviceLayout& layout, 
 }
 
 cudaError_t RopeKvWrite(float* q, int heads_q, float* k, int heads_k, const float* v,
-                        const DeviceLayout& layout, int head_dim, int rope_dim, float freq_base,
-                        bool halves, bool half_kv, void* k_cache, void* v_cache, cudaStream_t s) {
+                        const DeviceLayout& layout, int head_dim, const RopeArgs& rope,
+                        bool half_kv, void* k_cache, void* v_cache, cudaStream_t s) {
   if (layout.num_tokens <= 0) return cudaSuccess;
   if (!q || !k || !v || !k_cache || !v_cache || !layout.positions || !layout.block_tables ||
-      heads_q < 0 || heads_k <= 0 || rope_dim % 2 != 0 || rope_dim > head_dim) {
+      heads_q < 0 || heads_k <= 0 || !ValidRope(rope, head_dim)) {
     return cudaErrorInvalidValue;
   }
   if (half_kv) {
     RopeKvWriteKernel<<<layout.num_tokens, kThreads, 0, s>>>(
-        q, heads_q, k, heads_k, v, layout, head_dim, rope_dim, freq_base, halves,
-        static_cast<__half*>(k_cache), static_cast<__half*>(v_cache));
+        q, heads_q, k, heads_k, v, layout, head_dim, rope, static_cast<__half*>(k_cache),
+        static_cast<__half*>(v_cache));
   } else {
     RopeKvWriteKernel<<<layout.num_tokens, kThreads, 0, s>>>(
-        q, heads_q, k, heads_k, v, layout, head_dim, rope_dim, freq_base, halves,
-        static_cast<float*>(k_cache), static_cast<float*>(v_cache));
+        q, heads_q, k, heads_k, v, layout, head_dim, rope, static_cast<float*>(k_cache),
+        static_cast<float*>(v_cache));
   }
   return Launched();
 }

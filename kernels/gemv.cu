@@ -11,6 +11,9 @@ namespace {
 
 constexpr int kWarpsPerBlock = kThreads / 32;
 constexpr int kChunk = 8;  // columns per lane and step
+// Template type for the formats without a vectorized chunk loader (kernels.h ScalarChunkType):
+// the kernel reads the weight's type at run time and loads values through WeightAt.
+constexpr int kAnyType = -1;
 
 // A group of weights sharing the input: block ranges [first_block[i], first_block[i + 1]) belong
 // to weight i.
@@ -23,8 +26,13 @@ struct GemvGroupArgs {
 // The kChunk weights of row `row` at columns [j0, j0 + kChunk) (j0 a multiple of kChunk; rows
 // aligned as the launcher checked).
 template <int kType>
-__device__ __forceinline__ void LoadChunk(const uint8_t* row, int64_t j0, float (&w)[kChunk]) {
-  if constexpr (kType == kQ8_0 || kType == kQ4_0) {
+__device__ __forceinline__ void LoadChunk(int type, const uint8_t* row, int64_t j0,
+                                          float (&w)[kChunk]) {
+  if constexpr (kType == kAnyType) {
+    // A chunk never straddles a block (blocks are 32 or 256 values); WeightAt per value.
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i) w[i] = WeightAt(type, row, j0 + i);
+  } else if constexpr (kType == kQ8_0 || kType == kQ4_0) {
     constexpr int kBytes = kType == kQ8_0 ? 34 : 18;
     const int64_t b = j0 / 32;
     const int sub = static_cast<int>(j0 % 32) / kChunk;  // 0..3
@@ -111,7 +119,7 @@ __global__ void GemvKernel(GemvGroupArgs g, const float* x, int n) {
   if constexpr (kScalar) {
     const uint8_t* row = base + r0 * w.row_bytes;
     for (int64_t j = lane; j < cols; j += 32) {
-      const float wv = WeightAt(kType, row, j);
+      const float wv = WeightAt(kType == kAnyType ? w.type : kType, row, j);
 #pragma unroll
       for (int t = 0; t < kTokens; ++t) {
         if (t < n) acc[0][t] += wv * x[t * cols + j];
@@ -125,7 +133,7 @@ __global__ void GemvKernel(GemvGroupArgs g, const float* x, int n) {
       for (int q = 0; q < kRows; ++q) {
         if (r0 + q < w.rows) {
           float wv[kChunk];
-          LoadChunk<kType>(base + (r0 + q) * w.row_bytes, j0, wv);
+          LoadChunk<kType>(w.type, base + (r0 + q) * w.row_bytes, j0, wv);
 #pragma unroll
           for (int t = 0; t < kTokens; ++t) {
             if (t < n) acc[q][t] += ChunkDot(wv, xv[t]);
@@ -174,7 +182,9 @@ cudaError_t LaunchGemv(const DeviceWeight* w, float* const* out, int count, cons
   for (int i = 0; i < count; ++i) {
     aligned =
         aligned && w[i].cols % kChunk == 0 && reinterpret_cast<uintptr_t>(w[i].data) % 16 == 0 &&
-        ((kType == kQ8_0 || kType == kQ4_0) ? w[i].row_bytes % 2 == 0 : w[i].row_bytes % 16 == 0);
+        (kType == kAnyType ||
+         ((kType == kQ8_0 || kType == kQ4_0) ? w[i].row_bytes % 2 == 0
+                                             : w[i].row_bytes % 16 == 0));
   }
   // Registers hold kTokens activation rows: 2 for the batch-1 path keeps occupancy high.
   if (!aligned) return LaunchGemvRows<kType, true, 1, kMaxGemvTokens>(w, out, count, x, n, s);
@@ -204,8 +214,10 @@ __global__ void GemvSwiGluKernel(DeviceWeight wg, DeviceWeight wu, const float* 
     for (int q = 0; q < kRows; ++q) {
       if (r0 + q < wg.rows) {
         float g[kChunk], u[kChunk];
-        LoadChunk<kType>(static_cast<const uint8_t*>(wg.data) + (r0 + q) * wg.row_bytes, j0, g);
-        LoadChunk<kType>(static_cast<const uint8_t*>(wu.data) + (r0 + q) * wu.row_bytes, j0, u);
+        LoadChunk<kType>(wg.type, static_cast<const uint8_t*>(wg.data) + (r0 + q) * wg.row_bytes,
+                         j0, g);
+        LoadChunk<kType>(wu.type, static_cast<const uint8_t*>(wu.data) + (r0 + q) * wu.row_bytes,
+                         j0, u);
 #pragma unroll
         for (int t = 0; t < kTokens; ++t) {
           if (t < n) {
@@ -238,7 +250,8 @@ cudaError_t LaunchGemvSwiGlu(const DeviceWeight& wg, const DeviceWeight& wu, con
       reinterpret_cast<uintptr_t>(x) % 16 == 0 && wg.cols % kChunk == 0 &&
       reinterpret_cast<uintptr_t>(wg.data) % 16 == 0 &&
       reinterpret_cast<uintptr_t>(wu.data) % 16 == 0 &&
-      ((kType == kQ8_0 || kType == kQ4_0) ? wg.row_bytes % 2 == 0 : wg.row_bytes % 16 == 0);
+      (kType == kAnyType ||
+       ((kType == kQ8_0 || kType == kQ4_0) ? wg.row_bytes % 2 == 0 : wg.row_bytes % 16 == 0));
   if (!aligned) return cudaErrorInvalidValue;  // the caller falls back to the unfused ops
   if (n <= 2) {
     const int blocks = static_cast<int>((wg.rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
@@ -269,7 +282,8 @@ __global__ void ToBf16Kernel(const float* x, int64_t n, __nv_bfloat16* y) {
   if (i < n) y[i] = __float2bfloat16(x[i]);
 }
 
-bool KnownType(int t) { return t == kF32 || t == kF16 || t == kBF16 || t == kQ8_0 || t == kQ4_0; }
+bool KnownType(int t) { return BlockBytes(t) > 0; }
+bool ByteAligned(int t) { return t == kQ8_0 || t == kQ4_0 || ScalarChunkType(t); }
 
 }  // namespace
 
@@ -288,9 +302,9 @@ cudaError_t GemvGroup(const DeviceWeight* w, float* const* out, int count, const
         w[i].cols != w[0].cols) {
       return cudaErrorInvalidValue;
     }
-    if ((w[i].type == kQ8_0 || w[i].type == kQ4_0) && w[i].cols % 32 != 0)
-      return cudaErrorInvalidValue;
+    if (w[i].cols % BlockValues(w[i].type) != 0) return cudaErrorInvalidValue;
   }
+  if (ScalarChunkType(w[0].type)) return LaunchGemv<kAnyType>(w, out, count, x, n, s);
   switch (w[0].type) {
     case kF32:
       return LaunchGemv<kF32>(w, out, count, x, n, s);
@@ -311,8 +325,9 @@ bool GemvSwiGluSupported(const DeviceWeight& gate, const DeviceWeight& up, const
          reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
          reinterpret_cast<uintptr_t>(gate.data) % 16 == 0 &&
          reinterpret_cast<uintptr_t>(up.data) % 16 == 0 &&
-         ((gate.type == kQ8_0 || gate.type == kQ4_0)
-              ? gate.cols % 32 == 0 && gate.row_bytes % 2 == 0
+         (ByteAligned(gate.type)
+              ? gate.cols % BlockValues(gate.type) == 0 &&
+                    (ScalarChunkType(gate.type) || gate.row_bytes % 2 == 0)
               : gate.row_bytes % 16 == 0);
 }
 
@@ -321,6 +336,9 @@ cudaError_t GemvSwiGlu(const DeviceWeight& gate, const DeviceWeight& up, const f
   if (n <= 0) return cudaSuccess;
   if (!x || !out_gate || !out_up || n > kMaxGemvTokens || !GemvSwiGluSupported(gate, up, x)) {
     return cudaErrorInvalidValue;
+  }
+  if (ScalarChunkType(gate.type)) {
+    return LaunchGemvSwiGlu<kAnyType>(gate, up, x, n, out_gate, out_up, s);
   }
   switch (gate.type) {
     case kF32:

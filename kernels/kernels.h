@@ -1,7 +1,9 @@
 // Launchers for Chorus's CUDA kernels. Each takes a stream, checks its arguments, launches,
 // checks cudaGetLastError and returns it; none synchronizes. Pointers are device memory unless
 // the comment says host. Shapes are row-major, innermost last. Weight types use ggml's ids
-// (F32 0, F16 1, Q4_0 2, Q8_0 8, BF16 30); Q8_0 / Q4_0 blocks are 34 / 18 bytes per 32 values.
+// (F32 0, F16 1, Q4_0 2, Q4_1 3, Q5_0 6, Q5_1 7, Q8_0 8, Q4_K 12, Q5_K 13, Q6_K 14, BF16 30);
+// Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 blocks are 34 / 18 / 20 / 22 / 24 bytes per 32 values,
+// Q4_K / Q5_K / Q6_K super-blocks 144 / 176 / 210 bytes per 256 (BlockBytes, BlockValues).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -10,7 +12,51 @@
 
 namespace chorus::kernels {
 
-enum WeightType : int { kF32 = 0, kF16 = 1, kQ4_0 = 2, kQ8_0 = 8, kBF16 = 30 };
+enum WeightType : int {
+  kF32 = 0,
+  kF16 = 1,
+  kQ4_0 = 2,
+  kQ4_1 = 3,
+  kQ5_0 = 6,
+  kQ5_1 = 7,
+  kQ8_0 = 8,
+  kQ4_K = 12,
+  kQ5_K = 13,
+  kQ6_K = 14,
+  kBF16 = 30
+};
+
+#if defined(__CUDACC__)
+#define CHORUS_HOST_DEVICE __host__ __device__
+#else
+#define CHORUS_HOST_DEVICE
+#endif
+
+// Values per block and bytes per block of a weight type (0 for unknown ids).
+CHORUS_HOST_DEVICE constexpr int BlockValues(int t) {
+  return t == kQ4_K || t == kQ5_K || t == kQ6_K                              ? 256
+         : t == kQ4_0 || t == kQ4_1 || t == kQ5_0 || t == kQ5_1 || t == kQ8_0 ? 32
+                                                                              : 1;
+}
+CHORUS_HOST_DEVICE constexpr int BlockBytes(int t) {
+  switch (t) {
+    case kF32: return 4;
+    case kF16: case kBF16: return 2;
+    case kQ4_0: return 18;
+    case kQ4_1: return 20;
+    case kQ5_0: return 22;
+    case kQ5_1: return 24;
+    case kQ8_0: return 34;
+    case kQ4_K: return 144;
+    case kQ5_K: return 176;
+    case kQ6_K: return 210;
+    default: return 0;
+  }
+}
+// Types whose GEMV reads values one at a time through WeightAt (no vectorized chunk loader yet).
+CHORUS_HOST_DEVICE constexpr bool ScalarChunkType(int t) {
+  return t == kQ4_1 || t == kQ5_0 || t == kQ5_1 || t == kQ4_K || t == kQ5_K || t == kQ6_K;
+}
 
 // A weight matrix [rows, cols] of `type`, each row row_bytes long.
 struct DeviceWeight {
@@ -29,6 +75,17 @@ struct DeviceLayout {
   int block_size;
 };
 
+// Rotary embedding parameters (backend.h RopeConfig): pair i at position p rotates by
+// p * freq_scale * freq_base^(-2i / rope_dim) / freq_factors[i] (freq_factors: device
+// [rope_dim / 2] or nullptr); halves: pairs (i, i + rope_dim / 2) instead of (2i, 2i + 1).
+struct RopeArgs {
+  int rope_dim;
+  float freq_base;
+  float freq_scale;
+  const float* freq_factors;
+  bool halves;
+};
+
 constexpr int kMaxHeadDim = 256;
 constexpr int kAttentionChunk = 256;  // positions per split (flash-decoding partitions)
 
@@ -39,16 +96,16 @@ cudaError_t RmsNorm(const float* x, const float* w, int n, int d, float eps, flo
 // x[n, d] += y, then out = RmsNorm(x) (the residual add fused in front of the next norm).
 cudaError_t AddRmsNorm(float* x, const float* y, const float* w, int n, int d, float eps,
                        float* out, cudaStream_t s);
-cudaError_t Rope(float* x, const int32_t* positions, int n, int heads, int head_dim, int rope_dim,
-                 float freq_base, bool halves, cudaStream_t s);
+cudaError_t Rope(float* x, const int32_t* positions, int n, int heads, int head_dim,
+                 const RopeArgs& rope, cudaStream_t s);
 // RoPE of Q [n, heads_q * head_dim] and K [n, heads_k * head_dim], then K and V written into
 // the paged caches (kv_dim = heads_k * head_dim): one block per token.
 cudaError_t RopeKvWrite(float* q, int heads_q, float* k, int heads_k, const float* v,
-                        const DeviceLayout& layout, int head_dim, int rope_dim, float freq_base,
-                        bool halves, bool half_kv, void* k_cache, void* v_cache, cudaStream_t s);
+                        const DeviceLayout& layout, int head_dim, const RopeArgs& rope,
+                        bool half_kv, void* k_cache, void* v_cache, cudaStream_t s);
 // RoPE of two tensors of the same tokens in one launch (Q [n, heads_a * head_dim] and K).
 cudaError_t RopePair(float* a, int heads_a, float* b, int heads_b, const int32_t* positions, int n,
-                     int head_dim, int rope_dim, float freq_base, bool halves, cudaStream_t s);
+                     int head_dim, const RopeArgs& rope, cudaStream_t s);
 cudaError_t AddBias(float* x, const float* bias, int n, int d, cudaStream_t s);
 cudaError_t SwiGlu(const float* gate, const float* up, int64_t count, float* out, cudaStream_t s);
 cudaError_t Add(float* x, const float* y, int64_t count, cudaStream_t s);

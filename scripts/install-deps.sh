@@ -8,7 +8,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libspdlog-dev libfmt-dev libicu-dev libre2-dev
   libgtest-dev libgmock-dev libbenchmark-dev prometheus-cpp-dev libcpp-httplib-dev
-  clang libclang-rt-14-dev openssl python3
+  clang libclang-rt-14-dev openssl python3 nlohmann-json3-dev
 )
 
 missing=()

@@ -17,12 +17,12 @@ struct Entry {
 
 constexpr Entry kTypes[] = {
     {0, {"F32", 1, 4, true}},         {1, {"F16", 1, 2, true}},
-    {2, {"Q4_0", 32, 18, true}},      {3, {"Q4_1", 32, 20, false}},
-    {6, {"Q5_0", 32, 22, false}},     {7, {"Q5_1", 32, 24, false}},
+    {2, {"Q4_0", 32, 18, true}},      {3, {"Q4_1", 32, 20, true}},
+    {6, {"Q5_0", 32, 22, true}},     {7, {"Q5_1", 32, 24, true}},
     {8, {"Q8_0", 32, 34, true}},      {9, {"Q8_1", 32, 36, false}},
-    {10, {"Q2_K", 256, 84, false}},   {11, {"Q3_K", 256, 110, false}},
-    {12, {"Q4_K", 256, 144, false}},  {13, {"Q5_K", 256, 176, false}},
-    {14, {"Q6_K", 256, 210, false}},  {15, {"Q8_K", 256, 292, false}},
+    {10, {"Q2_K", 256, 84, true}},   {11, {"Q3_K", 256, 110, true}},
+    {12, {"Q4_K", 256, 144, true}},  {13, {"Q5_K", 256, 176, true}},
+    {14, {"Q6_K", 256, 210, true}},  {15, {"Q8_K", 256, 292, false}},
     {24, {"I8", 1, 1, false}},        {25, {"I16", 1, 2, false}},
     {26, {"I32", 1, 4, false}},       {27, {"I64", 1, 8, false}},
     {28, {"F64", 1, 8, false}},       {30, {"BF16", 1, 2, true}},
@@ -161,6 +161,22 @@ int64_t QuantizeRow(GgmlType type, const float* src, void* dst, int64_t n) {
       }
       return n / kQK * static_cast<int64_t>(sizeof(BlockQ4_0));
     }
+    case GgmlType::kQ4_1:
+      return quants::QuantizeQ4_1(src, static_cast<BlockQ4_1*>(dst), n);
+    case GgmlType::kQ5_0:
+      return quants::QuantizeQ5_0(src, static_cast<BlockQ5_0*>(dst), n);
+    case GgmlType::kQ5_1:
+      return quants::QuantizeQ5_1(src, static_cast<BlockQ5_1*>(dst), n);
+    case GgmlType::kQ2_K:
+      return quants::QuantizeQ2_K(src, static_cast<BlockQ2_K*>(dst), n);
+    case GgmlType::kQ3_K:
+      return quants::QuantizeQ3_K(src, static_cast<BlockQ3_K*>(dst), n);
+    case GgmlType::kQ4_K:
+      return quants::QuantizeQ4_K(src, static_cast<BlockQ4_K*>(dst), n);
+    case GgmlType::kQ5_K:
+      return quants::QuantizeQ5_K(src, static_cast<BlockQ5_K*>(dst), n);
+    case GgmlType::kQ6_K:
+      return quants::QuantizeQ6_K(src, static_cast<BlockQ6_K*>(dst), n);
     default:
       CHORUS_CHECK(false && "QuantizeRow: unsupported type");
   }
@@ -201,6 +217,22 @@ void DequantizeRow(GgmlType type, const void* src, float* dst, int64_t n) {
       }
       return;
     }
+    case GgmlType::kQ4_1:
+      return quants::DequantizeQ4_1(static_cast<const BlockQ4_1*>(src), dst, n);
+    case GgmlType::kQ5_0:
+      return quants::DequantizeQ5_0(static_cast<const BlockQ5_0*>(src), dst, n);
+    case GgmlType::kQ5_1:
+      return quants::DequantizeQ5_1(static_cast<const BlockQ5_1*>(src), dst, n);
+    case GgmlType::kQ2_K:
+      return quants::DequantizeQ2_K(static_cast<const BlockQ2_K*>(src), dst, n);
+    case GgmlType::kQ3_K:
+      return quants::DequantizeQ3_K(static_cast<const BlockQ3_K*>(src), dst, n);
+    case GgmlType::kQ4_K:
+      return quants::DequantizeQ4_K(static_cast<const BlockQ4_K*>(src), dst, n);
+    case GgmlType::kQ5_K:
+      return quants::DequantizeQ5_K(static_cast<const BlockQ5_K*>(src), dst, n);
+    case GgmlType::kQ6_K:
+      return quants::DequantizeQ6_K(static_cast<const BlockQ6_K*>(src), dst, n);
     default:
       CHORUS_CHECK(false && "DequantizeRow: unsupported type");
   }

@@ -1,5 +1,7 @@
 #include "chorus/model/model.h"
 
+#include <set>
+
 #include "chorus/core/status.h"
 #include "chorus/core/str_cat.h"
 
@@ -24,6 +26,27 @@ absl::StatusOr<WeightTensor> LoadChecked(const GgufFile& f, Backend* backend,
         StrCat("gguf: tensor '", name, "' has type ", TypeName(t->type), ", expected F32"));
   }
   return backend->LoadWeight(*t);
+}
+
+// Tensors some converters write that carry nothing the forward pass needs: old llama
+// conversions stored the rotary inverse frequencies (derived from rope.freq_base) per layer.
+bool SafeToIgnore(std::string_view name) {
+  constexpr std::string_view kRotEmbd = ".attn_rot_embd";
+  return name.size() > kRotEmbd.size() &&
+         name.substr(name.size() - kRotEmbd.size()) == kRotEmbd;
+}
+
+// Every tensor of the file must have been loaded or be safe to ignore.
+absl::Status CheckAllTensorsUsed(const GgufFile& f, const std::set<std::string>& used,
+                                 const std::string& arch) {
+  for (const GgufTensorInfo& t : f.tensors()) {
+    if (used.count(t.name) == 0 && !SafeToIgnore(t.name)) {
+      return absl::FailedPreconditionError(
+          StrCat("gguf: tensor '", t.name, "' is not used by Chorus's ", arch,
+                 " model; refusing to load a file whose math it would not fully implement"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -51,32 +74,47 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromFile(std::unique_ptr<GgufFile>
                " tokens but token_embd.weight has ", c.vocab_size, " rows"));
   }
   ModelWeights& w = m->weights_;
-  CHORUS_ASSIGN_OR_RETURN(w.token_embd, LoadChecked(f, backend, "token_embd.weight", c.dim, c.vocab_size));
-  CHORUS_ASSIGN_OR_RETURN(w.output_norm, LoadChecked(f, backend, "output_norm.weight", c.dim, 0));
+  std::set<std::string> used;
+  auto load = [&](const std::string& name, int64_t ne0, int64_t ne1,
+                  WeightTensor* out) -> absl::Status {
+    CHORUS_ASSIGN_OR_RETURN(*out, LoadChecked(f, backend, name, ne0, ne1));
+    used.insert(name);
+    return absl::OkStatus();
+  };
+  CHORUS_RETURN_IF_ERROR(load("token_embd.weight", c.dim, c.vocab_size, &w.token_embd));
+  CHORUS_RETURN_IF_ERROR(load("output_norm.weight", c.dim, 0, &w.output_norm));
   if (f.FindTensor("output.weight") != nullptr) {
-    CHORUS_ASSIGN_OR_RETURN(w.output, LoadChecked(f, backend, "output.weight", c.dim, c.vocab_size));
+    CHORUS_RETURN_IF_ERROR(load("output.weight", c.dim, c.vocab_size, &w.output));
   } else {
     w.output = w.token_embd;  // tied embeddings
+  }
+  if (f.FindTensor("rope_freqs.weight") != nullptr) {
+    CHORUS_RETURN_IF_ERROR(load("rope_freqs.weight", c.rope_dim / 2, 0, &w.rope_freqs));
   }
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string p = StrCat("blk.", l, ".");
     LayerWeights L;
-    CHORUS_ASSIGN_OR_RETURN(L.attn_norm, LoadChecked(f, backend, p + "attn_norm.weight", c.dim, 0));
-    CHORUS_ASSIGN_OR_RETURN(L.wq, LoadChecked(f, backend, p + "attn_q.weight", c.dim, c.q_dim()));
-    CHORUS_ASSIGN_OR_RETURN(L.wk, LoadChecked(f, backend, p + "attn_k.weight", c.dim, c.kv_dim()));
-    CHORUS_ASSIGN_OR_RETURN(L.wv, LoadChecked(f, backend, p + "attn_v.weight", c.dim, c.kv_dim()));
-    CHORUS_ASSIGN_OR_RETURN(L.wo, LoadChecked(f, backend, p + "attn_output.weight", c.q_dim(), c.dim));
+    CHORUS_RETURN_IF_ERROR(load(p + "attn_norm.weight", c.dim, 0, &L.attn_norm));
+    CHORUS_RETURN_IF_ERROR(load(p + "attn_q.weight", c.dim, c.q_dim(), &L.wq));
+    CHORUS_RETURN_IF_ERROR(load(p + "attn_k.weight", c.dim, c.kv_dim(), &L.wk));
+    CHORUS_RETURN_IF_ERROR(load(p + "attn_v.weight", c.dim, c.kv_dim(), &L.wv));
+    CHORUS_RETURN_IF_ERROR(load(p + "attn_output.weight", c.q_dim(), c.dim, &L.wo));
     if (c.qkv_bias) {
-      CHORUS_ASSIGN_OR_RETURN(L.bq, LoadChecked(f, backend, p + "attn_q.bias", c.q_dim(), 0));
-      CHORUS_ASSIGN_OR_RETURN(L.bk, LoadChecked(f, backend, p + "attn_k.bias", c.kv_dim(), 0));
-      CHORUS_ASSIGN_OR_RETURN(L.bv, LoadChecked(f, backend, p + "attn_v.bias", c.kv_dim(), 0));
+      CHORUS_RETURN_IF_ERROR(load(p + "attn_q.bias", c.q_dim(), 0, &L.bq));
+      CHORUS_RETURN_IF_ERROR(load(p + "attn_k.bias", c.kv_dim(), 0, &L.bk));
+      CHORUS_RETURN_IF_ERROR(load(p + "attn_v.bias", c.kv_dim(), 0, &L.bv));
     }
-    CHORUS_ASSIGN_OR_RETURN(L.ffn_norm, LoadChecked(f, backend, p + "ffn_norm.weight", c.dim, 0));
-    CHORUS_ASSIGN_OR_RETURN(L.gate, LoadChecked(f, backend, p + "ffn_gate.weight", c.dim, c.ffn_dim));
-    CHORUS_ASSIGN_OR_RETURN(L.up, LoadChecked(f, backend, p + "ffn_up.weight", c.dim, c.ffn_dim));
-    CHORUS_ASSIGN_OR_RETURN(L.down, LoadChecked(f, backend, p + "ffn_down.weight", c.ffn_dim, c.dim));
+    if (c.qk_norm) {
+      CHORUS_RETURN_IF_ERROR(load(p + "attn_q_norm.weight", c.head_dim, 0, &L.q_norm));
+      CHORUS_RETURN_IF_ERROR(load(p + "attn_k_norm.weight", c.head_dim, 0, &L.k_norm));
+    }
+    CHORUS_RETURN_IF_ERROR(load(p + "ffn_norm.weight", c.dim, 0, &L.ffn_norm));
+    CHORUS_RETURN_IF_ERROR(load(p + "ffn_gate.weight", c.dim, c.ffn_dim, &L.gate));
+    CHORUS_RETURN_IF_ERROR(load(p + "ffn_up.weight", c.dim, c.ffn_dim, &L.up));
+    CHORUS_RETURN_IF_ERROR(load(p + "ffn_down.weight", c.ffn_dim, c.dim, &L.down));
     w.layers.push_back(L);
   }
+  CHORUS_RETURN_IF_ERROR(CheckAllTensorsUsed(f, used, c.arch));
   return m;
 }
 

@@ -50,13 +50,37 @@ void AddNorm(GgufWriter* w, const std::string& name, int64_t n, uint64_t seed) {
 
 }  // namespace
 
+std::vector<float> Llama3RopeFreqs(int rope_dim, float base, float factor, float low_freq_factor,
+                                   float high_freq_factor, float original_context) {
+  const double kPi = 3.14159265358979323846;
+  const double low_wavelen = original_context / low_freq_factor;
+  const double high_wavelen = original_context / high_freq_factor;
+  std::vector<float> out(rope_dim / 2);
+  for (int i = 0; i < rope_dim / 2; ++i) {
+    const double freq = std::pow(static_cast<double>(base), -2.0 * i / rope_dim);
+    const double wavelen = 2 * kPi / freq;
+    double f = 1.0;
+    if (wavelen > low_wavelen) {
+      f = factor;
+    } else if (wavelen >= high_wavelen) {
+      const double smooth =
+          (original_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+      f = 1.0 / ((1 - smooth) / factor + smooth);
+    }
+    out[i] = static_cast<float>(f);
+  }
+  return out;
+}
+
 absl::Status BuildRandomModel(const RandomModelSpec& s, const GgufFile* vocab_from,
                               GgufWriter* w) {
-  if (s.arch != "llama" && s.arch != "qwen2") {
-    return absl::InvalidArgumentError(StrCat("arch '", s.arch, "' is not llama or qwen2"));
+  if (s.arch != "llama" && s.arch != "qwen2" && s.arch != "qwen3") {
+    return absl::InvalidArgumentError(StrCat("arch '", s.arch, "' is not llama, qwen2 or qwen3"));
   }
-  if (s.dim <= 0 || s.n_heads <= 0 || s.n_kv_heads <= 0 || s.dim % s.n_heads != 0 ||
-      s.n_heads % s.n_kv_heads != 0 || (s.dim / s.n_heads) % 2 != 0) {
+  const int64_t hd = s.head_dim > 0 ? s.head_dim : (s.n_heads > 0 ? s.dim / s.n_heads : 0);
+  if (s.dim <= 0 || s.n_heads <= 0 || s.n_kv_heads <= 0 ||
+      (s.head_dim == 0 && s.dim % s.n_heads != 0) || s.n_heads % s.n_kv_heads != 0 ||
+      hd % 2 != 0 || hd <= 0) {
     return absl::InvalidArgumentError(StrCat("dim ", s.dim, ", heads ", s.n_heads, ", kv heads ",
                                              s.n_kv_heads, " do not form an even head size"));
   }
@@ -75,8 +99,16 @@ absl::Status BuildRandomModel(const RandomModelSpec& s, const GgufFile* vocab_fr
   w->SetU32(a + ".feed_forward_length", s.ffn_dim);
   w->SetU32(a + ".attention.head_count", s.n_heads);
   w->SetU32(a + ".attention.head_count_kv", s.n_kv_heads);
-  w->SetU32(a + ".rope.dimension_count", s.dim / s.n_heads);
+  w->SetU32(a + ".rope.dimension_count", static_cast<uint32_t>(hd));
   w->SetF32(a + ".rope.freq_base", s.rope_base);
+  if (s.head_dim > 0) {
+    w->SetU32(a + ".attention.key_length", static_cast<uint32_t>(hd));
+    w->SetU32(a + ".attention.value_length", static_cast<uint32_t>(hd));
+  }
+  if (s.rope_linear_factor > 0) {
+    w->SetString(a + ".rope.scaling.type", "linear");
+    w->SetF32(a + ".rope.scaling.factor", s.rope_linear_factor);
+  }
   w->SetF32(a + ".attention.layer_norm_rms_epsilon", 1e-5f);
 
   int64_t vocab = s.vocab_size;
@@ -113,30 +145,45 @@ absl::Status BuildRandomModel(const RandomModelSpec& s, const GgufFile* vocab_fr
     w->SetU32("tokenizer.ggml.unknown_token_id", 0);
   }
 
-  const int64_t dim = s.dim, ffn = s.ffn_dim, hd = s.dim / s.n_heads;
+  const int64_t dim = s.dim, ffn = s.ffn_dim;
   const int64_t q_dim = s.n_heads * hd, kv_dim = s.n_kv_heads * hd;
   const GgmlType t = s.weight_type;
+  const GgmlType big = s.k_mix ? GgmlType::kQ6_K : t;  // the mix's wider tensors
+  auto more_bits = [&](int l) {
+    const int eighth = s.n_layers / 8;
+    return s.k_mix && (l < eighth || l >= s.n_layers - eighth || (l - eighth) % 3 == 2);
+  };
   uint64_t seed = s.seed * 1000003;
   const float in_scale = 1.0f / std::sqrt(static_cast<float>(dim));
-  AddRandomTensor(w, "token_embd.weight", t, dim, vocab, 1.0f, ++seed);
+  AddRandomTensor(w, "token_embd.weight", big, dim, vocab, 1.0f, ++seed);
   AddNorm(w, "output_norm.weight", dim, ++seed);
-  if (!s.tied_output) AddRandomTensor(w, "output.weight", t, dim, vocab, in_scale, ++seed);
+  if (!s.tied_output) AddRandomTensor(w, "output.weight", big, dim, vocab, in_scale, ++seed);
+  if (s.rope_freqs) {
+    const std::vector<float> f = Llama3RopeFreqs(static_cast<int>(hd), s.rope_base);
+    w->AddTensor("rope_freqs.weight", GgmlType::kF32, {static_cast<int64_t>(f.size())},
+                 std::string(reinterpret_cast<const char*>(f.data()), f.size() * 4));
+  }
   for (int l = 0; l < s.n_layers; ++l) {
     const std::string p = StrCat("blk.", l, ".");
     AddNorm(w, p + "attn_norm.weight", dim, ++seed);
     AddRandomTensor(w, p + "attn_q.weight", t, dim, q_dim, in_scale, ++seed);
     AddRandomTensor(w, p + "attn_k.weight", t, dim, kv_dim, in_scale, ++seed);
-    AddRandomTensor(w, p + "attn_v.weight", t, dim, kv_dim, in_scale, ++seed);
+    AddRandomTensor(w, p + "attn_v.weight", more_bits(l) ? big : t, dim, kv_dim, in_scale, ++seed);
     if (s.arch == "qwen2") {
       AddRandomTensor(w, p + "attn_q.bias", GgmlType::kF32, q_dim, 1, 0.1f, ++seed);
       AddRandomTensor(w, p + "attn_k.bias", GgmlType::kF32, kv_dim, 1, 0.1f, ++seed);
       AddRandomTensor(w, p + "attn_v.bias", GgmlType::kF32, kv_dim, 1, 0.1f, ++seed);
     }
+    if (s.arch == "qwen3") {
+      AddNorm(w, p + "attn_q_norm.weight", hd, ++seed);
+      AddNorm(w, p + "attn_k_norm.weight", hd, ++seed);
+    }
     AddRandomTensor(w, p + "attn_output.weight", t, q_dim, dim, 1.0f / std::sqrt(float(q_dim)), ++seed);
     AddNorm(w, p + "ffn_norm.weight", dim, ++seed);
     AddRandomTensor(w, p + "ffn_gate.weight", t, dim, ffn, in_scale, ++seed);
     AddRandomTensor(w, p + "ffn_up.weight", t, dim, ffn, in_scale, ++seed);
-    AddRandomTensor(w, p + "ffn_down.weight", t, ffn, dim, 1.0f / std::sqrt(float(ffn)), ++seed);
+    AddRandomTensor(w, p + "ffn_down.weight", more_bits(l) ? big : t, ffn, dim,
+                    1.0f / std::sqrt(float(ffn)), ++seed);
   }
   return absl::OkStatus();
 }

@@ -104,6 +104,9 @@ absl::StatusOr<std::unique_ptr<ModelShard>> ModelShard::Create(const Model& mode
   } else {
     w.output = w.token_embd;
   }
+  if (model.file().FindTensor("rope_freqs.weight") != nullptr) {
+    CHORUS_ASSIGN_OR_RETURN(w.rope_freqs, sl.Whole("rope_freqs.weight"));
+  }
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string p = StrCat("blk.", l, ".");
     LayerWeights L;
@@ -115,6 +118,10 @@ absl::StatusOr<std::unique_ptr<ModelShard>> ModelShard::Create(const Model& mode
       CHORUS_ASSIGN_OR_RETURN(L.bq, sl.Rows(p + "attn_q.bias", q0, q1));
       CHORUS_ASSIGN_OR_RETURN(L.bk, sl.Rows(p + "attn_k.bias", k0, k1));
       CHORUS_ASSIGN_OR_RETURN(L.bv, sl.Rows(p + "attn_v.bias", k0, k1));
+    }
+    if (c.qk_norm) {  // per-head weights: every rank holds them whole
+      CHORUS_ASSIGN_OR_RETURN(L.q_norm, sl.Whole(p + "attn_q_norm.weight"));
+      CHORUS_ASSIGN_OR_RETURN(L.k_norm, sl.Whole(p + "attn_k_norm.weight"));
     }
     CHORUS_ASSIGN_OR_RETURN(L.wo, sl.Cols(p + "attn_output.weight", q0, q1));
     CHORUS_ASSIGN_OR_RETURN(L.ffn_norm, sl.Whole(p + "ffn_norm.weight"));

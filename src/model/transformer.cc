@@ -115,6 +115,12 @@ absl::Status Transformer::Run(const ForwardBatch& b) {
   float* gate = gate_->f32();  // [n, ffn]
   float* up = up_->f32();      // [n, ffn]
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  RopeConfig rope;
+  rope.rope_dim = c.rope_dim;
+  rope.freq_base = c.rope_base;
+  rope.freq_scale = c.rope_freq_scale;
+  rope.freq_factors = static_cast<const float*>(w.rope_freqs.data);
+  rope.style = c.rope_style;
 
   be.BeginForward(b.tokens.data(), layout, b.logit_rows.data(),
                   static_cast<int>(b.logit_rows.size()));
@@ -130,9 +136,12 @@ absl::Status Transformer::Run(const ForwardBatch& b) {
       be.AddBias(k, L.bk, n);
       be.AddBias(v, L.bv, n);
     }
-    be.Rope(q, b.positions.data(), n, c.n_heads, c.head_dim, c.rope_dim, c.rope_base, c.rope_style);
-    be.Rope(k, b.positions.data(), n, c.n_kv_heads, c.head_dim, c.rope_dim, c.rope_base,
-            c.rope_style);
+    if (c.qk_norm) {  // qwen3: RMSNorm over each head of q and k
+      be.RmsNorm(q, L.q_norm, n * c.n_heads, c.head_dim, c.norm_eps, q);
+      be.RmsNorm(k, L.k_norm, n * c.n_kv_heads, c.head_dim, c.norm_eps, k);
+    }
+    be.Rope(q, b.positions.data(), n, c.n_heads, c.head_dim, rope);
+    be.Rope(k, b.positions.data(), n, c.n_kv_heads, c.head_dim, rope);
     be.KvWrite(k, v, layout, c.kv_dim(), kv_->k(l), kv_->v(l));
     be.Attention(q, kv_->k(l), kv_->v(l), layout, c.n_heads, c.n_kv_heads, c.head_dim, scale, att);
     be.MatMul(L.wo, att, n, proj);

@@ -84,6 +84,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& f
   CHORUS_ASSIGN_OR_RETURN(t->eos_id_, OptionalId(f, "tokenizer.ggml.eos_token_id", n));
   CHORUS_ASSIGN_OR_RETURN(t->unk_id_, OptionalId(f, "tokenizer.ggml.unknown_token_id", n));
   CHORUS_ASSIGN_OR_RETURN(int32_t eot, OptionalId(f, "tokenizer.ggml.eot_token_id", n));
+  CHORUS_ASSIGN_OR_RETURN(int32_t eom, OptionalId(f, "tokenizer.ggml.eom_token_id", n));
   CHORUS_ASSIGN_OR_RETURN(t->add_bos_, OptionalBool(f, "tokenizer.ggml.add_bos_token", t->is_spm_));
   CHORUS_ASSIGN_OR_RETURN(t->add_eos_, OptionalBool(f, "tokenizer.ggml.add_eos_token", false));
   CHORUS_ASSIGN_OR_RETURN(t->add_space_prefix_,
@@ -92,11 +93,11 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& f
 
   // End-of-generation ids: EOS, EOT and the usual chat end markers when present.
   // BOS too: a model that emits it has finished its document and starts another.
-  for (int32_t id : {t->eos_id_, eot, t->bos_id_}) {
+  for (int32_t id : {t->eos_id_, eot, eom, t->bos_id_}) {
     if (id >= 0) t->eog_ids_.push_back(id);
   }
-  for (std::string_view s : {"<|eot_id|>", "<|im_end|>", "<|end_of_text|>", "<|endoftext|>",
-                             "<end_of_turn>", "<|end|>"}) {
+  for (std::string_view s : {"<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end_of_text|>",
+                             "<|endoftext|>", "<end_of_turn>", "<|end|>"}) {
     const int32_t id = t->FindToken(s);
     if (id >= 0 && t->types_[id] == TokenType::kControl) t->eog_ids_.push_back(id);
   }

@@ -1,10 +1,11 @@
-// chorus-mkmodel: writes a random-weight GGUF model of any llama/qwen2 shape and weight type,
+// chorus-mkmodel: writes a random-weight GGUF model of any llama/qwen2/qwen3 shape and weight type,
 // deterministic from --seed, with the vocabulary copied from --vocab-from (or synthesized).
 //
-//   chorus-mkmodel --out FILE [--arch llama|qwen2] [--dim D] [--layers L] [--heads H]
-//                  [--kv-heads K] [--ffn F] [--vocab-size V | --vocab-from FILE]
-//                  [--type f32|f16|bf16|q8_0|q4_0] [--context N] [--rope-base B] [--tied]
-//                  [--seed S]
+//   chorus-mkmodel --out FILE [--arch llama|qwen2|qwen3] [--dim D] [--layers L] [--heads H]
+//                  [--kv-heads K] [--head-dim HD] [--ffn F] [--vocab-size V | --vocab-from FILE]
+//                  [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q2_k|q3_k|q4_k|q5_k|q6_k|
+//                         q4_k_m|q5_k_m] [--context N] [--rope-base B] [--tied]
+//                  [--rope-freqs] [--rope-linear FACTOR] [--seed S]
 #include <cstdio>
 
 #include "chorus/model/gguf.h"
@@ -21,14 +22,22 @@ int Fail(const std::string& msg) {
 
 int Run(int argc, char** argv) {
   tools::Flags flags({"out", "arch", "dim", "layers", "heads", "kv-heads", "ffn", "vocab-size",
-                      "vocab-from", "type", "context", "rope-base", "seed"},
-                     {"tied", "help"});
+                      "vocab-from", "type", "context", "rope-base", "seed", "head-dim",
+                      "rope-linear"},
+                     {"tied", "rope-freqs", "help"});
   std::string error;
   if (!flags.Parse(argc, argv, &error)) return Fail(error);
   if (flags.Has("help")) {
-    std::puts("usage: chorus-mkmodel --out FILE [--arch llama|qwen2] [--dim D] [--layers L]\n"
-              "  [--heads H] [--kv-heads K] [--ffn F] [--vocab-size V | --vocab-from FILE]\n"
-              "  [--type f32|f16|bf16|q8_0|q4_0] [--context N] [--rope-base B] [--tied] [--seed S]");
+    std::puts("usage: chorus-mkmodel --out FILE [--arch llama|qwen2|qwen3] [--dim D] [--layers L]\n"
+              "  [--heads H] [--kv-heads K] [--head-dim HD] [--ffn F]\n"
+              "  [--vocab-size V | --vocab-from FILE]\n"
+              "  [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q2_k|q3_k|q4_k|q5_k|q6_k|\n"
+              "          q4_k_m|q5_k_m]   (our own round-to-nearest quantizers with a scale\n"
+              "                           search; _m: Q6_K for embeddings, output and some\n"
+              "                           attn_v/ffn_down, as llama.cpp's mixes)\n"
+              "  [--context N] [--rope-base B] [--tied] [--seed S]\n"
+              "  [--rope-freqs]          add a Llama 3.1-style rope_freqs.weight (factor 32)\n"
+              "  [--rope-linear FACTOR]  linear rope scaling metadata");
     return 0;
   }
   if (!flags.Has("out")) return Fail("--out is required");
@@ -43,14 +52,25 @@ int Run(int argc, char** argv) {
       !flags.GetNumber("vocab-size", 512, 259, 1 << 24, &s.vocab_size, &error) ||
       !flags.GetNumber("context", 2048, 1, 1 << 24, &s.context_length, &error) ||
       !flags.GetNumber("rope-base", 10000.0f, 1.0001f, 1e9f, &s.rope_base, &error) ||
+      !flags.GetNumber("head-dim", 0, 0, 1024, &s.head_dim, &error) ||
+      !flags.GetNumber("rope-linear", 0.0f, 0.0f, 1024.0f, &s.rope_linear_factor, &error) ||
       !flags.GetNumber<int64_t>("seed", 1, 0, INT64_MAX, &seed, &error)) {
     return Fail(error);
   }
   if (!flags.Has("kv-heads")) s.n_kv_heads = s.n_heads;
   s.seed = static_cast<uint64_t>(seed);
   s.tied_output = flags.Has("tied");
-  auto type = ParseTypeName(flags.Get("type", "f32"));
-  if (!type) return Fail("--type must be one of f32, f16, bf16, q8_0, q4_0");
+  s.rope_freqs = flags.Has("rope-freqs");
+  std::string type_name = flags.Get("type", "f32");
+  if (type_name.size() > 2 && (type_name.ends_with("_m") || type_name.ends_with("_M"))) {
+    s.k_mix = true;  // q4_k_m, q5_k_m: the K-quant mix (random_model.h)
+    type_name.resize(type_name.size() - 2);
+  }
+  auto type = ParseTypeName(type_name);
+  if (!type || (s.k_mix && *type != GgmlType::kQ4_K && *type != GgmlType::kQ5_K)) {
+    return Fail("--type must be one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, "
+                "q4_k, q5_k, q6_k, q4_k_m, q5_k_m");
+  }
   s.weight_type = *type;
 
   std::unique_ptr<GgufFile> vocab;

@@ -21,6 +21,14 @@
 namespace chorus {
 namespace {
 
+RopeConfig Rc(int rope_dim, RopeStyle style) {
+  RopeConfig r;
+  r.rope_dim = rope_dim;
+  r.freq_base = 500000.0f;
+  r.style = style;
+  return r;
+}
+
 class CudaTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -234,24 +242,32 @@ TEST_F(CudaTest, ElementwiseOpsMatchCpu) {
     const auto kx = Random(n * kv_heads * hd);
     std::vector<float> want_q = x, want_k = kx;
     for (RopeStyle style : {RopeStyle::kAdjacentPairs, RopeStyle::kHalves}) {
-      cpu_->Rope(want_q.data(), pos.data(), n, heads, hd, hd, 500000.0f, style);
-      cpu_->Rope(want_k.data(), pos.data(), n, kv_heads, hd, hd, 500000.0f, style);
+      cpu_->Rope(want_q.data(), pos.data(), n, heads, hd, Rc(hd, style));
+      cpu_->Rope(want_k.data(), pos.data(), n, kv_heads, hd, Rc(hd, style));
     }
     auto dq = Up(x), dk = Up(kx);
     gpu_->BeginForward(tokens.data(), l, nullptr, 0);
     for (RopeStyle style : {RopeStyle::kAdjacentPairs, RopeStyle::kHalves}) {
-      gpu_->Rope(dq->f32(), pos.data(), n, heads, hd, hd, 500000.0f, style);
-      gpu_->Rope(dk->f32(), pos.data(), n, kv_heads, hd, hd, 500000.0f, style);
+      gpu_->Rope(dq->f32(), pos.data(), n, heads, hd, Rc(hd, style));
+      gpu_->Rope(dk->f32(), pos.data(), n, kv_heads, hd, Rc(hd, style));
     }
     ExpectClose(Down(*dq, want_q.size()), want_q, 1e-4, "rope pair (q)");
     ExpectClose(Down(*dk, want_k.size()), want_k, 1e-4, "rope pair (k)");
   }
-  // RoPE in both styles, over whole heads and over the first half of each head.
+  // RoPE in both styles, over whole heads and over the first half of each head, plain, with
+  // Llama 3 rope_freqs divisors (in backend memory on each side) and with linear scaling.
+  std::vector<float> factors;
+  for (int i = 0; i < hd / 2; ++i) factors.push_back(1.0f + 2.5f * i);
+  auto dfactors = Up(factors);
+  for (int variant = 0; variant < 3; ++variant)
   for (RopeStyle style : {RopeStyle::kAdjacentPairs, RopeStyle::kHalves}) {
     for (int rope_dim : {hd, hd / 2}) {
       std::vector<int32_t> pos = {0, 7, 100, 3, 2047};
       std::vector<float> want = x;
-      cpu_->Rope(want.data(), pos.data(), n, heads, hd, rope_dim, 10000.0f, style);
+      RopeConfig rc{rope_dim, 10000.0f, variant == 2 ? 0.125f : 1.0f,
+                    variant == 1 ? factors.data() : nullptr, style};
+      cpu_->Rope(want.data(), pos.data(), n, heads, hd, rc);
+      rc.freq_factors = variant == 1 ? dfactors->f32() : nullptr;
       AttentionLayout l;
       l.num_tokens = n;
       l.positions = pos.data();
@@ -262,8 +278,8 @@ TEST_F(CudaTest, ElementwiseOpsMatchCpu) {
       l.block_size = 4096;
       gpu_->BeginForward(tokens.data(), l, nullptr, 0);
       auto dx = Up(x);
-      gpu_->Rope(dx->f32(), pos.data(), n, heads, hd, rope_dim, 10000.0f, style);
-      ExpectClose(Down(*dx, n * d), want, 1e-4, "rope");
+      gpu_->Rope(dx->f32(), pos.data(), n, heads, hd, rc);
+      ExpectClose(Down(*dx, n * d), want, 1e-4, variant == 0 ? "rope" : "rope (factors/linear)");
     }
   }
 }

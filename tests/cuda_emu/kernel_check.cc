@@ -372,15 +372,23 @@ static void TestElementwise() {
     k::RmsNorm(sum.data(), w.data(), n, d, 1e-5f, out2.data(), S);
     Check(out2, want, 1e-5, "rmsnorm");
   }
+  // RoPE: plain, with Llama 3 rope_freqs divisors, and with linear scaling.
+  std::vector<float> factors;
+  for (int i = 0; i < hd / 2; ++i) factors.push_back(1.0f + 3.0f * i);
+  for (int variant = 0; variant < 3; ++variant)
   for (bool halves : {false, true}) {
     std::vector<int32_t> pos = {0, 7, 100, 3, 2047};
     auto q = Rand(n * heads * hd), kk = Rand(n * kvh * hd);
     for (int rope_dim : {hd, hd / 2}) {
+      const k::RopeArgs ra{rope_dim, 10000.0f, variant == 2 ? 0.25f : 1.0f,
+                           variant == 1 ? factors.data() : nullptr, halves};
       auto ref = [&](std::vector<float> v, int hs) {
         const int half = rope_dim / 2;
         for (int t = 0; t < n; ++t)
           for (int i = 0; i < half; ++i) {
-            const float freq = 1.0f / std::pow(10000.0f, (float)(2 * i) / rope_dim);
+            float freq = 1.0f / std::pow(10000.0f, (float)(2 * i) / rope_dim);
+            if (variant == 2) freq *= 0.25f;
+            if (variant == 1) freq /= factors[i];
             const float ang = pos[t] * freq, c = std::cos(ang), s = std::sin(ang);
             for (int h = 0; h < hs; ++h) {
               float* v0 = v.data() + (t * hs + h) * hd;
@@ -394,17 +402,14 @@ static void TestElementwise() {
       };
       auto wq = ref(q, heads), wk = ref(kk, kvh);
       auto gq = q, gk = kk;
-      k::RopePair(gq.data(), heads, gk.data(), kvh, pos.data(), n, hd, rope_dim, 10000.0f, halves,
-                  S);
-      Check(gq, wq, 1e-4,
-            std::string("rope pair q ") + (halves ? "halves" : "pairs") + " dim " +
-                std::to_string(rope_dim));
-      Check(gk, wk, 1e-4,
-            std::string("rope pair k ") + (halves ? "halves" : "pairs") + " dim " +
-                std::to_string(rope_dim));
+      k::RopePair(gq.data(), heads, gk.data(), kvh, pos.data(), n, hd, ra, S);
+      const std::string what = std::string(halves ? "halves" : "pairs") + " dim " +
+                               std::to_string(rope_dim) + " variant " + std::to_string(variant);
+      Check(gq, wq, 1e-4, "rope pair q " + what);
+      Check(gk, wk, 1e-4, "rope pair k " + what);
       auto sq = q;
-      k::Rope(sq.data(), pos.data(), n, heads, hd, rope_dim, 10000.0f, halves, S);
-      Check(sq, wq, 1e-4, "rope single");
+      k::Rope(sq.data(), pos.data(), n, heads, hd, ra, S);
+      Check(sq, wq, 1e-4, "rope single " + what);
     }
   }
   {  // RoPE of Q and K plus the KV write, fused, against the two kernels it replaces
@@ -423,10 +428,10 @@ static void TestElementwise() {
       void* k2 = half ? static_cast<void*>(kh2.data()) : kf2.data();
       void* v2 = half ? static_cast<void*>(vh2.data()) : vf2.data();
       auto q1 = q, q2 = q, kk1 = kk, kk2 = kk;
-      k::RopePair(q1.data(), heads, kk1.data(), kvh, pos.data(), n, hd, hd, 10000.0f, true, S);
+      const k::RopeArgs ra{hd, 10000.0f, 1.0f, factors.data(), true};
+      k::RopePair(q1.data(), heads, kk1.data(), kvh, pos.data(), n, hd, ra, S);
       k::KvWrite(kk1.data(), vv.data(), l, kv_dim, half, k1, v1, S);
-      k::RopeKvWrite(q2.data(), heads, kk2.data(), kvh, vv.data(), l, hd, hd, 10000.0f, true, half,
-                     k2, v2, S);
+      k::RopeKvWrite(q2.data(), heads, kk2.data(), kvh, vv.data(), l, hd, ra, half, k2, v2, S);
       Check(q2, q1, 0, "rope + kv write (q)");
       auto as_float = [&](const std::vector<uint16_t>& h, const std::vector<float>& f) {
         if (!half) return f;

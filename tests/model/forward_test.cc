@@ -14,129 +14,15 @@
 #include "chorus/model/random_model.h"
 #include "chorus/model/transformer.h"
 #include "random_model_file.h"
+#include "reference_forward.h"
 
 namespace chorus {
 namespace {
 
-using Mat = std::vector<double>;  // row-major
-
-// Dequantized weight [rows, cols] in double.
-Mat Weight(const GgufFile& f, const std::string& name, int64_t* rows = nullptr) {
-  const GgufTensorInfo* t = f.FindTensor(name);
-  EXPECT_NE(t, nullptr) << name;
-  std::vector<float> tmp(t->num_elements);
-  DequantizeRow(t->type, t->data, tmp.data(), t->num_elements);
-  if (rows) *rows = t->num_elements / t->ne[0];
-  return Mat(tmp.begin(), tmp.end());
-}
-
-// y[r] = sum_c W[r, c] x[c]
-std::vector<double> MatVec(const Mat& w, const std::vector<double>& x) {
-  const size_t cols = x.size(), rows = w.size() / cols;
-  std::vector<double> y(rows, 0.0);
-  for (size_t r = 0; r < rows; ++r) {
-    for (size_t c = 0; c < cols; ++c) y[r] += w[r * cols + c] * x[c];
-  }
-  return y;
-}
-
-std::vector<double> RmsNorm(const std::vector<double>& x, const Mat& w, double eps) {
-  double ss = 0;
-  for (double v : x) ss += v * v;
-  const double s = 1.0 / std::sqrt(ss / x.size() + eps);
-  std::vector<double> y(x.size());
-  for (size_t i = 0; i < x.size(); ++i) y[i] = x[i] * s * w[i];
-  return y;
-}
-
-void Rope(std::vector<double>& v, int heads, int hd, int rope_dim, double base, int pos, bool halves) {
-  for (int h = 0; h < heads; ++h) {
-    for (int i = 0; i < rope_dim / 2; ++i) {
-      const double theta = pos * std::pow(base, -2.0 * i / rope_dim);
-      const int a = halves ? i : 2 * i, b = halves ? i + rope_dim / 2 : 2 * i + 1;
-      const double x0 = v[h * hd + a], x1 = v[h * hd + b];
-      v[h * hd + a] = x0 * std::cos(theta) - x1 * std::sin(theta);
-      v[h * hd + b] = x0 * std::sin(theta) + x1 * std::cos(theta);
-    }
-  }
-}
-
-// Logits at every position of one sequence, by the textbook definition.
-std::vector<std::vector<double>> Reference(const GgufFile& f, const ModelConfig& c,
-                                           const std::vector<int32_t>& tokens) {
-  const int T = static_cast<int>(tokens.size()), hd = c.head_dim;
-  const bool qwen = c.arch == "qwen2";
-  const Mat embd = Weight(f, "token_embd.weight");
-  std::vector<std::vector<double>> x(T);
-  for (int t = 0; t < T; ++t) {
-    x[t].assign(embd.begin() + tokens[t] * c.dim, embd.begin() + (tokens[t] + 1) * c.dim);
-  }
-  for (int l = 0; l < c.n_layers; ++l) {
-    const std::string p = "blk." + std::to_string(l) + ".";
-    const Mat an = Weight(f, p + "attn_norm.weight"), wq = Weight(f, p + "attn_q.weight"),
-              wk = Weight(f, p + "attn_k.weight"), wv = Weight(f, p + "attn_v.weight"),
-              wo = Weight(f, p + "attn_output.weight"), fn = Weight(f, p + "ffn_norm.weight"),
-              wg = Weight(f, p + "ffn_gate.weight"), wu = Weight(f, p + "ffn_up.weight"),
-              wd = Weight(f, p + "ffn_down.weight");
-    std::vector<std::vector<double>> q(T), k(T), v(T);
-    for (int t = 0; t < T; ++t) {
-      const auto xn = RmsNorm(x[t], an, c.norm_eps);
-      q[t] = MatVec(wq, xn);
-      k[t] = MatVec(wk, xn);
-      v[t] = MatVec(wv, xn);
-      if (qwen) {
-        const Mat bq = Weight(f, p + "attn_q.bias"), bk = Weight(f, p + "attn_k.bias"),
-                  bv = Weight(f, p + "attn_v.bias");
-        for (size_t i = 0; i < q[t].size(); ++i) q[t][i] += bq[i];
-        for (size_t i = 0; i < k[t].size(); ++i) k[t][i] += bk[i], v[t][i] += bv[i];
-      }
-      Rope(q[t], c.n_heads, hd, c.rope_dim, c.rope_base, t, qwen);
-      Rope(k[t], c.n_kv_heads, hd, c.rope_dim, c.rope_base, t, qwen);
-    }
-    for (int t = 0; t < T; ++t) {
-      std::vector<double> att(c.q_dim(), 0.0);
-      for (int h = 0; h < c.n_heads; ++h) {
-        const int kh = h / (c.n_heads / c.n_kv_heads);
-        std::vector<double> s(t + 1);
-        for (int u = 0; u <= t; ++u) {
-          double d = 0;
-          for (int i = 0; i < hd; ++i) d += q[t][h * hd + i] * k[u][kh * hd + i];
-          s[u] = d / std::sqrt(static_cast<double>(hd));
-        }
-        const double mx = *std::max_element(s.begin(), s.end());
-        double sum = 0;
-        for (double& e : s) sum += e = std::exp(e - mx);
-        for (int u = 0; u <= t; ++u) {
-          for (int i = 0; i < hd; ++i) att[h * hd + i] += s[u] / sum * v[u][kh * hd + i];
-        }
-      }
-      const auto o = MatVec(wo, att);
-      for (int i = 0; i < c.dim; ++i) x[t][i] += o[i];
-      const auto xn = RmsNorm(x[t], fn, c.norm_eps);
-      auto g = MatVec(wg, xn);
-      const auto u = MatVec(wu, xn);
-      for (size_t i = 0; i < g.size(); ++i) g[i] = g[i] / (1 + std::exp(-g[i])) * u[i];
-      const auto d = MatVec(wd, g);
-      for (int i = 0; i < c.dim; ++i) x[t][i] += d[i];
-    }
-  }
-  const Mat on = Weight(f, "output_norm.weight");
-  const Mat out = f.FindTensor("output.weight") ? Weight(f, "output.weight") : embd;
-  std::vector<std::vector<double>> logits(T);
-  for (int t = 0; t < T; ++t) logits[t] = MatVec(out, RmsNorm(x[t], on, c.norm_eps));
-  return logits;
-}
-
-double RelError(const float* got, const std::vector<double>& want) {
-  double err = 0, scale = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    err = std::max(err, std::fabs(got[i] - want[i]));
-    scale = std::max(scale, std::fabs(want[i]));
-  }
-  return err / scale;
-}
 
 using testing::MakeModelFile;
+using testing::Reference;
+using testing::RelError;
 
 struct Param {
   std::string arch;
@@ -154,9 +40,12 @@ TEST_P(ForwardTest, MatchesFloat64Reference) {
   spec.n_heads = 4;
   spec.n_kv_heads = 2;
   spec.ffn_dim = 96;
+  if (GetTypeTraits(static_cast<uint32_t>(spec.weight_type))->block_size == 256) {
+    spec.dim = spec.ffn_dim = 256;  // K-quant super-blocks
+  }
   spec.n_layers = 2;
   spec.vocab_size = 300;
-  spec.tied_output = spec.arch == "qwen2";
+  spec.tied_output = spec.arch != "llama";
   spec.seed = 42;
   auto backend = CreateCpuBackend(GetParam().threads);
   auto model = Model::FromFile(MakeModelFile(spec), backend.get());
@@ -166,7 +55,7 @@ TEST_P(ForwardTest, MatchesFloat64Reference) {
   std::mt19937 rng(3);
   std::vector<int32_t> tokens(13);
   for (auto& t : tokens) t = static_cast<int32_t>(rng() % c.vocab_size);
-  const auto want = Reference((*model)->file(), c, tokens);
+  const auto want = Reference((*model)->file(), tokens);
 
   // Blocks of 4 tokens handed out in a scrambled order: the paging must not matter.
   auto kv = KvCache::Create(backend.get(), c, 8, 4);
@@ -205,7 +94,12 @@ INSTANTIATE_TEST_SUITE_P(
                       Param{"llama", GgmlType::kQ8_0, 2}, Param{"llama", GgmlType::kQ4_0, 2},
                       Param{"qwen2", GgmlType::kF32, 2}, Param{"qwen2", GgmlType::kF16, 2},
                       Param{"qwen2", GgmlType::kBF16, 2}, Param{"qwen2", GgmlType::kQ8_0, 2},
-                      Param{"qwen2", GgmlType::kQ4_0, 2}),
+                      Param{"qwen2", GgmlType::kQ4_0, 2}, Param{"qwen3", GgmlType::kF32, 2},
+                      Param{"qwen3", GgmlType::kQ8_0, 1}, Param{"llama", GgmlType::kQ4_1, 2},
+                      Param{"llama", GgmlType::kQ5_0, 2}, Param{"llama", GgmlType::kQ5_1, 2},
+                      Param{"llama", GgmlType::kQ2_K, 2}, Param{"llama", GgmlType::kQ3_K, 2},
+                      Param{"llama", GgmlType::kQ4_K, 2}, Param{"llama", GgmlType::kQ5_K, 2},
+                      Param{"llama", GgmlType::kQ6_K, 2}, Param{"qwen3", GgmlType::kQ4_K, 2}),
     [](const auto& info) {
       return info.param.arch + "_" + std::string(TypeName(info.param.type)) + "_t" +
              std::to_string(info.param.threads);
@@ -220,8 +114,8 @@ TEST(ForwardBatchTest, SequencesAtDifferentPositionsInOneCallMatchEachAlone) {
   const ModelConfig& c = (*model)->config();
   const std::vector<int32_t> a = {5, 77, 300, 12, 9, 41, 42};
   const std::vector<int32_t> s = {100, 200, 150, 3, 4};
-  const auto want_a = Reference((*model)->file(), c, a);
-  const auto want_s = Reference((*model)->file(), c, s);
+  const auto want_a = Reference((*model)->file(), a);
+  const auto want_s = Reference((*model)->file(), s);
 
   auto kv = KvCache::Create(backend.get(), c, 16, 4);
   ASSERT_TRUE(kv.ok());

@@ -2,6 +2,9 @@
 // tokens. Checked against the Llama 3 vocabulary's own special-token ids.
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <iterator>
+
 #include "../test_util.h"
 #include "chorus/admission/admission.h"
 
@@ -40,6 +43,21 @@ TEST(ChatTemplateTest, Llama3RenderingUsesHeaderTokensAndNeverParsesContent) {
   // Exactly one <|eot_id|>: the one closing the user turn; the one typed in the content is text.
   EXPECT_EQ(std::count(ids.begin(), ids.end(), eot), 1);
   EXPECT_EQ((*tok)->Decode({ids.end() - 2, ids.end()}, false).back(), '\n');
+}
+
+// Qwen3's real template (shared/tokenizers/hf/qwen3/tokenizer_config.json): ChatML with <think>
+// blocks, told apart from plain ChatML; Llama 3's real one is Llama 3.
+TEST(ChatTemplateTest, RecognisesRealQwen3AndLlama3Templates) {
+  auto read = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string qwen3 = read(std::string(CHORUS_SHARED_DIR) + "/tokenizers/hf/qwen3/tokenizer_config.json");
+  const std::string llama3 = read(std::string(CHORUS_SHARED_DIR) + "/tokenizers/hf/llama3/tokenizer_config.json");
+  if (qwen3.empty() || llama3.empty()) GTEST_SKIP() << "shared/tokenizers/hf not present";
+  EXPECT_EQ(DetectChatTemplate(qwen3, ""), ChatTemplate::kChatMlThinking);
+  EXPECT_EQ(DetectChatTemplate(llama3, ""), ChatTemplate::kLlama3);
+  EXPECT_EQ(DetectChatTemplate("", "qwen3"), ChatTemplate::kChatMlThinking);
 }
 
 }  // namespace

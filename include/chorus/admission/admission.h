@@ -52,7 +52,9 @@ struct AdmissionLimits {
   std::string chat_template;  // fallback: llama2 | llama3 | chatml | ""
 };
 
-enum class ChatTemplate { kNone, kLlama2, kLlama3, kChatMl };
+// kChatMlThinking: Qwen3's ChatML with <think> reasoning blocks (earlier assistant turns keep
+// only the text after their </think>).
+enum class ChatTemplate { kNone, kLlama2, kLlama3, kChatMl, kChatMlThinking };
 // Recognises the family of a GGUF chat template (never executes it).
 ChatTemplate DetectChatTemplate(std::string_view jinja, std::string_view fallback_name);
 // Token ids of the rendered conversation, ending with the assistant's turn opener. Message

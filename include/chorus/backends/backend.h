@@ -34,6 +34,19 @@ enum class RopeStyle {
   kHalves,         // rotate (i, i + d/2): "qwen2" (NeoX)
 };
 
+// How positions become rotation angles. Pair i (i < rope_dim / 2) of a token at position p
+// rotates by p * freq_scale * freq_base^(-2i / rope_dim) / freq_factors[i]:
+//   freq_scale    linear rope scaling (1 / {arch}.rope.scaling.factor), 1 when unscaled;
+//   freq_factors  Llama 3.x `rope_freqs.weight` [rope_dim / 2] F32 in backend memory, or
+//                 nullptr (all 1).
+struct RopeConfig {
+  int rope_dim = 0;
+  float freq_base = 10000.0f;
+  float freq_scale = 1.0f;
+  const float* freq_factors = nullptr;
+  RopeStyle style = RopeStyle::kAdjacentPairs;
+};
+
 // Where each token of a batch reads and writes its sequence's KV cache.
 struct AttentionLayout {
   int num_tokens = 0;
@@ -85,10 +98,10 @@ class Backend {
   virtual void MatMul(const WeightTensor& w, const float* x, int n, float* out) = 0;
   // x[n, d] += bias[d]
   virtual void AddBias(float* x, const WeightTensor& bias, int n) = 0;
-  // Rotates the first rope_dim dims of each head of x[n, heads * head_dim] in place;
+  // Rotates the first rope.rope_dim dims of each head of x[n, heads * head_dim] in place;
   // positions: host [n].
   virtual void Rope(float* x, const int32_t* positions, int n, int heads, int head_dim,
-                    int rope_dim, float freq_base, RopeStyle style) = 0;
+                    const RopeConfig& rope) = 0;
   // Bytes per value of the K/V caches this backend's KvWrite and Attention use: 4 (F32) unless
   // the backend stores them narrower (CUDA: F16 by default). The cache pointers below are typed
   // float* but point at values of this width.

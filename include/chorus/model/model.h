@@ -1,6 +1,7 @@
 // A loaded model: the GGUF file (kept mapped), its hyperparameters, tokenizer and weights as
 // backend tensors. Every tensor the architecture needs is checked for presence, type support
-// and shape before the model is returned. Immutable after Load; the backend must outlive it.
+// and shape before the model is returned, and every tensor in the file must be one the model
+// uses (or on a short list known to be safe to ignore): an unknown tensor is refused by name. Immutable after Load; the backend must outlive it.
 #pragma once
 
 #include <memory>
@@ -19,6 +20,7 @@ struct LayerWeights {
   WeightTensor attn_norm;   // [dim]
   WeightTensor wq, wk, wv;  // [q_dim, dim], [kv_dim, dim], [kv_dim, dim]
   WeightTensor bq, bk, bv;  // qwen2 only: [q_dim], [kv_dim], [kv_dim]
+  WeightTensor q_norm, k_norm;  // qwen3 only: [head_dim] each, RMSNorm per head before RoPE
   WeightTensor wo;          // [dim, q_dim]
   WeightTensor ffn_norm;    // [dim]
   WeightTensor gate, up;    // [ffn, dim]
@@ -29,6 +31,7 @@ struct ModelWeights {
   WeightTensor token_embd;   // [vocab, dim]
   WeightTensor output_norm;  // [dim]
   WeightTensor output;       // [vocab, dim]; token_embd when tied
+  WeightTensor rope_freqs;   // [rope_dim / 2] F32 divisors (Llama 3.x), data null when absent
   std::vector<LayerWeights> layers;
 };
 

@@ -12,6 +12,15 @@
 namespace chorus {
 namespace {
 
+// Angle per position of rotary pair i (backend.h: RopeConfig).
+float RopeFrequency(const RopeConfig& r, int i) {
+  float f = 1.0f / std::pow(r.freq_base,
+                            static_cast<float>(2 * i) / static_cast<float>(r.rope_dim));
+  if (r.freq_scale != 1.0f) f *= r.freq_scale;
+  if (r.freq_factors != nullptr) f /= r.freq_factors[i];
+  return f;
+}
+
 class HostBuffer : public BackendBuffer {
  public:
   explicit HostBuffer(size_t bytes)
@@ -135,14 +144,15 @@ class CpuBackend : public Backend {
     }
   }
 
-  void Rope(float* x, const int32_t* positions, int n, int heads, int head_dim, int rope_dim,
-            float freq_base, RopeStyle style) override {
+  void Rope(float* x, const int32_t* positions, int n, int heads, int head_dim,
+            const RopeConfig& rope) override {
+    const int rope_dim = rope.rope_dim;
     const int half = rope_dim / 2;
     std::vector<float> freq(half);
     for (int i = 0; i < half; ++i) {
-      freq[i] =
-          1.0f / std::pow(freq_base, static_cast<float>(2 * i) / static_cast<float>(rope_dim));
+      freq[i] = RopeFrequency(rope, i);
     }
+    const RopeStyle style = rope.style;
     for (int t = 0; t < n; ++t) {
       for (int i = 0; i < half; ++i) {
         const float angle = static_cast<float>(positions[t]) * freq[i];

@@ -53,7 +53,9 @@ k::DeviceWeight Dev(const WeightTensor& w) {
   return {static_cast<int>(w.type), w.rows, w.cols, w.row_bytes, w.data};
 }
 
-bool Quantized(GgmlType t) { return t == GgmlType::kQ8_0 || t == GgmlType::kQ4_0; }
+bool Quantized(GgmlType t) {
+  return t != GgmlType::kF32 && t != GgmlType::kF16 && t != GgmlType::kBF16;
+}
 
 // Decode batches up to this many rows may be captured as graphs.
 constexpr int kGraphMaxTokens = 64;
@@ -131,7 +133,8 @@ class CudaBackend : public Backend, public GraphDriver {
   absl::StatusOr<WeightTensor> LoadWeight(const GgufTensorInfo& t) override {
     Flush();
     auto traits = GetTypeTraits(static_cast<uint32_t>(t.type));
-    if (!traits || !traits->supported || t.n_dims > 2) {
+    if (!traits || !traits->supported || t.n_dims > 2 ||
+        k::BlockBytes(static_cast<int>(t.type)) == 0) {
       return absl::FailedPreconditionError(StrCat("tensor '", t.name, "' has type ",
                                                   TypeName(t.type),
                                                   " or shape the cuda backend does not support"));
@@ -297,21 +300,21 @@ class CudaBackend : public Backend, public GraphDriver {
     PushOp({kOpBias, W(x), W(b), W(n), W(d)},
            [=, this] { Check(k::AddBias(x, b, n, d, stream_)); });
   }
-  void Rope(float* x, const int32_t* positions, int n, int heads, int head_dim, int rope_dim,
-            float freq_base, RopeStyle style) override {
+  void Rope(float* x, const int32_t* positions, int n, int heads, int head_dim,
+            const RopeConfig& rope) override {
     const int32_t* dp = Device(positions, host_positions_, layout_.positions, n);
-    const bool halves = style == RopeStyle::kHalves;
+    const k::RopeArgs args{rope.rope_dim, rope.freq_base, rope.freq_scale, rope.freq_factors,
+                           rope.style == RopeStyle::kHalves};
     StagedRope& r = staged_rope_;
     if (r.a != nullptr && r.b == nullptr && r.positions == dp && r.n == n &&
-        r.head_dim == head_dim && r.rope_dim == rope_dim && r.freq_base == freq_base &&
-        r.halves == halves && r.a != x) {
+        r.head_dim == head_dim && SameRope(r.rope, args) && r.a != x) {
       // Q then K of the same tokens: one launch, still staged (the KV write of K may join).
       r.b = x;
       r.heads_b = heads;
       return;
     }
     PushStaged();
-    r = {x, heads, nullptr, 0, dp, n, head_dim, rope_dim, freq_base, halves};
+    r = {x, heads, nullptr, 0, dp, n, head_dim, args};
     if (!options_.fuse) PushStaged();
   }
   void KvWrite(const float* kk, const float* v, const AttentionLayout& layout, int kv_dim,
@@ -326,11 +329,11 @@ class CudaBackend : public Backend, public GraphDriver {
       staged_rope_ = {};
       PushOp({kOpRopeKvWrite, W(r.a), W(r.heads), W(r.b), W(r.heads_b), W(v), W(l.positions),
               W(l.block_tables), W(l.max_blocks_per_seq), W(l.block_size), W(l.num_tokens),
-              W(r.head_dim), W(r.rope_dim), W(r.freq_base), W(r.halves), W(half), W(k_cache),
-              W(v_cache)},
+              W(r.head_dim), W(r.rope.rope_dim), W(r.rope.freq_base), W(r.rope.freq_scale),
+              W(r.rope.freq_factors), W(r.rope.halves), W(half), W(k_cache), W(v_cache)},
              [=, this] {
-               Check(k::RopeKvWrite(r.a, r.heads, r.b, r.heads_b, v, l, r.head_dim, r.rope_dim,
-                                    r.freq_base, r.halves, half, k_cache, v_cache, stream_));
+               Check(k::RopeKvWrite(r.a, r.heads, r.b, r.heads_b, v, l, r.head_dim, r.rope, half,
+                                    k_cache, v_cache, stream_));
              });
       return;
     }
@@ -508,10 +511,11 @@ class CudaBackend : public Backend, public GraphDriver {
       const StagedRope r = staged_rope_;
       staged_rope_ = {};
       tape_.Push({kOpRope, W(r.a), W(r.heads), W(r.b), W(r.heads_b), W(r.positions), W(r.n),
-                  W(r.head_dim), W(r.rope_dim), W(r.freq_base), W(r.halves)},
+                  W(r.head_dim), W(r.rope.rope_dim), W(r.rope.freq_base), W(r.rope.freq_scale),
+                  W(r.rope.freq_factors), W(r.rope.halves)},
                  [=, this] {
                    Check(k::RopePair(r.a, r.heads, r.b, r.heads_b, r.positions, r.n, r.head_dim,
-                                     r.rope_dim, r.freq_base, r.halves, stream_));
+                                     r.rope, stream_));
                  });
     }
     if (staged_.count == 0) return;
@@ -683,10 +687,14 @@ class CudaBackend : public Backend, public GraphDriver {
     float* b = nullptr;  // K once it joined
     int heads_b = 0;
     const int32_t* positions = nullptr;
-    int n = 0, head_dim = 0, rope_dim = 0;
-    float freq_base = 0;
-    bool halves = false;
+    int n = 0, head_dim = 0;
+    k::RopeArgs rope{};
   };
+  static bool SameRope(const k::RopeArgs& a, const k::RopeArgs& b) {
+    return a.rope_dim == b.rope_dim && a.freq_base == b.freq_base &&
+           a.freq_scale == b.freq_scale && a.freq_factors == b.freq_factors &&
+           a.halves == b.halves;
+  }
   StagedRope staged_rope_;
   OpTape tape_;  // last: destroyed first, while the driver above is intact
 };
