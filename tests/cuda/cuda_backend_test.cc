@@ -17,6 +17,12 @@
 #include "chorus/model/random_model.h"
 #include "chorus/model/transformer.h"
 #include "chorus/tokenizer/tokenizer.h"
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "../model/long_run.h"
+#include "../model/random_model_file.h"
+#include "../model/reference_forward.h"
 
 namespace chorus {
 namespace {
@@ -403,10 +409,11 @@ std::string SmallModel(const char* arch, GgmlType type, int heads = 4, int kv_he
   RandomModelSpec spec;
   spec.arch = arch;
   spec.weight_type = type;
-  spec.dim = 128;
+  spec.dim = GetTypeTraits(static_cast<uint32_t>(type))->block_size == 256 ? 256 : 128;
   spec.n_heads = heads;
   spec.n_kv_heads = kv_heads;
   spec.ffn_dim = 256;
+  spec.k_mix = type == GgmlType::kQ4_K;  // a Q4_K_M-style mix: Q6_K tensors too
   spec.n_layers = 2;
   GgufWriter wr;
   EXPECT_TRUE(BuildRandomModel(spec, nullptr, &wr).ok());
@@ -440,9 +447,14 @@ TEST_F(CudaTest, HalfKvCacheModelLogitsStayCloseToCpu) {
 }
 
 TEST_F(CudaTest, ModelLogitsMatchCpuForBothArchitecturesAndAllTypes) {
-  for (const char* arch : {"llama", "qwen2"}) {
+  for (const char* arch : {"llama", "qwen2", "qwen3"}) {
     for (GgmlType type :
-         {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ8_0, GgmlType::kQ4_0}) {
+         {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ8_0, GgmlType::kQ4_0,
+          GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1, GgmlType::kQ4_K, GgmlType::kQ5_K,
+          GgmlType::kQ6_K}) {
+      if (std::string(arch) == "qwen3" && type != GgmlType::kF32 && type != GgmlType::kQ4_K) {
+        continue;
+      }
       const std::string bytes = SmallModel(arch, type);
       auto run = [&](Backend* be) {
         auto f = GgufFile::FromBytes(bytes);
@@ -472,8 +484,59 @@ TEST_F(CudaTest, ModelLogitsMatchCpuForBothArchitecturesAndAllTypes) {
       const auto want = run(cpu_.get());
       const auto got = run(gpu_.get());
       // Prefill of non-F32 weights runs its GEMMs on half-precision activations.
-      ExpectClose(got, want, type == GgmlType::kF32 ? 1e-4 : 3e-2, arch);
+      ExpectClose(got, want, type == GgmlType::kF32 ? 1e-4 : 3e-2,
+                  (std::string(arch) + " " + std::string(TypeName(type))).c_str());
     }
+  }
+}
+
+// Long prompts (1,100 positions, prefilled in 256-row chunks, then greedy decode) against the
+// float64 reference: Llama 3.x rope_freqs divisors and Qwen3 (q/k norms, wide heads), on the
+// F32 KV cache. The same check the CPU backend passes in model/real_math_test.cc.
+TEST_F(CudaTest, LongContextRopeFreqsAndQwen3MatchTheFloat64Reference) {
+  for (const char* arch : {"llama", "qwen3"}) {
+    RandomModelSpec s;
+    s.arch = arch;
+    s.dim = 64;
+    s.n_heads = 4;
+    s.n_kv_heads = 2;
+    s.ffn_dim = 96;
+    s.vocab_size = 300;
+    s.rope_base = 500000.0f;
+    s.rope_freqs = std::string(arch) == "llama";
+    s.head_dim = std::string(arch) == "qwen3" ? 32 : 0;
+    s.seed = 17;
+    auto model = Model::FromFile(testing::MakeModelFile(s), gpu_.get());
+    ASSERT_TRUE(model.ok()) << model.status();
+    constexpr int kPrompt = 1100, kSteps = 3;
+    const testing::LongRun run = testing::RunLong(model->get(), gpu_.get(), kPrompt, kSteps);
+    const auto want = testing::Reference((*model)->file(), run.tokens, false, kPrompt - 1);
+    for (int k = 0; k <= kSteps; ++k) {
+      EXPECT_LT(testing::RelError(run.logits[k].data(), want[kPrompt - 1 + k]), 5e-4)
+          << arch << " step " << k;
+    }
+  }
+}
+
+// llama.cpp-quantized Q4_K_M and Q6_K files (shared/fixtures/real-formats) decode on the device
+// exactly as the independent float64 reference in expected.json (29-token prompts, 24 greedy
+// steps; the 1,235-token prompts are left to the CPU test, too slow on the emulator).
+TEST_F(CudaTest, RealKQuantFilesDecodeLikeTheFloat64Reference) {
+  const std::string dir = std::string(CHORUS_SHARED_DIR) + "/fixtures/real-formats/";
+  std::ifstream in(dir + "expected.json");
+  if (!in) GTEST_SKIP() << "shared/fixtures/real-formats not present";
+  const nlohmann::json expected = nlohmann::json::parse(in);
+  for (const auto& c : expected["cases"]) {
+    if (c["prompt_ids"].size() > 64) continue;
+    const std::string file = c["file"];
+    auto model = Model::Load(dir + file, gpu_.get());
+    ASSERT_TRUE(model.ok()) << model.status();
+    const auto want = c["reference"]["tokens"].get<std::vector<int32_t>>();
+    const int exact = c["reference"]["exact_steps"];
+    const auto got = testing::Greedy(model->get(), gpu_.get(),
+                                     c["prompt_ids"].get<std::vector<int32_t>>(),
+                                     static_cast<int>(want.size()));
+    for (int s = 0; s < exact; ++s) ASSERT_EQ(got[s], want[s]) << file << " step " << s;
   }
 }
 

@@ -47,12 +47,17 @@ static void Check(const std::vector<float>& got, const std::vector<float>& want,
 }
 static cudaStream_t S = nullptr;
 
+// Every weight type the CUDA backend loads (the newer ones through the generic chunk path).
+static const GgmlType kAllTypes[] = {
+    GgmlType::kF32,  GgmlType::kF16,  GgmlType::kBF16, GgmlType::kQ8_0,
+    GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1,
+    GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K};
+
 static void TestGemv() {
-  for (GgmlType type :
-       {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ8_0, GgmlType::kQ4_0}) {
+  for (GgmlType type : kAllTypes) {
     auto tr = *chorus::GetTypeTraits((uint32_t)type);
-    for (int64_t cols : {int64_t{128}, int64_t{100}}) {
-      if (tr.block_size == 32 && cols % 32) continue;
+    for (int64_t cols : {int64_t{128}, int64_t{100}, int64_t{512}}) {
+      if (cols % tr.block_size) continue;
       const int64_t rows_list[3] = {96, 40, 33};
       std::vector<std::vector<uint8_t>> bytes(3);
       std::vector<std::vector<float>> deq(3);
@@ -107,9 +112,9 @@ static void TestGemv() {
 
 // Gate/up GEMVs with SwiGLU in the epilogue against the naive product.
 static void TestGemvSwiGlu() {
-  for (GgmlType type : {GgmlType::kF32, GgmlType::kBF16, GgmlType::kQ8_0, GgmlType::kQ4_0}) {
+  for (GgmlType type : kAllTypes) {
     auto tr = *chorus::GetTypeTraits(static_cast<uint32_t>(type));
-    const int64_t rows = 40, cols = 128, rb = cols / tr.block_size * tr.type_size;
+    const int64_t rows = 40, cols = 256, rb = cols / tr.block_size * tr.type_size;
     std::vector<uint8_t> gb(rows * rb + 16), ub(rows * rb + 16);
     uint8_t* gp = gb.data();
     uint8_t* up = ub.data();
@@ -446,9 +451,9 @@ static void TestElementwise() {
     }
   }
   {  // embed quantized
-    for (GgmlType type : {GgmlType::kF16, GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kBF16}) {
+    for (GgmlType type : kAllTypes) {
       auto tr = *chorus::GetTypeTraits((uint32_t)type);
-      const int vocab = 50, dd = 64;
+      const int vocab = 50, dd = tr.block_size == 256 ? 256 : 64;
       const int64_t rb = dd / tr.block_size * tr.type_size;
       auto vals = Rand(vocab * dd);
       std::vector<uint8_t> bytes(rb * vocab);

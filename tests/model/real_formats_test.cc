@@ -12,6 +12,7 @@
 #include "chorus/backends/cpu_backend.h"
 #include "chorus/model/model.h"
 #include "chorus/model/transformer.h"
+#include "long_run.h"
 
 namespace chorus {
 namespace {
@@ -22,42 +23,6 @@ nlohmann::json LoadExpected() {
   std::ifstream in(kDir + "expected.json");
   if (!in) return nullptr;
   return nlohmann::json::parse(in);
-}
-
-// Greedy continuation of `prompt` (prefilled in chunks of 512 rows).
-std::vector<int32_t> Greedy(Model* model, Backend* backend, const std::vector<int32_t>& prompt,
-                            int steps) {
-  constexpr int kBlock = 16;
-  const int blocks = (static_cast<int>(prompt.size()) + steps) / kBlock + 1;
-  auto kv = KvCache::Create(backend, model->config(), blocks, kBlock);
-  EXPECT_TRUE(kv.ok());
-  Transformer tf(model, backend, kv->get());
-  ForwardBatch b;
-  b.max_blocks_per_seq = blocks;
-  for (int i = 0; i < blocks; ++i) b.block_tables.push_back(i);
-  std::vector<float> logits;
-  std::vector<int32_t> out;
-  const int n = static_cast<int>(prompt.size());
-  for (int start = 0; start < n; start += 512) {
-    const int end = std::min(n, start + 512);
-    b.tokens.assign(prompt.begin() + start, prompt.begin() + end);
-    b.positions.clear();
-    for (int t = start; t < end; ++t) b.positions.push_back(t);
-    b.seq_of_token.assign(end - start, 0);
-    b.logit_rows = {end - start - 1};
-    EXPECT_TRUE(tf.Forward(b, &logits).ok());
-  }
-  for (int s = 0; s < steps; ++s) {
-    const int32_t next =
-        static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-    out.push_back(next);
-    b.tokens = {next};
-    b.positions = {n + s};
-    b.seq_of_token = {0};
-    b.logit_rows = {0};
-    EXPECT_TRUE(tf.Forward(b, &logits).ok());
-  }
-  return out;
 }
 
 TEST(RealFormatsTest, KQuantFilesDecodeLikeTheFloat64Reference) {
@@ -74,7 +39,7 @@ TEST(RealFormatsTest, KQuantFilesDecodeLikeTheFloat64Reference) {
     EXPECT_EQ((*model)->tokenizer().Encode(std::string(c["prompt"]), true, false), prompt);
     const auto want = c["reference"]["tokens"].get<std::vector<int32_t>>();
     const int exact = c["reference"]["exact_steps"];
-    const auto got = Greedy(model->get(), backend.get(), prompt, static_cast<int>(want.size()));
+    const auto got = testing::Greedy(model->get(), backend.get(), prompt, static_cast<int>(want.size()));
     ASSERT_EQ(got.size(), want.size());
     for (int s = 0; s < exact; ++s) ASSERT_EQ(got[s], want[s]) << "step " << s;
     if (exact == static_cast<int>(want.size())) {

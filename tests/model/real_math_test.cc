@@ -14,6 +14,7 @@
 #include "chorus/model/random_model.h"
 #include "chorus/model/transformer.h"
 #include "random_model_file.h"
+#include "long_run.h"
 #include "reference_forward.h"
 
 namespace chorus {
@@ -21,6 +22,8 @@ namespace {
 
 using testing::Reference;
 using testing::RelError;
+using testing::RunLong;
+using testing::LongRun;
 
 
 RandomModelSpec LongSpec(const std::string& arch) {
@@ -36,50 +39,6 @@ RandomModelSpec LongSpec(const std::string& arch) {
   s.rope_base = 500000.0f;  // Llama 3's base: most pairs have long wavelengths
   s.seed = 17;
   return s;
-}
-
-struct LongRun {
-  std::vector<int32_t> tokens;     // prompt + generated
-  std::vector<std::vector<float>> logits;  // at positions prompt-1 .. end-1
-};
-
-// Prefills `prompt_len` random tokens in chunks of 256 and decodes `steps` greedy tokens.
-LongRun RunLong(Model* model, Backend* backend, int prompt_len, int steps) {
-  const ModelConfig& c = model->config();
-  constexpr int kBlock = 16;
-  const int blocks = (prompt_len + steps) / kBlock + 1;
-  auto kv = KvCache::Create(backend, c, blocks, kBlock);
-  EXPECT_TRUE(kv.ok());
-  Transformer tf(model, backend, kv->get());
-  LongRun run;
-  std::mt19937 rng(5);
-  for (int t = 0; t < prompt_len; ++t) run.tokens.push_back(static_cast<int32_t>(rng() % c.vocab_size));
-  ForwardBatch b;
-  b.max_blocks_per_seq = blocks;
-  for (int i = 0; i < blocks; ++i) b.block_tables.push_back(blocks - 1 - i);  // scrambled
-  std::vector<float> logits;
-  for (int start = 0; start < prompt_len; start += 256) {
-    const int end = std::min(prompt_len, start + 256);
-    b.tokens.assign(run.tokens.begin() + start, run.tokens.begin() + end);
-    b.positions.clear();
-    for (int t = start; t < end; ++t) b.positions.push_back(t);
-    b.seq_of_token.assign(end - start, 0);
-    b.logit_rows = {end - start - 1};
-    EXPECT_TRUE(tf.Forward(b, &logits).ok());
-  }
-  for (int s = 0; s <= steps; ++s) {
-    run.logits.push_back(logits);
-    if (s == steps) break;
-    const int32_t next =
-        static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-    run.tokens.push_back(next);
-    b.tokens = {next};
-    b.positions = {static_cast<int32_t>(run.tokens.size()) - 1};
-    b.seq_of_token = {0};
-    b.logit_rows = {0};
-    EXPECT_TRUE(tf.Forward(b, &logits).ok());
-  }
-  return run;
 }
 
 // Decodes from a 1,100-token prompt and checks every logit row against the reference; when

@@ -40,7 +40,112 @@ float DotF32(const float* a, const float* b, int64_t n) {
   return sum;
 }
 
+#if defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
+// 6-bit scale and min of sub-block j of a Q4_K / Q5_K super-block.
+static inline void ScaleMinK4(int j, const uint8_t* q, int* sc, int* m) {
+  if (j < 4) {
+    *sc = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *sc = (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4);
+    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+// 8 unsigned bytes (as int32 lanes) times d minus mn.
+static inline void Store8(float* o, __m256i q, float d, float mn) {
+  _mm256_storeu_ps(o, _mm256_fmsub_ps(_mm256_cvtepi32_ps(q), _mm256_set1_ps(d),
+                                      _mm256_set1_ps(mn)));
+}
+
+// Q4_K / Q5_K super-blocks: per 64 values, 32 bytes of nibbles (low: sub-block 2c, high: 2c+1),
+// Q5_K's fifth bits from qh (bit 2c / 2c+1 of byte l).
+static void DequantizeQ45K(GgmlType type, const uint8_t* src, float* dst, int64_t n) {
+  const bool five = type == GgmlType::kQ5_K;
+  const int64_t bytes = five ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K);
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    const uint8_t* blk = src + b * bytes;
+    uint16_t dh, mh;
+    std::memcpy(&dh, blk, 2);
+    std::memcpy(&mh, blk + 2, 2);
+    const float d = _cvtsh_ss(dh), dmin = _cvtsh_ss(mh);
+    const uint8_t* scales = blk + 4;
+    const uint8_t* qh = blk + 16;
+    const uint8_t* qs = blk + (five ? 48 : 16);
+    float* o = dst + b * kQK_K;
+    for (int c = 0; c < 4; ++c) {
+      int sc0, m0, sc1, m1;
+      ScaleMinK4(2 * c, scales, &sc0, &m0);
+      ScaleMinK4(2 * c + 1, scales, &sc1, &m1);
+      for (int l = 0; l < 32; l += 8) {
+        const __m256i raw = _mm256_cvtepu8_epi32(
+            _mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + c * 32 + l)));
+        __m256i lo = _mm256_and_si256(raw, _mm256_set1_epi32(0xf));
+        __m256i hi = _mm256_srli_epi32(raw, 4);
+        if (five) {
+          const __m256i h = _mm256_cvtepu8_epi32(
+              _mm_loadl_epi64(reinterpret_cast<const __m128i*>(qh + l)));
+          const __m256i one = _mm256_set1_epi32(1);
+          lo = _mm256_or_si256(
+              lo, _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(h, 2 * c), one), 4));
+          hi = _mm256_or_si256(
+              hi, _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(h, 2 * c + 1), one), 4));
+        }
+        Store8(o + c * 64 + l, lo, d * sc0, dmin * m0);
+        Store8(o + c * 64 + 32 + l, hi, d * sc1, dmin * m1);
+      }
+    }
+  }
+}
+
+// Q6_K super-blocks: two halves of 128 values, each 64 bytes of low nibbles, 32 bytes of
+// 2-bit highs, 8 int8 scales (one per 16 values); q - 32.
+static void DequantizeQ6K(const uint8_t* src, float* dst, int64_t n) {
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    const auto* blk = reinterpret_cast<const BlockQ6_K*>(src + b * sizeof(BlockQ6_K));
+    const float d = _cvtsh_ss(blk->d);
+    for (int half = 0; half < 2; ++half) {
+      const uint8_t* ql = blk->ql + half * 64;
+      const uint8_t* qh = blk->qh + half * 32;
+      const int8_t* sc = blk->scales + half * 8;
+      float* o = dst + b * kQK_K + half * 128;
+      for (int l = 0; l < 32; l += 8) {
+        auto load8 = [](const uint8_t* p) {
+          return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+        };
+        const __m256i a = load8(ql + l), c = load8(ql + l + 32), h = load8(qh + l);
+        const __m256i m4 = _mm256_set1_epi32(0xf), m2 = _mm256_set1_epi32(3);
+        const __m256i q[4] = {
+            _mm256_or_si256(_mm256_and_si256(a, m4), _mm256_slli_epi32(_mm256_and_si256(h, m2), 4)),
+            _mm256_or_si256(_mm256_and_si256(c, m4),
+                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(h, 2), m2), 4)),
+            _mm256_or_si256(_mm256_srli_epi32(a, 4),
+                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(h, 4), m2), 4)),
+            _mm256_or_si256(_mm256_srli_epi32(c, 4),
+                            _mm256_slli_epi32(_mm256_srli_epi32(h, 6), 4))};
+        for (int g = 0; g < 4; ++g) {
+          const float dg = d * static_cast<float>(sc[l / 16 + 2 * g]);
+          const __m256i centred = _mm256_sub_epi32(q[g], _mm256_set1_epi32(32));
+          _mm256_storeu_ps(o + 32 * g + l,
+                           _mm256_mul_ps(_mm256_cvtepi32_ps(centred), _mm256_set1_ps(dg)));
+        }
+      }
+    }
+  }
+}
+#endif
+
 void DequantizeRowFast(GgmlType type, const void* src, float* dst, int64_t n) {
+#if defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
+  if (type == GgmlType::kQ4_K || type == GgmlType::kQ5_K) {
+    DequantizeQ45K(type, static_cast<const uint8_t*>(src), dst, n);
+    return;
+  }
+  if (type == GgmlType::kQ6_K) {
+    DequantizeQ6K(static_cast<const uint8_t*>(src), dst, n);
+    return;
+  }
+#endif
 #if defined(__AVX2__) && defined(__F16C__)
   switch (type) {
     case GgmlType::kF16: {
