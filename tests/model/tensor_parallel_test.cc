@@ -41,12 +41,15 @@ TEST_P(TensorParallelTest, LogitsMatchASingleRank) {
   RandomModelSpec spec;
   spec.arch = GetParam().arch;
   spec.weight_type = GetParam().type;
-  spec.dim = 128;
+  const bool k_quant = GetTypeTraits(static_cast<uint32_t>(spec.weight_type))->block_size == 256;
+  spec.dim = k_quant ? 512 : 128;  // each rank's column slice a whole number of super-blocks
   spec.n_heads = 8;
   spec.n_kv_heads = 4;
-  spec.ffn_dim = 256;
+  spec.ffn_dim = k_quant ? 512 : 256;
   spec.n_layers = 2;
   spec.seed = 77;
+  spec.rope_freqs = spec.arch == "llama";  // every rank applies the same divisors
+  spec.k_mix = spec.weight_type == GgmlType::kQ4_K;
   auto cpu = CreateCpuBackend(1);
   auto model = Model::FromFile(MakeModelFile(spec), cpu.get());
   ASSERT_TRUE(model.ok()) << model.status();
@@ -86,7 +89,9 @@ INSTANTIATE_TEST_SUITE_P(
     Shapes, TensorParallelTest,
     ::testing::Values(Param{"llama", GgmlType::kF32, 2}, Param{"llama", GgmlType::kF32, 4},
                       Param{"qwen2", GgmlType::kF32, 2}, Param{"llama", GgmlType::kQ8_0, 2},
-                      Param{"qwen2", GgmlType::kQ4_0, 2}, Param{"llama", GgmlType::kBF16, 2}),
+                      Param{"qwen2", GgmlType::kQ4_0, 2}, Param{"llama", GgmlType::kBF16, 2},
+                      Param{"qwen3", GgmlType::kF32, 2}, Param{"qwen3", GgmlType::kQ8_0, 4},
+                      Param{"llama", GgmlType::kQ4_K, 2}, Param{"llama", GgmlType::kQ6_K, 2}),
     [](const auto& info) {
       return info.param.arch + "_" + std::string(TypeName(info.param.type)) + "_tp" +
              std::to_string(info.param.world);
@@ -99,6 +104,21 @@ TEST(TensorParallelSplitTest, RanksThatDoNotDivideTheHeadsAreRefused) {
   ASSERT_TRUE(model.ok());
   auto shard = ModelShard::Create(**model, 0, 3, cpu.get());
   EXPECT_EQ(shard.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// A K-quant matrix split through its input columns must cut at super-block (256) boundaries:
+// dim 256 over 2 ranks gives 128-column slices of attn_output, refused by name.
+TEST(TensorParallelSplitTest, KQuantColumnsThatSplitInsideASuperBlockAreRefused) {
+  RandomModelSpec spec;
+  spec.weight_type = GgmlType::kQ4_K;
+  spec.dim = spec.ffn_dim = 256;
+  auto cpu = CreateCpuBackend(1);
+  auto model = Model::FromFile(MakeModelFile(spec), cpu.get());
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto shard = ModelShard::Create(**model, 0, 2, cpu.get());
+  EXPECT_EQ(shard.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(shard.status().message().find("Q4_K block of 256"), std::string::npos)
+      << shard.status();
 }
 
 }  // namespace

@@ -10,6 +10,8 @@
 #include <sstream>
 
 #include "../test_util.h"
+#include "chorus/model/gguf_writer.h"
+#include "chorus/model/random_model.h"
 
 namespace chorus {
 namespace {
@@ -187,6 +189,24 @@ TEST(BpeTest, HugeWordsTokenizeAndSmallOnesMatchTheNaiveMerger) {
     for (auto& piece : s) want.push_back((*tok)->FindToken(piece));
     EXPECT_EQ((*tok)->Encode(word, false, false), want) << word;
   }
+}
+
+// EOS, EOT and EOM ids from the metadata all end generation (Llama 3.1's <|eom_id|> ends a
+// tool-call turn); an ordinary token does not.
+TEST(TokenizerMetadataTest, EosEotAndEomIdsEndGeneration) {
+  GgufWriter w;
+  RandomModelSpec spec;
+  ASSERT_TRUE(BuildRandomModel(spec, nullptr, &w).ok());
+  w.SetU32("tokenizer.ggml.eot_token_id", 300);
+  w.SetU32("tokenizer.ggml.eom_token_id", 301);
+  auto f = GgufFile::FromBytes(w.Serialize());
+  ASSERT_TRUE(f.ok()) << f.status();
+  auto tok = Tokenizer::FromGguf(**f);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_TRUE((*tok)->IsEndOfGeneration(2));    // eos_token_id
+  EXPECT_TRUE((*tok)->IsEndOfGeneration(300));  // eot
+  EXPECT_TRUE((*tok)->IsEndOfGeneration(301));  // eom
+  EXPECT_FALSE((*tok)->IsEndOfGeneration(302));
 }
 
 }  // namespace
