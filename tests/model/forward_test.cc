@@ -285,10 +285,12 @@ namespace {
 // The int8-activation path (an opt-in speed mode) stays close to the exact float path: the
 // activations are rounded to 8 bits per 32-value block, nothing else changes.
 TEST(Int8ActivationTest, QuantizedMatmulsStayCloseToTheExactPath) {
-  for (GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ4_0}) {
+  for (GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_K, GgmlType::kQ5_K,
+                        GgmlType::kQ6_K}) {
+    if (!cpu::Int8Supported(type)) continue;
     RandomModelSpec spec;
     spec.weight_type = type;
-    spec.dim = 128;
+    spec.dim = 256;
     spec.ffn_dim = 256;
     spec.seed = 5;
     GgufWriter w;
@@ -327,13 +329,15 @@ TEST(Int8ActivationTest, QuantizedMatmulsStayCloseToTheExactPath) {
 TEST(Int8ActivationTest, BlockDotMatchesScalarIntegerArithmetic) {
   std::mt19937 rng(9);
   std::uniform_real_distribution<float> dist(-2, 2);
-  const int64_t cols = 96, rows = 5;
-  for (GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ4_0}) {
+  const int64_t cols = 512, rows = 5;
+  for (GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_K, GgmlType::kQ5_K,
+                        GgmlType::kQ6_K}) {
+    if (!cpu::Int8Supported(type)) continue;
     std::vector<float> wf(rows * cols), x(3 * cols);
     for (auto& v : wf) v = dist(rng);
     for (auto& v : x) v = dist(rng);
     auto traits = GetTypeTraits(static_cast<uint32_t>(type));
-    const int64_t row_bytes = cols / 32 * traits->type_size;
+    const int64_t row_bytes = cols / traits->block_size * traits->type_size;
     std::vector<uint8_t> wq(rows * row_bytes);
     for (int64_t r = 0; r < rows; ++r) QuantizeRow(type, wf.data() + r * cols, wq.data() + r * row_bytes, cols);
     std::vector<cpu::ActBlockQ8> xq(3 * cols / 32);

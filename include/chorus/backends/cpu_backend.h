@@ -21,14 +21,17 @@ namespace cpu {
 void MatMulRows(const WeightTensor& w, const float* x, int m, float* out, int64_t out_stride,
                 int64_t row_begin, int64_t row_end, float* scratch /* [4 * w.cols] */);
 float DotF32(const float* a, const float* b, int64_t n);
-// Activations as int8 blocks: x ~= d * qs[i] for each 32 values.
+// Activations as int8 blocks: x ~= d * qs[i] for each 32 values; s = d * sum(qs) (the block
+// sum, for the K-quants' per-sub-block minimum).
 struct ActBlockQ8 {
   float d;
+  float s;
   int8_t qs[32];
 };
 void QuantizeActivations(const float* x, int64_t n, ActBlockQ8* out);
-// out[j * out_stride + r] = dot(row r of w, x[j]) with integer block dots (w: Q8_0 or Q4_0;
-// xq: m rows of w.cols / 32 blocks).
+// out[j * out_stride + r] = dot(row r of w, x[j]) with integer block dots (w: Q8_0, Q4_0 or,
+// with AVX2, Q4_K / Q5_K / Q6_K (Int8Supported); xq: m rows of w.cols / 32 blocks).
+bool Int8Supported(GgmlType type);
 void MatMulRowsInt8(const WeightTensor& w, const ActBlockQ8* xq, int m, float* out, int64_t out_stride,
                     int64_t row_begin, int64_t row_end);
 // Fast dequantization of one row (n values) of a supported type.

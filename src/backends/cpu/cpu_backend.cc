@@ -106,7 +106,7 @@ class CpuBackend : public Backend {
 
   void MatMul(const WeightTensor& w, const float* x, int n, float* out) override {
     constexpr int64_t kRowsPerTask = 16;
-    if (int8_activations_ && (w.type == GgmlType::kQ8_0 || w.type == GgmlType::kQ4_0)) {
+    if (int8_activations_ && cpu::Int8Supported(w.type)) {
       const int64_t nb = w.cols / kQK;
       act_.resize(static_cast<size_t>(n) * nb);
       pool_.ParallelFor(
