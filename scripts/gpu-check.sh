@@ -2,7 +2,7 @@
 # One run on a GPU machine (issue #5): build with CUDA (unless the binaries were carried over),
 # run the CUDA parity tests, compute-sanitizer on the op tests, the card's roofline (copy
 # bandwidth, cuBLAS GEMM rates), and decode/prefill benchmarks on Llama-3.2-1B-shaped random
-# models in BF16, Q8_0 and Q4_0 at batch 1, 8 and 64. Results go to $OUT (or $1) as text and a
+# models in BF16, Q8_0, Q4_0 and Q4_K_M at batch 1, 8 and 64. Results go to $OUT (or $1) as text and a
 # markdown table. Meant to fit well inside 10 minutes on a 16-core machine with one GPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -74,7 +74,7 @@ log "roofline: $(cat "$OUT/roofline.json")"
 MODELS=${MODELS_DIR:-$BUILD/bench-models}
 mkdir -p "$MODELS"
 : > "$OUT/decode.jsonl"
-for t in bf16 q8_0 q4_0; do
+for t in bf16 q8_0 q4_0 q4_k_m; do
   f=$MODELS/1b-$t.gguf
   [[ -f $f ]] || "$MKMODEL" --out "$f" --dim 2048 --layers 16 --heads 32 \
     --kv-heads 8 --ffn 8192 --vocab-size 128256 --type $t --rope-base 500000

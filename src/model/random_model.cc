@@ -1,6 +1,9 @@
 #include "chorus/model/random_model.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <thread>
 #include <vector>
 
 #include "chorus/core/status.h"
@@ -28,13 +31,29 @@ class SplitMix {
 void AddRandomTensor(GgufWriter* w, const std::string& name, GgmlType type, int64_t cols,
                      int64_t rows, float scale, uint64_t seed) {
   SplitMix rng(seed);
-  std::vector<float> row(cols);
   auto traits = GetTypeTraits(static_cast<uint32_t>(type));
   const int64_t row_bytes = cols / traits->block_size * traits->type_size;
   std::string data(static_cast<size_t>(row_bytes * rows), '\0');
-  for (int64_t r = 0; r < rows; ++r) {
-    for (auto& v : row) v = rng.Symmetric() * scale;
-    QuantizeRow(type, row.data(), data.data() + r * row_bytes, cols);
+  // Values in sequence (one stream per tensor), then rows quantized on every core: the
+  // K-quant scale search is slow single-threaded on 1B-sized models.
+  constexpr int64_t kChunkRows = 256;
+  std::vector<float> vals(static_cast<size_t>(std::min(rows, kChunkRows * 64) * cols));
+  const int threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  for (int64_t r0 = 0; r0 < rows; r0 += kChunkRows * 64) {
+    const int64_t n = std::min(rows - r0, kChunkRows * 64);
+    for (int64_t i = 0; i < n * cols; ++i) vals[i] = rng.Symmetric() * scale;
+    std::atomic<int64_t> next{0};
+    auto work = [&] {
+      for (int64_t c; (c = next.fetch_add(kChunkRows)) < n;) {
+        for (int64_t r = c; r < std::min(n, c + kChunkRows); ++r) {
+          QuantizeRow(type, vals.data() + r * cols, data.data() + (r0 + r) * row_bytes, cols);
+        }
+      }
+    };
+    std::vector<std::thread> pool;
+    for (int t = 1; t < threads && t * kChunkRows < n; ++t) pool.emplace_back(work);
+    work();
+    for (auto& t : pool) t.join();
   }
   w->AddTensor(name, type, rows > 1 || type != GgmlType::kF32 ? std::vector<int64_t>{cols, rows}
                                                               : std::vector<int64_t>{cols},
