@@ -154,8 +154,12 @@ __global__ void __launch_bounds__(kSampleThreads)
       }
     }
     __syncthreads();
-    // Rounding can leave the target at the very top: take the last kept token.
-    if (picked < 0 && last_kept >= 0) atomicMax(&picked, last_kept);
+    // Rounding can leave the target at the very top: take the last kept token (the largest
+    // kept index of all threads). Every thread reads `picked` between two barriers, before any
+    // thread changes it, so the fallback does not depend on which thread runs first.
+    const bool none = picked < 0;
+    __syncthreads();
+    if (none && last_kept >= 0) atomicMax(&picked, last_kept);
   }
   __syncthreads();
   if (t == 0) {

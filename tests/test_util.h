@@ -1,6 +1,7 @@
 // Shared helpers for tests: fixture paths and file reading.
 #pragma once
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -10,8 +11,14 @@
 
 namespace chorus::testing {
 
-inline std::string SourcePath(const std::string& rel) { return std::string(CHORUS_SOURCE_DIR) + "/" + rel; }
-inline std::string SharedPath(const std::string& rel) { return std::string(CHORUS_SHARED_DIR) + "/" + rel; }
+// The environment's CHORUS_SOURCE_DIR / CHORUS_SHARED_DIR, when set, replace the build machine's
+// paths (test binaries carried to another machine: scripts/gpu-check.sh sets them).
+inline std::string DirFromEnv(const char* name, const char* built_in) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? v : built_in;
+}
+inline std::string SourcePath(const std::string& rel) { return DirFromEnv("CHORUS_SOURCE_DIR", CHORUS_SOURCE_DIR) + "/" + rel; }
+inline std::string SharedPath(const std::string& rel) { return DirFromEnv("CHORUS_SHARED_DIR", CHORUS_SHARED_DIR) + "/" + rel; }
 inline std::string BinaryPath(const std::string& rel) { return std::string(CHORUS_BINARY_DIR) + "/" + rel; }
 inline bool Exists(const std::string& p) { return std::filesystem::exists(p); }
 

@@ -12,6 +12,7 @@ namespace chorus {
 
 #ifndef CHORUS_HAVE_CUDA
 int CudaDeviceCount() { return 0; }
+std::string CudaDeviceStatus() { return "this build has no CUDA backend"; }
 absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device, const CudaBackendOptions&) {
   return absl::FailedPreconditionError("this build has no CUDA backend (configure with CHORUS_CUDA=ON)");
 }

@@ -11,24 +11,37 @@ namespace {
 // into a private copy, then writes it back once everyone has finished reading.
 struct CpuGroup {
   explicit CpuGroup(int world) : world(world), ptrs(world, nullptr) {}
-  void Barrier() {
+  // False when the group was aborted (before or while waiting).
+  bool Barrier() {
     std::unique_lock<std::mutex> lock(mu);
+    if (aborted) return false;
     const uint64_t gen = generation;
     if (++arrived == world) {
       arrived = 0;
       ++generation;
       cv.notify_all();
     } else {
-      cv.wait(lock, [&] { return generation != gen; });
+      cv.wait(lock, [&] { return generation != gen || aborted; });
     }
+    return !aborted;
+  }
+  void Abort() {
+    std::lock_guard<std::mutex> lock(mu);
+    aborted = true;
+    cv.notify_all();
   }
   const int world;
   std::mutex mu;
   std::condition_variable cv;
   int arrived = 0;
   uint64_t generation = 0;
+  bool aborted = false;
   std::vector<float*> ptrs;
 };
+
+absl::Status Aborted() {
+  return absl::AbortedError("tensor parallel: another rank failed; the group was aborted");
+}
 
 class CpuCommunicator : public Communicator {
  public:
@@ -38,16 +51,17 @@ class CpuCommunicator : public Communicator {
   absl::Status AllReduceSum(float* data, int64_t count) override {
     if (group_->world == 1) return absl::OkStatus();
     group_->ptrs[rank_] = data;
-    group_->Barrier();
+    if (!group_->Barrier()) return Aborted();
     sum_.assign(count, 0.0f);
     for (int r = 0; r < group_->world; ++r) {  // same order on every rank: identical results
       const float* p = group_->ptrs[r];
       for (int64_t i = 0; i < count; ++i) sum_[i] += p[i];
     }
-    group_->Barrier();  // everyone has read every buffer
+    if (!group_->Barrier()) return Aborted();  // everyone has read every buffer
     std::memcpy(data, sum_.data(), count * sizeof(float));
     return absl::OkStatus();
   }
+  void Abort() override { group_->Abort(); }
 
  private:
   std::shared_ptr<CpuGroup> group_;

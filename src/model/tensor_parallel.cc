@@ -159,12 +159,21 @@ absl::Status TensorParallelRunner::RunAll(const ForwardBatch& batch,
                                           const std::function<absl::Status(Transformer&)>& rank0) {
   std::vector<absl::Status> status(ranks_.size());
   std::vector<std::thread> threads;
+  // A rank that fails may return before an all-reduce the others wait in: it aborts the group
+  // so they return too (and the runner reports the first error instead of hanging).
   for (size_t r = 1; r < ranks_.size(); ++r) {
-    threads.emplace_back(
-        [&, r] { status[r] = ranks_[r].transformer->Forward(batch, &ranks_[r].logits); });
+    threads.emplace_back([&, r] {
+      status[r] = ranks_[r].transformer->Forward(batch, &ranks_[r].logits);
+      if (!status[r].ok()) ranks_[r].comm->Abort();
+    });
   }
   status[0] = rank0(*ranks_[0].transformer);
+  if (!status[0].ok()) ranks_[0].comm->Abort();
   for (auto& t : threads) t.join();
+  // The failing rank's own error first: the others only report the abort it caused.
+  for (const auto& s : status) {
+    if (!s.ok() && !absl::IsAborted(s)) return s;
+  }
   for (const auto& s : status) CHORUS_RETURN_IF_ERROR(s);
   return absl::OkStatus();
 }

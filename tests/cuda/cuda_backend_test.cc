@@ -38,7 +38,7 @@ RopeConfig Rc(int rope_dim, RopeStyle style) {
 class CudaTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+    if (CudaDeviceCount() == 0) GTEST_SKIP() << CudaDeviceStatus();
     // The oracle tests run the F32 KV cache (exact against the CPU); half_kv_ is the default
     // F16 cache, tested on its own.
     CudaBackendOptions exact;
@@ -522,7 +522,7 @@ TEST_F(CudaTest, LongContextRopeFreqsAndQwen3MatchTheFloat64Reference) {
 // exactly as the independent float64 reference in expected.json (29-token prompts, 24 greedy
 // steps; the 1,235-token prompts are left to the CPU test, too slow on the emulator).
 TEST_F(CudaTest, RealKQuantFilesDecodeLikeTheFloat64Reference) {
-  const std::string dir = std::string(CHORUS_SHARED_DIR) + "/fixtures/real-formats/";
+  const std::string dir = testing::SharedPath("fixtures/real-formats/");
   std::ifstream in(dir + "expected.json");
   if (!in) GTEST_SKIP() << "shared/fixtures/real-formats not present";
   const nlohmann::json expected = nlohmann::json::parse(in);

@@ -52,7 +52,7 @@ std::vector<std::string> Drafts(Backend* backend) {
 }
 
 TEST(CudaRuntimeTest, AgentsOnCudaWriteTheSameDraftsAsOnCpu) {
-  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << CudaDeviceStatus();
   CudaBackendOptions exact;
   exact.kv_f16 = false;  // the F32 cache: the logits agree with the CPU's to rounding
   auto gpu = CreateCudaBackend(0, exact);

@@ -156,8 +156,8 @@ static void TestGemvSwiGlu() {
   }
 }
 
-static void TestAttention() {
-  const int heads = 8, kv_heads = 2, bs = 16, blocks = 80, max_blocks = 40;
+static void TestAttention(int kv_heads) {
+  const int heads = 8, bs = 16, blocks = 80, max_blocks = 40;
   std::vector<int32_t> perm(blocks);
   for (int i = 0; i < blocks; ++i) perm[i] = i;
   std::shuffle(perm.begin(), perm.end(), rng);
@@ -172,6 +172,7 @@ static void TestAttention() {
   const int n = (int)pos.size();
   for (bool half : {false, true}) {
     for (int hd : {32, 64, 128, 160}) {
+      if (kv_heads != 2 && hd != 64 && hd != 128) continue;  // other GQA ratios: decode sizes
       const int kv_dim = kv_heads * hd;
       auto kc = Rand((size_t)blocks * bs * kv_dim), vc = Rand(kc.size());
       auto kk = Rand(n * kv_dim), vv = Rand(n * kv_dim), q = Rand(n * heads * hd);
@@ -294,7 +295,8 @@ static void TestAttention() {
       Check(kgot, rk, 0,
             std::string(half ? "half" : "float") + " kv write hd " + std::to_string(hd));
       Check(out, want, 1e-4,
-            std::string(half ? "half" : "float") + " attention hd " + std::to_string(hd));
+            std::string(half ? "half" : "float") + " attention hd " + std::to_string(hd) +
+                " gqa " + std::to_string(heads / kv_heads));
     }
   }
   // one split: the partial kernel writes the output itself
@@ -317,6 +319,44 @@ static void TestAttention() {
 
     Check(out, out4, 1e-5, "attention 1 split == 4 splits");
   }
+}
+
+// Decode at an 8k context: one row at position 8191 (32 splits), head size 128, GQA 8, against
+// a double reference over the paged cache.
+static void TestLongDecodeAttention() {
+  const int heads = 8, kv_heads = 1, hd = 128, bs = 16, pos = 8191, nb = pos / bs + 1;
+  const int kv_dim = kv_heads * hd, splits = (pos + 1) / k::kAttentionChunk;
+  std::vector<int32_t> ints = {pos, 0};
+  std::vector<int32_t> perm(nb);
+  for (int i = 0; i < nb; ++i) perm[i] = i;
+  std::shuffle(perm.begin(), perm.end(), rng);
+  ints.insert(ints.end(), perm.begin(), perm.end());
+  k::DeviceLayout l{1, ints.data(), ints.data() + 1, ints.data() + 2, nb, bs};
+  auto kc = Rand((size_t)nb * bs * kv_dim), vc = Rand(kc.size()), q = Rand(heads * hd);
+  std::vector<float> want(heads * hd), out(heads * hd, NAN);
+  std::vector<float> scratch((size_t)heads * splits * (hd + 2));
+  for (int h = 0; h < heads; ++h) {
+    std::vector<double> sc(pos + 1);
+    double m = -1e300, z = 0;
+    for (int p = 0; p <= pos; ++p) {
+      const int64_t slot = (int64_t)perm[p / bs] * bs + p % bs;
+      double s = 0;
+      for (int d = 0; d < hd; ++d) s += (double)q[h * hd + d] * 0.09 * kc[slot * kv_dim + d];
+      m = std::max(m, sc[p] = s);
+    }
+    for (auto& s : sc) z += s = std::exp(s - m);
+    for (int d = 0; d < hd; ++d) {
+      double o = 0;
+      for (int p = 0; p <= pos; ++p) {
+        o += sc[p] * vc[((int64_t)perm[p / bs] * bs + p % bs) * kv_dim + d];
+      }
+      want[h * hd + d] = (float)(o / z);
+    }
+  }
+  const cudaError_t e = k::Attention(q.data(), kc.data(), vc.data(), false, l, nullptr, 1, heads,
+                                     kv_heads, hd, 0.09f, splits, scratch.data(), out.data(), S);
+  if (e != cudaSuccess) ++failures;
+  Check(out, want, 1e-4, "decode attention at 8k positions, hd 128, gqa 8");
 }
 
 static void TestSampling() {
@@ -356,6 +396,20 @@ static void TestSampling() {
   const bool ok = e == cudaSuccess && same >= draws - 1;
   if (!ok) ++failures;
   std::printf("%s sampling: %d/%d same\n", ok ? "ok  " : "FAIL", same, draws);
+
+  // The rounding fallback: a uniform of 1 puts the target at the very top of the kept mass, so
+  // no thread's range holds it and the kernel must take the last kept token in vocabulary
+  // order, whichever thread runs first (the emulator alternates the order between launches).
+  for (int launch = 0; launch < 2; ++launch) {
+    k::SamplingRow top = {0.7f, 0, 1.0f, 0.0f, 1.0f, 0};
+    int32_t t = -7;
+    float l = NAN;
+    k::SampleRows(logits.data(), vocab, &top, 1, &t, &l, S);
+    const bool last = t == vocab - 1;
+    if (!last) ++failures;
+    std::printf("%s sampling fallback takes the last kept token: got %d want %d\n",
+                last ? "ok  " : "FAIL", t, vocab - 1);
+  }
 }
 
 static void TestElementwise() {
@@ -497,7 +551,8 @@ int main() {
   TestElementwise();
   TestGemv();
   TestGemvSwiGlu();
-  TestAttention();
+  for (int kv_heads : {2, 8, 1}) TestAttention(kv_heads);
+  TestLongDecodeAttention();
   TestSampling();
   std::printf("%d failures\n", failures);
   return failures != 0;

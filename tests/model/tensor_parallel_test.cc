@@ -4,6 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <future>
+#include <thread>
+
 #include <cmath>
 
 #include "chorus/backends/cpu_backend.h"
@@ -119,6 +123,56 @@ TEST(TensorParallelSplitTest, KQuantColumnsThatSplitInsideASuperBlockAreRefused)
   EXPECT_EQ(shard.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(shard.status().message().find("Q4_K block of 256"), std::string::npos)
       << shard.status();
+}
+
+// Rank 1 fails its first all-reduce without taking part (as a rank whose device errored returns
+// early); without an abort, rank 0 would wait in that all-reduce forever.
+class FailingCommunicator : public Communicator {
+ public:
+  explicit FailingCommunicator(std::unique_ptr<Communicator> inner) : inner_(std::move(inner)) {}
+  int rank() const override { return inner_->rank(); }
+  int world_size() const override { return inner_->world_size(); }
+  absl::Status AllReduceSum(float*, int64_t) override {
+    return absl::InternalError("injected rank failure");
+  }
+  void Abort() override { inner_->Abort(); }
+
+ private:
+  std::unique_ptr<Communicator> inner_;
+};
+
+TEST(TensorParallelFailureTest, ARankThatFailsAbortsTheGroupInsteadOfHanging) {
+  RandomModelSpec spec;
+  auto cpu = CreateCpuBackend(1);
+  auto model = Model::FromFile(MakeModelFile(spec), cpu.get());
+  ASSERT_TRUE(model.ok());
+  std::vector<std::unique_ptr<Backend>> owned;
+  std::vector<Backend*> backends;
+  for (int r = 0; r < 2; ++r) {
+    owned.push_back(CreateCpuBackend(1));
+    backends.push_back(owned.back().get());
+  }
+  auto comms = CreateCpuCommunicators(2);
+  Communicator* inner = comms[1].get();
+  comms[1] = std::make_unique<FailingCommunicator>(std::move(comms[1]));
+  auto tp = TensorParallelRunner::Create(**model, backends, std::move(comms), 4, 16);
+  ASSERT_TRUE(tp.ok()) << tp.status();
+  for (int attempt = 0; attempt < 2; ++attempt) {  // the aborted group keeps failing fast
+    std::promise<absl::Status> done;
+    auto result = done.get_future();
+    std::thread run([&] {
+      std::vector<float> logits;
+      done.set_value((*tp)->Forward(Batch(0, 4, 4), &logits));
+    });
+    if (result.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+      ADD_FAILURE() << "rank 0 still waits in its all-reduce after rank 1 failed";
+      inner->Abort();  // release it so that the test can end
+    }
+    run.join();
+    const absl::Status s = result.get();
+    EXPECT_FALSE(s.ok());
+    EXPECT_NE(s.message().find("injected rank failure"), std::string::npos) << s;
+  }
 }
 
 }  // namespace

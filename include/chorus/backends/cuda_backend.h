@@ -8,6 +8,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -36,6 +37,9 @@ CudaGraphStats GetCudaGraphStats(const Backend& backend);
 
 // Devices usable by this process: 0 without a driver or a GPU (never an error).
 int CudaDeviceCount();
+// Why there is no device: "" when CudaDeviceCount() > 0; "no CUDA device", "no CUDA driver ...",
+// or the runtime's own error for anything else (a driver error is not "0 devices").
+std::string CudaDeviceStatus();
 // FAILED_PRECONDITION when the build has no CUDA or the device does not exist.
 absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(
     int device);  // options from the environment

@@ -17,7 +17,12 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
   // data[count] (backend memory of this rank) := the elementwise sum over all ranks.
+  // ABORTED once any rank of the group called Abort.
   virtual absl::Status AllReduceSum(float* data, int64_t count) = 0;
+  // Called by a rank that failed and will not reach its next all-reduce: every rank blocked in
+  // (or later entering) AllReduceSum returns ABORTED instead of waiting forever. The group is
+  // unusable afterwards (NCCL: ncclCommAbort).
+  virtual void Abort() = 0;
 };
 
 // `world` communicators over host memory that reduce among themselves.

@@ -146,8 +146,11 @@ class CudaBackend : public Backend, public GraphDriver {
                                                  t.name, "' (", t.num_bytes, " bytes)"));
     }
     weights_.push_back(p);
-    if (cudaMemcpy(p, t.data, static_cast<size_t>(t.num_bytes), cudaMemcpyHostToDevice) !=
-        cudaSuccess) {
+    // On the compute stream (ordered with every op, which runs on a non-blocking stream that
+    // the legacy default stream does not order), then waited for: the source may be pageable.
+    if (cudaMemcpyAsync(p, t.data, static_cast<size_t>(t.num_bytes), cudaMemcpyHostToDevice,
+                        stream_) != cudaSuccess ||
+        cudaStreamSynchronize(stream_) != cudaSuccess) {
       cudaGetLastError();
       return absl::InternalError(StrCat("cuda: copying tensor '", t.name, "' failed"));
     }
@@ -704,10 +707,20 @@ class CudaBackend : public Backend, public GraphDriver {
 int CudaDeviceCount() {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();  // no driver (cudaErrorInsufficientDriver) or no device: none usable
+    cudaGetLastError();  // no driver, no device or a driver error: none usable (see below)
     return 0;
   }
   return n;
+}
+
+std::string CudaDeviceStatus() {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e == cudaSuccess && n > 0) return "";
+  cudaGetLastError();
+  if (e == cudaSuccess || e == cudaErrorNoDevice) return "no CUDA device";
+  if (e == cudaErrorInsufficientDriver) return "no CUDA driver, or one older than the runtime";
+  return StrCat("CUDA driver error ", static_cast<int>(e), ": ", cudaGetErrorString(e));
 }
 
 CudaBackendOptions CudaBackendOptions::FromEnvironment() {
@@ -731,8 +744,10 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device,
                                                            const CudaBackendOptions& options) {
   const int count = CudaDeviceCount();
   if (device < 0 || device >= count) {
-    return absl::FailedPreconditionError(
-        StrCat("cuda: device ", device, " not available (", count, " devices)"));
+    const std::string why = CudaDeviceStatus();
+    return absl::FailedPreconditionError(StrCat("cuda: device ", device, " not available (",
+                                                count, " devices", why.empty() ? "" : "; ", why,
+                                                ")"));
   }
   if (cudaSetDevice(device) != cudaSuccess) {
     cudaGetLastError();

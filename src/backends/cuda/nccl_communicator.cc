@@ -4,6 +4,7 @@
 #include "chorus/backends/nccl_communicator.h"
 
 #include <cuda_runtime.h>
+#include <atomic>
 #include <nccl.h>
 
 #include "chorus/core/str_cat.h"
@@ -16,12 +17,22 @@ class NcclCommunicator : public Communicator {
   NcclCommunicator(ncclComm_t comm, int device, int rank, int world, cudaStream_t stream)
       : comm_(comm), device_(device), rank_(rank), world_(world), stream_(stream) {}
   ~NcclCommunicator() override {
+    if (aborted_) {
+      cudaStreamDestroy(stream_);  // ncclCommAbort already freed the communicator
+      return;
+    }
     ncclCommDestroy(comm_);
     cudaStreamDestroy(stream_);
+  }
+  void Abort() override {
+    if (aborted_.exchange(true)) return;
+    cudaSetDevice(device_);
+    ncclCommAbort(comm_);  // ranks blocked in this communicator's collectives return an error
   }
   int rank() const override { return rank_; }
   int world_size() const override { return world_; }
   absl::Status AllReduceSum(float* data, int64_t count) override {
+    if (aborted_) return absl::AbortedError("nccl: the tensor-parallel group was aborted");
     cudaSetDevice(device_);
     const ncclResult_t r = ncclAllReduce(data, data, static_cast<size_t>(count), ncclFloat, ncclSum, comm_, stream_);
     if (r != ncclSuccess) return absl::InternalError(StrCat("nccl: all-reduce failed: ", ncclGetErrorString(r)));
@@ -32,6 +43,7 @@ class NcclCommunicator : public Communicator {
 
  private:
   ncclComm_t comm_;
+  std::atomic<bool> aborted_{false};
   int device_, rank_, world_;
   cudaStream_t stream_;
 };

@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <numeric>
 #include <vector>
 
 struct dim3 {
@@ -29,6 +30,12 @@ struct float4 {
 };
 struct uint4 {
   unsigned x, y, z, w;
+};
+struct float2 {
+  float x, y;
+};
+struct uint2 {
+  unsigned x, y;
 };
 using cudaError_t = int;
 using cudaStream_t = void*;
@@ -98,6 +105,7 @@ struct State {
   unsigned warp_gen[32];
   std::vector<char> dynamic;
   std::function<void()> body;
+  uint64_t launches = 0;
 };
 // One emulated device per OS thread that launches: tensor-parallel ranks run kernels
 // concurrently on their own threads.
@@ -202,22 +210,30 @@ inline void RunNow(dim3 grid, dim3 block, size_t dynamic_bytes, const std::funct
   s.body = body;
   s.dynamic.resize(dynamic_bytes + 64);
   if (s.fibers.size() < static_cast<size_t>(s.threads)) s.fibers.resize(s.threads);
-  for (unsigned bz = 0; bz < grid.z; ++bz) {
-    for (unsigned by = 0; by < grid.y; ++by) {
-      for (unsigned bx = 0; bx < grid.x; ++bx) {
-        s.block_idx = dim3(bx, by, bz);
-        s.barrier_count = 0;
-        std::memset(s.warp_arrived, 0, sizeof(s.warp_arrived));
-        std::fill(s.dynamic.begin(), s.dynamic.end(), static_cast<char>(0xAB));  // garbage
-        for (int t = 0; t < s.threads; ++t) Start(s.fibers[t]);
-        for (int remaining = s.threads; remaining > 0;) {
-          remaining = 0;
-          for (int t = 0; t < s.threads; ++t) {
-            if (s.fibers[t].done) continue;
-            Resume(t);
-            remaining += !s.fibers[t].done;
-          }
-        }
+  // Blocks run in a shuffled order (a GPU gives no order between blocks), and each launch
+  // resumes the threads of a block in ascending or descending order, so results that depend on
+  // which block or thread runs first differ between launches and fail the checks.
+  const uint64_t blocks = static_cast<uint64_t>(grid.x) * grid.y * grid.z;
+  const uint64_t launch = ++s.launches;
+  uint64_t stride = (launch * 0x9E3779B97F4A7C15ull) % blocks | 1;  // odd: coprime with 2^k
+  while (std::gcd(stride, blocks) != 1) stride += 2;
+  const bool descending = launch % 2 == 0;
+  for (uint64_t k = 0; k < blocks; ++k) {
+    const uint64_t b = (k * stride + launch) % blocks;
+    s.block_idx = dim3(static_cast<unsigned>(b % grid.x),
+                       static_cast<unsigned>(b / grid.x % grid.y),
+                       static_cast<unsigned>(b / (static_cast<uint64_t>(grid.x) * grid.y)));
+    s.barrier_count = 0;
+    std::memset(s.warp_arrived, 0, sizeof(s.warp_arrived));
+    std::fill(s.dynamic.begin(), s.dynamic.end(), static_cast<char>(0xAB));  // garbage
+    for (int t = 0; t < s.threads; ++t) Start(s.fibers[t]);
+    for (int remaining = s.threads; remaining > 0;) {
+      remaining = 0;
+      for (int i = 0; i < s.threads; ++i) {
+        const int t = descending ? s.threads - 1 - i : i;
+        if (s.fibers[t].done) continue;
+        Resume(t);
+        remaining += !s.fibers[t].done;
       }
     }
   }
@@ -257,12 +273,24 @@ inline cudaError_t cudaGetLastError() {
 #define gridDim (emu::S().grid)
 
 inline void __syncthreads() { emu::SyncThreads(); }
+namespace emu {
+// A shuffle whose mask leaves out the calling lane or the lane it reads is undefined on the
+// hardware: report it as a launch error (the launcher's cudaGetLastError sees it).
+inline void CheckShuffleMask(unsigned mask, int src_lane) {
+  const int lane = S().cur % 32;
+  if (((mask >> lane) & 1u) == 0 || ((mask >> (src_lane & 31)) & 1u) == 0) {
+    LastError() = 719;  // cudaErrorLaunchFailure
+  }
+}
+}  // namespace emu
 template <typename T>
-T __shfl_xor_sync(unsigned, T v, int lane_mask) {
+T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
+  emu::CheckShuffleMask(mask, (emu::S().cur % 32) ^ lane_mask);
   return static_cast<T>(emu::Exchange(static_cast<double>(v), (emu::S().cur % 32) ^ lane_mask));
 }
 template <typename T>
-T __shfl_sync(unsigned, T v, int src_lane) {
+T __shfl_sync(unsigned mask, T v, int src_lane) {
+  emu::CheckShuffleMask(mask, src_lane);
   return static_cast<T>(emu::Exchange(static_cast<double>(v), src_lane));
 }
 // Fibers never run at the same time: plain read-modify-write is atomic here.

@@ -14,10 +14,13 @@ enum cudaStreamCaptureMode { cudaStreamCaptureModeThreadLocal };
 constexpr unsigned cudaStreamNonBlocking = 1;
 constexpr int cudaErrorMemoryAllocation = 2;
 constexpr int cudaErrorInsufficientDriver = 35;
+constexpr int cudaErrorNoDevice = 100;
 constexpr int cudaErrorInvalidDevice = 101;
 constexpr int cudaErrorStreamCaptureUnsupported = 900;
 
 inline cudaError_t cudaMalloc(void** p, size_t n) {
+  // A real capture is invalidated by an allocation (cudaMalloc is not stream ordered).
+  if (emu::Capturing()) return cudaErrorStreamCaptureUnsupported;
   const size_t bytes = (n + 255) / 256 * 256;
   *p = std::aligned_alloc(256, bytes == 0 ? 256 : bytes);
   if (*p == nullptr) return cudaErrorMemoryAllocation;
