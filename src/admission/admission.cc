@@ -5,6 +5,7 @@
 #include "chorus/agents/merge.h"
 #include "chorus/core/status.h"
 #include "chorus/core/str_cat.h"
+#include "chorus/kv_cache/block_manager.h"
 
 namespace chorus {
 namespace {
@@ -21,6 +22,13 @@ absl::Status CheckRange(std::string_view field, T v, T lo, T hi) {
   return absl::OkStatus();
 }
 
+// 0 (off) or [lo, hi]: below `lo`, dividing logits by the value can overflow a float.
+absl::Status CheckZeroOrRange(std::string_view field, float v, float lo, float hi,
+                              std::string_view zero_means) {
+  if (v == 0 || (v >= lo && v <= hi)) return absl::OkStatus();  // NaN fails both
+  return Invalid(field, StrCat("must be 0 (", zero_means, ") or in [", lo, ", ", hi, "], got ", v));
+}
+
 bool ValidId(std::string_view id) {
   for (char c : id) {
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == ':' ||
@@ -32,6 +40,32 @@ bool ValidId(std::string_view id) {
 }
 
 }  // namespace
+
+AdmissionGate::Ticket& AdmissionGate::Ticket::operator=(Ticket&& other) noexcept {
+  if (this != &other) {
+    if (gate_ != nullptr) gate_->in_use_.fetch_sub(1);
+    gate_ = std::exchange(other.gate_, nullptr);
+  }
+  return *this;
+}
+
+AdmissionGate::Ticket::~Ticket() {
+  if (gate_ != nullptr) gate_->in_use_.fetch_sub(1);
+}
+
+AdmissionGate::Ticket AdmissionGate::TryEnter() {
+  if (in_use_.fetch_add(1) >= max_) {
+    in_use_.fetch_sub(1);
+    return Ticket();
+  }
+  return Ticket(this);
+}
+
+absl::Status AdmissionGate::BusyError() const {
+  return absl::ResourceExhaustedError(StrCat("admission busy: ", max_,
+                                             " requests are being validated and tokenized "
+                                             "(max_concurrent_admissions ", max_, ")"));
+}
 
 Admission::Admission(const AdmissionLimits& limits, const Tokenizer* tokenizer, int context_length,
                      ChatTemplate chat, const Clock* clock)
@@ -49,11 +83,13 @@ absl::StatusOr<GenerateParams> Admission::Validate(const GenerateInput& in,
   // Sampling.
   SamplingParams& s = p.sampling;
   if (in.has_sampling) {
-    CHORUS_RETURN_IF_ERROR(CheckRange("sampling.temperature", in.temperature, 0.0f, 2.0f));
+    CHORUS_RETURN_IF_ERROR(CheckZeroOrRange("sampling.temperature", in.temperature,
+                                            kMinTemperature, 2.0f, "greedy"));
     CHORUS_RETURN_IF_ERROR(CheckRange("sampling.top_p", in.top_p, 0.0f, 1.0f));
     CHORUS_RETURN_IF_ERROR(CheckRange<int64_t>("sampling.top_k", in.top_k, 0, 1000));
     CHORUS_RETURN_IF_ERROR(CheckRange("sampling.min_p", in.min_p, 0.0f, 1.0f));
-    CHORUS_RETURN_IF_ERROR(CheckRange("sampling.repetition_penalty", in.repetition_penalty, 0.0f, 10.0f));
+    CHORUS_RETURN_IF_ERROR(CheckZeroOrRange("sampling.repetition_penalty", in.repetition_penalty,
+                                            kMinRepetitionPenalty, 10.0f, "off"));
     CHORUS_RETURN_IF_ERROR(CheckRange("sampling.presence_penalty", in.presence_penalty, -2.0f, 2.0f));
     CHORUS_RETURN_IF_ERROR(CheckRange("sampling.frequency_penalty", in.frequency_penalty, -2.0f, 2.0f));
     s.temperature = in.temperature;
@@ -76,7 +112,7 @@ absl::StatusOr<GenerateParams> Admission::Validate(const GenerateInput& in,
   }
   r.merge = in.merge == 0 ? MergeStrategy::kVote : static_cast<MergeStrategy>(in.merge);
   if (in.answer_regex.size() > 512) return Invalid("reasoning.answer_regex", "longer than 512 bytes");
-  if (!in.answer_regex.empty()) CHORUS_RETURN_IF_ERROR(ValidateAnswerRegex(in.answer_regex));
+  CHORUS_ASSIGN_OR_RETURN(r.answer_re, CompileAnswerRegex(in.answer_regex));
   r.answer_regex = in.answer_regex;
   CHORUS_RETURN_IF_ERROR(CheckRange("reasoning.temperature_spread", in.temperature_spread, 0.0f, 1.0f));
   r.temperature_spread = in.temperature_spread;
@@ -101,6 +137,8 @@ absl::StatusOr<GenerateParams> Admission::Validate(const GenerateInput& in,
   p.stop = in.stop;
   CHORUS_RETURN_IF_ERROR(CheckRange<int64_t>("priority", in.priority, -100, 100));
   p.priority = static_cast<int>(in.priority);
+  if (in.cache_salt.size() > 256) return Invalid("cache_salt", "longer than 256 bytes");
+  p.cache_salt = BlockManager::SaltKey(in.cache_salt);
   CHORUS_RETURN_IF_ERROR(CheckRange<int64_t>("latency_budget_ms", in.latency_budget_ms, 0, L.max_latency_budget_ms));
 
   // Prompt.

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "chorus/agents/merge.h"
+#include "chorus/agents/stop_matcher.h"
 #include "chorus/core/status.h"
 
 namespace chorus {
@@ -59,12 +60,10 @@ void ApplyToken(RequestGroup& g, AgentSequence& a, const SampledToken& t, const 
   }
   const size_t before = d.text.size();
   d.text += a.utf8.Push(bytes);
-  // Stop strings: search only where a new match can start.
-  const size_t max_stop = MaxStopLength(g);
-  if (max_stop > 0 && d.text.size() > before) {
-    const size_t from = before >= max_stop ? before - max_stop + 1 : 0;
-    size_t hit = std::string::npos;
-    for (const auto& s : g.params.stop) hit = std::min(hit, d.text.find(s, from));
+  // Stop strings: only the new bytes are fed, the automaton remembers partial matches.
+  if (g.stop_matcher != nullptr && d.text.size() > before) {
+    const size_t hit =
+        g.stop_matcher->Feed(a.stop_state, std::string_view(d.text).substr(before), before);
     if (hit != std::string::npos) {
       d.text.resize(hit);
       a.utf8 = Utf8Stream();
@@ -92,7 +91,9 @@ void PublishPromptBlocks(RequestGroup& g, const AgentContext& ctx) {
   const int bs = ctx.blocks->block_size();
   const int full_done = g.prompt_computed / bs;
   for (int i = 0; i < full_done && i < static_cast<int>(g.prompt_hashes.size()); ++i) {
-    ctx.blocks->Publish(g.prompt_table[i], g.prompt_hashes[i]);
+    ctx.blocks->Publish(g.prompt_table[i], g.prompt_hashes[i],
+                        g.params.prompt_tokens.data() + static_cast<size_t>(i) * bs,
+                        i == 0 ? -1 : g.prompt_table[i - 1], g.params.cache_salt);
   }
 }
 
@@ -102,6 +103,9 @@ void ForkAgents(RequestGroup& g, const float* logits, const AgentContext& ctx) {
   const int bs = ctx.blocks->block_size();
   const int plen = static_cast<int>(p.prompt_tokens.size());
   const bool partial = plen % bs != 0;
+  if (!p.stop.empty() && g.stop_matcher == nullptr) {
+    g.stop_matcher = std::make_shared<const StopMatcher>(p.stop);
+  }
   if (!g.forked) {
     g.agents.resize(n);
     for (int i = 0; i < n; ++i) {
@@ -174,7 +178,7 @@ void FinishAgent(RequestGroup& g, AgentSequence& a, FinishReason reason, const A
   a.draft.finish_ms = ctx.clock->NowMs();
   if (g.params.reasoning.merge == MergeStrategy::kVote && a.draft.num_tokens > 0) {
     // Extracted once here; the per-step consensus check reads it instead of re-running the regex.
-    a.draft.answer = ExtractAnswer(a.draft.text, g.params.reasoning.answer_regex);
+    a.draft.answer = ExtractAnswer(a.draft.text, g.params.reasoning.answer_re.get());
   }
   for (int32_t b : a.block_table) ctx.blocks->Unref(b);
   a.block_table.clear();

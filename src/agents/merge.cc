@@ -49,29 +49,31 @@ std::string NormalizeAnswer(std::string_view s) {
   return out;
 }
 
-absl::Status ValidateAnswerRegex(std::string_view regex) {
+absl::StatusOr<std::shared_ptr<const re2::RE2>> CompileAnswerRegex(std::string_view regex) {
+  if (regex.empty()) return std::shared_ptr<const re2::RE2>();
   RE2::Options opt;
   opt.set_log_errors(false);
   opt.set_max_mem(1 << 20);
-  RE2 re(re2::StringPiece(regex.data(), regex.size()), opt);
-  if (!re.ok()) return absl::InvalidArgumentError(StrCat("reasoning.answer_regex: ", re.error()));
-  return absl::OkStatus();
+  auto re = std::make_shared<const RE2>(re2::StringPiece(regex.data(), regex.size()), opt);
+  if (!re->ok()) {
+    return absl::InvalidArgumentError(StrCat("reasoning.answer_regex: ", re->error()));
+  }
+  if (re->ProgramSize() > kMaxAnswerRegexProgramSize) {
+    return absl::InvalidArgumentError(
+        StrCat("reasoning.answer_regex: compiles to ", re->ProgramSize(),
+               " RE2 instructions; the limit is ", kMaxAnswerRegexProgramSize));
+  }
+  return re;
 }
 
-std::string ExtractAnswer(std::string_view text, std::string_view regex) {
-  if (!regex.empty()) {
-    RE2::Options opt;
-    opt.set_log_errors(false);
-    opt.set_max_mem(1 << 20);
-    RE2 re(re2::StringPiece(regex.data(), regex.size()), opt);
-    if (re.ok()) {
-      re2::StringPiece groups[2];
-      const int n = std::min(re.NumberOfCapturingGroups() + 1, 2);
-      if (re.Match(re2::StringPiece(text.data(), text.size()), 0, text.size(), RE2::UNANCHORED,
-                   groups, n)) {
-        const re2::StringPiece g = n == 2 && groups[1].data() != nullptr ? groups[1] : groups[0];
-        return NormalizeAnswer(std::string_view(g.data(), g.size()));
-      }
+std::string ExtractAnswer(std::string_view text, const re2::RE2* re) {
+  if (re != nullptr) {
+    re2::StringPiece groups[2];
+    const int n = std::min(re->NumberOfCapturingGroups() + 1, 2);
+    if (re->Match(re2::StringPiece(text.data(), text.size()), 0, text.size(), RE2::UNANCHORED,
+                  groups, n)) {
+      const re2::StringPiece g = n == 2 && groups[1].data() != nullptr ? groups[1] : groups[0];
+      return NormalizeAnswer(std::string_view(g.data(), g.size()));
     }
   }
   const size_t boxed = text.rfind("\\boxed{");
@@ -178,7 +180,7 @@ MergeInfo MergeDrafts(MergeStrategy strategy, const ReasoningParams& params,
   const bool weighted = info.strategy == MergeStrategy::kConfidence;
   bool any_confident = false;
   for (auto& d : drafts) {
-    d.answer = ExtractAnswer(d.text, params.answer_regex);
+    d.answer = ExtractAnswer(d.text, params.answer_re.get());
     d.confidence = DraftConfidence(d.logprobs, params.confidence_window);
     any_confident |= eligible(d) && d.finish != FinishReason::kLowConfidence;
   }

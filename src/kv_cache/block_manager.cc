@@ -1,5 +1,7 @@
 #include "chorus/kv_cache/block_manager.h"
 
+#include <algorithm>
+
 #include "chorus/core/status.h"
 
 namespace chorus {
@@ -9,6 +11,10 @@ BlockManager::BlockManager(int num_blocks, int block_size, bool prefix_cache)
       prefix_cache_(prefix_cache),
       refs_(num_blocks, 0),
       hash_of_(num_blocks, 0),
+      tokens_of_(prefix_cache ? static_cast<size_t>(num_blocks) * block_size : 0),
+      parent_of_(num_blocks, -1),
+      parent_gen_(num_blocks, 0),
+      gen_(num_blocks, 0),
       lru_pos_(num_blocks),
       in_lru_(num_blocks, false) {
   for (int32_t b = num_blocks - 1; b >= 0; --b) free_.push_back(b);
@@ -29,6 +35,7 @@ int32_t BlockManager::Allocate() {
     return -1;
   }
   refs_[b] = 1;
+  ++gen_[b];  // a new life: blocks published as its children no longer follow it
   return b;
 }
 
@@ -59,11 +66,31 @@ uint64_t BlockManager::ChainHash(uint64_t prev, const int32_t* tokens, int n) {
   return h == 0 ? 1 : h;
 }
 
-int32_t BlockManager::Lookup(uint64_t hash) {
+uint64_t BlockManager::SaltKey(std::string_view salt) {
+  if (salt.empty()) return 0;
+  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a, then a final mix
+  for (char c : salt) {
+    h ^= static_cast<uint8_t>(c);
+    h *= 0x100000001b3ull;
+  }
+  h ^= h >> 31;
+  h *= 0x9e3779b97f4a7c15ull;
+  h ^= h >> 29;
+  return h == 0 ? 1 : h;
+}
+
+int32_t BlockManager::Lookup(uint64_t hash, const int32_t* tokens, int32_t parent,
+                             uint64_t salt) {
   if (!prefix_cache_) return -1;
   auto it = by_hash_.find(hash);
   if (it == by_hash_.end()) return -1;
   const int32_t b = it->second;
+  const uint64_t want_gen = parent >= 0 ? gen_[parent] : salt;
+  const int32_t* held = tokens_of_.data() + static_cast<size_t>(b) * block_size_;
+  if (parent_of_[b] != parent || parent_gen_[b] != want_gen ||
+      !std::equal(held, held + block_size_, tokens)) {
+    return -1;  // a hash collision (or a stale chain): compute it, never share it
+  }
   if (in_lru_[b]) {
     lru_.erase(lru_pos_[b]);
     in_lru_[b] = false;
@@ -74,10 +101,15 @@ int32_t BlockManager::Lookup(uint64_t hash) {
   return b;
 }
 
-void BlockManager::Publish(int32_t block, uint64_t hash) {
+void BlockManager::Publish(int32_t block, uint64_t hash, const int32_t* tokens, int32_t parent,
+                           uint64_t salt) {
   if (!prefix_cache_ || hash_of_[block] != 0 || by_hash_.count(hash)) return;
   hash_of_[block] = hash;
   by_hash_[hash] = block;
+  std::copy(tokens, tokens + block_size_,
+            tokens_of_.data() + static_cast<size_t>(block) * block_size_);
+  parent_of_[block] = parent;
+  parent_gen_[block] = parent >= 0 ? gen_[parent] : salt;
 }
 
 }  // namespace chorus

@@ -1,13 +1,16 @@
+// Runtime: construction, calibration and the engine loop (inbox -> checks -> schedule ->
+// step -> apply). Entry points and request completion are in requests.cc.
 #include "chorus/runtime/runtime.h"
-
-#include <spdlog/spdlog.h>
 
 #include <algorithm>
 
 #include "chorus/core/status.h"
-#include "chorus/core/str_cat.h"
+#include "runtime_internal.h"
 
 namespace chorus {
+
+using runtime_internal::DraftTokens;
+using runtime_internal::FromException;
 
 absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(const RuntimeOptions& options,
                                                          const Model* model, Backend* backend,
@@ -99,81 +102,6 @@ void Runtime::Calibrate() {
   for (int32_t blk : table) blocks_.Unref(blk);
 }
 
-double Runtime::PredictPrefillMs(int prompt_tokens) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return prefill_ms_per_token_ * prompt_tokens;
-}
-
-absl::Status Runtime::Submit(GenerateParams params, std::shared_ptr<ResultSink> sink) {
-  const int agents = params.reasoning.agents;
-  const double now = clock_->NowMs();
-  std::lock_guard<std::mutex> lock(mu_);
-  if (draining_ || stop_)
-    return absl::UnavailableError("server is draining; retry on another replica");
-  if (live_.count(params.request_id)) {
-    return absl::AlreadyExistsError(
-        StrCat("request_id '", params.request_id, "' is already in flight"));
-  }
-  if (queued_requests_ + 1 > options_.max_queued_requests) {
-    return absl::ResourceExhaustedError(StrCat("queue full: ", queued_requests_,
-                                               " requests waiting (max_queued_requests ",
-                                               options_.max_queued_requests, ")"));
-  }
-  if (queued_agents_ + agents > options_.max_queued_agents) {
-    return absl::ResourceExhaustedError(StrCat("queue full: ", queued_agents_, " agents waiting + ",
-                                               agents, " (max_queued_agents ",
-                                               options_.max_queued_agents, ")"));
-  }
-  const double prefill = prefill_ms_per_token_ * static_cast<double>(params.prompt_tokens.size());
-  if (!PrefillFits(now, params.deadline_ms, prefill, predictor_.PredictMs(agents),
-                   options_.merge_reserve_ms)) {
-    return absl::DeadlineExceededError(
-        StrCat("latency budget of ", static_cast<int64_t>(params.deadline_ms - params.arrival_ms),
-               " ms cannot cover the prefill of ", params.prompt_tokens.size(),
-               " prompt tokens (predicted ", static_cast<int64_t>(prefill), " ms)"));
-  }
-  auto g = std::make_unique<RequestGroup>(std::move(params), std::move(sink));
-  g->admit_seq = next_seq_++;
-  live_[g->params.request_id] = g.get();
-  queued_requests_ += 1;
-  queued_agents_ += agents;
-  inbox_.push_back(std::move(g));
-  cv_.notify_all();
-  return absl::OkStatus();
-}
-
-bool Runtime::Abort(const std::string& request_id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = live_.find(request_id);
-  if (it == live_.end()) return false;
-  it->second->cancelled = true;
-  cv_.notify_all();
-  return true;
-}
-
-RuntimeStats Runtime::Stats() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return stats_;
-}
-
-void Runtime::BeginDrain() {
-  std::lock_guard<std::mutex> lock(mu_);
-  draining_ = true;
-}
-
-void Runtime::CancelAll() {
-  std::lock_guard<std::mutex> lock(mu_);
-  for (auto& [id, g] : live_) g->cancelled = true;
-  cv_.notify_all();
-}
-
-int Runtime::InFlight() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return static_cast<int>(live_.size());
-}
-
-bool Runtime::Idle() const { return InFlight() == 0; }
-
 void Runtime::TakeInbox() {
   std::vector<std::unique_ptr<RequestGroup>> fresh;
   {
@@ -186,164 +114,52 @@ void Runtime::TakeInbox() {
   }
 }
 
-void Runtime::Complete(RequestGroup* g, absl::StatusOr<GenerateResult> result) {
-  const bool ever_admitted = g->first_scheduled_ms >= 0;
-  scheduler_.Remove(g);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    live_.erase(g->params.request_id);
-    if (!ever_admitted) {  // still counted in the queue limits
-      queued_requests_ -= 1;
-      queued_agents_ -= g->params.reasoning.agents;
-    }
-    if (result.ok()) {
-      stats_.requests_completed++;
-    } else if (result.status().code() == absl::StatusCode::kCancelled) {
-      stats_.requests_cancelled++;
-    } else {
-      stats_.requests_failed++;
-    }
-  }
-  if (!result.ok() && result.status().code() != absl::StatusCode::kCancelled) {
-    spdlog::warn("[{}] failed: {}", g->params.request_id, result.status().ToString());
-  } else {
-    spdlog::debug("[{}] {} after {:.1f} ms", g->params.request_id,
-                  result.ok() ? "done" : "cancelled", clock_->NowMs() - g->params.arrival_ms);
-  }
-  if (options_.observer != nullptr) {
-    const double now = clock_->NowMs();
-    const GenerateParams& p = g->params;
-    std::string status = "ok";
-    if (!result.ok()) {
-      status = absl::StatusCodeToString(result.status().code());
-      for (char& c : status) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    }
-    int tokens = 0;
-    for (const auto& a : g->agents) tokens += a.draft.num_tokens;
-    options_.observer->OnRequestEnd(status,
-                                    ever_admitted ? g->first_scheduled_ms - p.arrival_ms : -1,
-                                    g->first_token_ms >= 0 ? g->first_token_ms - p.arrival_ms : -1,
-                                    now - p.arrival_ms, tokens, g->budget_cut);
-  }
-  g->sink->OnComplete(std::move(result));
-  std::erase_if(groups_, [g](const auto& p) { return p.get() == g; });
-}
-
-void Runtime::CheckGroups(double now) {
-  std::vector<RequestGroup*> all;
-  for (auto& g : groups_) all.push_back(g.get());
-  // The next step carries every running agent's row (and maybe a prefill chunk): predict
-  // with the whole batch, not one group's share of it.
-  int next_rows = 0;
-  for (const RequestGroup* g : all) {
-    if (g->state != GroupState::kDecode) continue;
-    for (const auto& a : g->agents) next_rows += a.finished() ? 0 : 1;
-  }
-  const double next_step_ms = predictor_.PredictMs(std::max(1, next_rows));
-  for (RequestGroup* g : all) {
-    if (g->cancelled || g->sink->Cancelled()) {
-      for (auto& a : g->agents) {
-        if (!a.finished()) FinishAgent(*g, a, FinishReason::kCancelled, ctx_);
-      }
-      Complete(g,
-               absl::CancelledError(StrCat("request '", g->params.request_id, "' was cancelled")));
-      continue;
-    }
-    const bool has_drafts = g->forked;
-    if (g->state == GroupState::kDecode) {
-      if (ShouldStopDrafting(now, g->params.deadline_ms, next_step_ms, options_.merge_reserve_ms)) {
-        g->budget_cut = true;
-        for (auto& a : g->agents) {
-          if (!a.finished()) FinishAgent(*g, a, FinishReason::kBudget, ctx_);
-        }
-      }
-    } else {
-      // Waiting or prefilling: can the prefill still finish in time?
-      const int left = static_cast<int>(g->params.prompt_tokens.size()) - g->prompt_computed;
-      double prefill_ms;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        prefill_ms = prefill_ms_per_token_ * left;
-      }
-      if (!PrefillFits(now, g->params.deadline_ms, prefill_ms, predictor_.PredictMs(1),
-                       options_.merge_reserve_ms)) {
-        if (has_drafts) {  // preempted after drafting: merge what exists
-          g->budget_cut = true;
-          for (auto& a : g->agents) {
-            if (!a.finished()) FinishAgent(*g, a, FinishReason::kBudget, ctx_);
-          }
-        } else {
-          Complete(g, absl::DeadlineExceededError(StrCat("latency budget ended before request '",
-                                                         g->params.request_id,
-                                                         "' finished its prefill")));
-          continue;
-        }
-      }
-    }
-    if (AllAgentsFinished(*g) && MaybeStartSynthesis(g, now)) continue;
-    if (AllAgentsFinished(*g)) Complete(g, BuildResult(*g, now));
-  }
-}
-
-bool Runtime::MaybeStartSynthesis(RequestGroup* g, double now) {
-  if (g->params.reasoning.merge != MergeStrategy::kSynthesize || g->synth_decided || g->cancelled) {
-    return false;
-  }
-  g->synth_decided = true;
-  std::vector<int32_t> prompt = SynthesisPrompt(*g, ctx_);
-  if (prompt.empty()) return false;  // no drafts, or no room in the context: VOTE
-  // Only if the whole pass fits the budget: its prefill, its tokens, the merge reserve.
-  double prefill_ms;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    prefill_ms = prefill_ms_per_token_ * static_cast<double>(prompt.size());
-  }
-  const double decode_ms = predictor_.PredictMs(1) * g->params.max_tokens;
-  if (!PrefillFits(now, g->params.deadline_ms, prefill_ms, decode_ms, options_.merge_reserve_ms)) {
-    return false;
-  }
-  StartSynthesis(*g, std::move(prompt));
-  return true;
-}
-
 void Runtime::ApplyStep(const StepPlan& plan, const StepOutput& out) {
   const int vocab = ctx_.vocab_size;
-  std::vector<const float*> logits_of(plan.segments.size(), nullptr);
+  const size_t n = plan.segments.size();
+  std::vector<const float*> logits_of(n, nullptr);
   for (size_t i = 0; i < out.logit_segments.size(); ++i) {
     logits_of[out.logit_segments[i]] = out.logits.data() + i * static_cast<size_t>(vocab);
   }
-  std::vector<int> sampled_of(plan.segments.size(), -1);
+  std::vector<int> sampled_of(n, -1);
   for (size_t i = 0; i < out.sampled_segments.size(); ++i)
     sampled_of[out.sampled_segments[i]] = static_cast<int>(i);
   int64_t generated = 0;
-  for (size_t i = 0; i < plan.segments.size(); ++i) {
-    const StepSegment& s = plan.segments[i];
-    RequestGroup& g = *s.group;
-    if (s.agent < 0) {
-      g.prompt_computed += s.len;
-      PublishPromptBlocks(g, ctx_);
-      if (s.logits) ForkAgents(g, logits_of[i], ctx_);
-    } else {
-      AgentSequence& a = g.agents[s.agent];
-      a.computed += s.len;
-      if (s.logits && sampled_of[i] >= 0) {
-        ApplySampled(g, s.agent, out.sampled[sampled_of[i]], ctx_);
-        ++generated;
-      } else if (s.logits) {
-        SampleNext(g, s.agent, logits_of[i], ctx_);
-        ++generated;
+  std::vector<std::pair<RequestGroup*, absl::Status>> failed;
+  // A group's segments are adjacent in the plan (its agents' rows, or its prefill chunk).
+  for (size_t begin = 0, end = 0; begin < n; begin = end) {
+    RequestGroup& g = *plan.segments[begin].group;
+    while (end < n && plan.segments[end].group == &g) ++end;
+    const int64_t before = DraftTokens(g);
+    try {
+      for (size_t i = begin; i < end; ++i) {
+        const StepSegment& s = plan.segments[i];
+        if (s.agent < 0) {
+          g.prompt_computed += s.len;
+          PublishPromptBlocks(g, ctx_);
+          if (s.logits) ForkAgents(g, logits_of[i], ctx_);  // samples every first token
+        } else {
+          g.agents[s.agent].computed += s.len;
+          if (s.logits && sampled_of[i] >= 0) {
+            ApplySampled(g, s.agent, out.sampled[sampled_of[i]], ctx_);
+          } else if (s.logits) {
+            SampleNext(g, s.agent, logits_of[i], ctx_);
+          }
+        }
       }
+      ApplyEarlyStops(g, ctx_);  // once per group: the vote re-extracts answers
+    } catch (const std::exception& e) {  // e.g. std::bad_alloc: fail this request only
+      failed.emplace_back(&g, FromException(e, "applying a step"));
     }
+    // Counted as the drafts count them (first token at the fork included, end-of-text not),
+    // so the sum matches usage.completion_tokens and chorus_generated_tokens_total.
+    generated += DraftTokens(g) - before;
   }
-  // Once per group (a group has one segment per agent): the vote re-extracts answers.
-  RequestGroup* last = nullptr;
-  for (const StepSegment& s : plan.segments) {
-    if (s.group == last) continue;  // a group's segments are adjacent in the plan
-    last = s.group;
-    ApplyEarlyStops(*s.group, ctx_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.tokens_generated += generated;
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  stats_.tokens_generated += generated;
+  for (auto& [g, error] : failed) Fail(g, error);
 }
 
 void Runtime::PublishStats() {
@@ -360,6 +176,68 @@ void Runtime::PublishStats() {
   stats_.preemptions = scheduler_.preemptions();
 }
 
+void Runtime::NoteAdmitted() {
+  for (RequestGroup* g : scheduler_.admitted()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (g->first_scheduled_ms < 0) {
+      g->first_scheduled_ms = clock_->NowMs();
+      queued_requests_ -= 1;
+      queued_agents_ -= g->params.reasoning.agents;
+      stats_.prompt_tokens_cached += g->cached_prompt_tokens;
+    }
+  }
+}
+
+void Runtime::RunStep(const StepPlan& plan, StepOutput& out) {
+  int prefill_rows = 0;
+  for (const auto& s : plan.segments) prefill_rows += s.agent < 0 ? s.len : 0;
+  absl::Status st;
+  double t0 = clock_->NowMs();
+  try {
+    if (options_.before_step) options_.before_step();
+    t0 = clock_->NowMs();
+    st = engine_.Step(plan, &out);
+  } catch (const std::exception& e) {  // e.g. std::bad_alloc: fail this step, keep serving
+    st = FromException(e, "engine step");
+  }
+  const double dt = clock_->NowMs() - t0;
+  predictor_.Observe(plan.num_rows(), dt);
+  if (options_.observer != nullptr) options_.observer->OnStep(plan.num_rows(), dt);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.steps_run++;
+    stats_.prompt_tokens_computed += prefill_rows;
+    if (prefill_rows >= 16) {
+      prefill_ms_per_token_ += 0.3 * (dt / plan.num_rows() - prefill_ms_per_token_);
+    }
+  }
+  if (st.ok()) {
+    ApplyStep(plan, out);
+    return;
+  }
+  // An engine error fails the requests of this step, never the process.
+  std::vector<RequestGroup*> failed;
+  for (const auto& s : plan.segments) {
+    if (std::find(failed.begin(), failed.end(), s.group) == failed.end()) {
+      failed.push_back(s.group);
+    }
+  }
+  for (RequestGroup* g : failed) Fail(g, st);
+}
+
+bool Runtime::RunOnce(StepPlan& plan, StepOutput& out) {
+  TakeInbox();
+  CheckGroups(clock_->NowMs());
+  plan = scheduler_.Schedule();
+  NoteAdmitted();
+  PublishStats();
+  if (plan.empty()) return false;
+  RunStep(plan, out);
+  CheckGroups(clock_->NowMs());
+  PublishStats();
+  return true;
+}
+
 void Runtime::Loop() {
   StepPlan plan;
   StepOutput out;
@@ -369,64 +247,21 @@ void Runtime::Loop() {
       if (stop_) break;
     }
     last_progress_ms_ = clock_->NowMs();
-    TakeInbox();
-    CheckGroups(clock_->NowMs());
-    plan = scheduler_.Schedule();
-    for (RequestGroup* g : scheduler_.admitted()) {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (g->first_scheduled_ms < 0) {
-        g->first_scheduled_ms = clock_->NowMs();
-        queued_requests_ -= 1;
-        queued_agents_ -= g->params.reasoning.agents;
-        stats_.prompt_tokens_cached += g->cached_prompt_tokens;
-      }
+    bool ran = true;
+    try {
+      ran = RunOnce(plan, out);
+    } catch (const std::exception& e) {
+      // Outside any one request (inbox, scheduling): fail what is in flight, keep the process.
+      const absl::Status error = FromException(e, "engine loop");
+      std::vector<RequestGroup*> all;
+      for (auto& g : groups_) all.push_back(g.get());
+      for (RequestGroup* g : all) Fail(g, error);
     }
-    PublishStats();
-    if (plan.empty()) {
+    if (!ran) {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait_for(lock, std::chrono::milliseconds(groups_.empty() ? 50 : 2),
                    [this] { return stop_ || !inbox_.empty(); });
-      continue;
     }
-    if (options_.before_step) options_.before_step();
-    int prefill_rows = 0;
-    for (const auto& s : plan.segments) prefill_rows += s.agent < 0 ? s.len : 0;
-    const double t0 = clock_->NowMs();
-    absl::Status st;
-    try {
-      st = engine_.Step(plan, &out);
-    } catch (const std::exception& e) {  // e.g. std::bad_alloc: fail this step, keep serving
-      st = absl::ResourceExhaustedError(StrCat("engine step threw: ", e.what()));
-    }
-    const double dt = clock_->NowMs() - t0;
-    predictor_.Observe(plan.num_rows(), dt);
-    if (options_.observer != nullptr) options_.observer->OnStep(plan.num_rows(), dt);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stats_.steps_run++;
-      stats_.prompt_tokens_computed += prefill_rows;
-      if (prefill_rows >= 16) {
-        prefill_ms_per_token_ += 0.3 * (dt / plan.num_rows() - prefill_ms_per_token_);
-      }
-    }
-    if (!st.ok()) {
-      // An engine error fails the requests of this step, never the process.
-      std::vector<RequestGroup*> failed;
-      for (const auto& s : plan.segments) {
-        if (std::find(failed.begin(), failed.end(), s.group) == failed.end())
-          failed.push_back(s.group);
-      }
-      for (RequestGroup* g : failed) {
-        for (auto& a : g->agents) {
-          if (!a.finished()) FinishAgent(*g, a, FinishReason::kCancelled, ctx_);
-        }
-        Complete(g, absl::InternalError(StrCat("engine step failed: ", st.message())));
-      }
-      continue;
-    }
-    ApplyStep(plan, out);
-    CheckGroups(clock_->NowMs());
-    PublishStats();
   }
   // Shutdown: every request still here ends with a definite status.
   TakeInbox();

@@ -22,9 +22,16 @@ void Scheduler::AddWaiting(RequestGroup* g) {
   waiting_.push_back(g);
 }
 
+int Scheduler::LiveAgents(const RequestGroup& g) {
+  if (!g.forked) return g.params.reasoning.agents;
+  int n = 0;
+  for (const auto& a : g.agents) n += a.finished() ? 0 : 1;
+  return n;
+}
+
 int Scheduler::running_agents() const {
   int n = 0;
-  for (const auto* g : running_) n += static_cast<int>(g->agents.empty() ? g->params.reasoning.agents : g->agents.size());
+  for (const auto* g : running_) n += LiveAgents(*g);
   return n;
 }
 
@@ -56,7 +63,22 @@ void Scheduler::Preempt(RequestGroup* g) {
   ++preemptions_;
 }
 
+bool Scheduler::AdmitSynthesisOnly(RequestGroup* g, AgentSequence& synth) {
+  // The pass recomputes its whole prompt through the decode path: all of its blocks now, one
+  // more to grow.
+  const int bs = blocks_->block_size();
+  const int have = static_cast<int>((synth.tokens.size() + bs - 1) / bs);
+  if (blocks_->num_available() < have + 1) return false;
+  for (int i = 0; i < have; ++i) synth.block_table.push_back(blocks_->Allocate());
+  synth.computed = 0;
+  g->state = GroupState::kDecode;
+  return true;
+}
+
 bool Scheduler::Admit(RequestGroup* g) {
+  if (g->synth_agent >= 0 && !g->agents[g->synth_agent].finished()) {
+    return AdmitSynthesisOnly(g, g->agents[g->synth_agent]);
+  }
   const int bs = blocks_->block_size();
   const auto& prompt = g->params.prompt_tokens;
   const int p = static_cast<int>(prompt.size());
@@ -66,32 +88,38 @@ bool Scheduler::Admit(RequestGroup* g) {
   const int n = g->params.reasoning.agents;
 
   g->prompt_hashes.clear();
-  uint64_t h = 0;
+  const uint64_t salt = g->params.cache_salt;
+  uint64_t h = salt;
   for (int i = 0; i < full; ++i) {
     h = BlockManager::ChainHash(h, prompt.data() + i * bs, bs);
     g->prompt_hashes.push_back(h);
   }
+  // Agents still to run, and the blocks their generated tokens need (after preemption).
+  int live = g->forked ? 0 : n;
+  int generated_blocks = 0;
+  for (const auto& a : g->agents) {
+    if (a.finished() || a.index == g->synth_agent) continue;
+    ++live;
+    generated_blocks += (static_cast<int>(a.tokens.size()) - p + bs - 1) / bs;
+  }
   std::vector<int32_t> table;
   for (int i = 0; i < full; ++i) {
-    const int32_t b = blocks_->Lookup(g->prompt_hashes[i]);
+    const int32_t parent = i == 0 ? -1 : table.back();
+    const int32_t b = blocks_->Lookup(g->prompt_hashes[i], prompt.data() + i * bs, parent, salt);
     if (b < 0) break;
     table.push_back(b);
   }
   const int hits = static_cast<int>(table.size());
-  // Blocks to hold now (prompt misses, fork copies) plus one growth block per agent and the
-  // blocks for tokens that preempted agents already generated.
-  int need = (num_blocks - hits) + (partial ? n - 1 : 0) + n;
-  for (const auto& a : g->agents) {
-    need += (static_cast<int>(a.tokens.size()) - p + bs - 1) / bs;
-  }
+  // Blocks to hold now (prompt misses, fork copies) plus one growth block per live agent and
+  // the blocks for tokens that preempted agents already generated.
+  const int copies = partial ? std::max(0, live - 1) : 0;
+  const int need = (num_blocks - hits) + copies + live + generated_blocks;
   if (blocks_->num_available() < need) {
     for (int32_t b : table) blocks_->Unref(b);
     return false;
   }
   while (static_cast<int>(table.size()) < num_blocks) table.push_back(blocks_->Allocate());
-  if (partial) {
-    for (int i = 0; i < n - 1; ++i) g->fork_blocks.push_back(blocks_->Allocate());
-  }
+  for (int i = 0; i < copies; ++i) g->fork_blocks.push_back(blocks_->Allocate());
   g->prompt_table = std::move(table);
   g->prompt_computed = hits * bs;
   if (g->prompt_computed == p) g->prompt_computed = p - 1;  // recompute one row for logits
@@ -126,20 +154,35 @@ bool Scheduler::GrowAgentTables() {
   return true;
 }
 
+void Scheduler::AdmitWaiting() {
+  std::sort(waiting_.begin(), waiting_.end(), Before);
+  std::vector<RequestGroup*> still_waiting, passed;
+  for (size_t i = 0; i < waiting_.size(); ++i) {
+    RequestGroup* g = waiting_[i];
+    const bool fits_agents = running_agents() + LiveAgents(*g) <= limits_.max_running_agents;
+    if (fits_agents && Admit(g)) {
+      // A preempted group that already had agents rebuilds them at the fork.
+      running_.push_back(g);
+      admitted_.push_back(g);
+      g->bypassed = 0;
+      for (RequestGroup* w : passed) ++w->bypassed;
+      continue;
+    }
+    still_waiting.push_back(g);
+    passed.push_back(g);
+    if (g->bypassed >= limits_.max_admission_bypass) {  // aged: nothing passes it any more
+      still_waiting.insert(still_waiting.end(), waiting_.begin() + i + 1, waiting_.end());
+      break;
+    }
+  }
+  waiting_ = std::move(still_waiting);
+}
+
 StepPlan Scheduler::Schedule() {
   admitted_.clear();
   while (!GrowAgentTables()) {
   }
-  std::sort(waiting_.begin(), waiting_.end(), Before);
-  while (!waiting_.empty()) {
-    RequestGroup* g = waiting_.front();
-    if (running_agents() + g->params.reasoning.agents > limits_.max_running_agents) break;
-    if (!Admit(g)) break;
-    waiting_.erase(waiting_.begin());
-    running_.push_back(g);
-    admitted_.push_back(g);
-    // A preempted group that already had agents rebuilds them at the fork.
-  }
+  AdmitWaiting();
   std::sort(running_.begin(), running_.end(), Before);
 
   StepPlan plan;

@@ -21,8 +21,10 @@ chorus::v1::ServerConfig DefaultServerConfig() {
   c.set_prefix_cache_enabled(true);
   c.set_max_num_batched_tokens(512);
   c.set_max_running_agents(256);
+  c.set_max_admission_bypass(8);
   c.set_max_queued_requests(256);
   c.set_max_queued_agents(2048);
+  c.set_max_concurrent_admissions(16);
   c.set_max_agents_per_request(16);
   c.set_max_tokens_limit(4096);
   c.set_max_prompt_bytes(1 << 20);
@@ -34,6 +36,14 @@ chorus::v1::ServerConfig DefaultServerConfig() {
   c.set_drain_timeout_ms(20000);
   c.set_engine_stall_timeout_ms(10000);
   c.set_metrics_listen_address("127.0.0.1:9464");
+  c.set_stream_backlog_max_bytes(4 << 20);
+  c.set_grpc_max_concurrent_streams(64);
+  c.set_grpc_keepalive_time_ms(60000);
+  c.set_grpc_keepalive_timeout_ms(20000);
+  c.set_grpc_min_client_ping_interval_ms(10000);
+  c.set_grpc_max_connection_idle_ms(300000);
+  c.set_grpc_max_connection_age_ms(7200000);
+  c.set_grpc_max_connection_age_grace_ms(3600000);
   return c;
 }
 
@@ -50,20 +60,50 @@ absl::StatusOr<chorus::v1::ServerConfig> LoadServerConfig(const std::string& pat
   return c;
 }
 
+namespace {
+
+absl::Status Range(std::string_view field, int64_t v, int64_t lo, int64_t hi) {
+  if (v < lo || v > hi) {
+    return absl::InvalidArgumentError(
+        StrCat("config: ", field, " = ", v, " is outside [", lo, ", ", hi, "]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateConnectionLimits(const chorus::v1::ServerConfig& c) {
+  constexpr int64_t kDay = 86400000;
+  CHORUS_RETURN_IF_ERROR(
+      Range("stream_backlog_max_bytes", c.stream_backlog_max_bytes(), 1024, int64_t{1} << 32));
+  CHORUS_RETURN_IF_ERROR(
+      Range("grpc_max_concurrent_streams", c.grpc_max_concurrent_streams(), 1, 1 << 16));
+  CHORUS_RETURN_IF_ERROR(Range("grpc_keepalive_time_ms", c.grpc_keepalive_time_ms(), 1000, kDay));
+  CHORUS_RETURN_IF_ERROR(
+      Range("grpc_keepalive_timeout_ms", c.grpc_keepalive_timeout_ms(), 1000, kDay));
+  CHORUS_RETURN_IF_ERROR(Range("grpc_min_client_ping_interval_ms",
+                               c.grpc_min_client_ping_interval_ms(), 0, kDay));
+  CHORUS_RETURN_IF_ERROR(
+      Range("grpc_max_connection_idle_ms", c.grpc_max_connection_idle_ms(), 0, 30 * kDay));
+  CHORUS_RETURN_IF_ERROR(
+      Range("grpc_max_connection_age_ms", c.grpc_max_connection_age_ms(), 0, 30 * kDay));
+  CHORUS_RETURN_IF_ERROR(Range("grpc_max_connection_age_grace_ms",
+                               c.grpc_max_connection_age_grace_ms(), 0, 30 * kDay));
+  return Range("grpc_memory_quota_bytes", c.grpc_memory_quota_bytes(), 0, int64_t{1} << 40);
+}
+
+}  // namespace
+
 absl::Status ValidateServerConfig(const chorus::v1::ServerConfig& c) {
-  auto range = [](std::string_view field, int64_t v, int64_t lo, int64_t hi) -> absl::Status {
-    if (v < lo || v > hi) {
-      return absl::InvalidArgumentError(StrCat("config: ", field, " = ", v, " is outside [", lo, ", ", hi, "]"));
-    }
-    return absl::OkStatus();
-  };
+  const auto range = Range;
   CHORUS_RETURN_IF_ERROR(range("num_threads", c.num_threads(), 0, 1024));
   CHORUS_RETURN_IF_ERROR(range("kv_block_size_tokens", c.kv_block_size_tokens(), 1, 1024));
   CHORUS_RETURN_IF_ERROR(range("kv_num_blocks", c.kv_num_blocks(), 1, 1 << 24));
   CHORUS_RETURN_IF_ERROR(range("max_num_batched_tokens", c.max_num_batched_tokens(), 1, 1 << 20));
   CHORUS_RETURN_IF_ERROR(range("max_running_agents", c.max_running_agents(), 1, 1 << 20));
+  CHORUS_RETURN_IF_ERROR(range("max_admission_bypass", c.max_admission_bypass(), 0, 1 << 20));
   CHORUS_RETURN_IF_ERROR(range("max_queued_requests", c.max_queued_requests(), 0, 1 << 24));
   CHORUS_RETURN_IF_ERROR(range("max_queued_agents", c.max_queued_agents(), 0, 1 << 24));
+  CHORUS_RETURN_IF_ERROR(
+      range("max_concurrent_admissions", c.max_concurrent_admissions(), 1, 1 << 16));
   CHORUS_RETURN_IF_ERROR(range("max_agents_per_request", c.max_agents_per_request(), 1, 1024));
   CHORUS_RETURN_IF_ERROR(range("max_tokens_limit", c.max_tokens_limit(), 1, 1 << 24));
   CHORUS_RETURN_IF_ERROR(range("max_prompt_bytes", c.max_prompt_bytes(), 1, 1 << 30));
@@ -74,6 +114,7 @@ absl::Status ValidateServerConfig(const chorus::v1::ServerConfig& c) {
   CHORUS_RETURN_IF_ERROR(range("deadline_margin_ms", c.deadline_margin_ms(), 0, 60000));
   CHORUS_RETURN_IF_ERROR(range("engine_stall_timeout_ms", c.engine_stall_timeout_ms(), 0, int64_t{1} << 32));
   CHORUS_RETURN_IF_ERROR(range("drain_timeout_ms", c.drain_timeout_ms(), 0, int64_t{1} << 32));
+  CHORUS_RETURN_IF_ERROR(ValidateConnectionLimits(c));
   if (c.max_agents_per_request() > c.max_running_agents()) {
     return absl::InvalidArgumentError("config: max_agents_per_request exceeds max_running_agents");
   }

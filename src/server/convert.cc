@@ -72,6 +72,7 @@ GenerateInput FromProto(const pb::GenerateRequest& r) {
   in.confidence_window = q.confidence_window();
   in.latency_budget_ms = r.latency_budget_ms();
   in.priority = r.priority();
+  in.cache_salt = r.cache_salt();
   return in;
 }
 

@@ -1,16 +1,20 @@
 // Result sinks for the gRPC callback reactors (internal to server/): the unary sink fills the
-// response and finishes the call once; the stream reactor writes one event at a time and
-// finishes after the last. Client cancels set the sink's flag, which the engine thread polls.
+// response and finishes the call once; the stream reactor writes one event at a time (its
+// backlog bounded in bytes) and finishes after the last. Client cancels set the sink's flag,
+// which the engine thread polls.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
 
 #include <atomic>
 #include <deque>
 #include <memory>
 #include <mutex>
 
+#include "chorus/core/log_safe.h"
 #include "chorus/core/request.h"
+#include "chorus/core/str_cat.h"
 #include "chorus/v1/chorus.grpc.pb.h"
 #include "convert.h"
 
@@ -48,6 +52,11 @@ class GenerateReactor : public grpc::ServerUnaryReactor {
 };
 
 // Streaming: events queue up and are written one at a time; the call finishes after the last.
+// The queue is bounded in bytes (issue 11, finding 1): a client that stops reading while its
+// request runs gets its request cancelled (the runtime frees its slot and KV blocks at the next
+// step), the queued events dropped, and RESOURCE_EXHAUSTED as the call's status (after the one
+// write already handed to gRPC). The final result event is never refused: by then the runtime
+// holds nothing, and its size is bounded by the request's own limits.
 class StreamReactor : public grpc::ServerWriteReactor<pb::GenerateEvent> {
  public:
   class Sink : public ResultSink {
@@ -57,18 +66,18 @@ class StreamReactor : public grpc::ServerWriteReactor<pb::GenerateEvent> {
       pb::GenerateEvent e;
       e.mutable_delta()->set_agent(agent);
       e.mutable_delta()->set_text(std::string(text));
-      r_->Push(std::move(e));
+      r_->Push(std::move(e), /*final=*/false);
     }
     void OnAgentFinished(const DraftResult& d) override {
       pb::GenerateEvent e;
       ToProto(d, e.mutable_agent_finished());
-      r_->Push(std::move(e));
+      r_->Push(std::move(e), /*final=*/false);
     }
     void OnComplete(absl::StatusOr<GenerateResult> r) override {
       if (r.ok()) {
         pb::GenerateEvent e;
         ToProto(*r, drafts_, e.mutable_result());
-        r_->Push(std::move(e));
+        r_->Push(std::move(e), /*final=*/true);
       }
       r_->Close(ToGrpc(r.status()));
     }
@@ -80,16 +89,27 @@ class StreamReactor : public grpc::ServerWriteReactor<pb::GenerateEvent> {
     bool drafts_;
   };
 
+  // `max_backlog_bytes`: serialized bytes of events that may wait for the client.
+  StreamReactor(std::string request_id, int64_t max_backlog_bytes)
+      : request_id_(std::move(request_id)), max_backlog_bytes_(max_backlog_bytes) {}
+
   std::shared_ptr<Sink> sink;
 
-  void Push(pb::GenerateEvent e) {
+  void Push(pb::GenerateEvent e, bool final) {
     std::lock_guard<std::mutex> lock(mu_);
-    queue_.push_back(std::move(e));
+    if (overflowed_ || closing_) return;
+    const int64_t bytes = static_cast<int64_t>(e.ByteSizeLong());
+    if (!final && backlog_bytes_ + bytes > max_backlog_bytes_) {
+      OverflowLocked();
+      return;
+    }
+    backlog_bytes_ += bytes;
+    queue_.push_back({std::move(e), bytes});
     MaybeWriteLocked();
   }
   void Close(const grpc::Status& s) {
     std::lock_guard<std::mutex> lock(mu_);
-    final_ = s;
+    final_ = overflowed_ ? OverflowStatus() : s;
     closing_ = true;
     MaybeWriteLocked();
   }
@@ -99,9 +119,11 @@ class StreamReactor : public grpc::ServerWriteReactor<pb::GenerateEvent> {
   void OnWriteDone(bool ok) override {
     std::lock_guard<std::mutex> lock(mu_);
     writing_ = false;
+    backlog_bytes_ -= queue_.front().bytes;
     queue_.pop_front();
     if (!ok) {  // the client is gone: drop what is left
       queue_.clear();
+      backlog_bytes_ = 0;
       if (sink) sink->cancelled_ = true;
     }
     MaybeWriteLocked();
@@ -112,19 +134,45 @@ class StreamReactor : public grpc::ServerWriteReactor<pb::GenerateEvent> {
   void OnDone() override { delete this; }
 
  private:
+  struct Pending {
+    pb::GenerateEvent event;
+    int64_t bytes = 0;
+  };
+  // Keeps only the event gRPC is writing; the runtime sees the cancel at its next step and
+  // then calls Close, which finishes with OverflowStatus().
+  void OverflowLocked() {
+    overflowed_ = true;
+    while (queue_.size() > (writing_ ? 1u : 0u)) {
+      backlog_bytes_ -= queue_.back().bytes;
+      queue_.pop_back();
+    }
+    if (sink) sink->cancelled_ = true;
+    spdlog::warn("[{}] stream client is not reading: over {} bytes of events waiting "
+                 "(stream_backlog_max_bytes); request cancelled",
+                 LogSafe(request_id_), max_backlog_bytes_);
+  }
+  grpc::Status OverflowStatus() const {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        StrCat("stream backlog over stream_backlog_max_bytes ",
+                               max_backlog_bytes_, ": the client stopped reading; request '",
+                               request_id_, "' was cancelled"));
+  }
   void MaybeWriteLocked() {
     if (writing_ || finished_) return;
     if (!queue_.empty()) {
       writing_ = true;
-      StartWrite(&queue_.front());
+      StartWrite(&queue_.front().event);
     } else if (closing_) {
       finished_ = true;
       Finish(final_);
     }
   }
+  const std::string request_id_;
+  const int64_t max_backlog_bytes_;
   std::mutex mu_;
-  std::deque<pb::GenerateEvent> queue_;
-  bool writing_ = false, closing_ = false, finished_ = false;
+  std::deque<Pending> queue_;
+  int64_t backlog_bytes_ = 0;  // bytes in queue_, the event being written included
+  bool writing_ = false, closing_ = false, finished_ = false, overflowed_ = false;
   grpc::Status final_;
 };
 

@@ -3,6 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
+#include <vector>
+
 #include "chorus/core/clock.h"
 
 namespace chorus {
@@ -53,6 +57,37 @@ TEST(BudgetTest, NoisyStepsArePredictedAboveTheirMean) {
   for (int i = 0; i < 100; ++i) p.Observe(8, i % 2 ? 12.0 : 8.0);  // mean 10, spread 2
   EXPECT_GT(p.PredictMs(8), 11.0);
   EXPECT_LT(p.PredictMs(8), 16.0);
+}
+
+}  // namespace
+}  // namespace chorus
+
+namespace chorus {
+namespace {
+
+// Issue 11, finding 8: the engine thread observes steps while gRPC threads predict (Submit).
+// Unguarded, the bucket map is written while it is read (ThreadSanitizer reports it, and a
+// read during a rebalance can return garbage). Every prediction must stay a sane number.
+TEST(BudgetTest, ObserveAndPredictFromManyThreadsAreSafe) {
+  StepTimePredictor p(2.0, 0.5);
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 3; ++t) {
+    readers.emplace_back([&] {
+      while (!stop.load()) {
+        for (int rows = 1; rows <= (1 << 20); rows *= 2) {
+          const double ms = p.PredictMs(rows);
+          if (!(ms > 0 && ms < 1e12)) bad.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (int i = 0; i < 20000; ++i) p.Observe(1 << (i % 21), 1.0 + i % 7);
+  stop = true;
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_GT(p.PredictMs(1), 0);
 }
 
 }  // namespace

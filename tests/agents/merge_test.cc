@@ -42,12 +42,27 @@ TEST(MergeTest, VoteTieIsBrokenByMeanLogprob) {
 }
 
 TEST(MergeTest, AnswerRegexFirstGroupAndDefaultRules) {
-  EXPECT_EQ(ExtractAnswer("result=<B>", "<([A-D])>"), "b");
-  EXPECT_EQ(ExtractAnswer("no match here 7", "<([A-D])>"), "7");  // falls back to the default
-  EXPECT_EQ(ExtractAnswer("so \\boxed{x^{2}} done", ""), "x^{2}");
-  EXPECT_EQ(ExtractAnswer("it costs 1,234.5 dollars", ""), "1234.5");
-  EXPECT_EQ(ExtractAnswer("  Hello   World. ", ""), "hello world");
-  EXPECT_FALSE(ValidateAnswerRegex("(a").ok());
+  auto re = CompileAnswerRegex("<([A-D])>");
+  ASSERT_TRUE(re.ok() && *re != nullptr);
+  EXPECT_EQ(ExtractAnswer("result=<B>", re->get()), "b");
+  EXPECT_EQ(ExtractAnswer("no match here 7", re->get()), "7");  // falls back to the default
+  EXPECT_EQ(ExtractAnswer("so \\boxed{x^{2}} done", nullptr), "x^{2}");
+  EXPECT_EQ(ExtractAnswer("it costs 1,234.5 dollars", nullptr), "1234.5");
+  EXPECT_EQ(ExtractAnswer("  Hello   World. ", nullptr), "hello world");
+  EXPECT_FALSE(CompileAnswerRegex("(a").ok());
+  EXPECT_EQ(*CompileAnswerRegex(""), nullptr);
+}
+
+// Issue 11, finding 6: any answer_regex up to RE2's 1 MiB was allowed and recompiled on every
+// use on the engine thread. Now it is compiled once at admission, with a capped program.
+TEST(MergeTest, AnswerRegexProgramSizeIsCapped) {
+  EXPECT_TRUE(CompileAnswerRegex("(?i)final answer:\\s*([A-E])").ok());
+  EXPECT_TRUE(CompileAnswerRegex("\\w{100}").ok());
+  const auto big = CompileAnswerRegex("[a-z]{1000}");  // 1004 instructions
+  ASSERT_FALSE(big.ok());
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(big.status().message().find("reasoning.answer_regex"), std::string::npos);
+  EXPECT_NE(big.status().message().find("limit is 512"), std::string::npos) << big.status();
 }
 
 TEST(MergeTest, ConfidenceWeightsVotesAndDropsLowConfidenceDrafts) {

@@ -211,3 +211,32 @@ TEST_F(RuntimeTest, FirstStopsTheOtherDraftsWhenOneFinishes) {
 
 }  // namespace
 }  // namespace chorus
+
+namespace chorus {
+namespace {
+
+// Issue 11, finding 2: a SYNTHESIZE pass larger than the KV cache used to preempt its own
+// group again and again (it could never be re-admitted), holding the queue until the budget
+// cut it. Now the pass starts only when its blocks are free; else the vote stands at once.
+TEST_F(RuntimeTest, SynthesisThatCannotFitTheFreeBlocksFallsBackToVoteAtOnce) {
+  // 4 greedy drafts of 160 tokens need 1 + 4 x 10 = 41 blocks of 16; the pass (the prompt,
+  // ~640 tokens of drafts, 160 to generate) needs about 51: more than the 46 in the cache.
+  auto rt = Make(46, 16);
+  auto sink = std::make_shared<CollectSink>();
+  auto p = Params("synth-too-big", "", 4, 160);
+  p.prompt_tokens = {1};
+  p.reasoning.merge = MergeStrategy::kSynthesize;
+  p.deadline_ms = clock_.NowMs() + 30000;  // the old loop ran until the budget cut it
+  ASSERT_TRUE(rt->Submit(std::move(p), sink).ok());
+  auto behind = std::make_shared<CollectSink>();
+  ASSERT_TRUE(rt->Submit(Params("behind", "Lily", 1, 8), behind).ok());
+  auto r = sink->Wait();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->merge.strategy, MergeStrategy::kVote);
+  EXPECT_FALSE(r->budget_cut);
+  EXPECT_TRUE(behind->Wait().ok());
+  EXPECT_EQ(rt->Stats().preemptions, 0);
+}
+
+}  // namespace
+}  // namespace chorus

@@ -28,6 +28,9 @@ TEST_F(AdmissionServerTest, EveryBadRequestIsRejectedNamingTheFieldAndServingCon
       {"temperature negative", [](auto& r) { r.mutable_sampling()->set_temperature(-1); }, grpc::INVALID_ARGUMENT, "sampling.temperature"},
       {"temperature huge", [](auto& r) { r.mutable_sampling()->set_temperature(999999); }, grpc::INVALID_ARGUMENT, "sampling.temperature"},
       {"temperature NaN", [](auto& r) { r.mutable_sampling()->set_temperature(NAN); }, grpc::INVALID_ARGUMENT, "sampling.temperature"},
+      // Issue 11, finding 9: divisors small enough to overflow the logits.
+      {"temperature tiny", [](auto& r) { r.mutable_sampling()->set_temperature(1e-30f); }, grpc::INVALID_ARGUMENT, "sampling.temperature"},
+      {"repetition penalty tiny", [](auto& r) { r.mutable_sampling()->set_repetition_penalty(1e-30f); }, grpc::INVALID_ARGUMENT, "sampling.repetition_penalty"},
       {"top_p negative", [](auto& r) { r.mutable_sampling()->set_top_p(-1); }, grpc::INVALID_ARGUMENT, "sampling.top_p"},
       {"top_p above 1", [](auto& r) { r.mutable_sampling()->set_top_p(1.5f); }, grpc::INVALID_ARGUMENT, "sampling.top_p"},
       {"top_k negative", [](auto& r) { r.mutable_sampling()->set_top_k(-5); }, grpc::INVALID_ARGUMENT, "sampling.top_k"},
@@ -43,6 +46,7 @@ TEST_F(AdmissionServerTest, EveryBadRequestIsRejectedNamingTheFieldAndServingCon
       {"unknown merge", [](auto& r) { r.mutable_reasoning()->set_merge(static_cast<pb::MergeStrategy>(42)); }, grpc::INVALID_ARGUMENT, "reasoning.merge"},
       {"bad regex", [](auto& r) { r.mutable_reasoning()->set_answer_regex("(unclosed"); }, grpc::INVALID_ARGUMENT, "reasoning.answer_regex"},
       {"long regex", [](auto& r) { r.mutable_reasoning()->set_answer_regex(std::string(600, 'a')); }, grpc::INVALID_ARGUMENT, "reasoning.answer_regex"},
+      {"regex program too big", [](auto& r) { r.mutable_reasoning()->set_answer_regex("[a-z]{1000}"); }, grpc::INVALID_ARGUMENT, "reasoning.answer_regex"},
       {"spread above 1", [](auto& r) { r.mutable_reasoning()->set_temperature_spread(3); }, grpc::INVALID_ARGUMENT, "reasoning.temperature_spread"},
       {"confidence threshold", [](auto& r) { r.mutable_reasoning()->set_confidence_threshold(1.5f); }, grpc::INVALID_ARGUMENT, "reasoning.confidence_threshold"},
       {"confidence window", [](auto& r) { r.mutable_reasoning()->set_confidence_window(99999); }, grpc::INVALID_ARGUMENT, "reasoning.confidence_window"},
@@ -118,6 +122,26 @@ TEST_F(QueueLimitServerTest, AFullQueueAnswersResourceExhausted) {
   for (auto& t : threads) t.join();
   EXPECT_TRUE(st[0].ok());
   EXPECT_TRUE(st[1].ok());
+}
+
+// Issue 11, finding 7: the queue checks come before the prompt is tokenized, so a server that
+// cannot queue refuses even a large prompt at once (it used to tokenize it first, then answer
+// INVALID_ARGUMENT about the context length).
+class NoQueueServerTest : public ServerTest {
+ protected:
+  void Configure(pb::ServerConfig& c) override { c.set_max_queued_requests(0); }
+};
+
+TEST_F(NoQueueServerTest, AFullQueueRefusesBeforeTokenizing) {
+  std::string prompt;
+  for (int i = 0; i < 1000; ++i) prompt += "\xe4\xb8\xad";  // thousands of tokens
+  pb::GenerateRequest r;
+  r.set_prompt(prompt);
+  r.set_max_tokens(1024);
+  pb::GenerateResponse resp;
+  const grpc::Status s = Generate(r, &resp);
+  EXPECT_EQ(s.error_code(), grpc::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_NE(s.error_message().find("max_queued_requests"), std::string::npos) << s.error_message();
 }
 
 }  // namespace

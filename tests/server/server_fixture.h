@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include "../test_util.h"
 #include "chorus/server/server.h"
@@ -16,6 +17,8 @@ namespace chorus::testing {
 class ServerTest : public ::testing::Test {
  protected:
   virtual void Configure(chorus::v1::ServerConfig& c) {}
+  // Runs on the engine thread before every step (fault injection); none by default.
+  virtual std::function<void()> BeforeStep() { return nullptr; }
   void SetUp() override {
     chorus::v1::ServerConfig c = DefaultServerConfig();
     c.set_listen_address("127.0.0.1:0");
@@ -24,7 +27,7 @@ class ServerTest : public ::testing::Test {
     c.set_kv_num_blocks(1024);
     c.set_metrics_listen_address("127.0.0.1:0");
     Configure(c);
-    auto s = ChorusServer::Start(c);
+    auto s = ChorusServer::Start(c, BeforeStep());
     ASSERT_TRUE(s.ok()) << s.status();
     server_ = std::move(*s);
     channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()),

@@ -3,18 +3,22 @@
 #pragma once
 
 #include <map>
+#include <mutex>
+
+#include "absl/base/thread_annotations.h"
 
 namespace chorus {
 
 // Predicts a forward step's wall time from its row count, from exponential moving averages
 // of measured steps bucketed by powers of two, plus two mean absolute deviations, so that a
-// step slower than average does not eat the merge reserve. Engine thread only.
+// step slower than average does not eat the merge reserve. Thread-safe: the engine thread
+// observes steps while gRPC threads predict in Runtime::Submit (issue 11, finding 8).
 class StepTimePredictor {
  public:
   // Used until a bucket has a measurement: fixed + per_row x rows.
   StepTimePredictor(double initial_fixed_ms = 2.0, double initial_per_row_ms = 0.5);
-  void Observe(int rows, double ms);
-  double PredictMs(int rows) const;
+  void Observe(int rows, double ms) ABSL_LOCKS_EXCLUDED(mu_);
+  double PredictMs(int rows) const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Bucket {
@@ -22,8 +26,11 @@ class StepTimePredictor {
     double dev = 0;  // EMA of |measured - ms|
     double rows = 0;
   };
-  double fixed_ms_, per_row_ms_;
-  std::map<int, Bucket> buckets_;  // floor(log2(rows)) -> EMA
+  const double fixed_ms_, per_row_ms_;
+  // std::mutex, not absl::Mutex: Debian's Abseil is not built for ThreadSanitizer, which then
+  // cannot see absl::Mutex and reports the guarded accesses as races.
+  mutable std::mutex mu_;
+  std::map<int, Bucket> buckets_ ABSL_GUARDED_BY(mu_);  // floor(log2(rows)) -> EMA
 };
 
 // Stop drafting now when the next step and the merge would end past the deadline.

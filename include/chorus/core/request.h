@@ -15,7 +15,13 @@
 #include "chorus/sampling/sampler.h"
 #include "chorus/tokenizer/utf8.h"
 
+namespace re2 {
+class RE2;
+}  // namespace re2
+
 namespace chorus {
+
+class StopMatcher;  // agents/stop_matcher.h
 
 enum class MergeStrategy { kVote = 1, kConfidence = 2, kBestLogprob = 3, kFirst = 4, kSynthesize = 5 };
 
@@ -35,6 +41,8 @@ struct ReasoningParams {
   int agents = 1;
   MergeStrategy merge = MergeStrategy::kVote;
   std::string answer_regex;      // RE2; empty = default rule
+  // answer_regex compiled once, at admission (null: the default rule). Shared, immutable.
+  std::shared_ptr<const re2::RE2> answer_re;
   float temperature_spread = 0;  // agent temperatures spread around the base
   bool return_drafts = false;
   float confidence_threshold = 0.05f;  // CONFIDENCE: window probability floor
@@ -44,6 +52,9 @@ struct ReasoningParams {
 // A validated request, ready for the engine.
 struct GenerateParams {
   std::string request_id;
+  // Identity that submitted (the bearer token's name when auth is on, else ""): request ids
+  // are unique per owner, and only the owner can abort its requests.
+  std::string owner;
   std::vector<int32_t> prompt_tokens;  // never empty (BOS at least)
   bool strip_leading_space = false;    // the prompt is BOS alone: drop the dummy-prefix space
   int max_tokens = 256;
@@ -51,6 +62,9 @@ struct GenerateParams {
   SamplingParams sampling;
   ReasoningParams reasoning;
   int priority = 0;
+  // BlockManager::SaltKey of the request's cache_salt (0 = none): prefix-cache entries are
+  // shared only between requests with the same salt.
+  uint64_t cache_salt = 0;
   double arrival_ms = 0;
   double deadline_ms = 0;  // absolute, on the runtime's clock
   bool stream = false;
@@ -111,6 +125,7 @@ struct AgentSequence {
   DraftResult draft;                 // text, logprobs, finish so far
   Utf8Stream utf8;
   size_t streamed = 0;               // bytes of draft.text already sent as deltas
+  std::vector<int32_t> stop_state;   // StopMatcher progress over draft.text
   bool finished() const { return draft.finish != FinishReason::kNone; }
 };
 
@@ -135,9 +150,11 @@ struct RequestGroup {
   int computed_prompt_tokens = 0, cached_prompt_tokens = 0;
   double first_scheduled_ms = -1, first_token_ms = -1;
   bool budget_cut = false;
+  std::shared_ptr<const StopMatcher> stop_matcher;  // params.stop, built at the fork
   int synth_agent = -1;    // SYNTHESIZE: index of the extra agent that writes the answer
   bool synth_decided = false;
   uint64_t admit_seq = 0;  // order of arrival (stable tie-break)
+  int bypassed = 0;        // times a group behind it was admitted while it waited (aging)
 };
 
 }  // namespace chorus

@@ -9,10 +9,12 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "chorus/agents/agent_group.h"
 #include "chorus/agents/budget.h"
@@ -62,12 +64,17 @@ class Runtime {
   // Calibrates the step-time predictor with a few timed forward passes, then starts the
   // engine thread.
   void Start();
+  // The cheap checks of Submit (draining, queue limits) for a request of `agents` agents, so
+  // that admission refuses before it tokenizes anything. Submit checks again.
+  absl::Status CheckCapacity(int agents) const;
   // Queues a validated request. RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE while
-  // draining, DEADLINE_EXCEEDED when the budget cannot cover the prefill. On error the sink is
-  // not called (the caller answers); on OK it is, exactly once.
+  // draining, DEADLINE_EXCEEDED when the budget cannot cover the prefill, ALREADY_EXISTS when
+  // the owner has a live request with that id. On error the sink is not called (the caller
+  // answers); on OK it is, exactly once.
   absl::Status Submit(GenerateParams params, std::shared_ptr<ResultSink> sink);
-  // Cancels a live request by id; false if none.
-  bool Abort(const std::string& request_id);
+  // Cancels the live request `request_id` of `owner`; false if the owner has none by that id
+  // (another owner's requests are never found).
+  bool Abort(const std::string& owner, const std::string& request_id);
   RuntimeStats Stats() const;
   // Refuse new requests from now on.
   void BeginDrain();
@@ -86,12 +93,24 @@ class Runtime {
   Runtime(const RuntimeOptions& options, const Model* model,
           std::unique_ptr<ForwardExecutor> executor, const Clock* clock);
   void Loop();
+  // One loop iteration; false when there was nothing to run.
+  bool RunOnce(StepPlan& plan, StepOutput& out);
+  void RunStep(const StepPlan& plan, StepOutput& out);
+  void NoteAdmitted();
   void Calibrate();
+  // Ends `g` with `error`'s code and a generic message naming the request; the error's own
+  // text (backend or exception detail) goes to the log only, never to the client.
+  void Fail(RequestGroup* g, const absl::Status& error);
   // SYNTHESIZE: starts the extra pass when the drafts are done and the budget allows it.
   bool MaybeStartSynthesis(RequestGroup* g, double now);
   void TakeInbox();
   void CheckGroups(double now);
-  void Complete(RequestGroup* g, absl::StatusOr<GenerateResult> result);
+  void CheckGroup(RequestGroup* g, double now, double next_step_ms);
+  // Every exit path: frees the group's blocks and calls its sink once. `log_detail`, when
+  // set, is logged instead of the result's status (what the client must not see).
+  void Complete(RequestGroup* g, absl::StatusOr<GenerateResult> result,
+                std::string_view log_detail = {});
+  absl::Status CapacityLocked(int agents) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ApplyStep(const StepPlan& plan, const StepOutput& out);
   void PublishStats();
 
@@ -103,21 +122,21 @@ class Runtime {
   Scheduler scheduler_;
   Engine engine_;
   AgentContext ctx_;
-  StepTimePredictor predictor_;  // engine thread writes; admission reads under mu_
+  StepTimePredictor predictor_;  // thread-safe: engine thread observes, Submit predicts
   std::thread thread_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  // Guarded by mu_.
-  bool stop_ = false;
-  bool draining_ = false;
-  bool cancel_all_ = false;
-  std::vector<std::unique_ptr<RequestGroup>> inbox_;
-  std::unordered_map<std::string, RequestGroup*> live_;  // id -> group (inbox or engine)
-  int queued_requests_ = 0, queued_agents_ = 0;
-  uint64_t next_seq_ = 0;
-  RuntimeStats stats_;
-  double prefill_ms_per_token_ = 0.5;  // copied from the predictor after each step
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::unique_ptr<RequestGroup>> inbox_ ABSL_GUARDED_BY(mu_);
+  // LiveKey(owner, id) -> group (inbox or engine).
+  std::unordered_map<std::string, RequestGroup*> live_ ABSL_GUARDED_BY(mu_);
+  int queued_requests_ ABSL_GUARDED_BY(mu_) = 0;
+  int queued_agents_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  RuntimeStats stats_ ABSL_GUARDED_BY(mu_);
+  double prefill_ms_per_token_ ABSL_GUARDED_BY(mu_) = 0.5;  // EMA of measured prefill steps
 
   std::atomic<double> last_progress_ms_{0};
 

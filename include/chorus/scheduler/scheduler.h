@@ -2,7 +2,10 @@
 //   1. gives every decoding agent the KV blocks its tokens need, preempting (by recompute) the
 //      lowest-priority, latest-deadline running group when blocks run out;
 //   2. admits waiting groups whole (all N agents, never half) in order of priority, then
-//      earliest deadline, while agents and KV blocks allow (prefix-cache hits reuse blocks);
+//      earliest deadline, while agents and KV blocks allow (prefix-cache hits reuse blocks).
+//      A group that does not fit does not stop smaller ones behind it (no head-of-line
+//      blocking) until it has been passed max_admission_bypass times; then nothing passes it
+//      until it is admitted (aging, so a large group is never starved);
 //   3. plans one step under the token budget: one row per decoding agent (more while an agent
 //      catches up after preemption), then chunked prefill of admitted prompts.
 // New groups join between steps. Engine thread only; groups are owned by the runtime.
@@ -18,6 +21,8 @@ namespace chorus {
 struct SchedulerLimits {
   int max_num_batched_tokens = 512;
   int max_running_agents = 256;
+  // Admissions past a waiting group that does not fit before it blocks those behind it.
+  int max_admission_bypass = 8;
 };
 
 class Scheduler {
@@ -40,9 +45,14 @@ class Scheduler {
 
   // Orders groups: higher priority, then earlier deadline, then earlier arrival.
   static bool Before(const RequestGroup* a, const RequestGroup* b);
+  // Agents of the group that still run (all N before the fork).
+  static int LiveAgents(const RequestGroup& g);
 
  private:
   bool Admit(RequestGroup* g);
+  // A drafted group whose only live agent is the SYNTHESIZE pass: its own blocks, no prompt.
+  bool AdmitSynthesisOnly(RequestGroup* g, AgentSequence& synth);
+  void AdmitWaiting();
   void Preempt(RequestGroup* g);
   bool GrowAgentTables();
 

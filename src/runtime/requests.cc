@@ -1,0 +1,251 @@
+// Runtime: the thread-safe entry points (capacity checks, Submit, Abort, Stats, drain) and the
+// end of a request's life on the engine thread (cancels, budgets, SYNTHESIZE, Complete, Fail).
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "chorus/core/log_safe.h"
+#include "chorus/core/status.h"
+#include "chorus/core/str_cat.h"
+#include "chorus/runtime/runtime.h"
+#include "runtime_internal.h"
+
+namespace chorus {
+
+using runtime_internal::DraftTokens;
+using runtime_internal::FromException;
+using runtime_internal::LiveKey;
+
+double Runtime::PredictPrefillMs(int prompt_tokens) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return prefill_ms_per_token_ * prompt_tokens;
+}
+
+absl::Status Runtime::CheckCapacity(int agents) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return CapacityLocked(agents);
+}
+
+absl::Status Runtime::CapacityLocked(int agents) const {
+  if (draining_ || stop_)
+    return absl::UnavailableError("server is draining; retry on another replica");
+  if (queued_requests_ + 1 > options_.max_queued_requests) {
+    return absl::ResourceExhaustedError(StrCat("queue full: ", queued_requests_,
+                                               " requests waiting (max_queued_requests ",
+                                               options_.max_queued_requests, ")"));
+  }
+  if (queued_agents_ + agents > options_.max_queued_agents) {
+    return absl::ResourceExhaustedError(StrCat("queue full: ", queued_agents_, " agents waiting + ",
+                                               agents, " (max_queued_agents ",
+                                               options_.max_queued_agents, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Runtime::Submit(GenerateParams params, std::shared_ptr<ResultSink> sink) {
+  const int agents = params.reasoning.agents;
+  const double now = clock_->NowMs();
+  const std::string key = LiveKey(params);
+  std::lock_guard<std::mutex> lock(mu_);
+  CHORUS_RETURN_IF_ERROR(CapacityLocked(agents));
+  if (live_.count(key)) {
+    return absl::AlreadyExistsError(
+        StrCat("request_id '", params.request_id, "' is already in flight"));
+  }
+  const double prefill = prefill_ms_per_token_ * static_cast<double>(params.prompt_tokens.size());
+  if (!PrefillFits(now, params.deadline_ms, prefill, predictor_.PredictMs(agents),
+                   options_.merge_reserve_ms)) {
+    return absl::DeadlineExceededError(
+        StrCat("latency budget of ", static_cast<int64_t>(params.deadline_ms - params.arrival_ms),
+               " ms cannot cover the prefill of ", params.prompt_tokens.size(),
+               " prompt tokens (predicted ", static_cast<int64_t>(prefill), " ms)"));
+  }
+  auto g = std::make_unique<RequestGroup>(std::move(params), std::move(sink));
+  g->admit_seq = next_seq_++;
+  live_[key] = g.get();
+  queued_requests_ += 1;
+  queued_agents_ += agents;
+  inbox_.push_back(std::move(g));
+  cv_.notify_all();
+  return absl::OkStatus();
+}
+
+bool Runtime::Abort(const std::string& owner, const std::string& request_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = live_.find(LiveKey(owner, request_id));
+  if (it == live_.end()) return false;
+  it->second->cancelled = true;
+  cv_.notify_all();
+  return true;
+}
+
+RuntimeStats Runtime::Stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+void Runtime::BeginDrain() {
+  std::lock_guard<std::mutex> lock(mu_);
+  draining_ = true;
+}
+
+void Runtime::CancelAll() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [id, g] : live_) g->cancelled = true;
+  cv_.notify_all();
+}
+
+int Runtime::InFlight() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(live_.size());
+}
+
+bool Runtime::Idle() const { return InFlight() == 0; }
+
+void Runtime::Complete(RequestGroup* g, absl::StatusOr<GenerateResult> result,
+                       std::string_view log_detail) {
+  const bool ever_admitted = g->first_scheduled_ms >= 0;
+  scheduler_.Remove(g);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // Counted once even if a failure path completes a group a second time.
+    if (live_.erase(LiveKey(g->params)) > 0) {
+      if (!ever_admitted) {  // still counted in the queue limits
+        queued_requests_ -= 1;
+        queued_agents_ -= g->params.reasoning.agents;
+      }
+      if (result.ok()) {
+        stats_.requests_completed++;
+      } else if (result.status().code() == absl::StatusCode::kCancelled) {
+        stats_.requests_cancelled++;
+      } else {
+        stats_.requests_failed++;
+      }
+    }
+  }
+  const std::string id = LogSafe(g->params.request_id);
+  if (!result.ok() && result.status().code() != absl::StatusCode::kCancelled) {
+    spdlog::warn("[{}] failed: {}", id,
+                 log_detail.empty() ? result.status().ToString() : std::string(log_detail));
+  } else {
+    spdlog::debug("[{}] {} after {:.1f} ms", id, result.ok() ? "done" : "cancelled",
+                  clock_->NowMs() - g->params.arrival_ms);
+  }
+  try {
+    if (options_.observer != nullptr) {
+      const GenerateParams& p = g->params;
+      std::string status = "ok";
+      if (!result.ok()) {
+        status = absl::StatusCodeToString(result.status().code());
+        for (char& c : status) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      }
+      options_.observer->OnRequestEnd(
+          status, ever_admitted ? g->first_scheduled_ms - p.arrival_ms : -1,
+          g->first_token_ms >= 0 ? g->first_token_ms - p.arrival_ms : -1,
+          clock_->NowMs() - p.arrival_ms, static_cast<int>(DraftTokens(*g)), g->budget_cut);
+    }
+    g->sink->OnComplete(std::move(result));
+  } catch (const std::exception& e) {  // the client may never hear back; the server goes on
+    spdlog::error("[{}] the result could not be delivered: {}", id, e.what());
+  }
+  std::erase_if(groups_, [g](const auto& p) { return p.get() == g; });
+}
+
+void Runtime::Fail(RequestGroup* g, const absl::Status& error) {
+  const std::string detail = error.ToString();
+  Complete(g,
+           absl::Status(error.code(), StrCat("internal error in request '", g->params.request_id,
+                                             "'; the server log has the details")),
+           detail);
+}
+
+void Runtime::CheckGroups(double now) {
+  std::vector<RequestGroup*> all;
+  for (auto& g : groups_) all.push_back(g.get());
+  // The next step carries every running agent's row (and maybe a prefill chunk): predict
+  // with the whole batch, not one group's share of it.
+  int next_rows = 0;
+  for (const RequestGroup* g : all) {
+    if (g->state != GroupState::kDecode) continue;
+    for (const auto& a : g->agents) next_rows += a.finished() ? 0 : 1;
+  }
+  const double next_step_ms = predictor_.PredictMs(std::max(1, next_rows));
+  for (RequestGroup* g : all) {
+    try {
+      CheckGroup(g, now, next_step_ms);
+    } catch (const std::exception& e) {  // this request fails, the others go on
+      Fail(g, FromException(e, "request bookkeeping"));
+    }
+  }
+}
+
+void Runtime::CheckGroup(RequestGroup* g, double now, double next_step_ms) {
+  if (g->cancelled || g->sink->Cancelled()) {
+    for (auto& a : g->agents) {
+      if (!a.finished()) FinishAgent(*g, a, FinishReason::kCancelled, ctx_);
+    }
+    Complete(g, absl::CancelledError(StrCat("request '", g->params.request_id, "' was cancelled")));
+    return;
+  }
+  const bool has_drafts = g->forked;
+  if (g->state == GroupState::kDecode) {
+    if (ShouldStopDrafting(now, g->params.deadline_ms, next_step_ms, options_.merge_reserve_ms)) {
+      g->budget_cut = true;
+      for (auto& a : g->agents) {
+        if (!a.finished()) FinishAgent(*g, a, FinishReason::kBudget, ctx_);
+      }
+    }
+  } else {
+    // Waiting or prefilling: can the prefill still finish in time?
+    const int left = static_cast<int>(g->params.prompt_tokens.size()) - g->prompt_computed;
+    double prefill_ms;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      prefill_ms = prefill_ms_per_token_ * left;
+    }
+    if (!PrefillFits(now, g->params.deadline_ms, prefill_ms, predictor_.PredictMs(1),
+                     options_.merge_reserve_ms)) {
+      if (!has_drafts) {
+        Complete(g, absl::DeadlineExceededError(StrCat("latency budget ended before request '",
+                                                       g->params.request_id,
+                                                       "' finished its prefill")));
+        return;
+      }
+      g->budget_cut = true;  // preempted after drafting: merge what exists
+      for (auto& a : g->agents) {
+        if (!a.finished()) FinishAgent(*g, a, FinishReason::kBudget, ctx_);
+      }
+    }
+  }
+  if (AllAgentsFinished(*g) && MaybeStartSynthesis(g, now)) return;
+  if (AllAgentsFinished(*g)) Complete(g, BuildResult(*g, now));
+}
+
+bool Runtime::MaybeStartSynthesis(RequestGroup* g, double now) {
+  if (g->params.reasoning.merge != MergeStrategy::kSynthesize || g->synth_decided || g->cancelled) {
+    return false;
+  }
+  g->synth_decided = true;
+  std::vector<int32_t> prompt = SynthesisPrompt(*g, ctx_);
+  if (prompt.empty()) return false;  // no drafts, or no room in the context: VOTE
+  // Only if the whole pass (its prompt and max_tokens) fits the KV blocks free now: a pass
+  // larger than the cache would preempt everything and never be re-admitted.
+  const int64_t bs = blocks_.block_size();
+  const int64_t pass_blocks =
+      (static_cast<int64_t>(prompt.size()) + g->params.max_tokens + bs - 1) / bs + 1;
+  if (pass_blocks > blocks_.num_available()) return false;
+  // Only if the whole pass fits the budget: its prefill, its tokens, the merge reserve.
+  double prefill_ms;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    prefill_ms = prefill_ms_per_token_ * static_cast<double>(prompt.size());
+  }
+  const double decode_ms = predictor_.PredictMs(1) * g->params.max_tokens;
+  if (!PrefillFits(now, g->params.deadline_ms, prefill_ms, decode_ms, options_.merge_reserve_ms)) {
+    return false;
+  }
+  StartSynthesis(*g, std::move(prompt));
+  return true;
+}
+
+}  // namespace chorus
