@@ -31,15 +31,19 @@ test-asan: deps
 	cmake --build $(BUILD)-asan -j $(JOBS)
 	cd $(BUILD)-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS)
 
-# libFuzzer on the GGUF reader (clang, ASan+UBSan), FUZZ_SECONDS long.
+# libFuzzer on the GGUF and safetensors readers (clang, ASan+UBSan), FUZZ_SECONDS long each.
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	CC=clang CXX=clang++ cmake -S . -B $(BUILD)-fuzz -DCHORUS_BUILD_FUZZERS=ON \
 	  -DCHORUS_BUILD_BENCHMARKS=OFF -DCHORUS_CUDA=OFF -DCHORUS_CUDA_EMU=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
-	cmake --build $(BUILD)-fuzz -j $(JOBS) --target gguf_fuzz
+	cmake --build $(BUILD)-fuzz -j $(JOBS) --target gguf_fuzz safetensors_fuzz
 	rm -rf $(BUILD)-fuzz/corpus && mkdir -p $(BUILD)-fuzz/corpus && cp tests/fuzz/corpus/* $(BUILD)-fuzz/corpus/
 	./$(BUILD)-fuzz/tests/gguf_fuzz -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 \
 	  -timeout=10 -max_len=65536 -print_final_stats=1 $(BUILD)-fuzz/corpus
+	rm -rf $(BUILD)-fuzz/corpus-st && mkdir -p $(BUILD)-fuzz/corpus-st && \
+	  cp tests/fuzz/corpus_safetensors/* $(BUILD)-fuzz/corpus-st/
+	./$(BUILD)-fuzz/tests/safetensors_fuzz -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 \
+	  -timeout=10 -max_len=65536 -print_final_stats=1 $(BUILD)-fuzz/corpus-st
 
 bench: build
 	./scripts/bench-cpu.sh

@@ -1,9 +1,11 @@
 #include "chorus/model/model.h"
 
+#include <filesystem>
 #include <set>
 
 #include "chorus/core/status.h"
 #include "chorus/core/str_cat.h"
+#include "chorus/hf/hf_model.h"
 
 namespace chorus {
 namespace {
@@ -52,7 +54,15 @@ absl::Status CheckAllTensorsUsed(const GgufFile& f, const std::set<std::string>&
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path, Backend* backend) {
-  CHORUS_ASSIGN_OR_RETURN(auto file, GgufFile::Open(path));
+  // A Hugging Face directory becomes the same in-memory GGUF (src/hf/).
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec) && !IsHfModelDirectory(path)) {
+    return absl::FailedPreconditionError(StrCat(
+        path, ": a directory without config.json (a Hugging Face model directory holds "
+        "config.json, model.safetensors or its shards, and tokenizer.json)"));
+  }
+  auto opened = IsHfModelDirectory(path) ? OpenHfModel(path) : GgufFile::Open(path);
+  CHORUS_ASSIGN_OR_RETURN(auto file, std::move(opened));
   auto model = FromFile(std::move(file), backend);
   if (!model.ok()) {
     return absl::Status(model.status().code(), StrCat(path, ": ", model.status().message()));

@@ -17,14 +17,17 @@
 #include "chorus/admission/admission.h"
 #include "chorus/backends/cpu_backend.h"
 #include "chorus/backends/cuda_backend.h"
+#include "chorus/core/log_safe.h"
 #include "chorus/core/status.h"
 #include "chorus/core/str_cat.h"
 #include "chorus/metrics/metrics.h"
 #include "chorus/model/tensor_parallel.h"
 #include "chorus/runtime/runtime.h"
+#include "chorus/server/security.h"
 #include "chorus/server/server.h"
 #include "chorus/v1/chorus.grpc.pb.h"
 #include "convert.h"
+#include "grpc_limits.h"
 #include "reactors.h"
 
 namespace chorus {
@@ -46,20 +49,19 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
   std::unique_ptr<Metrics> metrics;  // declared before the runtime: outlives it
   std::unique_ptr<Runtime> runtime;
   std::unique_ptr<Admission> admission;
+  std::unique_ptr<AdmissionGate> gate;
   std::unique_ptr<grpc::Server> server;
   int port = 0;
-  std::atomic<uint64_t> next_id{1};
-  std::string auth_header;  // "Bearer <token>", empty when auth is off
+  TokenAuth auth;  // no tokens: auth off
 
-  // UNAUTHENTICATED unless the call carries the configured bearer token.
-  absl::Status Authorize(grpc::CallbackServerContext* ctx) const {
-    if (auth_header.empty()) return absl::OkStatus();
+  // The caller's identity ("" when auth is off), or UNAUTHENTICATED unless the call carries
+  // one of the configured bearer tokens.
+  absl::StatusOr<std::string> Authorize(grpc::CallbackServerContext* ctx) const {
+    if (!auth.enabled()) return std::string();
     const auto& md = ctx->client_metadata();
     auto it = md.find("authorization");
-    if (it != md.end() && std::string(it->second.data(), it->second.size()) == auth_header) {
-      return absl::OkStatus();
-    }
-    return absl::UnauthenticatedError("missing or wrong authorization bearer token");
+    if (it == md.end()) return auth.Identify("");
+    return auth.Identify(std::string_view(it->second.data(), it->second.size()));
   }
   std::atomic<bool> draining{false};
   std::thread watchdog;
@@ -97,26 +99,36 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
   bool done = false;
 
   // Validates and submits; returns the error to answer with, or OK when the runtime owns it.
+  // Cheap checks (draining, auth, queue limits, the admission slots) come before anything
+  // that tokenizes.
   absl::Status Admit(grpc::CallbackServerContext* ctx, const pb::GenerateRequest* req, bool stream,
-                     std::shared_ptr<ResultSink> sink, std::string* id) {
+                     std::shared_ptr<ResultSink> sink, const std::string& id) {
     if (draining) return absl::UnavailableError("server is draining; retry on another replica");
-    CHORUS_RETURN_IF_ERROR(Authorize(ctx));
+    absl::StatusOr<std::string> owner = Authorize(ctx);
+    if (!owner.ok()) return owner.status();
+    const int64_t agents = std::clamp<int64_t>(req->reasoning().agents(), 1,
+                                               admission->limits().max_agents_per_request);
+    CHORUS_RETURN_IF_ERROR(runtime->CheckCapacity(static_cast<int>(agents)));
+    AdmissionGate::Ticket ticket = gate->TryEnter();
+    if (!ticket) return gate->BusyError();
     const double now = clock.NowMs();
     GenerateInput in = FromProto(*req);
     in.stream = stream;
-    if (in.request_id.empty()) in.request_id = StrCat("chorus-", next_id.fetch_add(1));
+    in.request_id = id;
     const auto deadline = ctx->deadline();
     if (deadline != std::chrono::system_clock::time_point::max()) {
       const double left = std::chrono::duration<double, std::milli>(deadline - std::chrono::system_clock::now()).count();
       in.rpc_deadline_ms = now + left;
     }
-    *id = in.request_id;
     try {
       auto params = admission->Validate(in, now);
       if (!params.ok()) return params.status();
+      params->owner = *std::move(owner);
       return runtime->Submit(std::move(*params), std::move(sink));
     } catch (const std::exception& e) {  // e.g. std::bad_alloc: this request fails, not the server
-      return absl::ResourceExhaustedError(StrCat("request could not be admitted: ", e.what()));
+      spdlog::error("[{}] admission threw: {}", LogSafe(id), e.what());
+      return absl::ResourceExhaustedError(StrCat("request '", LogSafe(id),
+                                                 "' could not be admitted; see the server log"));
     }
   }
 
@@ -130,10 +142,10 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
                                      pb::GenerateResponse* resp) override {
     auto* reactor = new GenerateReactor();
     reactor->sink = std::make_shared<UnarySink>(reactor, resp, req->reasoning().return_drafts());
-    std::string id;
-    absl::Status s = Admit(ctx, req, false, reactor->sink, &id);
+    const std::string id = req->request_id().empty() ? NewRequestId() : req->request_id();
+    absl::Status s = Admit(ctx, req, false, reactor->sink, id);
     if (!s.ok()) {
-      spdlog::info("[{}] rejected: {}", id, s.ToString());
+      spdlog::info("[{}] rejected: {}", LogSafe(id), LogSafe(s.ToString(), 1024));
       reactor->Finish(ToGrpc(s));
     }
     return reactor;
@@ -141,12 +153,12 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
 
   grpc::ServerWriteReactor<pb::GenerateEvent>* GenerateStream(grpc::CallbackServerContext* ctx,
                                                               const pb::GenerateRequest* req) override {
-    auto* reactor = new StreamReactor();
+    const std::string id = req->request_id().empty() ? NewRequestId() : req->request_id();
+    auto* reactor = new StreamReactor(id, config.stream_backlog_max_bytes());
     reactor->sink = std::make_shared<StreamReactor::Sink>(reactor, req->reasoning().return_drafts());
-    std::string id;
-    absl::Status s = Admit(ctx, req, true, reactor->sink, &id);
+    absl::Status s = Admit(ctx, req, true, reactor->sink, id);
     if (!s.ok()) {
-      spdlog::info("[{}] rejected: {}", id, s.ToString());
+      spdlog::info("[{}] rejected: {}", LogSafe(id), LogSafe(s.ToString(), 1024));
       reactor->FinishNow(ToGrpc(s));
     }
     return reactor;
@@ -154,11 +166,11 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
 
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx, const pb::ListModelsRequest*,
                                        pb::ListModelsResponse* resp) override {
-    if (absl::Status a = Authorize(ctx); !a.ok()) return Reject(ctx, a);
+    if (auto a = Authorize(ctx); !a.ok()) return Reject(ctx, a.status());
     auto* m = resp->add_models();
     const auto& cfg = model->config();
     auto name = model->file().GetString("general.name");
-    m->set_name(name.ok() ? std::string(*name) : config.model_path());
+    m->set_name(ModelDisplayName(name.ok() ? *name : std::string_view(), config.model_path()));
     m->set_architecture(cfg.arch);
     m->set_context_length(cfg.context_length);
     m->set_vocab_size(cfg.vocab_size);
@@ -171,7 +183,7 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
 
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx, const pb::GetStatsRequest*,
                                      pb::GetStatsResponse* resp) override {
-    if (absl::Status a = Authorize(ctx); !a.ok()) return Reject(ctx, a);
+    if (auto a = Authorize(ctx); !a.ok()) return Reject(ctx, a.status());
     const RuntimeStats s = runtime->Stats();
     resp->set_running_requests(s.running_requests);
     resp->set_waiting_requests(s.waiting_requests);
@@ -195,8 +207,9 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
 
   grpc::ServerUnaryReactor* Abort(grpc::CallbackServerContext* ctx, const pb::AbortRequest* req,
                                   pb::AbortResponse* resp) override {
-    if (absl::Status a = Authorize(ctx); !a.ok()) return Reject(ctx, a);
-    resp->set_found(runtime->Abort(req->request_id()));
+    auto owner = Authorize(ctx);
+    if (!owner.ok()) return Reject(ctx, owner.status());
+    resp->set_found(runtime->Abort(*owner, req->request_id()));
     auto* r = ctx->DefaultReactor();
     r->Finish(grpc::Status::OK);
     return r;
@@ -265,6 +278,7 @@ absl::StatusOr<std::unique_ptr<ChorusServer>> ChorusServer::Start(const chorus::
   ro.prefix_cache = config.prefix_cache_enabled();
   ro.scheduler.max_num_batched_tokens = config.max_num_batched_tokens();
   ro.scheduler.max_running_agents = config.max_running_agents();
+  ro.scheduler.max_admission_bypass = config.max_admission_bypass();
   ro.max_queued_requests = config.max_queued_requests();
   ro.max_queued_agents = config.max_queued_agents();
   ro.merge_reserve_ms = static_cast<double>(config.merge_reserve_ms());
@@ -296,14 +310,22 @@ absl::StatusOr<std::unique_ptr<ChorusServer>> ChorusServer::Start(const chorus::
   al.chat_template = config.chat_template();
   auto jinja = impl->model->file().GetString("tokenizer.chat_template");
   const ChatTemplate chat = DetectChatTemplate(jinja.ok() ? *jinja : std::string_view(), al.chat_template);
+  if (chat == ChatTemplate::kNone && jinja.ok() && !jinja->empty()) {
+    // Templates are recognised, never executed: one that is not must be named in the config.
+    return absl::FailedPreconditionError(StrCat(
+        config.model_path(), ": the model's chat template is not one Chorus recognises (Llama 2, "
+        "Llama 3, ChatML, Qwen3); set chat_template (llama2, llama3, chatml, qwen3) in the config"));
+  }
   impl->admission = std::make_unique<Admission>(al, &impl->model->tokenizer(),
                                                 impl->model->config().context_length, chat, &impl->clock);
+  impl->gate = std::make_unique<AdmissionGate>(config.max_concurrent_admissions());
   impl->runtime->Start();
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  server::ApplyConnectionLimits(config, &builder);
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
   if (!config.tls_cert_path().empty()) {
     auto cert = ReadSecretFile(config.tls_cert_path());
@@ -315,12 +337,11 @@ absl::StatusOr<std::unique_ptr<ChorusServer>> ChorusServer::Start(const chorus::
     creds = grpc::SslServerCredentials(ssl);
   }
   if (!config.auth_token_path().empty()) {
-    auto token = ReadSecretFile(config.auth_token_path());
-    if (!token.ok()) return token.status();
-    std::string t = *token;
-    while (!t.empty() && (t.back() == '\n' || t.back() == '\r' || t.back() == ' ')) t.pop_back();
-    if (t.empty()) return absl::InvalidArgumentError("config: auth_token_path holds an empty token");
-    impl->auth_header = "Bearer " + t;
+    auto tokens = ReadSecretFile(config.auth_token_path());
+    if (!tokens.ok()) return tokens.status();
+    auto auth = TokenAuth::Parse(*tokens);
+    if (!auth.ok()) return auth.status();
+    impl->auth = *std::move(auth);
   }
   builder.AddListeningPort(config.listen_address(), creds, &impl->port);
   builder.RegisterService(impl.get());

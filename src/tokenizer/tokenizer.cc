@@ -1,5 +1,8 @@
 #include "chorus/tokenizer/tokenizer.h"
 
+#include <unicode/normalizer2.h>
+#include <unicode/unistr.h>
+
 #include <algorithm>
 
 #include "chorus/core/str_cat.h"
@@ -18,6 +21,40 @@ absl::StatusOr<int32_t> OptionalId(const GgufFile& f, std::string_view key, int3
         StrCat("gguf: ", key, " = ", id, " is outside the vocabulary (size ", vocab, ")"));
   }
   return static_cast<int32_t>(id);
+}
+
+// NFC of the valid UTF-8 runs of `text` (invalid bytes are kept as they are).
+std::string Nfc(std::string_view text) {
+  if (std::all_of(text.begin(), text.end(), [](char c) { return (c & 0x80) == 0; })) {
+    return std::string(text);
+  }
+  UErrorCode err = U_ZERO_ERROR;
+  const icu::Normalizer2* nfc = icu::Normalizer2::getNFCInstance(err);
+  if (U_FAILURE(err)) return std::string(text);
+  std::string out;
+  for (size_t i = 0; i < text.size();) {
+    size_t j = i;
+    int len = 0;
+    while (j < text.size()) {
+      const uint32_t cp = DecodeUtf8(text, j, &len);
+      if (cp == 0xFFFD && text.compare(j, 3, "\xef\xbf\xbd") != 0) break;  // invalid
+      j += len;
+    }
+    if (j > i) {
+      icu::UnicodeString u = icu::UnicodeString::fromUTF8(
+          icu::StringPiece(text.data() + i, static_cast<int32_t>(j - i)));
+      UErrorCode e = U_ZERO_ERROR;
+      const icu::UnicodeString n = nfc->normalize(u, e);
+      if (U_SUCCESS(e)) {
+        n.toUTF8String(out);
+      } else {
+        out.append(text.substr(i, j - i));
+      }
+    }
+    if (j < text.size()) out.append(text.substr(j, len));  // the invalid bytes
+    i = j < text.size() ? j + len : j;
+  }
+  return out;
 }
 
 absl::StatusOr<bool> OptionalBool(const GgufFile& f, std::string_view key, bool def) {
@@ -111,6 +148,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& f
   std::stable_sort(t->special_ids_.begin(), t->special_ids_.end(), [&](int32_t a, int32_t b) {
     return t->tokens_[a].size() > t->tokens_[b].size();
   });
+  for (int32_t id : t->special_ids_) {
+    if (t->types_[id] == TokenType::kUserDefined) t->user_defined_ids_.push_back(id);
+  }
+  CHORUS_RETURN_IF_ERROR(t->ReadChorusKeys(f));
 
   if (t->is_spm_) {
     t->byte_value_.assign(n, -1);
@@ -147,6 +188,31 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& f
   return t;
 }
 
+absl::Status Tokenizer::ReadChorusKeys(const GgufFile& f) {
+  if (f.Find("tokenizer.chorus.normalizer") != nullptr) {
+    CHORUS_ASSIGN_OR_RETURN(std::string_view norm, f.GetString("tokenizer.chorus.normalizer"));
+    if (norm != "nfc" && norm != "none") {
+      return absl::FailedPreconditionError(StrCat(
+          "gguf: tokenizer.chorus.normalizer '", norm, "' is not supported (none, nfc)"));
+    }
+    nfc_ = norm == "nfc";
+  }
+  if (f.Find("tokenizer.chorus.eog_token_ids") != nullptr) {
+    CHORUS_ASSIGN_OR_RETURN(const GgufValue* ids,
+                            f.GetArray("tokenizer.chorus.eog_token_ids", GgufType::kI32));
+    for (uint64_t i = 0; i < ids->count; ++i) {
+      const int64_t id = ids->ArrayInt(i);
+      if (id < 0 || id >= vocab_size()) {
+        return absl::FailedPreconditionError(StrCat("gguf: tokenizer.chorus.eog_token_ids[", i,
+                                                    "] = ", id, " is outside the vocabulary"));
+      }
+      const auto eog = static_cast<int32_t>(id);
+      if (!IsEndOfGeneration(eog)) eog_ids_.push_back(eog);
+    }
+  }
+  return absl::OkStatus();
+}
+
 int32_t Tokenizer::FindToken(std::string_view text) const {
   auto it = token_to_id_.find(std::string(text));
   return it == token_to_id_.end() ? -1 : it->second;
@@ -163,9 +229,11 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool add_special,
   // Split the text at special-token occurrences (longest match first) when asked.
   bool at_start = true;
   size_t plain_begin = 0;
+  std::string normalized;
   auto flush = [&](size_t end) {
     if (end > plain_begin) {
-      const std::string_view part = text.substr(plain_begin, end - plain_begin);
+      std::string_view part = text.substr(plain_begin, end - plain_begin);
+      if (nfc_) part = normalized = Nfc(part);
       if (is_spm_) {
         EncodeSpm(part, add_space_prefix_ && at_start, &out);
       } else {
@@ -174,10 +242,12 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool add_special,
       at_start = false;
     }
   };
-  if (parse_special && !special_ids_.empty()) {
+  // Control tokens only when parsing special text; user-defined tokens always.
+  const std::vector<int32_t>& matched = parse_special ? special_ids_ : user_defined_ids_;
+  if (!matched.empty()) {
     for (size_t i = 0; i < text.size();) {
       int32_t hit = -1;
-      for (int32_t id : special_ids_) {
+      for (int32_t id : matched) {
         if (text.compare(i, tokens_[id].size(), tokens_[id]) == 0) {
           hit = id;
           break;
@@ -206,6 +276,7 @@ std::string Tokenizer::TokenToBytes(int32_t id, bool render_special) const {
   if (type == TokenType::kControl || type == TokenType::kUnknown) {
     return render_special ? t : std::string();
   }
+  if (type == TokenType::kUnused) return "";  // padding ids beyond the real vocabulary
   if (is_spm_) {
     if (type == TokenType::kByte && byte_value_[id] >= 0) {
       return std::string(1, static_cast<char>(byte_value_[id]));

@@ -1,19 +1,21 @@
-// chorus-run: runs a GGUF model in-process (no server) and prints only the generated text on
-// stdout; diagnostics go to stderr. With --tokenize, prints the token ids of stdin instead.
+// chorus-run: runs a GGUF model (or a Hugging Face directory) in-process (no server) and prints
+// only the generated text on stdout; diagnostics go to stderr. With --tokenize, prints the token ids of stdin instead.
 //
 //   chorus-run --model FILE --prompt TEXT [--max-tokens N] [--temperature T] [--seed S]
 //              [--top-k K] [--top-p P] [--min-p M] [--repeat-penalty R] [--threads N]
-//   chorus-run --model FILE --tokenize < text
+//   chorus-run --model FILE --tokenize < text      (FILE may be a Hugging Face directory)
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <iterator>
 #include <thread>
 
 #include "chorus/backends/cpu_backend.h"
 #include "chorus/backends/cuda_backend.h"
+#include "chorus/hf/hf_model.h"
 #include "chorus/model/model.h"
 #include "chorus/model/transformer.h"
 #include "chorus/sampling/sampler.h"
@@ -35,7 +37,8 @@ int Fail(const std::string& msg) {
 }
 
 int Tokenize(const std::string& path) {
-  auto file = GgufFile::Open(path);
+  // A directory: its Hugging Face tokenizer files (tokenizer.json, tokenizer_config.json).
+  auto file = std::filesystem::is_directory(path) ? OpenHfTokenizer(path) : GgufFile::Open(path);
   if (!file.ok()) return Fail(std::string(file.status().message()));
   auto tok = Tokenizer::FromGguf(**file);
   if (!tok.ok()) return Fail(std::string(tok.status().message()));

@@ -3,6 +3,7 @@
 // computed. Errors are INVALID_ARGUMENT naming the field and the limit. Thread-safe (const).
 #pragma once
 
+#include <atomic>
 #include <string>
 #include <utility>
 #include <vector>
@@ -35,9 +36,15 @@ struct GenerateInput {
   int64_t confidence_window = 0;
   int64_t latency_budget_ms = 0;
   int64_t priority = 0;
+  std::string cache_salt;
   double rpc_deadline_ms = -1;  // absolute on the clock; < 0 when the call has none
   bool stream = false;
 };
+
+// Smallest nonzero temperature and repetition penalty: logits are divided by them, and a
+// smaller divisor can overflow a float (inf, then NaN probabilities).
+constexpr float kMinTemperature = 0.01f;
+constexpr float kMinRepetitionPenalty = 0.01f;
 
 struct AdmissionLimits {
   int max_agents_per_request = 16;
@@ -52,15 +59,48 @@ struct AdmissionLimits {
   std::string chat_template;  // fallback: llama2 | llama3 | chatml | ""
 };
 
-// kChatMlThinking: Qwen3's ChatML with <think> reasoning blocks (earlier assistant turns keep
-// only the text after their </think>).
+// kChatMlThinking: Qwen3's ChatML with <think> reasoning blocks (assistant turns before the last
+// user query keep only the text after their </think>; later ones show a <think> block when they
+// are last or carry reasoning). kLlama3 trims every message, as its templates do.
 enum class ChatTemplate { kNone, kLlama2, kLlama3, kChatMl, kChatMlThinking };
 // Recognises the family of a GGUF chat template (never executes it).
 ChatTemplate DetectChatTemplate(std::string_view jinja, std::string_view fallback_name);
 // Token ids of the rendered conversation, ending with the assistant's turn opener. Message
-// contents are tokenized as plain text (no special tokens can be injected through them).
+// contents are tokenized as plain text: no control tokens can be injected through them (only
+// user-defined tokens such as Qwen3's <think> are matched, as Hugging Face does).
 std::vector<int32_t> RenderChat(ChatTemplate t, const Tokenizer& tok,
                                 const std::vector<std::pair<std::string, std::string>>& messages);
+
+// Bounds the admission work (validation, tokenizing, chat templates) running at once on gRPC
+// threads: a slot is taken without waiting (reactors never block), or the request is refused.
+// Thread-safe.
+class AdmissionGate {
+ public:
+  // Releases its slot when destroyed; false when no slot was free.
+  class Ticket {
+   public:
+    Ticket() = default;
+    Ticket(Ticket&& other) noexcept : gate_(std::exchange(other.gate_, nullptr)) {}
+    Ticket& operator=(Ticket&& other) noexcept;
+    ~Ticket();
+    explicit operator bool() const { return gate_ != nullptr; }
+
+   private:
+    friend class AdmissionGate;
+    explicit Ticket(AdmissionGate* gate) : gate_(gate) {}
+    AdmissionGate* gate_ = nullptr;
+  };
+
+  explicit AdmissionGate(int max_concurrent) : max_(max_concurrent) {}
+  Ticket TryEnter();
+  // RESOURCE_EXHAUSTED naming max_concurrent_admissions (for a failed TryEnter).
+  absl::Status BusyError() const;
+  int in_use() const { return in_use_.load(); }
+
+ private:
+  const int max_;
+  std::atomic<int> in_use_{0};
+};
 
 class Admission {
  public:

@@ -37,6 +37,8 @@ struct ModelWeights {
 
 class Model {
  public:
+  // `path` is a GGUF file, or a Hugging Face directory (config.json, safetensors, tokenizer.json;
+  // chorus/hf/hf_model.h) converted in memory.
   static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& path, Backend* backend);
   // For tests: a model from an already-open file.
   static absl::StatusOr<std::unique_ptr<Model>> FromFile(std::unique_ptr<GgufFile> file,

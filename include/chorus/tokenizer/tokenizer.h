@@ -4,6 +4,11 @@
 //                  vocabulary fall back to <0xXX> byte tokens.
 //   model "gpt2":  byte-level BPE with merges; text is first split by the pre-tokenizer regex
 //                  named by tokenizer.ggml.pre ("gpt-2", "llama-bpe", "qwen2", ...).
+// Chorus's own keys (written by the Hugging Face loader, src/hf/):
+//   tokenizer.chorus.normalizer = "nfc": text is NFC-normalized before BPE (Qwen3);
+//   tokenizer.chorus.eog_token_ids: every id that ends generation (generation_config's list).
+// User-defined tokens (non-special added tokens such as Qwen3's <think>) are always matched in
+// the text, as Hugging Face and llama.cpp do; control tokens only with parse_special.
 // Immutable after creation: thread-safe for concurrent const use.
 #pragma once
 
@@ -64,6 +69,7 @@ class Tokenizer {
 
  private:
   Tokenizer() = default;
+  absl::Status ReadChorusKeys(const GgufFile& f);  // tokenizer.chorus.*
   void EncodeSpm(std::string_view text, bool add_prefix, std::vector<int32_t>* out) const;
   void EncodeBpe(std::string_view text, std::vector<int32_t>* out) const;
   void EncodeBpeWord(std::string_view word, std::vector<int32_t>* out) const;
@@ -77,11 +83,13 @@ class Tokenizer {
   std::unordered_map<std::string, int32_t> token_to_id_;
   std::unordered_map<std::string, int32_t> merge_rank_;  // "left right" -> rank
   std::vector<int32_t> special_ids_;                      // control/user-defined, longest first
+  std::vector<int32_t> user_defined_ids_;                 // user-defined only, longest first
   std::vector<int32_t> eog_ids_;
   int32_t bos_id_ = -1, eos_id_ = -1, unk_id_ = -1;
   int32_t byte_ids_[256];
   std::vector<int16_t> byte_value_;  // spm: byte of each <0xXX> token, else -1
   bool add_bos_ = false, add_eos_ = false, add_space_prefix_ = true;
+  bool nfc_ = false;
 };
 
 // Splits text into pre-tokens by the regex of `kind` (byte spans of the input).

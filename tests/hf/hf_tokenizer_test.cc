@@ -1,0 +1,167 @@
+// The real Llama 3 and Qwen3 tokenizer.json / tokenizer_config.json files in
+// shared/tokenizers/hf, loaded through the Hugging Face path, against the reference ids of
+// cases.json (README there): every encode case three ways, every decode, and the chat renders
+// the recognised templates can express.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "../test_util.h"
+#include "chorus/admission/admission.h"
+#include "chorus/hf/hf_model.h"
+#include "chorus/tokenizer/tokenizer.h"
+#include "chorus/tokenizer/utf8.h"
+
+namespace chorus {
+namespace {
+
+using Json = nlohmann::json;
+
+std::vector<int32_t> Ids(const Json& j) { return j.get<std::vector<int32_t>>(); }
+
+// Hugging Face decode with skip_special_tokens=false: every token's text, invalid UTF-8 as
+// U+FFFD.
+std::string DecodeAll(const Tokenizer& t, const std::vector<int32_t>& ids) {
+  Utf8Stream s;
+  std::string out;
+  for (int32_t id : ids) out += s.Push(t.TokenToBytes(id, /*render_special=*/true));
+  return out + s.Flush();
+}
+
+// transformers' clean_up_tokenization (clean_up_tokenization_spaces=true), for `decoded`.
+std::string CleanUp(std::string s) {
+  const std::pair<const char*, const char*> kRules[] = {
+      {" .", "."},    {" ?", "?"},    {" !", "!"},    {" ,", ","},    {" ' ", "'"},
+      {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
+  for (const auto& [from, to] : kRules) {
+    std::string out;
+    const std::string_view f(from);
+    for (size_t i = 0; i < s.size();) {
+      if (s.compare(i, f.size(), f) == 0) {
+        out += to;
+        i += f.size();
+      } else {
+        out += s[i++];
+      }
+    }
+    s = out;
+  }
+  return s;
+}
+
+struct Fixture {
+  Json cases;
+  std::unique_ptr<GgufFile> file;
+  std::unique_ptr<Tokenizer> tok;
+};
+
+bool LoadFixture(const std::string& name, Fixture* f) {
+  const std::string dir = testing::SharedPath("tokenizers/hf/" + name);
+  if (!testing::Exists(dir + "/cases.json")) return false;
+  f->cases = Json::parse(testing::ReadFile(dir + "/cases.json"));
+  auto file = OpenHfTokenizer(dir);
+  EXPECT_TRUE(file.ok()) << file.status();
+  if (!file.ok()) return false;
+  f->file = std::move(*file);
+  auto tok = Tokenizer::FromGguf(*f->file);
+  EXPECT_TRUE(tok.ok()) << tok.status();
+  if (!tok.ok()) return false;
+  f->tok = std::move(*tok);
+  return true;
+}
+
+void CheckEncodeAndDecode(const std::string& name) {
+  Fixture f;
+  if (!LoadFixture(name, &f)) GTEST_SKIP() << "shared/tokenizers/hf/" << name << " absent";
+  const bool clean_up = f.cases["behaviour"]["clean_up_tokenization_spaces"] == true;
+  int n = 0, encode_ok = 0, special_ok = 0, no_parse_ok = 0, decode_ok = 0, raw_ok = 0;
+  for (const Json& c : f.cases["encode_cases"]) {
+    const std::string text = c["text"].get<std::string>();
+    const auto ids = f.tok->Encode(text, false, true);
+    const std::string label = "case " + std::to_string(c["index"].get<int>());
+    EXPECT_EQ(ids, Ids(c["ids"])) << label;
+    EXPECT_EQ(f.tok->Encode(text, true, true), Ids(c["ids_with_special"])) << label;
+    EXPECT_EQ(f.tok->Encode(text, false, false), Ids(c["ids_no_parse_special"])) << label;
+    const std::string raw = DecodeAll(*f.tok, Ids(c["ids"]));
+    EXPECT_EQ(raw, c["decoded_raw"].get<std::string>()) << label;
+    const std::string decoded = clean_up ? CleanUp(raw) : raw;
+    EXPECT_EQ(decoded, c["decoded"].get<std::string>()) << label;
+    ++n;
+    encode_ok += ids == Ids(c["ids"]);
+    special_ok += f.tok->Encode(text, true, true) == Ids(c["ids_with_special"]);
+    no_parse_ok += f.tok->Encode(text, false, false) == Ids(c["ids_no_parse_special"]);
+    raw_ok += raw == c["decoded_raw"].get<std::string>();
+    decode_ok += decoded == c["decoded"].get<std::string>();
+  }
+  std::printf("%s: %d/%d encode, %d/%d with special, %d/%d no-parse-special, %d/%d decoded_raw, "
+              "%d/%d decoded\n", name.c_str(), encode_ok, n, special_ok, n, no_parse_ok, n,
+              raw_ok, n, decode_ok, n);
+  EXPECT_GT(n, 60);
+}
+
+TEST(HfTokenizerTest, Llama3EncodeAndDecodeCases) { CheckEncodeAndDecode("llama3"); }
+TEST(HfTokenizerTest, Qwen3EncodeAndDecodeCases) { CheckEncodeAndDecode("qwen3"); }
+
+// Messages RenderChat can express (role and content only; Qwen3's template also reads
+// reasoning_content, tool_calls and the tool role).
+bool Renderable(ChatTemplate t, const Json& messages) {
+  for (const Json& m : messages) {
+    if (m.size() != 2 && t != ChatTemplate::kLlama3) return false;
+    if (m["role"] == "tool" && t != ChatTemplate::kLlama3) return false;
+  }
+  return true;
+}
+
+void CheckChat(const std::string& name, ChatTemplate want) {
+  Fixture f;
+  if (!LoadFixture(name, &f)) GTEST_SKIP() << "shared/tokenizers/hf/" << name << " absent";
+  auto jinja = f.file->GetString("tokenizer.chat_template");
+  ASSERT_TRUE(jinja.ok()) << jinja.status();
+  const ChatTemplate t = DetectChatTemplate(*jinja, "");
+  ASSERT_EQ(t, want);
+  int renders = 0, checked = 0, matched = 0;
+  for (const Json& c : f.cases["chat_cases"]) {
+    std::vector<std::pair<std::string, std::string>> messages;
+    for (const Json& m : c["messages"]) {
+      messages.emplace_back(m["role"].get<std::string>(), m["content"].get<std::string>());
+    }
+    for (const Json& r : c["renders"]) {
+      ++renders;
+      // RenderChat always opens the assistant turn (Llama 3's template does too, whatever
+      // add_generation_prompt says), with thinking left to the model.
+      const Json& o = r["options"];
+      const bool prompt = o["add_generation_prompt"] == true || t == ChatTemplate::kLlama3;
+      if (!prompt || o.value("enable_thinking", true) != true || !Renderable(t, c["messages"])) {
+        continue;
+      }
+      ++checked;
+      const auto ids = RenderChat(t, *f.tok, messages);
+      EXPECT_EQ(ids, Ids(r["ids"])) << name << " " << c["name"] << " " << o.dump();
+      matched += ids == Ids(r["ids"]);
+    }
+  }
+  std::printf("%s: %d/%d chat renders match (%d renders in the file; the others need options "
+              "or message fields RenderChat does not take)\n", name.c_str(), matched, checked,
+              renders);
+  EXPECT_GT(checked, 0);
+}
+
+TEST(HfTokenizerTest, Llama3ChatRenders) { CheckChat("llama3", ChatTemplate::kLlama3); }
+TEST(HfTokenizerTest, Qwen3ChatRenders) { CheckChat("qwen3", ChatTemplate::kChatMlThinking); }
+
+TEST(HfTokenizerTest, SpecialIdsAndEndOfGeneration) {
+  Fixture l, q;
+  if (!LoadFixture("llama3", &l) || !LoadFixture("qwen3", &q)) GTEST_SKIP() << "absent";
+  EXPECT_EQ(l.tok->bos_id(), 128000);
+  EXPECT_EQ(l.tok->eos_id(), 128001);
+  EXPECT_FALSE(l.tok->add_bos());  // the post-processor adds nothing (README)
+  EXPECT_TRUE(l.tok->IsEndOfGeneration(128009));  // <|eot_id|>
+  EXPECT_EQ(q.tok->bos_id(), -1);
+  EXPECT_EQ(q.tok->eos_id(), 151645);
+  EXPECT_TRUE(q.tok->IsEndOfGeneration(151643));  // <|endoftext|>
+  EXPECT_EQ(q.tok->token_type(q.tok->FindToken("<think>")), TokenType::kUserDefined);
+  EXPECT_EQ(q.tok->token_type(151645), TokenType::kControl);
+}
+
+}  // namespace
+}  // namespace chorus
