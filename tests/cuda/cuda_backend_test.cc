@@ -495,17 +495,9 @@ TEST_F(CudaTest, ModelLogitsMatchCpuForBothArchitecturesAndAllTypes) {
 // F32 KV cache. The same check the CPU backend passes in model/real_math_test.cc.
 TEST_F(CudaTest, LongContextRopeFreqsAndQwen3MatchTheFloat64Reference) {
   for (const char* arch : {"llama", "qwen3"}) {
-    RandomModelSpec s;
-    s.arch = arch;
-    s.dim = 64;
-    s.n_heads = 4;
-    s.n_kv_heads = 2;
-    s.ffn_dim = 96;
-    s.vocab_size = 300;
-    s.rope_base = 500000.0f;
+    RandomModelSpec s = testing::LongSpec(arch);
     s.rope_freqs = std::string(arch) == "llama";
     s.head_dim = std::string(arch) == "qwen3" ? 32 : 0;
-    s.seed = 17;
     auto model = Model::FromFile(testing::MakeModelFile(s), gpu_.get());
     ASSERT_TRUE(model.ok()) << model.status();
     constexpr int kPrompt = 1100, kSteps = 3;

@@ -24,16 +24,8 @@ using testing::RelError;
 using testing::RunLong;
 
 RandomModelSpec Spec(const std::string& arch) {
-  RandomModelSpec s;
-  s.arch = arch;
-  s.dim = 64;
-  s.n_heads = 4;
-  s.n_kv_heads = 2;
-  s.ffn_dim = 96;
-  s.n_layers = 2;
-  s.vocab_size = 300;
+  RandomModelSpec s = testing::LongSpec(arch);
   s.context_length = 4096;
-  s.rope_base = 500000.0f;
   s.seed = 23;
   return s;
 }

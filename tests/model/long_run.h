@@ -9,9 +9,27 @@
 #include <vector>
 
 #include "chorus/model/model.h"
+#include "chorus/model/random_model.h"
 #include "chorus/model/transformer.h"
 
 namespace chorus::testing {
+
+// The small model the long-context tests run (CPU and CUDA): Llama 3's rope base, so that
+// most pairs have long wavelengths and rope details matter at 1,000+ positions.
+inline RandomModelSpec LongSpec(const std::string& arch) {
+  RandomModelSpec s;
+  s.arch = arch;
+  s.dim = 64;
+  s.n_heads = 4;
+  s.n_kv_heads = 2;
+  s.ffn_dim = 96;
+  s.n_layers = 2;
+  s.vocab_size = 300;
+  s.context_length = 2048;
+  s.rope_base = 500000.0f;  // Llama 3's base: most pairs have long wavelengths
+  s.seed = 17;
+  return s;
+}
 
 struct LongRun {
   std::vector<int32_t> tokens;     // prompt + generated

@@ -24,22 +24,9 @@ using testing::Reference;
 using testing::RelError;
 using testing::RunLong;
 using testing::LongRun;
+using testing::LongSpec;
 
 
-RandomModelSpec LongSpec(const std::string& arch) {
-  RandomModelSpec s;
-  s.arch = arch;
-  s.dim = 64;
-  s.n_heads = 4;
-  s.n_kv_heads = 2;
-  s.ffn_dim = 96;
-  s.n_layers = 2;
-  s.vocab_size = 300;
-  s.context_length = 2048;
-  s.rope_base = 500000.0f;  // Llama 3's base: most pairs have long wavelengths
-  s.seed = 17;
-  return s;
-}
 
 // Decodes from a 1,100-token prompt and checks every logit row against the reference; when
 // `sensitive`, the reference that ignores rope_freqs must be far off (the test can fail).
