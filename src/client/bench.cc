@@ -79,6 +79,7 @@ constexpr char kBenchUsage[] =
     "  --prompt-tokens MEAN --prompt-tokens-stddev SD] [--agents N] [--merge S] [--budget-ms MS]\n"
     "  [--max-tokens N] [--temperature T] [--cancel-rate F] [--cancel-delay-max-ms MS]\n"
     "  [--timeout-ms MS] [--slo-ttft-ms MS] [--slo-e2e-ms MS] [--seed S] [--json FILE]\n"
+    "  [--http http://HOST:PORT]  the same load through the OpenAI-compatible HTTP API\n"
     "Closed loop with --concurrency (default 4); open loop with --rate (Poisson arrivals, or\n"
     "gamma inter-arrivals of shape --burstiness: < 1 burstier, 1 Poisson). Bounded by\n"
     "--requests (default 100) or --duration seconds.\n";
@@ -89,7 +90,7 @@ int RunBench(int argc, char** argv) {
   auto names = RequestFlags();
   for (const char* n : {"concurrency", "rate", "burstiness", "requests", "duration", "warmup", "prompts",
                         "prompt-tokens", "prompt-tokens-stddev", "cancel-rate", "cancel-delay-max-ms",
-                        "slo-ttft-ms", "slo-e2e-ms", "json"}) {
+                        "slo-ttft-ms", "slo-e2e-ms", "json", "http"}) {
     names.insert(n);
   }
   tools::Flags f(names, {"help", "tls"});
@@ -176,6 +177,19 @@ int RunBench(int argc, char** argv) {
     return 2;
   }
   auto stub = pb::Chorus::NewStub(conn.channel);
+  // --http: requests go to the OpenAI-compatible API; stats still come over gRPC (--addr).
+  HttpTarget http;
+  const bool use_http = f.Has("http");
+  if (use_http) {
+    if (cancel_rate > 0) {
+      std::fprintf(stderr, "chorus bench: --cancel-rate is gRPC only\n");
+      return 2;
+    }
+    if (!HttpBenchConnect(f.Get("http"), conn.auth, &http, &error)) {
+      std::fprintf(stderr, "chorus bench: %s\n", error.c_str());
+      return 2;
+    }
+  }
   auto stats = [&](pb::GetStatsResponse* out) {
     grpc::ClientContext ctx;
     conn.Prepare(&ctx);
@@ -205,6 +219,20 @@ int RunBench(int argc, char** argv) {
       if (!r.warmup && std::uniform_real_distribution<double>(0, 1)(rng) < cancel_rate) {
         cancel_at = std::uniform_real_distribution<double>(0, cancel_delay_max)(rng);
       }
+    }
+    if (use_http) {
+      const auto start = Clock::now();
+      r.start_ms = Ms(t0, start);
+      HttpOutcome o = HttpBenchOne(http, HttpBenchBody(http, req), timeout_ms);
+      r.e2e_ms = Ms(start, Clock::now());
+      r.ttft_ms = o.ttft_ms;
+      r.itl_ms = std::move(o.itl_ms);
+      r.output_tokens = o.output_tokens;
+      r.budget_cut = o.budget_cut;
+      r.code = o.error.empty() ? 0 : (o.http_status == 200 ? 500 : o.http_status);
+      if (r.code != 0) failed++;
+      done++;
+      return;
     }
     grpc::ClientContext ctx;
     conn.Prepare(&ctx);
@@ -295,10 +323,10 @@ int RunBench(int argc, char** argv) {
     for (auto& t : workers) t.join();
     sent = sent_count.load();
   }
+  const double wall_s = Ms(t0, Clock::now()) / 1000;  // before the progress thread's last sleep
   stop_progress = true;
   progress.join();
   std::fprintf(stderr, "\n");
-  const double wall_s = Ms(t0, Clock::now()) / 1000;
   // Let the server finish its bookkeeping (cancels reach it after the client has moved on).
   bool have_after = false;
   for (int i = 0; have_stats && i < 100; ++i) {
@@ -357,7 +385,8 @@ int RunBench(int argc, char** argv) {
     std::ofstream o(f.Get("json"));
     o << "{\n  \"sent\": " << measured << ", \"completed\": " << completed << ", \"cancelled\": " << cancelled
       << ", \"failed\": " << failures << ", \"warmup\": " << warmup << ",\n  \"duration_s\": " << wall_s
-      << ", \"mode\": \"" << (rate > 0 ? "open" : "closed") << "\", \"concurrency\": " << concurrency
+      << ", \"mode\": \"" << (rate > 0 ? "open" : "closed") << "\", \"api\": \"" << (use_http ? "http" : "grpc")
+      << "\", \"concurrency\": " << concurrency
       << ", \"rate\": " << rate << ", \"burstiness\": " << burstiness << ", \"cancel_rate\": " << cancel_rate
       << ",\n  \"agents\": " << base.reasoning().agents() << ", \"merge\": \""
       << pb::MergeStrategy_Name(base.reasoning().merge()) << "\", \"budget_ms\": " << base.latency_budget_ms()

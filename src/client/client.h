@@ -7,6 +7,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "../tools/flags.h"
 #include "chorus/v1/chorus.grpc.pb.h"
@@ -32,5 +33,25 @@ bool BuildRequest(const tools::Flags& flags, const std::string& prompt,
 // Flags every generating subcommand accepts.
 std::set<std::string> RequestFlags();
 int RunBench(int argc, char** argv);
+
+// chorus bench --http (bench_http.cc): the OpenAI-compatible API of a chorusd.
+struct HttpTarget {
+  std::string host;
+  int port = 0;
+  std::string model;  // from GET /v1/models
+  std::string auth;   // "Bearer <token>" or empty
+};
+struct HttpOutcome {
+  int http_status = 0;  // 0: no response
+  std::string error;    // empty on success
+  double ttft_ms = -1;
+  std::vector<double> itl_ms;
+  int output_tokens = 0;
+  bool budget_cut = false;
+};
+bool HttpBenchConnect(const std::string& url, const std::string& auth, HttpTarget* out, std::string* error);
+// The streamed /v1/completions body for the same request the gRPC bench sends.
+std::string HttpBenchBody(const HttpTarget& t, const chorus::v1::GenerateRequest& req);
+HttpOutcome HttpBenchOne(const HttpTarget& t, const std::string& body, int64_t timeout_ms);
 
 }  // namespace chorus::client

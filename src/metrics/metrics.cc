@@ -12,6 +12,7 @@
 #include <mutex>
 #include <thread>
 
+#include "chorus/core/host_port.h"
 #include "chorus/core/str_cat.h"
 
 namespace chorus {
@@ -65,6 +66,7 @@ class Metrics::Impl {
   std::thread http_thread;
   int port = 0;
   prometheus::Family<prometheus::Counter>* requests = nullptr;
+  prometheus::Family<prometheus::Counter>* http_requests = nullptr;
   Histogram* e2e = nullptr;
   Histogram* ttft = nullptr;
   Histogram* queue = nullptr;
@@ -80,6 +82,7 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& liste
   auto impl = std::make_unique<Impl>();
   auto& r = *impl->registry;
   impl->requests = &prometheus::BuildCounter().Name("chorus_requests_total").Help("Requests by final status.").Register(r);
+  impl->http_requests = &prometheus::BuildCounter().Name("chorus_http_requests_total").Help("OpenAI-compatible HTTP API requests by endpoint and HTTP status.").Register(r);
   impl->e2e = &prometheus::BuildHistogram().Name("chorus_request_duration_seconds").Help("Arrival to response.")
                    .Register(r).Add({}, LatencyBuckets());
   impl->ttft = &prometheus::BuildHistogram().Name("chorus_time_to_first_token_seconds").Help("Arrival to the first token of any agent.")
@@ -92,19 +95,9 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& liste
   impl->steps = &prometheus::BuildCounter().Name("chorus_steps_total").Help("Forward steps run.").Register(r).Add({});
   impl->budget_cut = &prometheus::BuildCounter().Name("chorus_budget_cut_requests_total").Help("Requests whose drafts the latency budget cut.").Register(r).Add({});
   impl->stats = std::make_shared<StatsCollectable>(std::move(stats));
-  const size_t colon = listen_address.rfind(':');
-  int port = -1;
-  if (colon != std::string::npos) {
-    try {
-      port = std::stoi(listen_address.substr(colon + 1));
-    } catch (...) {
-      port = -1;
-    }
-  }
-  if (port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(StrCat("metrics: listen address '", listen_address, "' is not HOST:PORT"));
-  }
-  const std::string host = listen_address.substr(0, colon);
+  auto host_port = SplitHostPort(listen_address, "metrics_listen_address");
+  if (!host_port.ok()) return host_port.status();
+  const auto& [host, port] = *host_port;
   Impl* raw = impl.get();
   impl->http.Get("/metrics", [raw](const httplib::Request&, httplib::Response& res) {
     auto families = raw->registry->Collect();
@@ -142,6 +135,11 @@ void Metrics::OnRequestEnd(std::string_view status, double queue_ms, double ttft
   if (ttft_ms >= 0) impl_->ttft->Observe(ttft_ms / 1e3);
   impl_->tokens->Increment(completion_tokens);
   if (budget_cut) impl_->budget_cut->Increment();
+}
+
+void Metrics::OnHttpResponse(std::string_view endpoint, int http_status) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->http_requests->Add({{"endpoint", std::string(endpoint)}, {"code", std::to_string(http_status)}}).Increment();
 }
 
 }  // namespace chorus

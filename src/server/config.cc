@@ -37,6 +37,7 @@ chorus::v1::ServerConfig DefaultServerConfig() {
   c.set_engine_stall_timeout_ms(10000);
   c.set_metrics_listen_address("127.0.0.1:9464");
   c.set_stream_backlog_max_bytes(4 << 20);
+  c.set_http_max_connections(64);
   c.set_grpc_max_concurrent_streams(64);
   c.set_grpc_keepalive_time_ms(60000);
   c.set_grpc_keepalive_timeout_ms(20000);
@@ -87,6 +88,7 @@ absl::Status ValidateConnectionLimits(const chorus::v1::ServerConfig& c) {
       Range("grpc_max_connection_age_ms", c.grpc_max_connection_age_ms(), 0, 30 * kDay));
   CHORUS_RETURN_IF_ERROR(Range("grpc_max_connection_age_grace_ms",
                                c.grpc_max_connection_age_grace_ms(), 0, 30 * kDay));
+  CHORUS_RETURN_IF_ERROR(Range("http_max_connections", c.http_max_connections(), 1, 4096));
   return Range("grpc_memory_quota_bytes", c.grpc_memory_quota_bytes(), 0, int64_t{1} << 40);
 }
 

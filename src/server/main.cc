@@ -1,6 +1,6 @@
 // chorusd: the Chorus serving daemon.
 //
-//   chorusd [--config FILE] [--listen HOST:PORT] [--model PATH] [--threads N]
+//   chorusd [--config FILE] [--listen HOST:PORT] [--model PATH] [--threads N] [--http HOST:PORT]
 // With no arguments it serves the embedded stories260K model on 127.0.0.1:50051.
 // SIGTERM / SIGINT drain: health NOT_SERVING, new calls UNAVAILABLE, in-flight requests finish
 // until drain_timeout_ms, then exit 0.
@@ -15,14 +15,14 @@
 #include "../tools/flags.h"
 
 int main(int argc, char** argv) {
-  chorus::tools::Flags flags({"config", "listen", "model", "threads", "backend", "metrics"}, {"help"});
+  chorus::tools::Flags flags({"config", "listen", "model", "threads", "backend", "metrics", "http"}, {"help"});
   std::string error;
   if (!flags.Parse(argc, argv, &error)) {
     std::fprintf(stderr, "chorusd: %s (see --help)\n", error.c_str());
     return 2;
   }
   if (flags.Has("help")) {
-    std::puts("usage: chorusd [--config FILE] [--listen HOST:PORT] [--model PATH] [--threads N] [--backend cpu|cuda]\n               [--metrics HOST:PORT (\"\" = off)]");
+    std::puts("usage: chorusd [--config FILE] [--listen HOST:PORT] [--model PATH] [--threads N] [--backend cpu|cuda]\n               [--metrics HOST:PORT (\"\" = off)]\n               [--http HOST:PORT (OpenAI-compatible API; \"\" = off)]");
     return 0;
   }
   chorus::v1::ServerConfig config = chorus::DefaultServerConfig();
@@ -44,6 +44,7 @@ int main(int argc, char** argv) {
   if (flags.Has("threads")) config.set_num_threads(threads);
   if (flags.Has("backend")) config.set_backend(flags.Get("backend"));
   if (flags.Has("metrics")) config.set_metrics_listen_address(flags.Get("metrics"));
+  if (flags.Has("http")) config.set_http_listen_address(flags.Get("http"));
   // The embedded model, when run from outside the source tree.
   if (!flags.Has("model") && !std::filesystem::exists(config.model_path())) {
     const std::string embedded = std::string(CHORUS_SOURCE_DIR) + "/" + config.model_path();
@@ -63,6 +64,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::printf("chorusd listening on port %d\n", (*server)->port());
+  if ((*server)->http_port() > 0) std::printf("chorusd HTTP (OpenAI API) on port %d\n", (*server)->http_port());
   std::fflush(stdout);
   std::thread signals([&] {
     int sig = 0;

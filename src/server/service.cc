@@ -17,9 +17,11 @@
 #include "chorus/admission/admission.h"
 #include "chorus/backends/cpu_backend.h"
 #include "chorus/backends/cuda_backend.h"
+#include "chorus/core/cpu_count.h"
 #include "chorus/core/log_safe.h"
 #include "chorus/core/status.h"
 #include "chorus/core/str_cat.h"
+#include "chorus/http/http_server.h"
 #include "chorus/metrics/metrics.h"
 #include "chorus/model/tensor_parallel.h"
 #include "chorus/runtime/runtime.h"
@@ -51,6 +53,7 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
   std::unique_ptr<Admission> admission;
   std::unique_ptr<AdmissionGate> gate;
   std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<http::HttpServer> http_server;  // OpenAI-compatible API; null when off
   int port = 0;
   TokenAuth auth;  // no tokens: auth off
 
@@ -67,6 +70,7 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
   std::thread watchdog;
   std::atomic<bool> stop_watchdog{false};
   bool stalled = false;  // watchdog thread only
+  std::atomic<bool> stalled_flag{false};  // `stalled`, for the HTTP /health
 
   // Health reflects engine progress, not an open port: with requests in flight and no loop
   // iteration for engine_stall_timeout_ms, report NOT_SERVING until it moves again.
@@ -78,6 +82,7 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
                                  clock.NowMs() - runtime->LastProgressMs() > config.engine_stall_timeout_ms();
         if (now_stalled != stalled && !draining) {
           stalled = now_stalled;
+          stalled_flag = now_stalled;
           server->GetHealthCheckService()->SetServingStatus(!stalled);
           if (stalled) {
             spdlog::error("chorusd: engine loop stalled for more than {} ms; health NOT_SERVING",
@@ -98,38 +103,84 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
   std::condition_variable done_cv;
   bool done = false;
 
-  // Validates and submits; returns the error to answer with, or OK when the runtime owns it.
-  // Cheap checks (draining, auth, queue limits, the admission slots) come before anything
-  // that tokenizes.
+  // Validates and submits a gRPC call; returns the error to answer with, or OK when the
+  // runtime owns it.
   absl::Status Admit(grpc::CallbackServerContext* ctx, const pb::GenerateRequest* req, bool stream,
                      std::shared_ptr<ResultSink> sink, const std::string& id) {
     if (draining) return absl::UnavailableError("server is draining; retry on another replica");
     absl::StatusOr<std::string> owner = Authorize(ctx);
     if (!owner.ok()) return owner.status();
-    const int64_t agents = std::clamp<int64_t>(req->reasoning().agents(), 1,
-                                               admission->limits().max_agents_per_request);
-    CHORUS_RETURN_IF_ERROR(runtime->CheckCapacity(static_cast<int>(agents)));
-    AdmissionGate::Ticket ticket = gate->TryEnter();
-    if (!ticket) return gate->BusyError();
-    const double now = clock.NowMs();
     GenerateInput in = FromProto(*req);
     in.stream = stream;
     in.request_id = id;
     const auto deadline = ctx->deadline();
     if (deadline != std::chrono::system_clock::time_point::max()) {
       const double left = std::chrono::duration<double, std::milli>(deadline - std::chrono::system_clock::now()).count();
-      in.rpc_deadline_ms = now + left;
+      in.rpc_deadline_ms = clock.NowMs() + left;
     }
+    return AdmitInput(*owner, std::move(in), std::move(sink));
+  }
+
+  // Both APIs (gRPC above, HTTP through its hooks): cheap checks (draining, queue limits, the
+  // admission slots) before anything that tokenizes, then validation and submit.
+  absl::Status AdmitInput(const std::string& owner, GenerateInput in, std::shared_ptr<ResultSink> sink) {
+    if (draining) return absl::UnavailableError("server is draining; retry on another replica");
+    const int64_t agents = std::clamp<int64_t>(in.agents, 1, admission->limits().max_agents_per_request);
+    CHORUS_RETURN_IF_ERROR(runtime->CheckCapacity(static_cast<int>(agents)));
+    AdmissionGate::Ticket ticket = gate->TryEnter();
+    if (!ticket) return gate->BusyError();
+    const std::string id = in.request_id;
     try {
-      auto params = admission->Validate(in, now);
+      auto params = admission->Validate(in, clock.NowMs());
       if (!params.ok()) return params.status();
-      params->owner = *std::move(owner);
+      params->owner = owner;
       return runtime->Submit(std::move(*params), std::move(sink));
     } catch (const std::exception& e) {  // e.g. std::bad_alloc: this request fails, not the server
       spdlog::error("[{}] admission threw: {}", LogSafe(id), e.what());
       return absl::ResourceExhaustedError(StrCat("request '", LogSafe(id),
                                                  "' could not be admitted; see the server log"));
     }
+  }
+
+  // The OpenAI-compatible listener (http/), when http_listen_address is set.
+  absl::Status StartHttp() {
+    http::HttpOptions o;
+    o.listen_address = config.http_listen_address();
+    o.max_connections = config.http_max_connections();
+    o.max_body_bytes = 2 * static_cast<int64_t>(config.max_prompt_bytes()) + (64 << 10);
+    o.stream_backlog_max_bytes = config.stream_backlog_max_bytes();
+    o.max_agents = config.max_agents_per_request();
+    o.model_id = ModelId();
+    o.created = std::chrono::duration_cast<std::chrono::seconds>(
+                    std::chrono::system_clock::now().time_since_epoch()).count();
+    http::HttpHooks h;
+    h.authorize = [this](std::string_view authorization) -> absl::StatusOr<std::string> {
+      if (!auth.enabled()) return std::string();
+      return auth.Identify(authorization);
+    };
+    h.submit = [this](const std::string& owner, GenerateInput in, std::shared_ptr<ResultSink> sink) {
+      return AdmitInput(owner, std::move(in), std::move(sink));
+    };
+    h.new_request_id = [] { return NewRequestId(); };
+    h.serving = [this] { return !draining.load() && !stalled_flag.load(); };
+    if (metrics) {
+      Metrics* m = metrics.get();
+      h.on_response = [m](std::string_view endpoint, int status) { m->OnHttpResponse(endpoint, status); };
+    }
+    auto server = http::HttpServer::Start(o, std::move(h));
+    if (!server.ok()) return server.status();
+    http_server = std::move(*server);
+    if (!config.tls_cert_path().empty()) {
+      spdlog::warn("chorusd: the HTTP API on {} is plain HTTP (TLS is gRPC only): terminate TLS in front of it",
+                   config.http_listen_address());
+    }
+    spdlog::info("chorusd: OpenAI-compatible HTTP API on port {}", http_server->port());
+    return absl::OkStatus();
+  }
+
+  std::string ModelId() const {
+    auto name = model->file().GetString("general.name");
+    return ModelDisplayName(name.ok() ? *name : std::string_view(), config.model_path());
   }
 
   static grpc::ServerUnaryReactor* Reject(grpc::CallbackServerContext* ctx, const absl::Status& s) {
@@ -169,8 +220,7 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
     if (auto a = Authorize(ctx); !a.ok()) return Reject(ctx, a.status());
     auto* m = resp->add_models();
     const auto& cfg = model->config();
-    auto name = model->file().GetString("general.name");
-    m->set_name(ModelDisplayName(name.ok() ? *name : std::string_view(), config.model_path()));
+    m->set_name(ModelId());
     m->set_architecture(cfg.arch);
     m->set_context_length(cfg.context_length);
     m->set_vocab_size(cfg.vocab_size);
@@ -230,8 +280,8 @@ absl::StatusOr<std::unique_ptr<ChorusServer>> ChorusServer::Start(const chorus::
   if (!valid.ok()) return valid;
   auto impl = std::make_unique<Impl>();
   impl->config = config;
-  const int threads = config.num_threads() > 0 ? config.num_threads()
-                                               : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // 0 = the CPUs this process may use (affinity and the container's cgroup CPU quota).
+  const int threads = config.num_threads() > 0 ? config.num_threads() : AvailableCpus();
   const int tp = std::max(1, config.tensor_parallel_size());
   // With tensor parallelism the full model stays in host memory (zero copy); each rank loads
   // its shards into its own backend.
@@ -349,6 +399,10 @@ absl::StatusOr<std::unique_ptr<ChorusServer>> ChorusServer::Start(const chorus::
   if (!impl->server || impl->port == 0) {
     return absl::UnavailableError(StrCat("cannot listen on ", config.listen_address()));
   }
+  if (!config.http_listen_address().empty()) {
+    absl::Status http_ok = impl->StartHttp();
+    if (!http_ok.ok()) return http_ok;
+  }
   impl->server->GetHealthCheckService()->SetServingStatus(true);
   if (config.engine_stall_timeout_ms() > 0) impl->StartWatchdog();
   spdlog::info("chorusd: serving {} ({}, {} layers, {} backend{}, {} threads) on port {}",
@@ -363,14 +417,17 @@ ChorusServer::ChorusServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) 
 
 ChorusServer::~ChorusServer() {
   impl_->StopWatchdog();
+  if (impl_->http_server) impl_->http_server->StopAccepting();  // no submit runs after this
   if (impl_->server) {
     impl_->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   }
   impl_->runtime.reset();  // ends the engine thread; unfinished calls end CANCELLED
+  impl_->http_server.reset();  // its handlers have their results now: joins them
 }
 
 int ChorusServer::port() const { return impl_->port; }
 int ChorusServer::metrics_port() const { return impl_->metrics ? impl_->metrics->port() : 0; }
+int ChorusServer::http_port() const { return impl_->http_server ? impl_->http_server->port() : 0; }
 
 void ChorusServer::Drain() {
   Impl& s = *impl_;
@@ -389,6 +446,7 @@ void ChorusServer::Drain() {
     s.runtime->CancelAll();
     for (int i = 0; i < 200 && !s.runtime->Idle(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
+  if (s.http_server) s.http_server->StopAccepting();
   s.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   {
     std::lock_guard<std::mutex> lock(s.done_mu);

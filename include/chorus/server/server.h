@@ -25,6 +25,8 @@ class ChorusServer {
   int port() const;
   // The metrics port (0 when metrics are off).
   int metrics_port() const;
+  // The OpenAI-compatible HTTP port (0 when http_listen_address is empty).
+  int http_port() const;
   // SIGTERM: health NOT_SERVING, new calls UNAVAILABLE, in-flight requests finish until
   // drain_timeout_ms, then the rest are cancelled; returns when the server has shut down.
   void Drain();
