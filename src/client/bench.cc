@@ -32,7 +32,7 @@ double Ms(Clock::time_point a, Clock::time_point b) {
 struct Record {
   int index = 0;
   double start_ms = 0, ttft_ms = -1, e2e_ms = 0;
-  int output_tokens = 0, agents_finished = 0;
+  int output_tokens = 0, agents_finished = 0, retries = 0;
   int code = 0;
   bool cancelled_by_us = false, budget_cut = false, warmup = false;
   std::vector<double> itl_ms;
@@ -80,6 +80,7 @@ constexpr char kBenchUsage[] =
     "  [--max-tokens N] [--temperature T] [--cancel-rate F] [--cancel-delay-max-ms MS]\n"
     "  [--timeout-ms MS] [--slo-ttft-ms MS] [--slo-e2e-ms MS] [--seed S] [--json FILE]\n"
     "  [--http http://HOST:PORT]  the same load through the OpenAI-compatible HTTP API\n"
+    "  [--retries N]  retry a call that failed UNAVAILABLE or lost its connection (backoff)\n"
     "Closed loop with --concurrency (default 4); open loop with --rate (Poisson arrivals, or\n"
     "gamma inter-arrivals of shape --burstiness: < 1 burstier, 1 Poisson). Bounded by\n"
     "--requests (default 100) or --duration seconds.\n";
@@ -129,6 +130,11 @@ int RunBench(int argc, char** argv) {
   }
   int64_t timeout_ms = 0;
   (void)f.GetNumber<int64_t>("timeout-ms", 0, 0, int64_t{1} << 40, &timeout_ms, &error);
+  int retries = 0;
+  if (!f.GetNumber("retries", 0, 0, 100, &retries, &error)) {
+    std::fprintf(stderr, "chorus bench: %s\n", error.c_str());
+    return 2;
+  }
 
   // Prompts: JSONL {"prompt": "..."} lines, or synthetic words (about one token each).
   std::vector<std::string> prompts;
@@ -234,43 +240,65 @@ int RunBench(int argc, char** argv) {
       done++;
       return;
     }
-    grpc::ClientContext ctx;
-    conn.Prepare(&ctx);
-    if (timeout_ms > 0) ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
     const auto start = Clock::now();
     r.start_ms = Ms(t0, start);
-    // A client-side cancel after a random delay, from a timer thread.
+    // A client-side cancel after a random delay, from a timer thread; it cancels whichever
+    // attempt is running (--retries starts a new call after a retryable failure).
     std::mutex m;
     std::condition_variable cv;
     bool finished = false;
+    grpc::ClientContext* current = nullptr;  // guarded by m
     std::thread canceller;
     if (cancel_at >= 0) {
       canceller = std::thread([&] {
         std::unique_lock<std::mutex> lock(m);
         if (!cv.wait_for(lock, std::chrono::duration<double, std::milli>(cancel_at), [&] { return finished; })) {
           r.cancelled_by_us = true;
-          ctx.TryCancel();
+          if (current != nullptr) current->TryCancel();
         }
       });
     }
-    auto reader = stub->GenerateStream(&ctx, req);
-    pb::GenerateEvent e;
-    std::map<int, Clock::time_point> last;
-    while (reader->Read(&e)) {
-      const auto now = Clock::now();
-      if (e.has_delta()) {
-        if (r.ttft_ms < 0) r.ttft_ms = Ms(start, now);
-        auto it = last.find(e.delta().agent());
-        if (it != last.end()) r.itl_ms.push_back(Ms(it->second, now));
-        last[e.delta().agent()] = now;
-      } else if (e.has_agent_finished()) {
-        r.agents_finished++;
-      } else if (e.has_result()) {
-        r.output_tokens = e.result().usage().completion_tokens();
-        r.budget_cut = e.result().timing().budget_cut();
+    grpc::Status s;
+    for (int attempt = 0;; ++attempt) {
+      grpc::ClientContext ctx;
+      conn.Prepare(&ctx);
+      if (timeout_ms > 0) {  // one deadline for all attempts
+        const double left = std::max(1.0, static_cast<double>(timeout_ms) - Ms(start, Clock::now()));
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::microseconds(static_cast<int64_t>(left * 1000)));
       }
+      {
+        std::lock_guard<std::mutex> lock(m);
+        if (r.cancelled_by_us) break;
+        current = &ctx;
+      }
+      auto reader = stub->GenerateStream(&ctx, req);
+      pb::GenerateEvent e;
+      std::map<int, Clock::time_point> last;
+      r.itl_ms.clear();
+      r.agents_finished = 0;
+      while (reader->Read(&e)) {
+        const auto now = Clock::now();
+        if (e.has_delta()) {
+          if (r.ttft_ms < 0) r.ttft_ms = Ms(start, now);
+          auto it = last.find(e.delta().agent());
+          if (it != last.end()) r.itl_ms.push_back(Ms(it->second, now));
+          last[e.delta().agent()] = now;
+        } else if (e.has_agent_finished()) {
+          r.agents_finished++;
+        } else if (e.has_result()) {
+          r.output_tokens = e.result().usage().completion_tokens();
+          r.budget_cut = e.result().timing().budget_cut();
+        }
+      }
+      s = reader->Finish();
+      {
+        std::lock_guard<std::mutex> lock(m);
+        current = nullptr;
+      }
+      if (s.ok() || attempt >= retries || r.cancelled_by_us || !Retryable(s)) break;
+      r.retries++;
+      RetryBackoff(attempt);
     }
-    const grpc::Status s = reader->Finish();
     {
       std::lock_guard<std::mutex> lock(m);
       finished = true;
@@ -337,7 +365,7 @@ int RunBench(int argc, char** argv) {
 
   // Aggregate over measured (non-warmup) requests that were sent.
   std::vector<double> ttft, itl, tpot, e2e;
-  int completed = 0, cancelled = 0, failures = 0, good = 0, cut = 0, measured = 0;
+  int completed = 0, cancelled = 0, failures = 0, good = 0, cut = 0, measured = 0, retried = 0;
   int64_t out_tokens = 0;
   std::map<int, int> by_code;
   for (int i = 0; i < sent; ++i) {
@@ -345,6 +373,7 @@ int RunBench(int argc, char** argv) {
     if (r.warmup) continue;
     ++measured;
     by_code[r.code]++;
+    retried += r.retries;
     if (r.code == grpc::OK) {
       ++completed;
       out_tokens += r.output_tokens;
@@ -370,6 +399,7 @@ int RunBench(int argc, char** argv) {
   std::printf("request throughput     %.2f req/s\noutput tokens/s        %.1f\n", completed / wall_s, out_tokens / wall_s);
   std::printf("goodput                %.2f req/s (%d of %d meet the SLOs)\n", good / wall_s, good, completed);
   std::printf("budget-cut fraction    %.3f\n", completed ? static_cast<double>(cut) / completed : 0.0);
+  if (retries > 0) std::printf("retries                %d (UNAVAILABLE or a broken connection, --retries %d)\n", retried, retries);
   std::printf("status codes          ");
   for (auto [c, n] : by_code) std::printf(" %d:%d", c, n);
   std::printf("\n");
@@ -384,7 +414,7 @@ int RunBench(int argc, char** argv) {
   if (f.Has("json")) {
     std::ofstream o(f.Get("json"));
     o << "{\n  \"sent\": " << measured << ", \"completed\": " << completed << ", \"cancelled\": " << cancelled
-      << ", \"failed\": " << failures << ", \"warmup\": " << warmup << ",\n  \"duration_s\": " << wall_s
+      << ", \"failed\": " << failures << ", \"retries\": " << retried << ", \"warmup\": " << warmup << ",\n  \"duration_s\": " << wall_s
       << ", \"mode\": \"" << (rate > 0 ? "open" : "closed") << "\", \"api\": \"" << (use_http ? "http" : "grpc")
       << "\", \"concurrency\": " << concurrency
       << ", \"rate\": " << rate << ", \"burstiness\": " << burstiness << ", \"cancel_rate\": " << cancel_rate

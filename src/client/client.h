@@ -30,6 +30,12 @@ std::set<std::string> ConnectionFlags();
 // Returns false with *error naming the flag.
 bool BuildRequest(const tools::Flags& flags, const std::string& prompt,
                   chorus::v1::GenerateRequest* req, std::string* error);
+// --retries: a call is retried when it failed before the server took it or because the server
+// went away: UNAVAILABLE (draining replica, connection refused or reset), or a stream broken
+// by the transport (RST_STREAM, socket closed) reported as UNKNOWN or INTERNAL.
+bool Retryable(const grpc::Status& s);
+// Sleeps before retry `attempt` (0-based): 50 ms doubling to 1 s, with jitter.
+void RetryBackoff(int attempt);
 // Flags every generating subcommand accepts.
 std::set<std::string> RequestFlags();
 int RunBench(int argc, char** argv);

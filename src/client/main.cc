@@ -6,6 +6,8 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <cstdio>
+#include <random>
+#include <thread>
 #include <fstream>
 #include <sstream>
 #include <iostream>
@@ -20,7 +22,7 @@ constexpr char kUsage[] =
     "usage: chorus <generate|stream|health|models|stats|bench> [--addr HOST:PORT] ...\n"
     "  generate PROMPT  [--agents N] [--merge vote|confidence|best_logprob|first|synthesize]\n"
     "                   [--budget-ms MS] [--max-tokens N] [--temperature T] [--top-p P]\n"
-    "                   [--top-k K] [--seed S] [--stop STR] [--timeout-ms MS] [--drafts] [--json]\n"
+    "                   [--top-k K] [--seed S] [--stop STR] [--timeout-ms MS] [--retries N] [--drafts] [--json]\n"
     "  stream PROMPT    same options; prints tokens as they arrive, tagged [agent]\n"
     "  health           exit 0 only when the server reports SERVING\n"
     "  models, stats    print the server's model and counters\n"
@@ -64,9 +66,26 @@ bool Connect(const tools::Flags& flags, Connection* out, std::string* error) {
   return true;
 }
 
+bool Retryable(const grpc::Status& s) {
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE) return true;
+  if (s.error_code() != grpc::StatusCode::UNKNOWN && s.error_code() != grpc::StatusCode::INTERNAL) return false;
+  const std::string& m = s.error_message();
+  for (const char* transport : {"RST_STREAM", "Socket closed", "Connection reset", "Stream removed", "connection"}) {
+    if (m.find(transport) != std::string::npos) return true;
+  }
+  return false;
+}
+
+void RetryBackoff(int attempt) {
+  static thread_local std::mt19937 rng(std::random_device{}());
+  const double base = std::min(1000.0, 50.0 * (1 << std::min(attempt, 5)));
+  const double ms = base * std::uniform_real_distribution<double>(0.5, 1.0)(rng);
+  std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(ms));
+}
+
 std::set<std::string> RequestFlags() {
   std::set<std::string> f = {"agents", "merge", "budget-ms", "max-tokens", "temperature", "top-p", "top-k",
-                             "seed", "stop", "timeout-ms", "priority"};
+                             "seed", "stop", "timeout-ms", "priority", "retries"};
   for (const auto& c : ConnectionFlags()) f.insert(c);
   return f;
 }
@@ -169,7 +188,16 @@ static int Generate(int argc, char** argv, bool stream) {
     std::printf("\n");
     return 0;
   }
-  const grpc::Status s = stub->Generate(&ctx, req, &resp);
+  int retries = 0;
+  if (!f.GetNumber("retries", 0, 0, 100, &retries, &error)) return Fail(error);
+  grpc::Status s = stub->Generate(&ctx, req, &resp);
+  for (int attempt = 0; !s.ok() && attempt < retries && Retryable(s); ++attempt) {
+    RetryBackoff(attempt);
+    grpc::ClientContext again;
+    conn.Prepare(&again);
+    SetDeadline(f, &again);
+    s = stub->Generate(&again, req, &resp);
+  }
   if (!s.ok()) return FailRpc(s);
   if (f.Has("json")) {
     std::string json;
