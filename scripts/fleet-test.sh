@@ -3,18 +3,20 @@
 # it, while one replica is SIGTERM-drained and another kill -9'd: with the client's retry on
 # UNAVAILABLE / broken connections, no request may fail (issue 16, docs/DEPLOYMENT.md).
 #
-#   scripts/fleet-test.sh [--build DIR] [--duration S] [--base-port P] [--json OUT]
+#   scripts/fleet-test.sh [--build DIR] [--duration S] [--base-port P] [--json OUT] [--no-faults]
+# (--no-faults: the same load with every replica up, for the baseline.)
 # Needs haproxy (Debian: apt-get install haproxy). Prints the bench summary and PASS/FAIL;
 # exits 0 only on PASS. Replica logs and the bench JSON stay in the work folder it prints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUILD=build DURATION=24 BASE=50300 JSON=""
+BUILD=build DURATION=24 BASE=50300 JSON="" FAULTS=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --build) BUILD="$2"; shift 2 ;;
     --duration) DURATION="$2"; shift 2 ;;
     --base-port) BASE="$2"; shift 2 ;;
     --json) JSON="$2"; shift 2 ;;
+    --no-faults) FAULTS=0; shift ;;
     *) echo "fleet-test: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -74,16 +76,20 @@ echo "fleet-test: 3 replicas behind HAProxy on $CHORUS_LB_BIND; bench for ${DURA
 "$CHORUS" bench --addr "$CHORUS_LB_BIND" --retries 5 --duration "$DURATION" --requests 10000000 \
   --concurrency 8 --agents 4 --max-tokens 64 --json "$WORK/bench.json" > "$WORK/bench.txt" 2> /dev/null &
 BENCH=$!
-sleep $((DURATION / 3))
-echo "fleet-test: t=$((DURATION / 3))s  SIGTERM replica 1 (drain)"
-kill -TERM "${REPLICA_PID[1]}"
-sleep $((DURATION / 3))
-echo "fleet-test: t=$((2 * DURATION / 3))s kill -9 replica 2"
-kill -9 "${REPLICA_PID[2]}"
+drain_rc=0
+if [[ $FAULTS -eq 1 ]]; then
+  sleep $((DURATION / 3))
+  echo "fleet-test: t=$((DURATION / 3))s  SIGTERM replica 1 (drain)"
+  kill -TERM "${REPLICA_PID[1]}"
+  sleep $((DURATION / 3))
+  echo "fleet-test: t=$((2 * DURATION / 3))s kill -9 replica 2"
+  kill -9 "${REPLICA_PID[2]}"
+fi
 bench_rc=0
 wait "$BENCH" || bench_rc=$?
-drain_rc=0
-wait "${REPLICA_PID[1]}" || drain_rc=$?
+if [[ $FAULTS -eq 1 ]]; then
+  wait "${REPLICA_PID[1]}" || drain_rc=$?
+fi
 cat "$WORK/bench.txt"
 [[ -n "$JSON" ]] && cp "$WORK/bench.json" "$JSON"
 
@@ -96,7 +102,7 @@ echo "fleet-test: drained replica exit code $drain_rc (want 0)"
 # The survivor served to the end.
 "$CHORUS" health --addr "127.0.0.1:$((BASE + 3))" > /dev/null || ok=0
 if [[ $ok -eq 1 ]]; then
-  echo "fleet-test: PASS ($completed completed, $failed failed, one replica drained, one killed)"
+  echo "fleet-test: PASS ($completed completed, $failed failed$([[ $FAULTS -eq 1 ]] && echo ", one replica drained, one killed"))"
 else
   echo "fleet-test: FAIL ($completed completed, $failed failed, bench exit $bench_rc, drain exit $drain_rc)"
   tail -n 20 "$WORK"/r*.log "$WORK/haproxy.log"
