@@ -104,7 +104,17 @@ absl::StatusOr<GenerateParams> Admission::Validate(const GenerateInput& in,
 
   // Reasoning.
   ReasoningParams& r = p.reasoning;
-  const int64_t agents = in.agents == 0 ? 1 : in.agents;
+  int64_t agents = in.agents == 0 ? 1 : in.agents;
+  if (in.max_agents != 0 || in.min_agents != 0) {
+    // Elastic: bounds checked here, the count chosen by the runtime at Submit.
+    if (in.agents != 0) return Invalid("reasoning.agents", "must be 0 with min_agents/max_agents (elastic agents)");
+    CHORUS_RETURN_IF_ERROR(CheckRange<int64_t>("reasoning.max_agents", in.max_agents, 1, L.max_agents_per_request));
+    const int64_t min_agents = in.min_agents == 0 ? 1 : in.min_agents;
+    CHORUS_RETURN_IF_ERROR(CheckRange<int64_t>("reasoning.min_agents", min_agents, 1, in.max_agents));
+    r.min_agents = static_cast<int>(min_agents);
+    r.max_agents = static_cast<int>(in.max_agents);
+    agents = in.max_agents;  // the KV and context checks below hold for the largest choice
+  }
   CHORUS_RETURN_IF_ERROR(CheckRange<int64_t>("reasoning.agents", agents, 1, L.max_agents_per_request));
   r.agents = static_cast<int>(agents);
   if (in.merge < 0 || in.merge > 5) {

@@ -256,6 +256,7 @@ GenerateResult BuildResult(RequestGroup& g, double now_ms) {
   GenerateResult r;
   const GenerateParams& p = g.params;
   r.request_id = p.request_id;
+  r.agents = p.reasoning.agents;
   for (const auto& a : g.agents) {
     if (a.index != g.synth_agent) r.drafts.push_back(a.draft);
     r.completion_tokens += a.draft.num_tokens;

@@ -32,7 +32,7 @@ double Ms(Clock::time_point a, Clock::time_point b) {
 struct Record {
   int index = 0;
   double start_ms = 0, ttft_ms = -1, e2e_ms = 0;
-  int output_tokens = 0, agents_finished = 0, retries = 0;
+  int output_tokens = 0, agents_finished = 0, retries = 0, agents_used = 0;
   int code = 0;
   bool cancelled_by_us = false, budget_cut = false, warmup = false;
   std::vector<double> itl_ms;
@@ -76,7 +76,8 @@ std::string Escape(const std::string& s) {
 constexpr char kBenchUsage[] =
     "usage: chorus bench [--addr HOST:PORT] (--concurrency C | --rate R [--burstiness K])\n"
     "  (--requests N | --duration S) [--warmup N] [--prompts FILE.jsonl |\n"
-    "  --prompt-tokens MEAN --prompt-tokens-stddev SD] [--agents N] [--merge S] [--budget-ms MS]\n"
+    "  --prompt-tokens MEAN --prompt-tokens-stddev SD] [--agents N | --min-agents A --max-agents B]\n"
+    "  [--merge S] [--budget-ms MS]\n"
     "  [--max-tokens N] [--temperature T] [--cancel-rate F] [--cancel-delay-max-ms MS]\n"
     "  [--timeout-ms MS] [--slo-ttft-ms MS] [--slo-e2e-ms MS] [--seed S] [--json FILE]\n"
     "  [--http http://HOST:PORT]  the same load through the OpenAI-compatible HTTP API\n"
@@ -288,6 +289,7 @@ int RunBench(int argc, char** argv) {
         } else if (e.has_result()) {
           r.output_tokens = e.result().usage().completion_tokens();
           r.budget_cut = e.result().timing().budget_cut();
+          r.agents_used = e.result().agents();
         }
       }
       s = reader->Finish();
@@ -366,6 +368,7 @@ int RunBench(int argc, char** argv) {
   // Aggregate over measured (non-warmup) requests that were sent.
   std::vector<double> ttft, itl, tpot, e2e;
   int completed = 0, cancelled = 0, failures = 0, good = 0, cut = 0, measured = 0, retried = 0;
+  int64_t agents_sum = 0;
   int64_t out_tokens = 0;
   std::map<int, int> by_code;
   for (int i = 0; i < sent; ++i) {
@@ -382,6 +385,7 @@ int RunBench(int argc, char** argv) {
       if (r.output_tokens > 1 && r.ttft_ms >= 0) tpot.push_back((r.e2e_ms - r.ttft_ms) / (r.output_tokens - 1));
       e2e.push_back(r.e2e_ms);
       cut += r.budget_cut;
+      agents_sum += r.agents_used;
       good += r.ttft_ms >= 0 && r.ttft_ms <= slo_ttft && r.e2e_ms <= slo_e2e;
     } else if (r.cancelled_by_us && r.code == grpc::CANCELLED) {
       ++cancelled;
@@ -399,6 +403,8 @@ int RunBench(int argc, char** argv) {
   std::printf("request throughput     %.2f req/s\noutput tokens/s        %.1f\n", completed / wall_s, out_tokens / wall_s);
   std::printf("goodput                %.2f req/s (%d of %d meet the SLOs)\n", good / wall_s, good, completed);
   std::printf("budget-cut fraction    %.3f\n", completed ? static_cast<double>(cut) / completed : 0.0);
+  const double agents_mean = completed ? static_cast<double>(agents_sum) / completed : 0.0;
+  std::printf("agents per request     %.2f\n", agents_mean);
   if (retries > 0) std::printf("retries                %d (UNAVAILABLE or a broken connection, --retries %d)\n", retried, retries);
   std::printf("status codes          ");
   for (auto [c, n] : by_code) std::printf(" %d:%d", c, n);
@@ -418,7 +424,9 @@ int RunBench(int argc, char** argv) {
       << ", \"mode\": \"" << (rate > 0 ? "open" : "closed") << "\", \"api\": \"" << (use_http ? "http" : "grpc")
       << "\", \"concurrency\": " << concurrency
       << ", \"rate\": " << rate << ", \"burstiness\": " << burstiness << ", \"cancel_rate\": " << cancel_rate
-      << ",\n  \"agents\": " << base.reasoning().agents() << ", \"merge\": \""
+      << ",\n  \"agents\": " << base.reasoning().agents() << ", \"min_agents\": " << base.reasoning().min_agents()
+      << ", \"max_agents\": " << base.reasoning().max_agents() << ", \"agents_mean\": " << agents_mean
+      << ", \"merge\": \""
       << pb::MergeStrategy_Name(base.reasoning().merge()) << "\", \"budget_ms\": " << base.latency_budget_ms()
       << ", \"max_tokens\": " << base.max_tokens() << ",\n  \"ttft_ms\": " << Json(pt)
       << ",\n  \"itl_ms\": " << Json(pi) << ",\n  \"tpot_ms\": " << Json(pp) << ",\n  \"e2e_ms\": " << Json(pe)

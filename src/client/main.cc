@@ -3,16 +3,16 @@
 //   chorus stream PROMPT [options]     tokens as they arrive, agents tagged
 //   chorus health | models | stats     exit 0 only when the server is healthy / answers
 //   chorus bench [options]             load generator (chorus bench --help)
+//   chorus eval --dataset FILE [opts]  accuracy against latency and tokens (chorus eval --help)
 #include <google/protobuf/util/json_util.h>
 
 #include <cstdio>
-#include <random>
-#include <thread>
 #include <fstream>
 #include <sstream>
 #include <iostream>
 
 #include "client.h"
+#include "eval.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace chorus::client {
@@ -20,113 +20,17 @@ namespace pb = chorus::v1;
 
 constexpr char kUsage[] =
     "usage: chorus <generate|stream|health|models|stats|bench> [--addr HOST:PORT] ...\n"
-    "  generate PROMPT  [--agents N] [--merge vote|confidence|best_logprob|first|synthesize]\n"
+    "  generate PROMPT  [--agents N | --min-agents A --max-agents B] [--merge vote|confidence|\n"
+    "                   best_logprob|first|synthesize]\n"
     "                   [--budget-ms MS] [--max-tokens N] [--temperature T] [--top-p P]\n"
     "                   [--top-k K] [--seed S] [--stop STR] [--timeout-ms MS] [--retries N] [--drafts] [--json]\n"
     "  stream PROMPT    same options; prints tokens as they arrive, tagged [agent]\n"
     "  health           exit 0 only when the server reports SERVING\n"
     "  models, stats    print the server's model and counters\n"
     "  bench            load generator; see chorus bench --help\n"
+    "  eval             accuracy vs latency per agents/merge setting; see chorus eval --help\n"
     "  --addr defaults to 127.0.0.1:50051; --tls [--tls-ca PEM] [--tls-server-name NAME] for TLS;\n"
     "  --auth-token-file FILE sends \"authorization: Bearer <token>\"\n";
-
-static bool ReadFile(const std::string& path, std::string* out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  *out = ss.str();
-  return true;
-}
-
-std::set<std::string> ConnectionFlags() { return {"addr", "tls-ca", "tls-server-name", "auth-token-file"}; }
-
-bool Connect(const tools::Flags& flags, Connection* out, std::string* error) {
-  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
-  grpc::ChannelArguments args;
-  if (flags.Has("tls") || flags.Has("tls-ca")) {
-    grpc::SslCredentialsOptions ssl;
-    if (flags.Has("tls-ca") && !ReadFile(flags.Get("tls-ca"), &ssl.pem_root_certs)) {
-      *error = "--tls-ca: cannot read " + flags.Get("tls-ca");
-      return false;
-    }
-    creds = grpc::SslCredentials(ssl);
-    if (flags.Has("tls-server-name")) args.SetSslTargetNameOverride(flags.Get("tls-server-name"));
-  }
-  if (flags.Has("auth-token-file")) {
-    std::string token;
-    if (!ReadFile(flags.Get("auth-token-file"), &token)) {
-      *error = "--auth-token-file: cannot read " + flags.Get("auth-token-file");
-      return false;
-    }
-    while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) token.pop_back();
-    out->auth = "Bearer " + token;
-  }
-  out->channel = grpc::CreateCustomChannel(flags.Get("addr", "127.0.0.1:50051"), creds, args);
-  return true;
-}
-
-bool Retryable(const grpc::Status& s) {
-  if (s.error_code() == grpc::StatusCode::UNAVAILABLE) return true;
-  if (s.error_code() != grpc::StatusCode::UNKNOWN && s.error_code() != grpc::StatusCode::INTERNAL) return false;
-  const std::string& m = s.error_message();
-  for (const char* transport : {"RST_STREAM", "Socket closed", "Connection reset", "Stream removed", "connection"}) {
-    if (m.find(transport) != std::string::npos) return true;
-  }
-  return false;
-}
-
-void RetryBackoff(int attempt) {
-  static thread_local std::mt19937 rng(std::random_device{}());
-  const double base = std::min(1000.0, 50.0 * (1 << std::min(attempt, 5)));
-  const double ms = base * std::uniform_real_distribution<double>(0.5, 1.0)(rng);
-  std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(ms));
-}
-
-std::set<std::string> RequestFlags() {
-  std::set<std::string> f = {"agents", "merge", "budget-ms", "max-tokens", "temperature", "top-p", "top-k",
-                             "seed", "stop", "timeout-ms", "priority", "retries"};
-  for (const auto& c : ConnectionFlags()) f.insert(c);
-  return f;
-}
-
-bool BuildRequest(const tools::Flags& f, const std::string& prompt, pb::GenerateRequest* req,
-                  std::string* error) {
-  int agents, max_tokens, top_k, priority;
-  int64_t budget, seed;
-  float temperature, top_p;
-  if (!f.GetNumber("agents", 1, 1, 1024, &agents, error) ||
-      !f.GetNumber("max-tokens", 128, 1, 1 << 24, &max_tokens, error) ||
-      !f.GetNumber("top-k", 0, 0, 100000, &top_k, error) ||
-      !f.GetNumber("priority", 0, -100, 100, &priority, error) ||
-      !f.GetNumber<int64_t>("budget-ms", 0, 0, int64_t{1} << 40, &budget, error) ||
-      !f.GetNumber<int64_t>("seed", 0, 0, INT64_MAX, &seed, error) ||
-      !f.GetNumber("temperature", 0.8f, 0.0f, 100.0f, &temperature, error) ||
-      !f.GetNumber("top-p", 1.0f, 0.0f, 1.0f, &top_p, error)) {
-    return false;
-  }
-  req->set_prompt(prompt);
-  req->set_max_tokens(max_tokens);
-  req->set_latency_budget_ms(budget);
-  req->set_priority(priority);
-  auto* s = req->mutable_sampling();
-  s->set_temperature(temperature);
-  s->set_top_p(top_p);
-  s->set_top_k(top_k);
-  s->set_seed(static_cast<uint64_t>(seed));
-  req->mutable_reasoning()->set_agents(agents);
-  if (f.Has("stop")) req->add_stop(f.Get("stop"));
-  const std::string merge = f.Get("merge", "vote");
-  pb::MergeStrategy m;
-  std::string upper;
-  for (char c : merge) upper.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
-  if (!pb::MergeStrategy_Parse(upper, &m)) {
-    *error = "--merge must be vote, confidence, best_logprob, first or synthesize, got '" + merge + "'";
-    return false;
-  }
-  req->mutable_reasoning()->set_merge(m);
-  return true;
-}
 
 static void SetDeadline(const tools::Flags& f, grpc::ClientContext* ctx) {
   int64_t ms = 0;
@@ -285,6 +189,7 @@ int main(int argc, char** argv) {
   if (cmd == "stream") return Generate(n, rest.data(), true);
   if (cmd == "health" || cmd == "models" || cmd == "stats") return Simple(n, rest.data(), cmd);
   if (cmd == "bench") return RunBench(n, rest.data());
+  if (cmd == "eval") return RunEval(n, rest.data());
   std::fprintf(stderr, "chorus: unknown command '%s'\n%s", cmd.c_str(), kUsage);
   return 2;
 }

@@ -130,9 +130,13 @@ void ParseChorus(Reader& top, OpenAiRequest* out) {
   if (!c.is_object()) return top.Fail("chorus", "must be an object");
   Reader rr(c, "chorus.", top.error());
   GenerateInput& in = out->input;
-  int64_t agents = 1, window = 0, budget = 0, priority = 0;
+  int64_t agents = 0, window = 0, budget = 0, priority = 0, min_agents = 0, max_agents = 0;
   rr.Integer("agents", &agents);
+  rr.Integer("min_agents", &min_agents);
+  rr.Integer("max_agents", &max_agents);
   in.agents = agents;
+  in.min_agents = min_agents;
+  in.max_agents = max_agents;
   if (rr.Has("merge")) {
     if (!rr.At("merge").is_string()) {
       rr.Fail("chorus.merge", "must be a string: vote, confidence, best_logprob, first or synthesize");
@@ -225,7 +229,7 @@ json ChorusJson(const OpenAiRequest& req, const GenerateResult& r) {
   if (req.merged) {
     json votes = json::object();
     for (const auto& [answer, v] : r.merge.votes) votes[answer] = v;
-    c["agents"] = std::max<int64_t>(1, req.input.agents);
+    c["agents"] = r.agents;
     c["merge"] = {{"strategy", MergeName(r.merge.strategy)}, {"winner", r.merge.winner}, {"votes", votes}};
     if (req.input.return_drafts) {
       json drafts = json::array();
@@ -493,7 +497,7 @@ std::string StreamEncoder::Chunk(std::string choices_json, std::string_view extr
 }
 
 std::string StreamEncoder::Delta(int agent, std::string_view text) {
-  const bool several = req_.merged && req_.input.agents > 1;
+  const bool several = req_.merged && (req_.input.agents > 1 || req_.input.max_agents > 1);
   if (several) {
     if (!req_.input.return_drafts) return {};
     return Chunk("[]", StrCat(",\"chorus\":", Dump(json{{"agent", agent}, {"delta", std::string(text)}})));
@@ -531,7 +535,7 @@ std::string StreamEncoder::Complete(const GenerateResult& r) {
   std::string out;
   if (req_.merged) {
     // One agent streamed its text already; several stream the merged answer here.
-    const bool several = req_.input.agents > 1;
+    const bool several = req_.input.agents > 1 || req_.input.max_agents > 1;
     json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", OpenAiFinish(r.finish)}};
     const std::string text = several ? r.text : std::string();
     if (req_.endpoint == Endpoint::kChat) {

@@ -71,6 +71,8 @@ class Metrics::Impl {
   Histogram* ttft = nullptr;
   Histogram* queue = nullptr;
   Histogram* step = nullptr;
+  Histogram* elastic = nullptr;           // agents chosen for elastic requests
+  Histogram* elastic_fraction = nullptr;  // chosen / max_agents
   prometheus::Counter* tokens = nullptr;
   prometheus::Counter* steps = nullptr;
   prometheus::Counter* budget_cut = nullptr;
@@ -91,6 +93,10 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& liste
                      .Register(r).Add({}, LatencyBuckets());
   impl->step = &prometheus::BuildHistogram().Name("chorus_step_duration_seconds").Help("One batched forward step.")
                     .Register(r).Add({}, LatencyBuckets());
+  impl->elastic = &prometheus::BuildHistogram().Name("chorus_elastic_agents").Help("Drafts the server chose for elastic requests (reasoning.max_agents).")
+                       .Register(r).Add({}, Histogram::BucketBoundaries{1, 2, 3, 4, 6, 8, 12, 16, 32, 64});
+  impl->elastic_fraction = &prometheus::BuildHistogram().Name("chorus_elastic_agents_fraction").Help("Chosen drafts / max_agents for elastic requests.")
+                                .Register(r).Add({}, Histogram::BucketBoundaries{0.125, 0.25, 0.5, 0.75, 1});
   impl->tokens = &prometheus::BuildCounter().Name("chorus_generated_tokens_total").Help("Tokens generated, all agents.").Register(r).Add({});
   impl->steps = &prometheus::BuildCounter().Name("chorus_steps_total").Help("Forward steps run.").Register(r).Add({});
   impl->budget_cut = &prometheus::BuildCounter().Name("chorus_budget_cut_requests_total").Help("Requests whose drafts the latency budget cut.").Register(r).Add({});
@@ -135,6 +141,11 @@ void Metrics::OnRequestEnd(std::string_view status, double queue_ms, double ttft
   if (ttft_ms >= 0) impl_->ttft->Observe(ttft_ms / 1e3);
   impl_->tokens->Increment(completion_tokens);
   if (budget_cut) impl_->budget_cut->Increment();
+}
+
+void Metrics::OnElasticChoice(int agents, int max_agents) {
+  impl_->elastic->Observe(agents);
+  impl_->elastic_fraction->Observe(max_agents > 0 ? static_cast<double>(agents) / max_agents : 1.0);
 }
 
 void Metrics::OnHttpResponse(std::string_view endpoint, int http_status) {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "chorus/agents/elastic.h"
 #include "chorus/core/log_safe.h"
 #include "chorus/core/status.h"
 #include "chorus/core/str_cat.h"
@@ -43,10 +44,11 @@ absl::Status Runtime::CapacityLocked(int agents) const {
 }
 
 absl::Status Runtime::Submit(GenerateParams params, std::shared_ptr<ResultSink> sink) {
-  const int agents = params.reasoning.agents;
   const double now = clock_->NowMs();
   const std::string key = LiveKey(params);
   std::lock_guard<std::mutex> lock(mu_);
+  if (params.reasoning.max_agents > 0) ChooseElasticAgentsLocked(params, now);
+  const int agents = params.reasoning.agents;
   CHORUS_RETURN_IF_ERROR(CapacityLocked(agents));
   if (live_.count(key)) {
     return absl::AlreadyExistsError(
@@ -68,6 +70,25 @@ absl::Status Runtime::Submit(GenerateParams params, std::shared_ptr<ResultSink> 
   inbox_.push_back(std::move(g));
   cv_.notify_all();
   return absl::OkStatus();
+}
+
+void Runtime::ChooseElasticAgentsLocked(GenerateParams& params, double now) {
+  ReasoningParams& r = params.reasoning;
+  ElasticRequest req;
+  req.min_agents = r.min_agents;
+  req.max_agents = r.max_agents;
+  req.budget_ms = params.deadline_ms - now;
+  req.prefill_ms = prefill_ms_per_token_ * static_cast<double>(params.prompt_tokens.size());
+  req.max_tokens = params.max_tokens;
+  req.merge_reserve_ms = options_.merge_reserve_ms;
+  req.blocks_per_agent = (params.max_tokens + options_.kv_block_size - 1) / options_.kv_block_size + 1;
+  ElasticLoad load;
+  load.running_agents = stats_.running_agents;
+  load.queued_agents = queued_agents_;
+  load.max_running_agents = options_.scheduler.max_running_agents;
+  load.free_kv_blocks = stats_.kv_blocks_total - stats_.kv_blocks_used;
+  r.agents = ChooseAgents(req, load, [this](int rows) { return predictor_.PredictMs(rows); });
+  if (options_.observer != nullptr) options_.observer->OnElasticChoice(r.agents, r.max_agents);
 }
 
 bool Runtime::Abort(const std::string& owner, const std::string& request_id) {

@@ -23,6 +23,7 @@ void ToProto(const DraftResult& d, pb::Draft* out) {
 
 void ToProto(const GenerateResult& r, bool with_drafts, pb::GenerateResponse* out) {
   out->set_request_id(r.request_id);
+  out->set_agents(r.agents);
   out->set_text(r.text);
   out->set_finish_reason(ToProto(r.finish));
   auto* m = out->mutable_merge();
@@ -64,6 +65,8 @@ GenerateInput FromProto(const pb::GenerateRequest& r) {
   in.frequency_penalty = s.frequency_penalty();
   const auto& q = r.reasoning();
   in.agents = q.agents();
+  in.min_agents = q.min_agents();
+  in.max_agents = q.max_agents();
   in.merge = q.merge();
   in.answer_regex = q.answer_regex();
   in.temperature_spread = q.temperature_spread();

@@ -125,7 +125,8 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
   // admission slots) before anything that tokenizes, then validation and submit.
   absl::Status AdmitInput(const std::string& owner, GenerateInput in, std::shared_ptr<ResultSink> sink) {
     if (draining) return absl::UnavailableError("server is draining; retry on another replica");
-    const int64_t agents = std::clamp<int64_t>(in.agents, 1, admission->limits().max_agents_per_request);
+    const int64_t agents = std::clamp<int64_t>(in.max_agents > 0 ? in.min_agents : in.agents, 1,
+                                               admission->limits().max_agents_per_request);
     CHORUS_RETURN_IF_ERROR(runtime->CheckCapacity(static_cast<int>(agents)));
     AdmissionGate::Ticket ticket = gate->TryEnter();
     if (!ticket) return gate->BusyError();

@@ -132,6 +132,7 @@ TEST(OpenAiErrors, StatusesMapToOpenAiErrors) {
 GenerateResult ThreeDrafts() {
   GenerateResult r;
   r.request_id = "rid";
+  r.agents = 3;
   r.text = "merged";
   r.finish = FinishReason::kEndOfText;
   r.prompt_tokens = 5;

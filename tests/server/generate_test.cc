@@ -242,3 +242,38 @@ TEST_F(ServerTest, PrometheusMetricsCountRequestsAndExposeKvGauges) {
 
 }  // namespace
 }  // namespace chorus
+
+namespace chorus {
+namespace {
+
+// Elastic agents over gRPC (issue 14): an idle server with a generous budget gives the range's
+// maximum; the choice is in the response, the drafts match it; bad ranges name the field.
+TEST_F(ServerTest, ElasticAgentsTakeTheMaximumWhenIdleAndReportTheChoice) {
+  pb::GenerateRequest r = Greedy("Once upon a time", 16);
+  r.mutable_sampling()->set_temperature(0.8f);
+  r.mutable_reasoning()->set_min_agents(2);
+  r.mutable_reasoning()->set_max_agents(6);
+  r.mutable_reasoning()->set_return_drafts(true);
+  r.set_latency_budget_ms(30000);
+  pb::GenerateResponse resp;
+  const grpc::Status s = Generate(r, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(resp.agents(), 6);
+  EXPECT_EQ(resp.drafts_size(), 6);
+
+  r.mutable_reasoning()->set_agents(3);  // a count and a range: refused
+  EXPECT_EQ(Generate(r, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  r.mutable_reasoning()->set_agents(0);
+  r.mutable_reasoning()->set_min_agents(7);  // min > max
+  const grpc::Status bad = Generate(r, &resp);
+  EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(bad.error_message().find("reasoning.min_agents"), std::string::npos) << bad.error_message();
+  // A fixed count reports itself too.
+  pb::GenerateRequest fixed = Greedy("Once upon a time", 8);
+  fixed.mutable_reasoning()->set_agents(3);
+  ASSERT_TRUE(Generate(fixed, &resp).ok());
+  EXPECT_EQ(resp.agents(), 3);
+}
+
+}  // namespace
+}  // namespace chorus

@@ -28,6 +28,7 @@ struct GenerateInput {
   int64_t top_k = 0;
   uint64_t seed = 0;
   int64_t agents = 0;
+  int64_t min_agents = 0, max_agents = 0;  // elastic range (max_agents > 0)
   int merge = 0;  // chorus.v1.MergeStrategy value
   std::string answer_regex;
   float temperature_spread = 0;

@@ -39,6 +39,9 @@ enum class FinishReason {
 
 struct ReasoningParams {
   int agents = 1;
+  // Elastic: with max_agents > 0 the runtime sets `agents` in [min_agents, max_agents] at
+  // Submit (agents/elastic.h); until then `agents` is max_agents (the admission bounds).
+  int min_agents = 0, max_agents = 0;
   MergeStrategy merge = MergeStrategy::kVote;
   std::string answer_regex;      // RE2; empty = default rule
   // answer_regex compiled once, at admission (null: the default rule). Shared, immutable.
@@ -92,6 +95,7 @@ struct MergeInfo {
 
 struct GenerateResult {
   std::string request_id;
+  int agents = 0;  // drafts run (the elastic choice included)
   std::string text;
   FinishReason finish = FinishReason::kNone;
   MergeInfo merge;

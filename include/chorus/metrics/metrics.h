@@ -23,6 +23,7 @@ class Metrics : public RuntimeObserver {
   void OnStep(int rows, double ms) override;
   void OnRequestEnd(std::string_view status, double queue_ms, double ttft_ms, double e2e_ms,
                     int completion_tokens, bool budget_cut) override;
+  void OnElasticChoice(int agents, int max_agents) override;
   // One answered HTTP API request (chorus_http_requests_total{endpoint, code}).
   void OnHttpResponse(std::string_view endpoint, int http_status);
 
