@@ -62,6 +62,17 @@ absl::Status Runtime::Submit(GenerateParams params, std::shared_ptr<ResultSink> 
                " ms cannot cover the prefill of ", params.prompt_tokens.size(),
                " prompt tokens (predicted ", static_cast<int64_t>(prefill), " ms)"));
   }
+  if (params.owner_max_inflight_agents > 0) {
+    int& inflight = owner_agents_[params.owner];
+    if (inflight + agents > params.owner_max_inflight_agents) {
+      const int now_inflight = inflight;
+      if (inflight == 0) owner_agents_.erase(params.owner);
+      return absl::ResourceExhaustedError(
+          StrCat("tenant '", params.owner, "' has ", now_inflight, " agents queued or running + ", agents,
+                 " (tenants.max_inflight_agents ", params.owner_max_inflight_agents, ")"));
+    }
+    inflight += agents;
+  }
   auto g = std::make_unique<RequestGroup>(std::move(params), std::move(sink));
   g->admit_seq = next_seq_++;
   live_[key] = g.get();
@@ -131,6 +142,10 @@ void Runtime::Complete(RequestGroup* g, absl::StatusOr<GenerateResult> result,
     std::lock_guard<std::mutex> lock(mu_);
     // Counted once even if a failure path completes a group a second time.
     if (live_.erase(LiveKey(g->params)) > 0) {
+      if (g->params.owner_max_inflight_agents > 0) {
+        auto it = owner_agents_.find(g->params.owner);
+        if (it != owner_agents_.end() && (it->second -= g->params.reasoning.agents) <= 0) owner_agents_.erase(it);
+      }
       if (!ever_admitted) {  // still counted in the queue limits
         queued_requests_ -= 1;
         queued_agents_ -= g->params.reasoning.agents;
@@ -161,7 +176,7 @@ void Runtime::Complete(RequestGroup* g, absl::StatusOr<GenerateResult> result,
         for (char& c : status) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
       }
       options_.observer->OnRequestEnd(
-          status, ever_admitted ? g->first_scheduled_ms - p.arrival_ms : -1,
+          p.owner, status, ever_admitted ? g->first_scheduled_ms - p.arrival_ms : -1,
           g->first_token_ms >= 0 ? g->first_token_ms - p.arrival_ms : -1,
           clock_->NowMs() - p.arrival_ms, static_cast<int>(DraftTokens(*g)), g->budget_cut);
     }

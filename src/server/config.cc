@@ -1,10 +1,12 @@
 #include <google/protobuf/text_format.h>
 
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "chorus/core/status.h"
 #include "chorus/core/str_cat.h"
+#include "chorus/server/security.h"
 #include "chorus/server/server.h"
 
 namespace chorus {
@@ -131,6 +133,27 @@ absl::Status ValidateServerConfig(const chorus::v1::ServerConfig& c) {
   }
   if (c.tls_cert_path().empty() != c.tls_key_path().empty()) {
     return absl::InvalidArgumentError("config: set both tls_cert_path and tls_key_path, or neither");
+  }
+  std::set<std::string> tenant_names;
+  for (const auto& t : c.tenants()) {
+    if (!ValidTenantName(t.name())) {
+      return absl::InvalidArgumentError(StrCat("config: tenants name '", t.name(), "' is not 1..64 of [A-Za-z0-9._-]"));
+    }
+    if (!tenant_names.insert(t.name()).second) {
+      return absl::InvalidArgumentError(StrCat("config: tenants '", t.name(), "' appears twice"));
+    }
+    const std::string at = StrCat("tenants[", t.name(), "].");
+    if (t.has_max_priority()) CHORUS_RETURN_IF_ERROR(range(at + "max_priority", t.max_priority(), -100, 100));
+    if (t.has_max_agents_per_request()) {
+      CHORUS_RETURN_IF_ERROR(range(at + "max_agents_per_request", t.max_agents_per_request(), 1, 1 << 20));
+    }
+    if (t.has_max_inflight_agents()) CHORUS_RETURN_IF_ERROR(range(at + "max_inflight_agents", t.max_inflight_agents(), 1, 1 << 24));
+    if (t.has_max_tokens_per_request()) {
+      CHORUS_RETURN_IF_ERROR(range(at + "max_tokens_per_request", t.max_tokens_per_request(), 1, 1 << 24));
+    }
+  }
+  if (!c.tenants().empty() && c.auth_token_path().empty()) {
+    return absl::InvalidArgumentError("config: tenants need auth_token_path (\"TENANT TOKEN\" lines)");
   }
   if (c.listen_address().empty()) return absl::InvalidArgumentError("config: listen_address is empty");
   if (c.model_path().empty()) return absl::InvalidArgumentError("config: model_path is empty");

@@ -1,5 +1,8 @@
 #include "chorus/server/security.h"
 
+#include <algorithm>
+#include <cctype>
+
 #include <sys/random.h>
 
 #include <cerrno>
@@ -32,14 +35,27 @@ absl::StatusOr<TokenAuth> TokenAuth::Parse(std::string_view text) {
       t.remove_suffix(1);
     }
     if (t.empty() || t.front() == '#') continue;
+    // "TOKEN" (identity token-i) or "TENANT TOKEN" (identity TENANT; a tenant may have several).
+    std::string name;
+    const size_t sep = t.find_first_of(" \t");
+    if (sep != std::string_view::npos) {
+      name = std::string(t.substr(0, sep));
+      t.remove_prefix(sep);
+      while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
+      if (!ValidTenantName(name)) {
+        return absl::InvalidArgumentError(StrCat("config: auth_token_path line ", line,
+                                                 ": a tenant name is 1..64 of [A-Za-z0-9._-]"));
+      }
+    }
     for (char c : t) {
       if (static_cast<unsigned char>(c) <= 0x20 || static_cast<unsigned char>(c) >= 0x7f) {
         return absl::InvalidArgumentError(
-            StrCat("config: auth_token_path line ", line, ": a token is printable ASCII without "
-                   "spaces"));
+            StrCat("config: auth_token_path line ", line, ": a line is TOKEN or TENANT TOKEN, a token "
+                   "printable ASCII without spaces"));
       }
     }
     auth.tokens_.emplace_back(t);
+    auth.names_.push_back(name.empty() ? StrCat("token-", auth.tokens_.size()) : name);
   }
   if (auth.tokens_.empty()) {
     return absl::InvalidArgumentError("config: auth_token_path holds no token");
@@ -58,7 +74,19 @@ absl::StatusOr<std::string> TokenAuth::Identify(std::string_view authorization) 
   if (!bearer || match == 0) {
     return absl::UnauthenticatedError("missing or wrong authorization bearer token");
   }
-  return StrCat("token-", match);
+  return names_[match - 1];
+}
+
+bool TokenAuth::HasIdentity(std::string_view identity) const {
+  return std::find(names_.begin(), names_.end(), identity) != names_.end();
+}
+
+bool ValidTenantName(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char c : name) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-')) return false;
+  }
+  return true;
 }
 
 std::string NewRequestId() {

@@ -13,6 +13,7 @@
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 
 #include "chorus/admission/admission.h"
 #include "chorus/backends/cpu_backend.h"
@@ -56,6 +57,7 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
   std::unique_ptr<http::HttpServer> http_server;  // OpenAI-compatible API; null when off
   int port = 0;
   TokenAuth auth;  // no tokens: auth off
+  std::unordered_map<std::string, pb::TenantLimits> tenants;  // by identity (config `tenants`)
 
   // The caller's identity ("" when auth is off), or UNAUTHENTICATED unless the call carries
   // one of the configured bearer tokens.
@@ -124,7 +126,46 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
   // Both APIs (gRPC above, HTTP through its hooks): cheap checks (draining, queue limits, the
   // admission slots) before anything that tokenizes, then validation and submit.
   absl::Status AdmitInput(const std::string& owner, GenerateInput in, std::shared_ptr<ResultSink> sink) {
+    absl::Status s = AdmitChecked(owner, std::move(in), std::move(sink));
+    if (!s.ok() && metrics) {
+      std::string reason = absl::StatusCodeToString(s.code());
+      for (char& c : reason) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      metrics->OnRejected(owner, reason);
+    }
+    return s;
+  }
+
+  // A tenant's limits on one request (issue 11, finding 5): INVALID_ARGUMENT naming the field,
+  // the tenant and the limit; the default prefix-cache salt is the tenant's own.
+  static absl::Status ApplyTenantLimits(const pb::TenantLimits& t, int64_t default_max_tokens, GenerateInput* in) {
+    if (t.has_max_priority() && in->priority > t.max_priority()) {
+      return absl::InvalidArgumentError(StrCat("priority: tenant '", t.name(), "' may ask for at most ",
+                                               t.max_priority(), " (tenants.max_priority), got ", in->priority));
+    }
+    const bool elastic = in->max_agents > 0;
+    const int64_t agents = elastic ? in->max_agents : std::max<int64_t>(1, in->agents);
+    if (t.has_max_agents_per_request() && agents > t.max_agents_per_request()) {
+      return absl::InvalidArgumentError(StrCat(elastic ? "reasoning.max_agents" : "reasoning.agents", ": tenant '",
+                                               t.name(), "' may run at most ", t.max_agents_per_request(),
+                                               " agents per request (tenants.max_agents_per_request), got ", agents));
+    }
+    const int64_t max_tokens = in->max_tokens == 0 ? default_max_tokens : in->max_tokens;
+    if (t.has_max_tokens_per_request() && max_tokens > t.max_tokens_per_request()) {
+      return absl::InvalidArgumentError(StrCat("max_tokens: tenant '", t.name(), "' may ask for at most ",
+                                               t.max_tokens_per_request(), " (tenants.max_tokens_per_request), got ",
+                                               max_tokens));
+    }
+    if (!t.shared_prefix_cache() && in->cache_salt.empty()) in->cache_salt = "tenant:" + t.name();
+    return absl::OkStatus();
+  }
+
+  absl::Status AdmitChecked(const std::string& owner, GenerateInput in, std::shared_ptr<ResultSink> sink) {
     if (draining) return absl::UnavailableError("server is draining; retry on another replica");
+    const pb::TenantLimits* tenant = nullptr;
+    if (auto it = tenants.find(owner); it != tenants.end()) {
+      tenant = &it->second;
+      CHORUS_RETURN_IF_ERROR(ApplyTenantLimits(*tenant, admission->limits().default_max_tokens, &in));
+    }
     const int64_t agents = std::clamp<int64_t>(in.max_agents > 0 ? in.min_agents : in.agents, 1,
                                                admission->limits().max_agents_per_request);
     CHORUS_RETURN_IF_ERROR(runtime->CheckCapacity(static_cast<int>(agents)));
@@ -135,6 +176,9 @@ class ChorusServer::Impl final : public pb::Chorus::CallbackService {
       auto params = admission->Validate(in, clock.NowMs());
       if (!params.ok()) return params.status();
       params->owner = owner;
+      if (tenant != nullptr && tenant->has_max_inflight_agents()) {
+        params->owner_max_inflight_agents = tenant->max_inflight_agents();
+      }
       return runtime->Submit(std::move(*params), std::move(sink));
     } catch (const std::exception& e) {  // e.g. std::bad_alloc: this request fails, not the server
       spdlog::error("[{}] admission threw: {}", LogSafe(id), e.what());
@@ -393,6 +437,13 @@ absl::StatusOr<std::unique_ptr<ChorusServer>> ChorusServer::Start(const chorus::
     auto auth = TokenAuth::Parse(*tokens);
     if (!auth.ok()) return auth.status();
     impl->auth = *std::move(auth);
+  }
+  for (const auto& t : config.tenants()) {
+    if (!impl->auth.HasIdentity(t.name())) {
+      return absl::InvalidArgumentError(StrCat("config: tenants '", t.name(), "' has no \"", t.name(),
+                                               " TOKEN\" line in auth_token_path"));
+    }
+    impl->tenants[t.name()] = t;
   }
   builder.AddListeningPort(config.listen_address(), creds, &impl->port);
   builder.RegisterService(impl.get());

@@ -59,8 +59,21 @@ TEST(SecurityTest, EachTokenLineIsAnIdentity) {
     EXPECT_EQ(auth->Identify(bad).status().code(), absl::StatusCode::kUnauthenticated) << bad;
   }
   EXPECT_FALSE(TokenAuth::Parse("\n# no token\n").ok());
-  EXPECT_FALSE(TokenAuth::Parse("two words\n").ok());
+  EXPECT_FALSE(TokenAuth::Parse("three words here\n").ok());
+  EXPECT_FALSE(TokenAuth::Parse("bad/name token\n").ok());
   EXPECT_FALSE(TokenAuth().enabled());
+}
+
+// "TENANT TOKEN" lines: several tokens share a tenant identity; plain lines stay token-i.
+TEST(SecurityTest, TenantLinesNameTheIdentity) {
+  auto auth = TokenAuth::Parse("alpha tok-a\nalpha\ttok-b\nplain-token\n");
+  ASSERT_TRUE(auth.ok()) << auth.status();
+  EXPECT_EQ(*auth->Identify("Bearer tok-a"), "alpha");
+  EXPECT_EQ(*auth->Identify("Bearer tok-b"), "alpha");
+  EXPECT_EQ(*auth->Identify("Bearer plain-token"), "token-3");
+  EXPECT_TRUE(auth->HasIdentity("alpha"));
+  EXPECT_FALSE(auth->HasIdentity("beta"));
+  EXPECT_EQ(auth->Identify("Bearer alpha").status().code(), absl::StatusCode::kUnauthenticated);
 }
 
 TEST(SecurityTest, ServerRequestIdsAre128RandomBits) {
@@ -302,6 +315,72 @@ TEST_F(ServerTest, CacheSaltIsolatesPrefixCacheHits) {
   ASSERT_TRUE(Generate(r, &same_salt).ok());
   EXPECT_GT(same_salt.usage().cached_prompt_tokens(), 0);
   EXPECT_EQ(same_salt.text(), first.text());
+}
+
+// Issue 11, finding 5: tenants with limits. Alpha is limited; beta (no tenants entry) has the
+// server-wide limits only.
+class TenantLimitsServerTest : public MultiTenantServerTest {
+ protected:
+  void Configure(pb::ServerConfig& c) override {
+    path_ = testing::TempPath("tenant-tokens");
+    std::ofstream(path_) << "alpha alpha-token\nbeta beta-token\n";
+    c.set_auth_token_path(path_);
+    pb::TenantLimits* t = c.add_tenants();
+    t->set_name("alpha");
+    t->set_max_priority(5);
+    t->set_max_agents_per_request(4);
+    t->set_max_inflight_agents(6);
+    t->set_max_tokens_per_request(2000);
+  }
+};
+
+TEST_F(TenantLimitsServerTest, PerRequestLimitsNameTheTenantAndSpareOthers) {
+  pb::GenerateResponse resp;
+  pb::GenerateRequest urgent = Request("Once", 4);
+  urgent.set_priority(10);
+  grpc::Status s = GenerateAs("alpha-token", urgent, &resp);
+  EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("tenants.max_priority"), std::string::npos) << s.error_message();
+  EXPECT_TRUE(GenerateAs("beta-token", urgent, &resp).ok());
+  s = GenerateAs("alpha-token", Request("Once", 4, 8), &resp);
+  EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("tenants.max_agents_per_request"), std::string::npos) << s.error_message();
+  EXPECT_TRUE(GenerateAs("beta-token", Request("Once", 4, 8), &resp).ok());
+  s = GenerateAs("alpha-token", Request("Once", 2500), &resp);
+  EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("tenants.max_tokens_per_request"), std::string::npos) << s.error_message();
+  EXPECT_TRUE(GenerateAs("alpha-token", Request("Once", 4, 4), &resp).ok());
+}
+
+TEST_F(TenantLimitsServerTest, AgentsInFlightAreBoundedPerTenant) {
+  pb::GenerateRequest long_request = Request("Once upon a time", 2000, 4);
+  long_request.set_request_id("long");
+  grpc::Status long_status;
+  std::thread alpha([&] {
+    pb::GenerateResponse resp;
+    long_status = GenerateAs("alpha-token", long_request, &resp);
+  });
+  for (int i = 0; i < 2000 && InFlightAs("alpha-token") == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  pb::GenerateResponse resp;
+  // 4 in flight + 4 > 6: refused, naming the tenant and the limit; 4 + 2 fits; beta is not held.
+  const grpc::Status over = GenerateAs("alpha-token", Request("Lily", 4, 4), &resp);
+  EXPECT_EQ(over.error_code(), grpc::RESOURCE_EXHAUSTED) << over.error_message();
+  EXPECT_NE(over.error_message().find("tenant 'alpha'"), std::string::npos) << over.error_message();
+  EXPECT_NE(over.error_message().find("max_inflight_agents 6"), std::string::npos) << over.error_message();
+  EXPECT_TRUE(GenerateAs("alpha-token", Request("Lily", 4, 2), &resp).ok());
+  EXPECT_TRUE(GenerateAs("beta-token", Request("Lily", 4, 8), &resp).ok());
+  EXPECT_TRUE(AbortAs("alpha-token", "long"));
+  alpha.join();
+  EXPECT_EQ(long_status.error_code(), grpc::CANCELLED);
+  // The slots come back when the request ends.
+  EXPECT_TRUE(GenerateAs("alpha-token", Request("Lily", 4, 4), &resp).ok());
+  const std::string text = testing::HttpGet(server_->metrics_port(), "/metrics");
+  EXPECT_NE(text.find("chorus_tenant_rejections_total{reason=\"resource_exhausted\",tenant=\"alpha\"} 1"),
+            std::string::npos) << text;
+  EXPECT_NE(text.find("chorus_tenant_requests_total{status=\"ok\",tenant=\"beta\"} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("chorus_tenant_generated_tokens_total{tenant=\"alpha\"}"), std::string::npos);
 }
 
 }  // namespace

@@ -58,6 +58,8 @@ struct GenerateParams {
   // Identity that submitted (the bearer token's name when auth is on, else ""): request ids
   // are unique per owner, and only the owner can abort its requests.
   std::string owner;
+  // The owner's tenant limit on agents queued or running at once (0 = none).
+  int owner_max_inflight_agents = 0;
   std::vector<int32_t> prompt_tokens;  // never empty (BOS at least)
   bool strip_leading_space = false;    // the prompt is BOS alone: drop the dummy-prefix space
   int max_tokens = 256;

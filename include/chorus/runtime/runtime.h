@@ -134,6 +134,8 @@ class Runtime {
   std::vector<std::unique_ptr<RequestGroup>> inbox_ ABSL_GUARDED_BY(mu_);
   // LiveKey(owner, id) -> group (inbox or engine).
   std::unordered_map<std::string, RequestGroup*> live_ ABSL_GUARDED_BY(mu_);
+  // Agents queued or running per owner with a tenant in-flight limit.
+  std::unordered_map<std::string, int> owner_agents_ ABSL_GUARDED_BY(mu_);
   int queued_requests_ ABSL_GUARDED_BY(mu_) = 0;
   int queued_agents_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;

@@ -16,21 +16,29 @@ namespace chorus {
 bool ConstantTimeEquals(std::string_view a, std::string_view b);
 
 // The bearer tokens of auth_token_path: one per line (blank lines and lines starting with '#'
-// ignored; surrounding whitespace trimmed). The token on the i-th token line is the identity
-// "token-i" (i from 1): logs and ownership use that name, never the token.
+// ignored; surrounding whitespace trimmed). A line "TOKEN" is the identity "token-i" (the i-th
+// token line, from 1); a line "TENANT TOKEN" is the identity TENANT, whose limits come from the
+// config's `tenants` (several tokens may share a tenant). Logs, ownership and per-tenant
+// metrics use the identity, never the token.
 class TokenAuth {
  public:
   TokenAuth() = default;  // auth off: every caller is the anonymous identity ""
   static absl::StatusOr<TokenAuth> Parse(std::string_view file_contents);
 
   bool enabled() const { return !tokens_.empty(); }
+  // Whether some token maps to `identity` ("token-3", or a tenant's name).
+  bool HasIdentity(std::string_view identity) const;
   // The identity for the value of the "authorization" metadata ("Bearer <token>"), or
   // UNAUTHENTICATED. Compares against every token in constant time per token.
   absl::StatusOr<std::string> Identify(std::string_view authorization) const;
 
  private:
   std::vector<std::string> tokens_;
+  std::vector<std::string> names_;  // identity of each token
 };
+
+// 1..64 bytes of [A-Za-z0-9._-].
+bool ValidTenantName(std::string_view name);
 
 // 32 lowercase hex digits (128 bits from the kernel's CSPRNG): a server-assigned request id.
 std::string NewRequestId();
