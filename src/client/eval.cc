@@ -89,6 +89,11 @@ std::string ExtractAnswer(const std::string& text, const std::string& regex) {
   return NormalizeAnswer(found.empty() ? text : found);
 }
 
+std::string ReferenceAnswer(const std::string& answer) {
+  const size_t marks = answer.rfind("####");
+  return NormalizeAnswer(marks == std::string::npos ? answer : answer.substr(marks + 4));
+}
+
 Interval Wilson(int k, int n, double z) {
   if (n <= 0) return {0, 1};
   const double p = static_cast<double>(k) / n;
@@ -129,7 +134,7 @@ EvalRow Score(const EvalSetting& s, const std::vector<EvalProblem>& problems,
       ++row.errors;
       continue;
     }
-    if (ExtractAnswer(o.text, answer_regex) == NormalizeAnswer(problems[i].answer)) ++row.correct;
+    if (ExtractAnswer(o.text, answer_regex) == ReferenceAnswer(problems[i].answer)) ++row.correct;
     lat.push_back(o.latency_ms);
     tokens += o.completion_tokens;
     early += o.drafts_stopped_early;

@@ -27,6 +27,9 @@ std::string NormalizeAnswer(const std::string& s);
 // whole text). Normalized.
 std::string ExtractAnswer(const std::string& text, const std::string& regex);
 
+// The dataset's answer, normalized: GSM8K-style worked answers end "#### N" (N is the answer).
+std::string ReferenceAnswer(const std::string& answer);
+
 // Wilson score interval of a proportion (z = 1.96: 95%).
 struct Interval {
   double lo = 0, hi = 0;

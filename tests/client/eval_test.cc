@@ -36,6 +36,9 @@ TEST(Eval, ExtractsAndNormalizesAnswers) {
   // No regex: the last number, else the whole text.
   EXPECT_EQ(ExtractAnswer("3 apples and 1,500 pears", ""), "1500");
   EXPECT_EQ(ExtractAnswer("Paris.", ""), "paris");
+  // GSM8K-style references: the text after the last "####".
+  EXPECT_EQ(ReferenceAnswer("19+704=723\nanswer: 723\n#### 723"), "723");
+  EXPECT_EQ(ReferenceAnswer(" 1,024 "), "1024");
 }
 
 TEST(Eval, WilsonIntervalMatchesHandComputedValues) {
