@@ -5,7 +5,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run test test-asan fuzz bench clean
+.PHONY: all deps build run test test-asan fuzz bench eval clean
 
 all: build
 
@@ -47,6 +47,10 @@ fuzz: deps
 
 bench: build
 	./scripts/bench-cpu.sh
+
+# chorus eval on the trained arithmetic model: accuracy vs latency per agents/merge (docs/EVAL.md).
+eval: build
+	./scripts/eval.sh --build $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-fuzz $(BUILD)-asan
