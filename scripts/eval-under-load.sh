@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=build MODEL=models/arith.gguf DATASET=models/arith-eval.jsonl RATES="2 4 8 12"
-BUDGET=600 FIXED=8 ELASTIC=1-8 DURATION=20 LIMIT=100 OUT="" PORT=50880 MAXTOK=48
+BUDGET=600 FIXED=8 ELASTIC=1-8 DURATION=20 LIMIT=100 OUT="" PORT=50880 MAXTOK=64
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --build) BUILD="$2"; shift 2 ;;

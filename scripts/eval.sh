@@ -24,7 +24,7 @@ for _ in $(seq 1 100); do "$BUILD/src/chorus" health --addr "127.0.0.1:$PORT" > 
 budget=()
 [[ "$BUDGET" != 0 ]] && budget=(--budget-ms "$BUDGET")
 "$BUILD/src/chorus" eval --addr "127.0.0.1:$PORT" --dataset models/arith-eval.jsonl --limit "$LIMIT" \
-  --agents 1,2,4,8,16 --merge vote,confidence --answer-regex 'answer: (-?\d+)' --max-tokens 48 \
-  --temperature 1 --concurrency 4 "${budget[@]}" --json "$OUT/eval.json" --plot "$OUT/eval.svg" "${EXTRA[@]}" \
+  --agents 1,2,4,8,16 --merge vote,confidence --answer-regex 'answer: (-?\d+)' --max-tokens 64 \
+  --temperature 0.8 --concurrency 4 "${budget[@]}" --json "$OUT/eval.json" --plot "$OUT/eval.svg" "${EXTRA[@]}" \
   | tee "$OUT/eval.txt"
 echo "eval: table, JSON and SVG in $OUT"

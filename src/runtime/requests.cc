@@ -98,7 +98,8 @@ void Runtime::ChooseElasticAgentsLocked(GenerateParams& params, double now) {
   load.queued_agents = queued_agents_;
   load.max_running_agents = options_.scheduler.max_running_agents;
   load.free_kv_blocks = stats_.kv_blocks_total - stats_.kv_blocks_used;
-  r.agents = ChooseAgents(req, load, [this](int rows) { return predictor_.PredictMs(rows); });
+  const double overhead = iteration_overhead_ms_;
+  r.agents = ChooseAgents(req, load, [this, overhead](int rows) { return predictor_.PredictMs(rows) + overhead; });
   if (options_.observer != nullptr) options_.observer->OnElasticChoice(r.agents, r.max_agents);
 }
 

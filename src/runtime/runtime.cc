@@ -201,6 +201,7 @@ void Runtime::RunStep(const StepPlan& plan, StepOutput& out) {
     st = FromException(e, "engine step");
   }
   const double dt = clock_->NowMs() - t0;
+  last_step_ms_ = dt;
   predictor_.Observe(plan.num_rows(), dt);
   if (options_.observer != nullptr) options_.observer->OnStep(plan.num_rows(), dt);
   {
@@ -248,8 +249,17 @@ void Runtime::Loop() {
     }
     last_progress_ms_ = clock_->NowMs();
     bool ran = true;
+    const double iteration_start = clock_->NowMs();
+    last_step_ms_ = -1;
     try {
       ran = RunOnce(plan, out);
+      if (ran && last_step_ms_ >= 0) {
+        // What an iteration costs beyond its forward step (scheduling, sampling, stops, sinks):
+        // the elastic choice predicts whole iterations, not just forward passes.
+        const double overhead = std::max(0.0, clock_->NowMs() - iteration_start - last_step_ms_);
+        std::lock_guard<std::mutex> lock(mu_);
+        iteration_overhead_ms_ += 0.1 * (overhead - iteration_overhead_ms_);
+      }
     } catch (const std::exception& e) {
       // Outside any one request (inbox, scheduling): fail what is in flight, keep the process.
       const absl::Status error = FromException(e, "engine loop");

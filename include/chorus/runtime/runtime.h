@@ -141,11 +141,14 @@ class Runtime {
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;
   RuntimeStats stats_ ABSL_GUARDED_BY(mu_);
   double prefill_ms_per_token_ ABSL_GUARDED_BY(mu_) = 0.5;  // EMA of measured prefill steps
+  // EMA of a busy loop iteration's time beyond its forward step (for the elastic choice).
+  double iteration_overhead_ms_ ABSL_GUARDED_BY(mu_) = 0;
 
   std::atomic<double> last_progress_ms_{0};
 
   // Engine thread only.
   std::vector<std::unique_ptr<RequestGroup>> groups_;
+  double last_step_ms_ = -1;  // the forward step of the current iteration (-1: none)
 };
 
 }  // namespace chorus
