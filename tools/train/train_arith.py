@@ -42,9 +42,11 @@ def parse_args():
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--kv-heads", type=int, default=2)
     p.add_argument("--ffn", type=int, default=384)
-    p.add_argument("--context-length", type=int, default=512,
+    p.add_argument("--context-length", type=int, default=128,
                    help="llama.context_length in the GGUF (training sequences are at most 80 "
-                        "tokens; 512 leaves room for the clients' default max_tokens)")
+                        "tokens); with 128, prompt + max_tokens must fit in 128, so pass "
+                        "--max-tokens 64 to chorus-run and chorus generate (their defaults, 256 "
+                        "and 128, do not fit)")
     p.add_argument("--min-terms", type=int, default=3)
     p.add_argument("--max-terms", type=int, default=4)
     p.add_argument("--min-digits", type=int, default=2)
