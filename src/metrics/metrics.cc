@@ -118,6 +118,15 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& liste
     families.insert(families.end(), gauges.begin(), gauges.end());
     res.set_content(prometheus::TextSerializer().Serialize(families), "text/plain; version=0.0.4");
   });
+  // Internal scrape endpoint (issue 11, finding 9): bounded so that a client cannot hold the
+  // process's memory or threads: GET only, no request bodies, two worker threads, short
+  // timeouts. Keep it on an internal address (the default is 127.0.0.1).
+  impl->http.new_task_queue = [] { return new httplib::ThreadPool(2); };
+  impl->http.set_payload_max_length(1024);
+  impl->http.set_read_timeout(5);
+  impl->http.set_write_timeout(5);
+  impl->http.set_keep_alive_max_count(10);
+  impl->http.set_keep_alive_timeout(5);
   impl->port = port == 0 ? impl->http.bind_to_any_port(host) : (impl->http.bind_to_port(host, port) ? port : -1);
   if (impl->port <= 0) return absl::UnavailableError(StrCat("metrics: cannot listen on ", listen_address));
   impl->http_thread = std::thread([raw] { raw->http.listen_after_bind(); });
