@@ -327,10 +327,6 @@ int RunEval(int argc, char** argv) {
   for (const char* n : {"dataset", "answer-regex", "template", "concurrency", "limit", "json", "plot", "elastic"}) {
     names.insert(n);
   }
-  names.erase("agents");
-  names.erase("merge");
-  names.insert("agents");
-  names.insert("merge");
   tools::Flags f(names, {"help", "tls"});
   std::string error;
   if (!f.Parse(argc, argv, &error)) {

@@ -206,7 +206,7 @@ class HttpServer::Impl {
     {
       std::shared_lock<std::shared_mutex> lock(gate);
       absl::Status s = stopping ? absl::UnavailableError("server is draining; retry on another replica")
-                                : hooks.submit(*owner, oreq.input, sink);
+                                : hooks.submit(*owner, std::move(oreq.input), sink);  // the encoder reads only its counts
       if (!s.ok()) {
         spdlog::info("[{}] http: rejected: {}", LogSafe(id), LogSafe(s.ToString(), 1024));
         return Reply(res, name, ToApiError(s, oreq.merged));
