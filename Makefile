@@ -5,7 +5,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run test test-asan fuzz bench eval clean
+.PHONY: all deps build run test test-asan test-tsan fuzz bench eval clean
 
 all: build
 
@@ -31,6 +31,18 @@ test-asan: deps
 	cmake --build $(BUILD)-asan -j $(JOBS)
 	cd $(BUILD)-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS)
 
+# ThreadSanitizer on the serving tests: the runtime, scheduler and merges in-process
+# (serving_unit_test) and the gRPC server end to end (server_test). Debian's gRPC/Protobuf/
+# Abseil are not instrumented, so reports through them are suppressed (tests/tsan/grpc.supp);
+# any other report fails the run (docs/RELIABILITY.md, "ThreadSanitizer").
+TSAN_OPTIONS_CI = halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan/grpc.supp
+test-tsan: deps
+	cmake -S . -B $(BUILD)-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCHORUS_SANITIZER=thread \
+	  -DCHORUS_BUILD_BENCHMARKS=OFF -DCHORUS_CUDA=OFF -DCHORUS_CUDA_EMU=OFF
+	cmake --build $(BUILD)-tsan -j $(JOBS) --target serving_unit_test server_test
+	cd $(BUILD)-tsan && TSAN_OPTIONS="$(TSAN_OPTIONS_CI)" ./tests/serving_unit_test --gtest_brief=1
+	cd $(BUILD)-tsan && TSAN_OPTIONS="$(TSAN_OPTIONS_CI)" ./tests/server_test --gtest_brief=1
+
 # libFuzzer on the GGUF and safetensors readers (clang, ASan+UBSan), FUZZ_SECONDS long each.
 FUZZ_SECONDS ?= 60
 fuzz: deps
@@ -53,4 +65,4 @@ eval: build
 	./scripts/eval.sh --build $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-fuzz $(BUILD)-asan
+	rm -rf $(BUILD) $(BUILD)-fuzz $(BUILD)-asan $(BUILD)-tsan

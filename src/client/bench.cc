@@ -9,10 +9,12 @@
 //   goodput   completed requests meeting --slo-ttft-ms and --slo-e2e-ms, per second
 #include <algorithm>
 #include <atomic>
+#include <csignal>
 #include <cmath>
 #include <condition_variable>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <sstream>
@@ -37,6 +39,31 @@ struct Record {
   bool cancelled_by_us = false, budget_cut = false, warmup = false;
   std::vector<double> itl_ms;
 };
+
+// Records by request index, allocated in chunks on first use: a --duration run bounded by a
+// huge --requests must not allocate (and zero) a record for every request it might send.
+class RecordStore {
+ public:
+  explicit RecordStore(int total) : chunks_((static_cast<size_t>(total) + kChunk - 1) / kChunk) {}
+  Record& operator[](int i) {
+    auto& chunk = chunks_[static_cast<size_t>(i) / kChunk];
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!chunk) chunk = std::make_unique<Record[]>(kChunk);
+    }
+    return chunk[static_cast<size_t>(i) % kChunk];
+  }
+
+ private:
+  static constexpr size_t kChunk = 4096;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<Record[]>> chunks_;
+};
+
+// SIGINT/SIGTERM end a bench like --duration does: no new calls, in-flight calls finish, the
+// report and the JSON are written.
+volatile std::sig_atomic_t g_stop_requested = 0;
+void StopBench(int) { g_stop_requested = 1; }
 
 struct Percentiles {
   double mean = 0, p50 = 0, p90 = 0, p99 = 0, max = 0;
@@ -84,7 +111,7 @@ constexpr char kBenchUsage[] =
     "  [--retries N]  retry a call that failed UNAVAILABLE or lost its connection (backoff)\n"
     "Closed loop with --concurrency (default 4); open loop with --rate (Poisson arrivals, or\n"
     "gamma inter-arrivals of shape --burstiness: < 1 burstier, 1 Poisson). Bounded by\n"
-    "--requests (default 100) or --duration seconds.\n";
+    "--requests (default 100) or --duration seconds; SIGINT/SIGTERM stop it early with the report.\n";
 
 }  // namespace
 
@@ -207,12 +234,17 @@ int RunBench(int argc, char** argv) {
   const bool have_stats = stats(&before);
 
   const int total = requests + warmup;
-  std::vector<Record> records(total);
+  RecordStore records(total);
+  g_stop_requested = 0;
+  std::signal(SIGINT, StopBench);
+  std::signal(SIGTERM, StopBench);
   std::atomic<int> next{0}, done{0}, failed{0};
   std::mutex rng_mu;
   const auto t0 = Clock::now();
   const double duration_ms = duration * 1000.0;
-  auto out_of_time = [&] { return duration_ms > 0 && Ms(t0, Clock::now()) >= duration_ms; };
+  auto out_of_time = [&] {
+    return g_stop_requested || (duration_ms > 0 && Ms(t0, Clock::now()) >= duration_ms);
+  };
 
   auto run_one = [&](int i) {
     Record& r = records[i];
@@ -311,6 +343,9 @@ int RunBench(int argc, char** argv) {
     r.code = s.error_code();
     if (!s.ok() && !(r.cancelled_by_us && s.error_code() == grpc::CANCELLED)) failed++;
     done++;
+    // No server (UNAVAILABLE fails at once): pause this worker instead of spinning through
+    // --requests in a hot loop while the server restarts.
+    if (s.error_code() == grpc::UNAVAILABLE) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   };
 
   std::atomic<bool> stop_progress{false};

@@ -23,6 +23,12 @@ std::set<std::string> ConnectionFlags() { return {"addr", "tls-ca", "tls-server-
 bool Connect(const tools::Flags& flags, Connection* out, std::string* error) {
   std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
   grpc::ChannelArguments args;
+  // Reconnect soon after the server comes back (a restarted or rescheduled chorusd): gRPC's
+  // default backoff grows to 2 minutes, so a client that saw the server go away would keep
+  // failing UNAVAILABLE long after it is serving again.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   if (flags.Has("tls") || flags.Has("tls-ca")) {
     grpc::SslCredentialsOptions ssl;
     if (flags.Has("tls-ca") && !ReadFile(flags.Get("tls-ca"), &ssl.pem_root_certs)) {

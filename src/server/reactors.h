@@ -105,28 +105,36 @@ class StreamReactor : public grpc::ServerWriteReactor<pb::GenerateEvent> {
     }
     backlog_bytes_ += bytes;
     queue_.push_back({std::move(e), bytes});
-    MaybeWriteLocked();
+    MaybeWriteLocked();  // never finishes: closing_ is false here
   }
   void Close(const grpc::Status& s) {
-    std::lock_guard<std::mutex> lock(mu_);
-    final_ = overflowed_ ? OverflowStatus() : s;
-    closing_ = true;
-    MaybeWriteLocked();
+    grpc::Status finish;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      final_ = overflowed_ ? OverflowStatus() : s;
+      closing_ = true;
+      if (!MaybeWriteLocked(&finish)) return;
+    }
+    Finish(finish);  // may delete this (OnDone) at once, on any thread
   }
   // Finish right away (the request never reached the runtime).
   void FinishNow(const grpc::Status& s) { Close(s); }
 
   void OnWriteDone(bool ok) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    writing_ = false;
-    backlog_bytes_ -= queue_.front().bytes;
-    queue_.pop_front();
-    if (!ok) {  // the client is gone: drop what is left
-      queue_.clear();
-      backlog_bytes_ = 0;
-      if (sink) sink->cancelled_ = true;
+    grpc::Status finish;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      writing_ = false;
+      backlog_bytes_ -= queue_.front().bytes;
+      queue_.pop_front();
+      if (!ok) {  // the client is gone: drop what is left
+        queue_.clear();
+        backlog_bytes_ = 0;
+        if (sink) sink->cancelled_ = true;
+      }
+      if (!MaybeWriteLocked(&finish)) return;
     }
-    MaybeWriteLocked();
+    Finish(finish);
   }
   void OnCancel() override {
     if (sink) sink->cancelled_ = true;
@@ -157,15 +165,21 @@ class StreamReactor : public grpc::ServerWriteReactor<pb::GenerateEvent> {
                                max_backlog_bytes_, ": the client stopped reading; request '",
                                request_id_, "' was cancelled"));
   }
-  void MaybeWriteLocked() {
-    if (writing_ || finished_) return;
+  // Starts the next write, or, once closing with nothing left to write, marks the call
+  // finished and returns true with the status to finish with: the caller calls Finish after
+  // releasing mu_, because Finish may run OnDone (delete this) at once on a gRPC thread, and
+  // the lock's destructor would then unlock a freed mutex (found by ThreadSanitizer).
+  bool MaybeWriteLocked(grpc::Status* finish = nullptr) {
+    if (writing_ || finished_) return false;
     if (!queue_.empty()) {
       writing_ = true;
       StartWrite(&queue_.front().event);
-    } else if (closing_) {
+    } else if (closing_ && finish != nullptr) {
       finished_ = true;
-      Finish(final_);
+      *finish = final_;
+      return true;
     }
+    return false;
   }
   const std::string request_id_;
   const int64_t max_backlog_bytes_;

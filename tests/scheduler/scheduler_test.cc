@@ -3,8 +3,13 @@
 // text as alone and no block leaks; priority decides admission order.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
 
 #include "../collect_sink.h"
 #include "../test_util.h"
@@ -236,6 +241,76 @@ TEST_F(RuntimeTest, SynthesisThatCannotFitTheFreeBlocksFallsBackToVoteAtOnce) {
   EXPECT_FALSE(r->budget_cut);
   EXPECT_TRUE(behind->Wait().ok());
   EXPECT_EQ(rt->Stats().preemptions, 0);
+}
+
+// Many client threads against one engine thread, with nothing but the runtime's own
+// synchronization between them (no gRPC): the ThreadSanitizer run in CI (make test-tsan) checks
+// Submit, Abort, Stats, CheckCapacity and PredictPrefillMs from clients while the engine
+// thread steps, preempts, merges and completes. Every accepted request ends exactly once with
+// OK, CANCELLED or DEADLINE_EXCEEDED, and the cache is empty afterwards.
+TEST_F(RuntimeTest, ConcurrentClientsSubmitAbortAndReadStatsWhileTheEngineRuns) {
+  auto rt = Make(40, 8);  // ~a third of what 6 clients x up to 4 agents x 48 tokens need
+  constexpr int kClients = 6, kPerClient = 8;
+  const MergeStrategy kMerges[] = {MergeStrategy::kVote, MergeStrategy::kConfidence,
+                                   MergeStrategy::kSynthesize, MergeStrategy::kFirst,
+                                   MergeStrategy::kBestLogprob};
+  std::atomic<bool> stop{false};
+  std::atomic<int> accepted{0}, ended_ok{0}, ended_cancelled{0}, ended_expired{0}, ended_other{0};
+  std::thread observer([&] {
+    while (!stop.load()) {
+      const RuntimeStats s = rt->Stats();
+      EXPECT_LE(s.kv_blocks_used, s.kv_blocks_total);
+      (void)rt->CheckCapacity(2);
+      (void)rt->PredictPrefillMs(32);
+      (void)rt->Idle();
+      (void)rt->InFlight();
+      (void)rt->LastProgressMs();
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  });
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&, c] {
+      std::mt19937 rng(77 + c);
+      for (int i = 0; i < kPerClient; ++i) {
+        const std::string id = absl::StrCat("c", c, "-", i);
+        GenerateParams p = Params(id, i % 2 ? "Once upon a time" : "Lily and Ben", 1 + rng() % 4, 48);
+        p.owner = absl::StrCat("client-", c % 3);  // ids collide across owners on purpose
+        p.sampling.temperature = 0.8f;
+        p.sampling.seed = rng();
+        p.reasoning.merge = kMerges[rng() % 5];
+        if (rng() % 4 == 0) p.deadline_ms = p.arrival_ms + 20 + rng() % 200;
+        auto sink = std::make_shared<CollectSink>();
+        if (!rt->Submit(p, sink).ok()) continue;  // a full queue is a definite answer too
+        ++accepted;
+        if (rng() % 4 == 0) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 30));
+          rt->Abort(p.owner, id);
+        }
+        const auto r = sink->Wait();
+        if (r.ok()) {
+          ++ended_ok;
+        } else if (absl::IsCancelled(r.status())) {
+          ++ended_cancelled;
+        } else if (absl::IsDeadlineExceeded(r.status())) {
+          ++ended_expired;
+        } else {
+          ++ended_other;
+          ADD_FAILURE() << id << ": " << r.status();
+        }
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  for (int w = 0; w < 400 && !rt->Idle(); ++w) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  stop = true;
+  observer.join();
+  EXPECT_GT(ended_ok.load(), 0);
+  EXPECT_EQ(ended_ok + ended_cancelled + ended_expired + ended_other, accepted.load());
+  const RuntimeStats s = rt->Stats();
+  EXPECT_EQ(s.kv_blocks_used, 0);
+  EXPECT_EQ(s.running_requests + s.waiting_requests, 0);
+  EXPECT_EQ(s.requests_completed, ended_ok.load());
 }
 
 }  // namespace
