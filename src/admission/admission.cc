@@ -29,6 +29,48 @@ absl::Status CheckZeroOrRange(std::string_view field, float v, float lo, float h
   return Invalid(field, StrCat("must be 0 (", zero_means, ") or in [", lo, ", ", hi, "], got ", v));
 }
 
+// Roles, tool calls and sizes of a chat request against what the model's template renders.
+absl::Status ValidateMessages(const GenerateInput& in, ChatTemplate chat, int64_t max_bytes) {
+  for (size_t i = 0; i < in.messages.size() && i < 256; ++i) {
+    const std::string& role = in.messages[i].role;
+    if (role != "system" && role != "user" && role != "assistant" && role != "tool") {
+      return Invalid(StrCat("messages[", i, "].role"), StrCat("'", role.substr(0, 32), "' is not system, user, assistant or tool"));
+    }
+  }
+  if (chat == ChatTemplate::kNone) {
+    return Invalid("messages", "the model has no recognised chat template (llama2, llama3, chatml, qwen3); send prompt instead");
+  }
+  if (in.messages.size() > 256) return Invalid("messages", "at most 256 messages");
+  size_t bytes = 0;
+  for (size_t i = 0; i < in.messages.size(); ++i) {
+    const ChatMessage& m = in.messages[i];
+    if (!ChatTemplateHasRole(chat, m.role)) {
+      return Invalid(StrCat("messages[", i, "].role"), "this model's chat template has no tool role");
+    }
+    if (!m.tool_calls.empty()) {
+      if (m.role != "assistant") return Invalid(StrCat("messages[", i, "].tool_calls"), "only assistant messages carry tool calls");
+      if (!ChatTemplateHasToolCalls(chat)) {
+        return Invalid(StrCat("messages[", i, "].tool_calls"), "this model's chat template does not render tool calls");
+      }
+      if (m.tool_calls.size() > 64) return Invalid(StrCat("messages[", i, "].tool_calls"), "at most 64 tool calls per message");
+      for (size_t k = 0; k < m.tool_calls.size(); ++k) {
+        if (m.tool_calls[k].name.empty()) return Invalid(StrCat("messages[", i, "].tool_calls[", k, "].name"), "is empty");
+        bytes += m.tool_calls[k].name.size() + m.tool_calls[k].arguments.size();
+      }
+    }
+    bytes += m.content.size() + (m.reasoning_content ? m.reasoning_content->size() : 0);
+  }
+  if (!in.chat.tools.empty()) {
+    if (!ChatTemplateListsTools(chat)) return Invalid("chat_options.tools", "this model's chat template does not list tools");
+    if (in.chat.tools.size() > 128) return Invalid("chat_options.tools", "at most 128 tools");
+    for (const std::string& t : in.chat.tools) bytes += t.size();
+  }
+  if (bytes > static_cast<size_t>(max_bytes)) {
+    return Invalid("messages", StrCat(bytes, " bytes of content exceeds max_prompt_bytes ", max_bytes));
+  }
+  return absl::OkStatus();
+}
+
 bool ValidId(std::string_view id) {
   for (char c : id) {
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == ':' ||
@@ -159,21 +201,8 @@ absl::StatusOr<GenerateParams> Admission::Validate(const GenerateInput& in,
     return Invalid("prompt", StrCat(in.prompt.size(), " bytes exceeds max_prompt_bytes ", L.max_prompt_bytes));
   }
   if (!in.messages.empty()) {
-    if (in.messages.size() > 256) return Invalid("messages", "at most 256 messages");
-    size_t bytes = 0;
-    for (const auto& [role, content] : in.messages) {
-      if (role != "system" && role != "user" && role != "assistant") {
-        return Invalid("messages.role", StrCat("'", role.substr(0, 32), "' is not system, user or assistant"));
-      }
-      bytes += content.size();
-    }
-    if (bytes > static_cast<size_t>(L.max_prompt_bytes)) {
-      return Invalid("messages", StrCat(bytes, " bytes of content exceeds max_prompt_bytes ", L.max_prompt_bytes));
-    }
-    if (chat_ == ChatTemplate::kNone) {
-      return Invalid("messages", "the model has no recognised chat template (llama2, llama3, chatml); send prompt instead");
-    }
-    p.prompt_tokens = RenderChat(chat_, *tokenizer_, in.messages);
+    CHORUS_RETURN_IF_ERROR(ValidateMessages(in, chat_, L.max_prompt_bytes));
+    p.prompt_tokens = RenderChat(chat_, *tokenizer_, in.messages, in.chat);
   } else {
     p.prompt_tokens = tokenizer_->Encode(in.prompt, /*add_special=*/true, /*parse_special=*/false);
     if (in.prompt.empty()) {

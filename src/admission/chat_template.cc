@@ -47,31 +47,48 @@ void SplitThinking(const std::string& content, std::string* reasoning, std::stri
   *reasoning = std::string(StripNewlines(before, true, false));
 }
 
-using Messages = std::vector<std::pair<std::string, std::string>>;
+using Messages = std::vector<ChatMessage>;
 
 // Qwen3's last user query: the last user message that is not a tool response (else the last).
 size_t LastUserQuery(const Messages& messages) {
   size_t last = messages.empty() ? 0 : messages.size() - 1;
   for (size_t i = 0; i < messages.size(); ++i) {
-    const std::string& c = messages[i].second;
+    const std::string& c = messages[i].content;
     const bool tool_response = c.starts_with("<tool_response>") && c.ends_with("</tool_response>");
-    if (messages[i].first == "user" && !tool_response) last = i;
+    if (messages[i].role == "user" && !tool_response) last = i;
   }
   return last;
 }
 
-// Message i's text in a ChatML turn. Qwen3: assistant turns before the last user query keep
-// only their answer; those after it show a <think> block when they are last or have reasoning.
-std::string ChatMlContent(ChatTemplate t, const Messages& messages, size_t i, size_t last_user) {
-  const auto& [role, content] = messages[i];
-  if (t != ChatTemplate::kChatMlThinking || role != "assistant") return content;
+// Qwen3's assistant turn body: assistant turns before the last user query keep only their
+// answer; those after it show a <think> block when they are last or have reasoning. The
+// reasoning is reasoning_content when the message has it, else what <think>...</think> holds.
+std::string ThinkingAssistantContent(const Messages& messages, size_t i, size_t last_user) {
+  const ChatMessage& m = messages[i];
   std::string reasoning, answer;
-  SplitThinking(content, &reasoning, &answer);
+  if (m.reasoning_content.has_value()) {
+    reasoning = *m.reasoning_content;
+    answer = m.content;
+  } else {
+    SplitThinking(m.content, &reasoning, &answer);
+  }
   if (i > last_user && (i + 1 == messages.size() || !reasoning.empty())) {
     return "<think>\n" + std::string(StripNewlines(reasoning, true, true)) + "\n</think>\n\n" +
            std::string(StripNewlines(answer, true, false));
   }
   return answer;
+}
+
+// Qwen3's tool calls after the assistant's text: one <tool_call> block each, a newline between
+// (and before the first when there is text).
+std::string ToolCallsText(const std::vector<ToolCall>& calls, bool has_text) {
+  std::string out;
+  for (size_t k = 0; k < calls.size(); ++k) {
+    if (k > 0 || has_text) out += "\n";
+    out += "<tool_call>\n{\"name\": \"" + calls[k].name + "\", \"arguments\": " + calls[k].arguments +
+           "}\n</tool_call>";
+  }
+  return out;
 }
 
 }  // namespace
@@ -90,8 +107,20 @@ ChatTemplate DetectChatTemplate(std::string_view jinja, std::string_view fallbac
   return ChatTemplate::kNone;
 }
 
-std::vector<int32_t> RenderChat(ChatTemplate t, const Tokenizer& tok,
-                                const std::vector<std::pair<std::string, std::string>>& messages) {
+bool ChatTemplateHasRole(ChatTemplate t, std::string_view role) {
+  if (role == "system" || role == "user" || role == "assistant") return t != ChatTemplate::kNone;
+  return role == "tool" && (t == ChatTemplate::kLlama3 || t == ChatTemplate::kChatMlThinking);
+}
+
+// Llama 3's template takes assistant tool calls and drops them (its reference renders do).
+bool ChatTemplateHasToolCalls(ChatTemplate t) {
+  return t == ChatTemplate::kChatMlThinking || t == ChatTemplate::kLlama3;
+}
+
+bool ChatTemplateListsTools(ChatTemplate t) { return t == ChatTemplate::kChatMlThinking; }
+
+std::vector<int32_t> RenderChat(ChatTemplate t, const Tokenizer& tok, const std::vector<ChatMessage>& messages,
+                                const ChatOptions& options) {
   std::vector<int32_t> out;
   auto special = [&](std::string_view s) {
     const auto ids = tok.Encode(s, false, /*parse_special=*/true);
@@ -104,13 +133,14 @@ std::vector<int32_t> RenderChat(ChatTemplate t, const Tokenizer& tok,
   switch (t) {
     case ChatTemplate::kLlama3:
       if (tok.bos_id() >= 0) out.push_back(tok.bos_id());
-      for (const auto& [role, content] : messages) {
+      for (const ChatMessage& m : messages) {
         special("<|start_header_id|>");
-        plain(role);
+        plain(m.role);
         special("<|end_header_id|>");
-        plain("\n\n" + Trim(content));
+        plain("\n\n" + Trim(m.content));
         special("<|eot_id|>");
       }
+      // The template opens the assistant's turn whatever add_generation_prompt says.
       special("<|start_header_id|>");
       plain("assistant");
       special("<|end_header_id|>");
@@ -118,22 +148,62 @@ std::vector<int32_t> RenderChat(ChatTemplate t, const Tokenizer& tok,
       break;
     case ChatTemplate::kChatMl:
     case ChatTemplate::kChatMlThinking: {
+      const bool thinking = t == ChatTemplate::kChatMlThinking;
       const size_t last_user = LastUserQuery(messages);
-      for (size_t i = 0; i < messages.size(); ++i) {
+      const bool tools = thinking && !options.tools.empty();
+      const bool system_first = !messages.empty() && messages[0].role == "system";
+      if (tools) {  // Qwen3: the system turn lists the tools (after the system message, if any)
+        std::string sys = "system\n";
+        if (system_first) sys += messages[0].content + "\n\n";
+        sys += "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+               "You are provided with function signatures within <tools></tools> XML tags:\n<tools>";
+        for (const std::string& tool : options.tools) sys += "\n" + tool;
+        sys += "\n</tools>\n\nFor each function call, return a json object with function name and "
+               "arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": "
+               "<function-name>, \"arguments\": <args-json-object>}\n</tool_call>";
         special("<|im_start|>");
-        plain(messages[i].first + "\n" + ChatMlContent(t, messages, i, last_user));
+        plain(sys);
         special("<|im_end|>");
         plain("\n");
       }
-      special("<|im_start|>");
-      plain("assistant\n");
+      for (size_t i = 0; i < messages.size(); ++i) {
+        const ChatMessage& m = messages[i];
+        if (tools && i == 0 && system_first) continue;  // already in the tools turn
+        if (thinking && m.role == "tool") {
+          // Consecutive tool results share one user turn of <tool_response> blocks.
+          if (i == 0 || messages[i - 1].role != "tool") {
+            special("<|im_start|>");
+            plain("user");
+          }
+          plain("\n<tool_response>\n" + m.content + "\n</tool_response>");
+          if (i + 1 == messages.size() || messages[i + 1].role != "tool") {
+            special("<|im_end|>");
+            plain("\n");
+          }
+          continue;
+        }
+        std::string body = m.content;
+        if (thinking && m.role == "assistant") {
+          body = ThinkingAssistantContent(messages, i, last_user);
+          body += ToolCallsText(m.tool_calls, !body.empty());
+        }
+        special("<|im_start|>");
+        plain(m.role + "\n" + body);
+        special("<|im_end|>");
+        plain("\n");
+      }
+      if (options.add_generation_prompt) {
+        special("<|im_start|>");
+        plain("assistant\n");
+        if (thinking && options.enable_thinking == false) plain("<think>\n\n</think>\n\n");
+      }
       break;
     }
     case ChatTemplate::kLlama2: {
       // [INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {assistant} </s><s>[INST] ...
       std::string system;
       bool first_user = true;
-      for (const auto& [role, content] : messages) {
+      for (const auto& [role, content, reasoning, calls] : messages) {
         if (role == "system") {
           system = content;
         } else if (role == "user") {

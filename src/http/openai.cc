@@ -1,7 +1,9 @@
 #include "chorus/http/openai.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "chorus/core/str_cat.h"
@@ -9,7 +11,9 @@
 namespace chorus::http {
 namespace {
 
-using json = nlohmann::json;
+// Ordered: tool definitions and arguments keep the client's key order, which the chat
+// template's tojson writes out (and responses keep a readable field order).
+using json = nlohmann::ordered_json;
 
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
@@ -83,6 +87,71 @@ class Reader {
   ApiError* err_;
   bool ok_ = true;
 };
+
+// Python's json.dumps(x, ensure_ascii=False): ", " and ": " separators, keys in order, non-ASCII
+// kept, control characters as \u00XX. What transformers' tojson writes into a chat template.
+void AppendPythonJson(const json& j, std::string* out) {
+  switch (j.type()) {
+    case json::value_t::object: {
+      *out += '{';
+      bool first = true;
+      for (auto it = j.begin(); it != j.end(); ++it) {
+        if (!first) *out += ", ";
+        first = false;
+        AppendPythonJson(json(it.key()), out);
+        *out += ": ";
+        AppendPythonJson(it.value(), out);
+      }
+      *out += '}';
+      break;
+    }
+    case json::value_t::array: {
+      *out += '[';
+      for (size_t i = 0; i < j.size(); ++i) {
+        if (i > 0) *out += ", ";
+        AppendPythonJson(j[i], out);
+      }
+      *out += ']';
+      break;
+    }
+    case json::value_t::string: {
+      *out += '"';
+      for (const char ch : j.get_ref<const std::string&>()) {
+        const auto c = static_cast<unsigned char>(ch);
+        switch (c) {
+          case '"': *out += "\\\""; break;
+          case '\\': *out += "\\\\"; break;
+          case '\n': *out += "\\n"; break;
+          case '\r': *out += "\\r"; break;
+          case '\t': *out += "\\t"; break;
+          case '\b': *out += "\\b"; break;
+          case '\f': *out += "\\f"; break;
+          default:
+            if (c < 0x20) {
+              char buf[8];
+              std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+              *out += buf;
+            } else {
+              *out += ch;
+            }
+        }
+      }
+      *out += '"';
+      break;
+    }
+    case json::value_t::number_float: {
+      const double d = j.get<double>();
+      if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 1e16) {
+        *out += StrCat(static_cast<int64_t>(d), ".0");  // Python writes 2.0, not 2
+      } else {
+        *out += j.dump();
+      }
+      break;
+    }
+    default:
+      *out += j.dump();  // null, booleans, integers
+  }
+}
 
 int MergeFromName(std::string name) {
   std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
@@ -161,6 +230,67 @@ void ParseChorus(Reader& top, OpenAiRequest* out) {
   out->merged = true;
 }
 
+// [{"type": "function", "function": {"name": ..., "arguments": "<JSON text>" or an object}}]
+void ParseToolCalls(Reader& top, const json& calls, const std::string& at, ChatMessage* msg) {
+  if (!calls.is_array()) return top.Fail(at, "must be an array");
+  for (size_t k = 0; k < calls.size(); ++k) {
+    const std::string where = StrCat(at, "[", k, "]");
+    const json& c = calls[k];
+    const json* f = c.is_object() && c.contains("function") ? &c["function"] : &c;
+    if (!f->is_object() || !f->contains("name") || !(*f)["name"].is_string()) {
+      return top.Fail(where + ".function.name", "must be a string");
+    }
+    ToolCall call;
+    call.name = (*f)["name"].get<std::string>();
+    const json args = f->contains("arguments") ? (*f)["arguments"] : json::object();
+    if (args.is_string()) {
+      call.arguments = args.get<std::string>();  // OpenAI's form: JSON text, rendered as sent
+    } else if (args.is_object()) {
+      AppendPythonJson(args, &call.arguments);
+    } else {
+      return top.Fail(where + ".function.arguments", "must be a JSON string or an object");
+    }
+    msg->tool_calls.push_back(std::move(call));
+  }
+}
+
+// chat_template_kwargs (vLLM's extension) and add_generation_prompt: the template's options.
+void ParseChatOptions(Reader& top, GenerateInput* in) {
+  top.Bool("add_generation_prompt", &in->chat.add_generation_prompt);
+  if (top.Has("chat_template_kwargs")) {
+    const json& kw = top.At("chat_template_kwargs");
+    if (!kw.is_object()) return top.Fail("chat_template_kwargs", "must be an object");
+    for (auto it = kw.begin(); it != kw.end(); ++it) {
+      const std::string name = "chat_template_kwargs." + it.key();
+      if (it.key() != "enable_thinking" && it.key() != "add_generation_prompt") {
+        return top.Fail(name, "is not a template option Chorus knows (enable_thinking, add_generation_prompt)");
+      }
+      if (!it.value().is_boolean()) return top.Fail(name, "must be true or false");
+      if (it.key() == "enable_thinking") {
+        in->chat.enable_thinking = it.value().get<bool>();
+      } else {
+        in->chat.add_generation_prompt = it.value().get<bool>();
+      }
+    }
+  }
+  if (top.Has("tools")) {
+    const json& tools = top.At("tools");
+    if (!tools.is_array()) return top.Fail("tools", "must be an array of tool definitions");
+    for (size_t i = 0; i < tools.size(); ++i) {
+      if (!tools[i].is_object()) return top.Fail(StrCat("tools[", i, "]"), "must be an object");
+      AppendPythonJson(tools[i], &in->chat.tools.emplace_back());
+    }
+  }
+  if (top.Has("tool_choice")) {  // the model decides; forcing a call is not supported
+    const json& tc = top.At("tool_choice");
+    if (!(tc.is_string() && (tc == "auto" || tc == "none"))) {
+      top.Fail("tool_choice", "only \"auto\" and \"none\" are supported (the model decides)");
+    } else if (tc == "none") {
+      in->chat.tools.clear();
+    }
+  }
+}
+
 bool ParseMessages(Reader& top, GenerateInput* in) {
   const json& msgs = top.At("messages");
   if (!msgs.is_array() || msgs.empty()) {
@@ -176,8 +306,8 @@ bool ParseMessages(Reader& top, GenerateInput* in) {
     }
     std::string role = m["role"].get<std::string>();
     if (role == "developer") role = "system";  // OpenAI's newer name for the system role
-    if (role != "system" && role != "user" && role != "assistant") {
-      top.Fail(at + ".role", StrCat("'", role.substr(0, 32), "' is not system, developer, user or assistant (tools are not supported)"));
+    if (role != "system" && role != "user" && role != "assistant" && role != "tool") {
+      top.Fail(at + ".role", StrCat("'", role.substr(0, 32), "' is not system, developer, user, assistant or tool"));
       break;
     }
     std::string content;
@@ -195,10 +325,17 @@ bool ParseMessages(Reader& top, GenerateInput* in) {
     } else if (!c.is_null()) {
       top.Fail(at + ".content", "must be a string or an array of text parts");
     }
-    if (m.contains("tool_calls") && !m["tool_calls"].is_null() && !(m["tool_calls"].is_array() && m["tool_calls"].empty())) {
-      top.Fail(at + ".tool_calls", "tool calls are not supported");
+    ChatMessage& msg = in->messages.emplace_back(std::move(role), std::move(content));
+    if (m.contains("reasoning_content") && !m["reasoning_content"].is_null()) {
+      if (!m["reasoning_content"].is_string()) {
+        top.Fail(at + ".reasoning_content", "must be a string");
+        break;
+      }
+      msg.reasoning_content = m["reasoning_content"].get<std::string>();
     }
-    in->messages.emplace_back(std::move(role), std::move(content));
+    if (m.contains("tool_calls") && !m["tool_calls"].is_null()) {
+      ParseToolCalls(top, m["tool_calls"], at + ".tool_calls", &msg);
+    }
   }
   return top.ok();
 }
@@ -240,9 +377,51 @@ json ChorusJson(const OpenAiRequest& req, const GenerateResult& r) {
   return c;
 }
 
+std::string_view TrimWhitespace(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  return s;
+}
+
+// Tool calls the model wrote as Qwen3's template asks (<tool_call>{"name": ..., "arguments":
+// {...}}</tool_call>, Hermes style): OpenAI tool_calls with the arguments as JSON text, and the
+// text around them as the content. False (the text stays content) unless every block parses.
+bool ExtractToolCalls(const std::string& text, int choice, std::string* content, json* calls) {
+  static constexpr std::string_view kOpen = "<tool_call>", kClose = "</tool_call>";
+  *calls = json::array();
+  content->clear();
+  size_t pos = 0;
+  while (true) {
+    const size_t open = text.find(kOpen, pos);
+    if (open == std::string::npos) break;
+    const size_t close = text.find(kClose, open + kOpen.size());
+    if (close == std::string::npos) return false;  // cut off mid-call
+    content->append(text, pos, open - pos);
+    const std::string_view body =
+        TrimWhitespace(std::string_view(text).substr(open + kOpen.size(), close - open - kOpen.size()));
+    const json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("name") || !j["name"].is_string()) return false;
+    const json args = j.contains("arguments") ? j["arguments"] : json::object();
+    calls->push_back({{"id", StrCat("call_", choice, "_", calls->size())},
+                      {"type", "function"},
+                      {"function", {{"name", j["name"]}, {"arguments", args.is_string() ? args.get<std::string>() : Dump(args)}}}});
+    pos = close + kClose.size();
+  }
+  content->append(text, pos, std::string::npos);
+  *content = std::string(TrimWhitespace(*content));
+  return !calls->empty();
+}
+
 json ChoiceJson(const OpenAiRequest& req, int index, const std::string& text, FinishReason finish) {
   json c = {{"index", index}, {"logprobs", nullptr}, {"finish_reason", OpenAiFinish(finish)}};
-  if (req.endpoint == Endpoint::kChat) {
+  std::string content;
+  json calls;
+  if (req.endpoint == Endpoint::kChat && !req.input.chat.tools.empty() &&
+      ExtractToolCalls(text, index, &content, &calls)) {
+    c["message"] = {{"role", "assistant"}, {"content", content.empty() ? json(nullptr) : json(content)},
+                    {"tool_calls", std::move(calls)}};
+    c["finish_reason"] = "tool_calls";
+  } else if (req.endpoint == Endpoint::kChat) {
     c["message"] = {{"role", "assistant"}, {"content", text}};
   } else {
     c["text"] = text;
@@ -334,7 +513,7 @@ bool ParseRequest(std::string_view body, Endpoint endpoint, int max_agents, Open
   top.Unsupported("logprobs", "token logprobs are not returned (use chorus.return_drafts for each draft's mean logprob)");
   top.Unsupported("top_logprobs", "token logprobs are not returned");
   top.Unsupported("logit_bias", "is not supported");
-  top.Unsupported("tools", "tool calling is not supported");
+  if (endpoint != Endpoint::kChat) top.Unsupported("tools", "is for chat completions");
   top.Unsupported("functions", "function calling is not supported");
   top.Unsupported("echo", "is not supported");
   top.Unsupported("suffix", "is not supported");
@@ -350,6 +529,7 @@ bool ParseRequest(std::string_view body, Endpoint endpoint, int max_agents, Open
       top.Fail("messages", "is required");
     } else if (top.ok()) {
       ParseMessages(top, &in);
+      if (top.ok()) ParseChatOptions(top, &in);
     }
   } else {
     if (!top.Has("prompt")) {
@@ -450,6 +630,14 @@ ApiError ToApiError(const absl::Status& s, bool merged) {
       break;
   }
   return e;
+}
+
+bool ToPythonStyleJson(std::string_view json_text, std::string* out) {
+  const json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return false;
+  out->clear();
+  AppendPythonJson(j, out);
+  return true;
 }
 
 std::string ErrorJson(const ApiError& e) {

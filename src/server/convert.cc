@@ -50,7 +50,17 @@ GenerateInput FromProto(const pb::GenerateRequest& r) {
   GenerateInput in;
   in.request_id = r.request_id();
   in.prompt = r.prompt();
-  for (const auto& m : r.messages()) in.messages.emplace_back(m.role(), m.content());
+  for (const auto& m : r.messages()) {
+    ChatMessage& out = in.messages.emplace_back(m.role(), m.content());
+    if (m.has_reasoning_content()) out.reasoning_content = m.reasoning_content();
+    for (const auto& c : m.tool_calls()) out.tool_calls.push_back({c.name(), c.arguments()});
+  }
+  if (r.has_chat_options()) {
+    const auto& o = r.chat_options();
+    if (o.has_add_generation_prompt()) in.chat.add_generation_prompt = o.add_generation_prompt();
+    if (o.has_enable_thinking()) in.chat.enable_thinking = o.enable_thinking();
+    in.chat.tools.assign(o.tools().begin(), o.tools().end());
+  }
   in.max_tokens = r.max_tokens();
   in.stop.assign(r.stop().begin(), r.stop().end());
   in.has_sampling = r.has_sampling();

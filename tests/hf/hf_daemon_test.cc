@@ -9,6 +9,7 @@
 #include "../model/random_model_file.h"
 #include "../server/daemon.h"
 #include "../test_util.h"
+#include "chorus/http/openai.h"
 #include "chorus/v1/chorus.grpc.pb.h"
 #include "hf_test_util.h"
 
@@ -47,37 +48,44 @@ void ServeDirectory(const Style& style) {
   ASSERT_GT(d.port, 0) << "chorusd did not start on " << dir;
   auto stub = pb::Chorus::NewStub(grpc::CreateChannel(
       "127.0.0.1:" + std::to_string(d.port), grpc::InsecureChannelCredentials()));
+  // Every conversation under every option set, through the gRPC API (reasoning_content, tool
+  // calls, tool results, chat_options): the prompt is the reference render's ids.
   int served = 0;
   for (const Json& c : cases["chat_cases"]) {
-    bool plain = true;  // role and content only, roles the API accepts
-    for (const Json& m : c["messages"]) plain = plain && m.size() == 2 && m["role"] != "tool";
-    if (!plain) continue;
-    pb::GenerateRequest r;
+    pb::GenerateRequest base;
     for (const Json& m : c["messages"]) {
-      pb::ChatMessage* msg = r.add_messages();
+      pb::ChatMessage* msg = base.add_messages();
       msg->set_role(m["role"].get<std::string>());
       msg->set_content(m["content"].get<std::string>());
-    }
-    r.set_max_tokens(8);
-    r.mutable_sampling()->set_temperature(0);
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-    pb::GenerateResponse resp;
-    const grpc::Status st = stub->Generate(&ctx, r, &resp);
-    ASSERT_TRUE(st.ok()) << c["name"] << ": " << st.error_message();
-    // The render with a generation prompt (and thinking left to the model).
-    size_t want = 0;
-    for (const Json& render : c["renders"]) {
-      if (render["options"]["add_generation_prompt"] == true &&
-          !render["options"].contains("enable_thinking")) {
-        want = render["ids"].size();
+      if (m.contains("reasoning_content")) msg->set_reasoning_content(m["reasoning_content"].get<std::string>());
+      for (const Json& call : m.value("tool_calls", Json::array())) {
+        const Json& f = call.contains("function") ? call["function"] : call;
+        std::string args;
+        ASSERT_TRUE(http::ToPythonStyleJson(f["arguments"].dump(), &args));
+        if (f["arguments"].is_string()) args = f["arguments"].get<std::string>();
+        pb::ToolCall* tc = msg->add_tool_calls();
+        tc->set_name(f["name"].get<std::string>());
+        tc->set_arguments(args);
       }
     }
-    EXPECT_EQ(resp.usage().prompt_tokens(), static_cast<int>(want)) << c["name"];
-    EXPECT_GT(resp.usage().completion_tokens(), 0) << c["name"];
-    ++served;
+    for (const Json& render : c["renders"]) {
+      pb::GenerateRequest r = base;
+      const Json& o = render["options"];
+      r.mutable_chat_options()->set_add_generation_prompt(o.value("add_generation_prompt", false));
+      if (o.contains("enable_thinking")) r.mutable_chat_options()->set_enable_thinking(o["enable_thinking"].get<bool>());
+      r.set_max_tokens(8);
+      r.mutable_sampling()->set_temperature(0);
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+      pb::GenerateResponse resp;
+      const grpc::Status st = stub->Generate(&ctx, r, &resp);
+      ASSERT_TRUE(st.ok()) << c["name"] << " " << o.dump() << ": " << st.error_message();
+      EXPECT_EQ(resp.usage().prompt_tokens(), static_cast<int>(render["ids"].size())) << c["name"] << " " << o.dump();
+      EXPECT_GT(resp.usage().completion_tokens(), 0) << c["name"];
+      ++served;
+    }
   }
-  EXPECT_GE(served, 4);
+  EXPECT_GE(served, 14);
   testing::StopDaemon(d);
   std::filesystem::remove_all(dir);
 }

@@ -9,6 +9,7 @@
 #include "../test_util.h"
 #include "chorus/admission/admission.h"
 #include "chorus/hf/hf_model.h"
+#include "chorus/http/openai.h"
 #include "chorus/tokenizer/tokenizer.h"
 #include "chorus/tokenizer/utf8.h"
 
@@ -51,6 +52,7 @@ std::string CleanUp(std::string s) {
 
 struct Fixture {
   Json cases;
+  nlohmann::ordered_json ordered;  // the same cases, keys in file order (tool JSON is rendered)
   std::unique_ptr<GgufFile> file;
   std::unique_ptr<Tokenizer> tok;
 };
@@ -59,6 +61,7 @@ bool LoadFixture(const std::string& name, Fixture* f) {
   const std::string dir = testing::SharedPath("tokenizers/hf/" + name);
   if (!testing::Exists(dir + "/cases.json")) return false;
   f->cases = Json::parse(testing::ReadFile(dir + "/cases.json"));
+  f->ordered = nlohmann::ordered_json::parse(testing::ReadFile(dir + "/cases.json"));
   auto file = OpenHfTokenizer(dir);
   EXPECT_TRUE(file.ok()) << file.status();
   if (!file.ok()) return false;
@@ -102,16 +105,34 @@ void CheckEncodeAndDecode(const std::string& name) {
 TEST(HfTokenizerTest, Llama3EncodeAndDecodeCases) { CheckEncodeAndDecode("llama3"); }
 TEST(HfTokenizerTest, Qwen3EncodeAndDecodeCases) { CheckEncodeAndDecode("qwen3"); }
 
-// Messages RenderChat can express (role and content only; Qwen3's template also reads
-// reasoning_content, tool_calls and the tool role).
-bool Renderable(ChatTemplate t, const Json& messages) {
-  for (const Json& m : messages) {
-    if (m.size() != 2 && t != ChatTemplate::kLlama3) return false;
-    if (m["role"] == "tool" && t != ChatTemplate::kLlama3) return false;
-  }
-  return true;
+// Tool definitions and object arguments as the template's tojson writes them.
+std::string ToolJson(const nlohmann::ordered_json& j) {
+  std::string out;
+  EXPECT_TRUE(http::ToPythonStyleJson(j.dump(), &out));
+  return out;
 }
 
+std::vector<ChatMessage> Messages(const nlohmann::ordered_json& c) {
+  std::vector<ChatMessage> messages;
+  for (const auto& m : c["messages"]) {
+    ChatMessage& msg = messages.emplace_back(m["role"].get<std::string>(), m["content"].get<std::string>());
+    if (m.contains("reasoning_content") && !m["reasoning_content"].is_null()) {
+      msg.reasoning_content = m["reasoning_content"].get<std::string>();
+    }
+    if (m.contains("tool_calls")) {
+      for (const auto& call : m["tool_calls"]) {
+        const auto& f = call.contains("function") ? call["function"] : call;
+        const auto& args = f["arguments"];
+        msg.tool_calls.push_back({f["name"].get<std::string>(),
+                                  args.is_string() ? args.get<std::string>() : ToolJson(args)});
+      }
+    }
+  }
+  return messages;
+}
+
+// Every render of every conversation: messages with reasoning_content, tool calls and tool
+// results, a tools list, and the options add_generation_prompt and enable_thinking.
 void CheckChat(const std::string& name, ChatTemplate want) {
   Fixture f;
   if (!LoadFixture(name, &f)) GTEST_SKIP() << "shared/tokenizers/hf/" << name << " absent";
@@ -119,31 +140,28 @@ void CheckChat(const std::string& name, ChatTemplate want) {
   ASSERT_TRUE(jinja.ok()) << jinja.status();
   const ChatTemplate t = DetectChatTemplate(*jinja, "");
   ASSERT_EQ(t, want);
-  int renders = 0, checked = 0, matched = 0;
-  for (const Json& c : f.cases["chat_cases"]) {
-    std::vector<std::pair<std::string, std::string>> messages;
-    for (const Json& m : c["messages"]) {
-      messages.emplace_back(m["role"].get<std::string>(), m["content"].get<std::string>());
+  int renders = 0, matched = 0;
+  for (const auto& c : f.ordered["chat_cases"]) {
+    const std::vector<ChatMessage> messages = Messages(c);
+    ChatOptions options;
+    if (c.contains("tools") && c["tools"].is_array()) {
+      for (const auto& tool : c["tools"]) options.tools.push_back(ToolJson(tool));
     }
-    for (const Json& r : c["renders"]) {
+    for (const auto& r : c["renders"]) {
       ++renders;
-      // RenderChat always opens the assistant turn (Llama 3's template does too, whatever
-      // add_generation_prompt says), with thinking left to the model.
-      const Json& o = r["options"];
-      const bool prompt = o["add_generation_prompt"] == true || t == ChatTemplate::kLlama3;
-      if (!prompt || o.value("enable_thinking", true) != true || !Renderable(t, c["messages"])) {
-        continue;
-      }
-      ++checked;
-      const auto ids = RenderChat(t, *f.tok, messages);
-      EXPECT_EQ(ids, Ids(r["ids"])) << name << " " << c["name"] << " " << o.dump();
-      matched += ids == Ids(r["ids"]);
+      const auto& o = r["options"];
+      options.add_generation_prompt = o.value("add_generation_prompt", false);
+      options.enable_thinking.reset();
+      if (o.contains("enable_thinking")) options.enable_thinking = o["enable_thinking"].get<bool>();
+      const auto ids = RenderChat(t, *f.tok, messages, options);
+      const auto want_ids = r["ids"].get<std::vector<int32_t>>();
+      EXPECT_EQ(ids, want_ids) << name << " " << c["name"] << " " << o.dump() << "\nwant: " << r["text"]
+                               << "\ngot:  " << DecodeAll(*f.tok, ids);
+      matched += ids == want_ids;
     }
   }
-  std::printf("%s: %d/%d chat renders match (%d renders in the file; the others need options "
-              "or message fields RenderChat does not take)\n", name.c_str(), matched, checked,
-              renders);
-  EXPECT_GT(checked, 0);
+  std::printf("%s: %d/%d chat renders match\n", name.c_str(), matched, renders);
+  EXPECT_GT(renders, 0);
 }
 
 TEST(HfTokenizerTest, Llama3ChatRenders) { CheckChat("llama3", ChatTemplate::kLlama3); }

@@ -50,10 +50,50 @@ TEST(OpenAiParse, ChatMessagesAndMaxCompletionTokens) {
     {"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]},
     {"role":"assistant","content":null}],"max_tokens":5,"max_completion_tokens":9})", Endpoint::kChat);
   ASSERT_EQ(r.input.messages.size(), 3u);
-  EXPECT_EQ(r.input.messages[0].first, "system");
-  EXPECT_EQ(r.input.messages[1].second, "ab");
-  EXPECT_EQ(r.input.messages[2].second, "");
+  EXPECT_EQ(r.input.messages[0].role, "system");
+  EXPECT_EQ(r.input.messages[1].content, "ab");
+  EXPECT_EQ(r.input.messages[2].content, "");
   EXPECT_EQ(r.input.max_tokens, 9);
+}
+
+// Tool results, tool calls (object arguments rewritten as the template's tojson writes them,
+// string arguments kept), reasoning_content, the tools list and the template options.
+TEST(OpenAiParse, ToolsReasoningAndTemplateOptions) {
+  OpenAiRequest r = Parse(R"({"model":"m","messages":[{"role":"user","content":"weather?"},
+    {"role":"assistant","content":null,"reasoning_content":"call it","tool_calls":[
+      {"id":"c1","type":"function","function":{"name":"get_weather","arguments":{"unit":"c","city":"Paris","n":[1,2.0,"\u00e9\n"]}}},
+      {"id":"c2","type":"function","function":{"name":"now","arguments":"{\"tz\":\"UTC\"}"}}]},
+    {"role":"tool","tool_call_id":"c1","content":"18"}],
+    "tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","b":true,"a":null}}}],
+    "tool_choice":"auto","chat_template_kwargs":{"enable_thinking":false},"add_generation_prompt":true})", Endpoint::kChat);
+  ASSERT_EQ(r.input.messages.size(), 3u);
+  const ChatMessage& a = r.input.messages[1];
+  ASSERT_TRUE(a.reasoning_content.has_value());
+  EXPECT_EQ(*a.reasoning_content, "call it");
+  ASSERT_EQ(a.tool_calls.size(), 2u);
+  EXPECT_EQ(a.tool_calls[0].name, "get_weather");
+  // Python's json.dumps: keys in the client's order, ", " and ": ", 2.0 stays 2.0, non-ASCII kept.
+  EXPECT_EQ(a.tool_calls[0].arguments, "{\"unit\": \"c\", \"city\": \"Paris\", \"n\": [1, 2.0, \"\xc3\xa9\\n\"]}");
+  EXPECT_EQ(a.tool_calls[1].arguments, "{\"tz\":\"UTC\"}");
+  EXPECT_EQ(r.input.messages[2].role, "tool");
+  ASSERT_EQ(r.input.chat.tools.size(), 1u);
+  EXPECT_EQ(r.input.chat.tools[0],
+            "{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"parameters\": "
+            "{\"type\": \"object\", \"b\": true, \"a\": null}}}");
+  ASSERT_TRUE(r.input.chat.enable_thinking.has_value());
+  EXPECT_FALSE(*r.input.chat.enable_thinking);
+  EXPECT_TRUE(r.input.chat.add_generation_prompt);
+  // tool_choice "none": the tools are not shown to the model.
+  OpenAiRequest none = Parse(R"({"model":"m","messages":[{"role":"user","content":"a"}],
+    "tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"none"})", Endpoint::kChat);
+  EXPECT_TRUE(none.input.chat.tools.empty());
+}
+
+TEST(OpenAiParse, PythonStyleJsonEscapesLikeJsonDumps) {
+  std::string out;
+  ASSERT_TRUE(ToPythonStyleJson(R"({"q":"a\"b\\c\t\u0001","e":[],"o":{},"f":-0.5,"big":1e300,"i":-3})", &out));
+  EXPECT_EQ(out, R"({"q": "a\"b\\c\t\u0001", "e": [], "o": {}, "f": -0.5, "big": 1e+300, "i": -3})");
+  EXPECT_FALSE(ToPythonStyleJson("{not json", &out));
 }
 
 TEST(OpenAiParse, ChorusExtensionMergesIntoOneChoice) {
@@ -83,8 +123,22 @@ TEST(OpenAiParse, WrongTypesNameTheParameter) {
   EXPECT_EQ(ParseError(R"({"model":"m","prompt":"q","chorus":{"agents":"many"}})").param, "chorus.agents");
   EXPECT_EQ(ParseError(R"({"model":"m","prompt":"q","chorus":{"merge":"majority"}})").param, "chorus.merge");
   EXPECT_EQ(ParseError(R"({"model":"m","prompt":"q","chorus":[]})").param, "chorus");
-  EXPECT_EQ(ParseError(R"({"model":"m","messages":[{"role":"tool","content":"x"}]})", Endpoint::kChat).param,
+  EXPECT_EQ(ParseError(R"({"model":"m","messages":[{"role":"wizard","content":"x"}]})", Endpoint::kChat).param,
             "messages[0].role");
+  EXPECT_EQ(ParseError(R"({"model":"m","messages":[{"role":"assistant","content":"","tool_calls":[{"function":{"arguments":"{}"}}]}]})",
+                       Endpoint::kChat).param, "messages[0].tool_calls[0].function.name");
+  EXPECT_EQ(ParseError(R"({"model":"m","messages":[{"role":"assistant","content":"","tool_calls":[{"function":{"name":"f","arguments":3}}]}]})",
+                       Endpoint::kChat).param, "messages[0].tool_calls[0].function.arguments");
+  EXPECT_EQ(ParseError(R"({"model":"m","messages":[{"role":"assistant","content":"a","reasoning_content":1}]})",
+                       Endpoint::kChat).param, "messages[0].reasoning_content");
+  EXPECT_EQ(ParseError(R"({"model":"m","messages":[{"role":"user","content":"a"}],"chat_template_kwargs":{"thinking_budget":5}})",
+                       Endpoint::kChat).param, "chat_template_kwargs.thinking_budget");
+  EXPECT_EQ(ParseError(R"({"model":"m","messages":[{"role":"user","content":"a"}],"chat_template_kwargs":{"enable_thinking":"no"}})",
+                       Endpoint::kChat).param, "chat_template_kwargs.enable_thinking");
+  EXPECT_EQ(ParseError(R"({"model":"m","messages":[{"role":"user","content":"a"}],"tool_choice":"required","tools":[{"type":"function"}]})",
+                       Endpoint::kChat).param, "tool_choice");
+  EXPECT_EQ(ParseError(R"({"model":"m","messages":[{"role":"user","content":"a"}],"tools":{"a":1}})",
+                       Endpoint::kChat).param, "tools");
   EXPECT_EQ(ParseError(R"({"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]})",
                        Endpoint::kChat).param, "messages[0].content");
   EXPECT_EQ(ParseError(R"({"prompt":"q"})").param, "model");
@@ -178,6 +232,40 @@ TEST(OpenAiResponse, MergedModeHasOneChoiceAndChorusInfo) {
   EXPECT_EQ(j["chorus"]["agents"], 3);
   EXPECT_EQ(j["chorus"]["drafts"].size(), 3u);
   EXPECT_EQ(j["chorus"]["finish_reason"], "end_of_text");
+}
+
+// With tools in the request, Qwen3-style <tool_call> blocks in the answer become OpenAI
+// tool_calls (finish_reason "tool_calls", arguments as JSON text); a block that does not parse
+// leaves the whole text as content; without tools the text is never parsed.
+TEST(OpenAiResponse, ToolCallBlocksBecomeToolCallsWhenToolsWereGiven) {
+  const std::string body = R"({"model":"m","messages":[{"role":"user","content":"q"}],
+    "tools":[{"type":"function","function":{"name":"get_weather"}}]})";
+  OpenAiRequest req = Parse(body, Endpoint::kChat);
+  GenerateResult r = ThreeDrafts();
+  r.text = "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n"
+           "<tool_call>\n{\"name\": \"now\", \"arguments\": \"{}\"}\n</tool_call>";
+  json j = json::parse(ResponseJson(req, {"chatcmpl-rid", "m", 7}, r));
+  const json& c = j["choices"][0];
+  EXPECT_EQ(c["finish_reason"], "tool_calls");
+  EXPECT_EQ(c["message"]["content"], "Let me check.");
+  ASSERT_EQ(c["message"]["tool_calls"].size(), 2u);
+  EXPECT_EQ(c["message"]["tool_calls"][0]["type"], "function");
+  EXPECT_EQ(c["message"]["tool_calls"][0]["function"]["name"], "get_weather");
+  EXPECT_EQ(json::parse(c["message"]["tool_calls"][0]["function"]["arguments"].get<std::string>()),
+            json({{"city", "Paris"}}));
+  EXPECT_EQ(c["message"]["tool_calls"][1]["function"]["arguments"], "{}");
+  EXPECT_NE(c["message"]["tool_calls"][0]["id"], c["message"]["tool_calls"][1]["id"]);
+
+  r.text = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\"\n</tool_call>";  // cut off
+  j = json::parse(ResponseJson(req, {"chatcmpl-rid", "m", 7}, r));
+  EXPECT_EQ(j["choices"][0]["message"]["content"], r.text);
+  EXPECT_FALSE(j["choices"][0]["message"].contains("tool_calls"));
+
+  OpenAiRequest no_tools = Parse(R"({"model":"m","messages":[{"role":"user","content":"q"}]})", Endpoint::kChat);
+  r.text = "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>";
+  j = json::parse(ResponseJson(no_tools, {"chatcmpl-rid", "m", 7}, r));
+  EXPECT_EQ(j["choices"][0]["message"]["content"], r.text);
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
 }
 
 // Splits "data: ...\n\n" frames; returns the JSON payloads ([DONE] as the string "[DONE]").

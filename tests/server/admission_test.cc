@@ -59,7 +59,7 @@ TEST_F(AdmissionServerTest, EveryBadRequestIsRejectedNamingTheFieldAndServingCon
       {"prompt too big", [](auto& r) { r.set_prompt(std::string(5000, 'a')); }, grpc::INVALID_ARGUMENT, "prompt"},
       {"prompt and messages", [](auto& r) { auto* m = r.add_messages(); m->set_role("user"); m->set_content("hi"); }, grpc::INVALID_ARGUMENT, "messages"},
       {"no chat template", [](auto& r) { r.clear_prompt(); auto* m = r.add_messages(); m->set_role("user"); m->set_content("hi"); }, grpc::INVALID_ARGUMENT, "messages"},
-      {"bad role", [](auto& r) { r.clear_prompt(); auto* m = r.add_messages(); m->set_role("wizard"); m->set_content("hi"); }, grpc::INVALID_ARGUMENT, "messages.role"},
+      {"bad role", [](auto& r) { r.clear_prompt(); auto* m = r.add_messages(); m->set_role("wizard"); m->set_content("hi"); }, grpc::INVALID_ARGUMENT, "messages[0].role"},
       {"prompt past context", [](auto& r) { std::string p; for (int i = 0; i < 1000; ++i) p += "\xe4\xb8\xad"; r.set_prompt(p.substr(0, 3000)); r.set_max_tokens(1024); }, grpc::INVALID_ARGUMENT, "context length"},
       {"agents x tokens past KV", [](auto& r) { r.set_max_tokens(1024); r.mutable_reasoning()->set_agents(16); }, grpc::INVALID_ARGUMENT, "KV blocks"},
       {"budget below prefill", [](auto& r) { r.set_latency_budget_ms(1); r.set_prompt(std::string(2000, 'a')); }, grpc::DEADLINE_EXCEEDED, "latency budget"},
@@ -83,6 +83,46 @@ TEST_F(AdmissionServerTest, EveryBadRequestIsRejectedNamingTheFieldAndServingCon
   pb::GenerateResponse resp;
   EXPECT_TRUE(Generate(ok, &resp).ok());
   EXPECT_EQ(resp.usage().completion_tokens() > 0, true);
+}
+
+// A model whose chat template is plain ChatML (named by the config): roles and fields that
+// template cannot render are refused naming the message, not dropped.
+class ChatMlServerTest : public ServerTest {
+ protected:
+  void Configure(pb::ServerConfig& c) override { c.set_chat_template("chatml"); }
+};
+
+TEST_F(ChatMlServerTest, ToolRolesCallsAndListsAreRefusedWhereTheTemplateHasNone) {
+  auto chat = [](const char* role) {
+    pb::GenerateRequest r;
+    r.set_max_tokens(4);
+    auto* u = r.add_messages();
+    u->set_role("user");
+    u->set_content("hi");
+    auto* m = r.add_messages();
+    m->set_role(role);
+    m->set_content("x");
+    return r;
+  };
+  pb::GenerateResponse resp;
+  grpc::Status s = Generate(chat("tool"), &resp);
+  EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("messages[1].role"), std::string::npos) << s.error_message();
+  pb::GenerateRequest calls = chat("assistant");
+  calls.mutable_messages(1)->add_tool_calls()->set_name("f");
+  s = Generate(calls, &resp);
+  EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("messages[1].tool_calls"), std::string::npos) << s.error_message();
+  pb::GenerateRequest tools = chat("assistant");
+  tools.mutable_chat_options()->add_tools(R"({"type": "function"})");
+  s = Generate(tools, &resp);
+  EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("chat_options.tools"), std::string::npos) << s.error_message();
+  // What ChatML has works, and add_generation_prompt=false is accepted.
+  pb::GenerateRequest ok = chat("assistant");
+  ok.mutable_chat_options()->set_add_generation_prompt(false);
+  s = Generate(ok, &resp);
+  EXPECT_TRUE(s.ok()) << s.error_message();
 }
 
 class QueueLimitServerTest : public ServerTest {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,11 +16,43 @@
 
 namespace chorus {
 
+// A tool call in an assistant message: the function's name and its arguments as JSON text
+// (rendered verbatim, as templates render a string argument).
+struct ToolCall {
+  std::string name;
+  std::string arguments;
+};
+
+// One chat message. Roles: system, user, assistant, tool. reasoning_content (an assistant's
+// thinking, when the client keeps it apart) and tool_calls are read by templates that have
+// them (Qwen3); the others ignore reasoning_content and refuse tool calls.
+struct ChatMessage {
+  std::string role, content;
+  std::optional<std::string> reasoning_content;
+  std::vector<ToolCall> tool_calls;
+  ChatMessage() = default;
+  ChatMessage(std::string r, std::string c) : role(std::move(r)), content(std::move(c)) {}
+};
+
+// The options a chat template takes (transformers' apply_chat_template arguments).
+struct ChatOptions {
+  // Open the assistant's turn at the end (Llama 3's template always does).
+  bool add_generation_prompt = true;
+  // Qwen3: false closes an empty <think> block after the opener (no reasoning); unset or true
+  // leaves thinking to the model.
+  std::optional<bool> enable_thinking;
+  // Tool definitions as JSON text, one per tool, rendered verbatim where the template lists
+  // tools (Qwen3: in the system turn). Text as Python's json.dumps writes it matches
+  // Hugging Face's renders (chorus::http::PythonStyleJson).
+  std::vector<std::string> tools;
+};
+
 // A request as it arrives (unvalidated; mirrors chorus.v1.GenerateRequest).
 struct GenerateInput {
   std::string request_id;
   std::string prompt;
-  std::vector<std::pair<std::string, std::string>> messages;  // role, content
+  std::vector<ChatMessage> messages;
+  ChatOptions chat;
   int64_t max_tokens = 0;
   std::vector<std::string> stop;
   bool has_sampling = false;
@@ -66,11 +99,17 @@ struct AdmissionLimits {
 enum class ChatTemplate { kNone, kLlama2, kLlama3, kChatMl, kChatMlThinking };
 // Recognises the family of a GGUF chat template (never executes it).
 ChatTemplate DetectChatTemplate(std::string_view jinja, std::string_view fallback_name);
-// Token ids of the rendered conversation, ending with the assistant's turn opener. Message
-// contents are tokenized as plain text: no control tokens can be injected through them (only
-// user-defined tokens such as Qwen3's <think> are matched, as Hugging Face does).
+// Token ids of the rendered conversation, ending with the assistant's turn opener unless
+// options say otherwise. Message contents are tokenized as plain text: no control tokens can
+// be injected through them (only user-defined tokens such as Qwen3's <think> are matched, as
+// Hugging Face does).
 std::vector<int32_t> RenderChat(ChatTemplate t, const Tokenizer& tok,
-                                const std::vector<std::pair<std::string, std::string>>& messages);
+                                const std::vector<ChatMessage>& messages,
+                                const ChatOptions& options = {});
+// Whether template `t` can render messages with this role / with tool calls.
+bool ChatTemplateHasRole(ChatTemplate t, std::string_view role);
+bool ChatTemplateHasToolCalls(ChatTemplate t);
+bool ChatTemplateListsTools(ChatTemplate t);  // ChatOptions::tools
 
 // Bounds the admission work (validation, tokenizing, chat templates) running at once on gRPC
 // threads: a slot is taken without waiting (reactors never block), or the request is refused.

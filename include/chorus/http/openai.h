@@ -53,6 +53,10 @@ bool ParseRequest(std::string_view body, Endpoint endpoint, int max_agents, Open
 ApiError ToApiError(const absl::Status& status, bool merged);
 std::string ErrorJson(const ApiError& e);
 
+// JSON text rewritten as Python's json.dumps(ensure_ascii=False) writes it: the form in which
+// chat templates render tool definitions and arguments. False when `json_text` is not JSON.
+bool ToPythonStyleJson(std::string_view json_text, std::string* out);
+
 // GET /v1/models and /v1/models/{id}.
 std::string ModelJson(std::string_view model_id, int64_t created);
 std::string ModelListJson(std::string_view model_id, int64_t created);
