@@ -233,6 +233,17 @@ void Runtime::CheckGroup(RequestGroup* g, double now, double next_step_ms) {
       }
     }
   } else {
+    // Never scheduled and waited too long: shed (the server is at capacity).
+    if (g->first_scheduled_ms < 0 && options_.max_queue_delay_ms > 0 &&
+        now - g->params.arrival_ms > options_.max_queue_delay_ms) {
+      Complete(g, absl::ResourceExhaustedError(StrCat(
+                      "request '", g->params.request_id, "' waited ",
+                      static_cast<int64_t>(now - g->params.arrival_ms),
+                      " ms without starting (max_queue_delay_ms ",
+                      static_cast<int64_t>(options_.max_queue_delay_ms),
+                      "): the server is at capacity; retry later or on another replica")));
+      return;
+    }
     // Waiting or prefilling: can the prefill still finish in time?
     const int left = static_cast<int>(g->params.prompt_tokens.size()) - g->prompt_computed;
     double prefill_ms;

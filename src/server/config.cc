@@ -115,6 +115,7 @@ absl::Status ValidateServerConfig(const chorus::v1::ServerConfig& c) {
   CHORUS_RETURN_IF_ERROR(range("max_latency_budget_ms", c.max_latency_budget_ms(), 1, int64_t{1} << 40));
   CHORUS_RETURN_IF_ERROR(range("default_latency_budget_ms", c.default_latency_budget_ms(), 1, c.max_latency_budget_ms()));
   CHORUS_RETURN_IF_ERROR(range("merge_reserve_ms", c.merge_reserve_ms(), 0, 60000));
+  CHORUS_RETURN_IF_ERROR(range("max_queue_delay_ms", c.max_queue_delay_ms(), 0, 3600000));
   CHORUS_RETURN_IF_ERROR(range("deadline_margin_ms", c.deadline_margin_ms(), 0, 60000));
   CHORUS_RETURN_IF_ERROR(range("engine_stall_timeout_ms", c.engine_stall_timeout_ms(), 0, int64_t{1} << 32));
   CHORUS_RETURN_IF_ERROR(range("drain_timeout_ms", c.drain_timeout_ms(), 0, int64_t{1} << 32));

@@ -376,6 +376,7 @@ absl::StatusOr<std::unique_ptr<ChorusServer>> ChorusServer::Start(const chorus::
   ro.scheduler.max_admission_bypass = config.max_admission_bypass();
   ro.max_queued_requests = config.max_queued_requests();
   ro.max_queued_agents = config.max_queued_agents();
+  ro.max_queue_delay_ms = static_cast<double>(config.max_queue_delay_ms());
   ro.merge_reserve_ms = static_cast<double>(config.merge_reserve_ms());
   ro.before_step = std::move(before_step);
   if (!config.metrics_listen_address().empty()) {

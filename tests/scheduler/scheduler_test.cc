@@ -29,8 +29,7 @@ class RuntimeTest : public ::testing::Test {
     ASSERT_TRUE(m.ok()) << m.status();
     model_ = std::move(*m);
   }
-  std::unique_ptr<Runtime> Make(int blocks, int block_size) {
-    RuntimeOptions o;
+  std::unique_ptr<Runtime> Make(int blocks, int block_size, RuntimeOptions o = {}) {
     o.kv_num_blocks = blocks;
     o.kv_block_size = block_size;
     auto r = Runtime::Create(o, model_.get(), backend_.get(), &clock_);
@@ -105,6 +104,35 @@ TEST_F(RuntimeTest, HigherPriorityIsAdmittedFirst) {
   auto rl = low->Wait();
   ASSERT_TRUE(rh.ok() && rl.ok());
   EXPECT_LT(rh->queue_ms, rl->queue_ms);
+}
+
+// max_queue_delay_ms sheds a request that could not start in time (the server is at
+// capacity): RESOURCE_EXHAUSTED naming the setting, while the running request is untouched.
+// Without the setting the same request waits and completes.
+TEST_F(RuntimeTest, ARequestThatWaitsPastMaxQueueDelayIsShed) {
+  for (const double delay_ms : {5.0, 0.0}) {
+    RuntimeOptions o;
+    o.scheduler.max_running_agents = 4;  // the blocker's 4 agents fill it
+    o.max_queue_delay_ms = delay_ms;
+    auto rt = Make(512, 16, o);
+    auto blocker = std::make_shared<CollectSink>(), waiter = std::make_shared<CollectSink>();
+    ASSERT_TRUE(rt->Submit(Params("blocker", "Once upon a time", 4, 200), blocker).ok());
+    ASSERT_TRUE(rt->Submit(Params("waiter", "Lily", 4, 8), waiter).ok());
+    const auto rw = waiter->Wait();
+    const auto rb = blocker->Wait();
+    ASSERT_TRUE(rb.ok()) << rb.status();
+    if (delay_ms > 0) {
+      ASSERT_TRUE(absl::IsResourceExhausted(rw.status())) << rw.status();
+      EXPECT_NE(rw.status().message().find("max_queue_delay_ms 5"), std::string::npos) << rw.status();
+    } else {
+      EXPECT_TRUE(rw.ok()) << rw.status();
+    }
+    // Stats are a snapshot the engine thread publishes each iteration: wait for it.
+    for (int w = 0; w < 200 && rt->Stats().kv_blocks_used != 0; ++w) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    EXPECT_EQ(rt->Stats().kv_blocks_used, 0) << "max_queue_delay_ms " << delay_ms;
+  }
 }
 
 TEST_F(RuntimeTest, BudgetCutsDraftsAndMergesWhatExists) {
@@ -302,7 +330,9 @@ TEST_F(RuntimeTest, ConcurrentClientsSubmitAbortAndReadStatsWhileTheEngineRuns) 
     });
   }
   for (auto& t : clients) t.join();
-  for (int w = 0; w < 400 && !rt->Idle(); ++w) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  for (int w = 0; w < 400 && (!rt->Idle() || rt->Stats().kv_blocks_used != 0); ++w) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   stop = true;
   observer.join();
   EXPECT_GT(ended_ok.load(), 0);

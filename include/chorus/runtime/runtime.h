@@ -32,6 +32,7 @@ struct RuntimeOptions {
   SchedulerLimits scheduler;
   int max_queued_requests = 256;
   int max_queued_agents = 2048;
+  double max_queue_delay_ms = 0;  // 0 = off; see ServerConfig.max_queue_delay_ms
   double merge_reserve_ms = 5;
   // Receives step and request-end events (metrics); may be null. Must outlive the runtime.
   RuntimeObserver* observer = nullptr;
