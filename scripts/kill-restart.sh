@@ -52,7 +52,12 @@ RESTARTS=()  # ms since the bench started, one per restart
 ok=1
 for c in $(seq 1 "$CYCLES"); do
   # Streams in flight for a random 0.3-1.0 s, then kill -9 mid-stream.
-  sleep "0.$((3 + RANDOM % 8))"
+  ms=$((300 + RANDOM % 701))
+  sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"
+  if ! kill -0 "$DAEMON" 2> /dev/null; then
+    echo "kill-restart: cycle $c: chorusd died on its own"
+    ok=0; break
+  fi
   kill -9 "$DAEMON"
   wait "$DAEMON" 2> /dev/null || true
   start_daemon

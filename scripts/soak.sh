@@ -46,7 +46,9 @@ EOF
 DAEMON=$!
 wait_serving > /dev/null || { echo "$(basename "$0" .sh): FAIL (chorusd never SERVING)"; cat "$WORK/chorusd.log"; exit 1; }
 
-stat_field() { "$CHORUS" stats --addr "$ADDR" | python3 -c "import json,sys; print(int(json.load(sys.stdin)['$1']))"; }
+stat_field() {  # -1 when the server does not answer (the checkpoint then fails)
+  "$CHORUS" stats --addr "$ADDR" 2> /dev/null | python3 -c "import json,sys; print(int(json.load(sys.stdin)['$1']))" 2> /dev/null || echo -1
+}
 wait_idle() {
   for _ in $(seq 1 300); do
     local s

@@ -20,10 +20,11 @@ num_threads: 1
 CONF
 }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-wait_serving() {
+wait_serving() {  # with DAEMON set, that process must be alive (not a stale one on the port)
   local t0 t
   t0=$(now_ms)
   for _ in $(seq 1 200); do
+    if [[ -n "${DAEMON:-}" ]] && ! kill -0 "$DAEMON" 2> /dev/null; then return 1; fi
     if "$CHORUS" health --addr "$ADDR" > /dev/null 2>&1; then
       t=$(now_ms); echo $((t - t0)); return 0
     fi

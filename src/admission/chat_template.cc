@@ -63,24 +63,26 @@ size_t LastUserQuery(const Messages& messages) {
 // Qwen3's assistant turn body: assistant turns before the last user query keep only their
 // answer; those after it show a <think> block when they are last or have reasoning. The
 // reasoning is reasoning_content when the message has it, else what <think>...</think> holds.
-std::string ThinkingAssistantContent(const Messages& messages, size_t i, size_t last_user) {
+// `answer` receives the template's `content` (what its tool-call newline rule tests).
+std::string ThinkingAssistantContent(const Messages& messages, size_t i, size_t last_user,
+                                     std::string* answer) {
   const ChatMessage& m = messages[i];
-  std::string reasoning, answer;
+  std::string reasoning;
   if (m.reasoning_content.has_value()) {
     reasoning = *m.reasoning_content;
-    answer = m.content;
+    *answer = m.content;
   } else {
-    SplitThinking(m.content, &reasoning, &answer);
+    SplitThinking(m.content, &reasoning, answer);
   }
   if (i > last_user && (i + 1 == messages.size() || !reasoning.empty())) {
     return "<think>\n" + std::string(StripNewlines(reasoning, true, true)) + "\n</think>\n\n" +
-           std::string(StripNewlines(answer, true, false));
+           std::string(StripNewlines(*answer, true, false));
   }
-  return answer;
+  return *answer;
 }
 
 // Qwen3's tool calls after the assistant's text: one <tool_call> block each, a newline between
-// (and before the first when there is text).
+// (and before the first when the answer has text).
 std::string ToolCallsText(const std::vector<ToolCall>& calls, bool has_text) {
   std::string out;
   for (size_t k = 0; k < calls.size(); ++k) {
@@ -184,8 +186,10 @@ std::vector<int32_t> RenderChat(ChatTemplate t, const Tokenizer& tok, const std:
         }
         std::string body = m.content;
         if (thinking && m.role == "assistant") {
-          body = ThinkingAssistantContent(messages, i, last_user);
-          body += ToolCallsText(m.tool_calls, !body.empty());
+          std::string answer;
+          body = ThinkingAssistantContent(messages, i, last_user, &answer);
+          // A newline before the first call only after answer text (not after a think block).
+          body += ToolCallsText(m.tool_calls, !answer.empty());
         }
         special("<|im_start|>");
         plain(m.role + "\n" + body);

@@ -62,8 +62,9 @@ class RecordStore {
 
 // SIGINT/SIGTERM end a bench like --duration does: no new calls, in-flight calls finish, the
 // report and the JSON are written.
-volatile std::sig_atomic_t g_stop_requested = 0;
-void StopBench(int) { g_stop_requested = 1; }
+std::atomic<bool> g_stop_requested{false};  // lock-free: safe in a signal handler
+static_assert(std::atomic<bool>::is_always_lock_free);
+void StopBench(int) { g_stop_requested.store(true); }
 
 struct Percentiles {
   double mean = 0, p50 = 0, p90 = 0, p99 = 0, max = 0;
@@ -235,7 +236,7 @@ int RunBench(int argc, char** argv) {
 
   const int total = requests + warmup;
   RecordStore records(total);
-  g_stop_requested = 0;
+  g_stop_requested.store(false);
   std::signal(SIGINT, StopBench);
   std::signal(SIGTERM, StopBench);
   std::atomic<int> next{0}, done{0}, failed{0};
@@ -243,7 +244,7 @@ int RunBench(int argc, char** argv) {
   const auto t0 = Clock::now();
   const double duration_ms = duration * 1000.0;
   auto out_of_time = [&] {
-    return g_stop_requested || (duration_ms > 0 && Ms(t0, Clock::now()) >= duration_ms);
+    return g_stop_requested.load() || (duration_ms > 0 && Ms(t0, Clock::now()) >= duration_ms);
   };
 
   auto run_one = [&](int i) {

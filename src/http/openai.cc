@@ -17,6 +17,21 @@ using json = nlohmann::ordered_json;
 
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
+// Parsing does not recurse, but dumping, copying and AppendPythonJson do: a body nested a
+// million levels deep would overflow an HTTP thread's stack. Values deeper than this are
+// dropped while parsing and the text is refused.
+constexpr int kMaxJsonDepth = 64;
+
+json ParseBounded(std::string_view text, bool* too_deep) {
+  *too_deep = false;
+  auto cb = [too_deep](int depth, json::parse_event_t, json&) {
+    if (depth <= kMaxJsonDepth) return true;
+    *too_deep = true;
+    return false;
+  };
+  return json::parse(text.begin(), text.end(), cb, /*allow_exceptions=*/false);
+}
+
 // Field readers: absent or null leaves the target as it is; a wrong type is an error naming
 // the parameter (`prefix` + key).
 class Reader {
@@ -142,7 +157,8 @@ void AppendPythonJson(const json& j, std::string* out) {
     case json::value_t::number_float: {
       const double d = j.get<double>();
       if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 1e16) {
-        *out += StrCat(static_cast<int64_t>(d), ".0");  // Python writes 2.0, not 2
+        // Python writes 2.0, not 2, and keeps the sign of -0.0.
+        *out += StrCat(std::signbit(d) && d == 0 ? "-" : "", static_cast<int64_t>(d), ".0");
       } else {
         *out += j.dump();
       }
@@ -386,7 +402,7 @@ std::string_view TrimWhitespace(std::string_view s) {
 // Tool calls the model wrote as Qwen3's template asks (<tool_call>{"name": ..., "arguments":
 // {...}}</tool_call>, Hermes style): OpenAI tool_calls with the arguments as JSON text, and the
 // text around them as the content. False (the text stays content) unless every block parses.
-bool ExtractToolCalls(const std::string& text, int choice, std::string* content, json* calls) {
+bool ExtractToolCalls(const std::string& text, std::string_view id, int choice, std::string* content, json* calls) {
   static constexpr std::string_view kOpen = "<tool_call>", kClose = "</tool_call>";
   *calls = json::array();
   content->clear();
@@ -399,12 +415,22 @@ bool ExtractToolCalls(const std::string& text, int choice, std::string* content,
     content->append(text, pos, open - pos);
     const std::string_view body =
         TrimWhitespace(std::string_view(text).substr(open + kOpen.size(), close - open - kOpen.size()));
-    const json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("name") || !j["name"].is_string()) return false;
-    const json args = j.contains("arguments") ? j["arguments"] : json::object();
-    calls->push_back({{"id", StrCat("call_", choice, "_", calls->size())},
+    bool too_deep = false;
+    const json j = ParseBounded(body, &too_deep);
+    if (too_deep || j.is_discarded() || !j.is_object() || !j.contains("name") || !j["name"].is_string()) return false;
+    // Arguments as the template writes them, so a client that sends the call back renders the
+    // same text the model wrote.
+    std::string args;
+    if (!j.contains("arguments")) {
+      args = "{}";
+    } else if (j["arguments"].is_string()) {
+      args = j["arguments"].get<std::string>();
+    } else {
+      AppendPythonJson(j["arguments"], &args);
+    }
+    calls->push_back({{"id", StrCat("call_", id, "_", choice, "_", calls->size())},
                       {"type", "function"},
-                      {"function", {{"name", j["name"]}, {"arguments", args.is_string() ? args.get<std::string>() : Dump(args)}}}});
+                      {"function", {{"name", j["name"]}, {"arguments", std::move(args)}}}});
     pos = close + kClose.size();
   }
   content->append(text, pos, std::string::npos);
@@ -412,15 +438,17 @@ bool ExtractToolCalls(const std::string& text, int choice, std::string* content,
   return !calls->empty();
 }
 
-json ChoiceJson(const OpenAiRequest& req, int index, const std::string& text, FinishReason finish) {
+// `id`: the response's id, which makes tool-call ids unique across turns.
+json ChoiceJson(const OpenAiRequest& req, std::string_view id, int index, const std::string& text, FinishReason finish) {
   json c = {{"index", index}, {"logprobs", nullptr}, {"finish_reason", OpenAiFinish(finish)}};
   std::string content;
   json calls;
   if (req.endpoint == Endpoint::kChat && !req.input.chat.tools.empty() &&
-      ExtractToolCalls(text, index, &content, &calls)) {
+      ExtractToolCalls(text, id, index, &content, &calls)) {
     c["message"] = {{"role", "assistant"}, {"content", content.empty() ? json(nullptr) : json(content)},
                     {"tool_calls", std::move(calls)}};
-    c["finish_reason"] = "tool_calls";
+    // A cut-off answer stays "length" (a call may be missing); otherwise the model called tools.
+    if (OpenAiFinish(finish) != std::string_view("length")) c["finish_reason"] = "tool_calls";
   } else if (req.endpoint == Endpoint::kChat) {
     c["message"] = {{"role", "assistant"}, {"content", text}};
   } else {
@@ -455,8 +483,13 @@ std::string ParamName(std::string_view field, bool merged) {
 bool ParseRequest(std::string_view body, Endpoint endpoint, int max_agents, OpenAiRequest* out, ApiError* error) {
   *out = OpenAiRequest();
   out->endpoint = endpoint;
-  json j = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  bool too_deep = false;
+  json j = ParseBounded(body, &too_deep);
   Reader top(j, "", error);
+  if (too_deep) {
+    top.Fail("body", StrCat("nests JSON deeper than ", kMaxJsonDepth, " levels"));
+    return false;
+  }
   if (j.is_discarded() || !j.is_object()) {
     top.Fail("body", "is not a JSON object");
     return false;
@@ -633,8 +666,9 @@ ApiError ToApiError(const absl::Status& s, bool merged) {
 }
 
 bool ToPythonStyleJson(std::string_view json_text, std::string* out) {
-  const json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return false;
+  bool too_deep = false;
+  const json j = ParseBounded(json_text, &too_deep);
+  if (too_deep || j.is_discarded()) return false;
   out->clear();
   AppendPythonJson(j, out);
   return true;
@@ -658,10 +692,10 @@ std::string ModelListJson(std::string_view model_id, int64_t created) {
 std::string ResponseJson(const OpenAiRequest& req, const ResponseMeta& meta, const GenerateResult& r) {
   json choices = json::array();
   if (req.merged || req.n == 1) {
-    choices.push_back(ChoiceJson(req, 0, r.text, r.finish));
+    choices.push_back(ChoiceJson(req, meta.id, 0, r.text, r.finish));
   } else {
     int i = 0;
-    for (const DraftResult* d : ByAgent(r)) choices.push_back(ChoiceJson(req, i++, d->text, d->finish));
+    for (const DraftResult* d : ByAgent(r)) choices.push_back(ChoiceJson(req, meta.id, i++, d->text, d->finish));
   }
   json out = {{"id", meta.id},
               {"object", req.endpoint == Endpoint::kChat ? "chat.completion" : "text_completion"},

@@ -167,6 +167,22 @@ void CheckChat(const std::string& name, ChatTemplate want) {
 TEST(HfTokenizerTest, Llama3ChatRenders) { CheckChat("llama3", ChatTemplate::kLlama3); }
 TEST(HfTokenizerTest, Qwen3ChatRenders) { CheckChat("qwen3", ChatTemplate::kChatMlThinking); }
 
+// The agent-loop shape no fixture case has: an assistant turn with reasoning, no answer text
+// and a tool call, then the tool's result. Expected text written from the Jinja template: the
+// newline before a tool call depends on the answer text, not on the think block before it.
+TEST(HfTokenizerTest, Qwen3ToolCallAfterReasoningWithoutAnswer) {
+  Fixture f;
+  if (!LoadFixture("qwen3", &f)) GTEST_SKIP() << "absent";
+  std::vector<ChatMessage> m = {{"user", "q"}, {"assistant", ""}, {"tool", "ok"}};
+  m[1].reasoning_content = "r";
+  m[1].tool_calls.push_back({"f", "{}"});
+  const auto ids = RenderChat(ChatTemplate::kChatMlThinking, *f.tok, m);
+  EXPECT_EQ(DecodeAll(*f.tok, ids),
+            "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n<think>\nr\n</think>\n\n"
+            "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call><|im_end|>\n"
+            "<|im_start|>user\n<tool_response>\nok\n</tool_response><|im_end|>\n<|im_start|>assistant\n");
+}
+
 TEST(HfTokenizerTest, SpecialIdsAndEndOfGeneration) {
   Fixture l, q;
   if (!LoadFixture("llama3", &l) || !LoadFixture("qwen3", &q)) GTEST_SKIP() << "absent";

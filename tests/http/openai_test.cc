@@ -94,6 +94,21 @@ TEST(OpenAiParse, PythonStyleJsonEscapesLikeJsonDumps) {
   ASSERT_TRUE(ToPythonStyleJson(R"({"q":"a\"b\\c\t\u0001","e":[],"o":{},"f":-0.5,"big":1e300,"i":-3})", &out));
   EXPECT_EQ(out, R"({"q": "a\"b\\c\t\u0001", "e": [], "o": {}, "f": -0.5, "big": 1e+300, "i": -3})");
   EXPECT_FALSE(ToPythonStyleJson("{not json", &out));
+  ASSERT_TRUE(ToPythonStyleJson("[-0.0, 3.0, 0.25]", &out));
+  EXPECT_EQ(out, "[-0.0, 3.0, 0.25]");
+}
+
+// A body nested far deeper than any request needs is refused, not recursed into (dumping or
+// copying it would overflow the HTTP thread's stack).
+TEST(OpenAiParse, DeeplyNestedBodiesAreRefused) {
+  const int kDepth = 200000;
+  const std::string deep = std::string(kDepth, '[') + std::string(kDepth, ']');
+  EXPECT_EQ(ParseError(R"({"model":"m","messages":[{"role":"user","content":"a"}],"tools":[{"p":)" + deep + "}]}",
+                       Endpoint::kChat).param, "body");
+  std::string out;
+  EXPECT_FALSE(ToPythonStyleJson(deep, &out));
+  // 64 levels are fine.
+  EXPECT_TRUE(ToPythonStyleJson(std::string(60, '[') + std::string(60, ']'), &out));
 }
 
 TEST(OpenAiParse, ChorusExtensionMergesIntoOneChoice) {
@@ -253,8 +268,18 @@ TEST(OpenAiResponse, ToolCallBlocksBecomeToolCallsWhenToolsWereGiven) {
   EXPECT_EQ(c["message"]["tool_calls"][0]["function"]["name"], "get_weather");
   EXPECT_EQ(json::parse(c["message"]["tool_calls"][0]["function"]["arguments"].get<std::string>()),
             json({{"city", "Paris"}}));
+  // Object arguments come back as the template writes them (a round trip renders the same text).
+  EXPECT_EQ(c["message"]["tool_calls"][0]["function"]["arguments"], "{\"city\": \"Paris\"}");
   EXPECT_EQ(c["message"]["tool_calls"][1]["function"]["arguments"], "{}");
+  EXPECT_NE(c["message"]["tool_calls"][0]["id"].get<std::string>().find("chatcmpl-rid"), std::string::npos);
   EXPECT_NE(c["message"]["tool_calls"][0]["id"], c["message"]["tool_calls"][1]["id"]);
+
+  // Cut off by max_tokens after a whole call: the calls are returned, the finish stays "length".
+  r.finish = FinishReason::kLength;
+  j = json::parse(ResponseJson(req, {"chatcmpl-rid", "m", 7}, r));
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(j["choices"][0]["message"]["tool_calls"].size(), 2u);
+  r.finish = FinishReason::kEndOfText;
 
   r.text = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\"\n</tool_call>";  // cut off
   j = json::parse(ResponseJson(req, {"chatcmpl-rid", "m", 7}, r));
