@@ -53,7 +53,12 @@ bool Connect(const tools::Flags& flags, Connection* out, std::string* error) {
 
 bool Retryable(const grpc::Status& s) {
   if (s.error_code() == grpc::StatusCode::UNAVAILABLE) return true;
-  if (s.error_code() != grpc::StatusCode::UNKNOWN && s.error_code() != grpc::StatusCode::INTERNAL) return false;
+  // A stream reset by a proxy in front of a replica that went away (HAProxy answers a backend
+  // that closed mid-call with RST_STREAM CANCEL) reads as CANCELLED; our own cancels never get here.
+  if (s.error_code() != grpc::StatusCode::UNKNOWN && s.error_code() != grpc::StatusCode::INTERNAL &&
+      s.error_code() != grpc::StatusCode::CANCELLED) {
+    return false;
+  }
   const std::string& m = s.error_message();
   for (const char* transport : {"RST_STREAM", "Socket closed", "Connection reset", "Stream removed", "connection"}) {
     if (m.find(transport) != std::string::npos) return true;
