@@ -8,10 +8,10 @@
 
 #include <cstdio>
 #include <fstream>
-#include <iterator>
 #include <sstream>
 #include <iostream>
 
+#include "absl/status/status.h"
 #include "client.h"
 #include "eval.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -46,19 +46,10 @@ static int Fail(const std::string& msg) {
   return 1;
 }
 
-static const char* CodeName(grpc::StatusCode c) {
-  static const char* const kNames[] = {
-      "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-      "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-      "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-      "UNAUTHENTICATED"};
-  const int i = static_cast<int>(c);
-  return i >= 0 && i < static_cast<int>(std::size(kNames)) ? kNames[i] : "?";
-}
-
 // "rpc failed: INVALID_ARGUMENT (3) <message>": the name for people and scripts, the number too.
 static int FailRpc(const grpc::Status& s) {
-  return Fail(std::string("rpc failed: ") + CodeName(s.error_code()) + " (" +
+  // gRPC and absl share the canonical code numbers.
+  return Fail("rpc failed: " + absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code())) + " (" +
               std::to_string(s.error_code()) + ") " + s.error_message());
 }
 
