@@ -26,3 +26,8 @@ if(CHORUS_BUILD_FUZZERS)
   add_compile_options($<$<COMPILE_LANGUAGE:CXX>:-fsanitize=fuzzer-no-link,address,undefined>)
   add_link_options(-fsanitize=address,undefined)
 endif()
+# clang checks the lock annotations (ABSL_GUARDED_BY & co., core/mutex.h): make check-thread-safety.
+if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+  add_compile_options($<$<COMPILE_LANGUAGE:CXX>:-Wthread-safety>
+                      $<$<COMPILE_LANGUAGE:CXX>:-Werror=thread-safety>)
+endif()

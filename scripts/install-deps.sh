@@ -16,7 +16,7 @@ BUILD_PACKAGES=(
 )
 DEV_PACKAGES=(
   ccache libgtest-dev libgmock-dev libbenchmark-dev
-  clang libclang-rt-14-dev openssl python3 haproxy
+  clang clang-format libclang-rt-14-dev openssl python3 haproxy
 )
 
 case "${CHORUS_DEPS:-all}" in

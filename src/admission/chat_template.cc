@@ -1,7 +1,7 @@
 #include <string>
 
 #include "chorus/admission/admission.h"
-#include "chorus/tokenizer/utf8.h"
+#include "chorus/core/utf8.h"
 
 namespace chorus {
 namespace {

@@ -87,22 +87,10 @@ void ApplyToken(RequestGroup& g, AgentSequence& a, const SampledToken& t, const 
 
 }  // namespace
 
-void PublishPromptBlocks(RequestGroup& g, const AgentContext& ctx) {
-  const int bs = ctx.blocks->block_size();
-  const int full_done = g.prompt_computed / bs;
-  for (int i = 0; i < full_done && i < static_cast<int>(g.prompt_hashes.size()); ++i) {
-    ctx.blocks->Publish(g.prompt_table[i], g.prompt_hashes[i],
-                        g.params.prompt_tokens.data() + static_cast<size_t>(i) * bs,
-                        i == 0 ? -1 : g.prompt_table[i - 1], g.params.cache_salt);
-  }
-}
-
 void ForkAgents(RequestGroup& g, const float* logits, const AgentContext& ctx) {
   const GenerateParams& p = g.params;
   const int n = p.reasoning.agents;
-  const int bs = ctx.blocks->block_size();
   const int plen = static_cast<int>(p.prompt_tokens.size());
-  const bool partial = plen % bs != 0;
   if (!p.stop.empty() && g.stop_matcher == nullptr) {
     g.stop_matcher = std::make_shared<const StopMatcher>(p.stop);
   }
@@ -120,34 +108,12 @@ void ForkAgents(RequestGroup& g, const float* logits, const AgentContext& ctx) {
     }
     g.forked = true;
   }
-  // Block tables: every agent refs the full prompt blocks; the partial last block goes to the
-  // first live agent as is and is copied for the others (copy-on-write at the fork).
-  size_t fork_next = 0;
-  bool last_taken = false;
-  const size_t nb = g.prompt_table.size();
+  // The scheduler gives the agents their block tables before the next step.
   for (auto& a : g.agents) {
-    // The synthesis agent has its own prompt: it recomputes through the decode path.
     if (a.finished() || a.index == g.synth_agent) continue;
-    a.block_table.assign(g.prompt_table.begin(), g.prompt_table.end());
-    for (size_t b = 0; b + (partial ? 1 : 0) < nb; ++b) ctx.blocks->Ref(g.prompt_table[b]);
-    if (partial) {
-      if (!last_taken) {
-        last_taken = true;  // takes over the group's reference
-      } else {
-        CHORUS_CHECK(fork_next < g.fork_blocks.size());
-        const int32_t copy = g.fork_blocks[fork_next++];
-        ctx.executor->CopyKvBlock(g.prompt_table.back(), copy);
-        a.block_table.back() = copy;
-      }
-    }
     a.computed = plen;
   }
-  // Drop the group's own references: the agents hold theirs now.
-  for (size_t b = 0; b + (partial ? 1 : 0) < nb; ++b) ctx.blocks->Unref(g.prompt_table[b]);
-  if (partial && !last_taken) ctx.blocks->Unref(g.prompt_table.back());
-  for (size_t i = fork_next; i < g.fork_blocks.size(); ++i) ctx.blocks->Unref(g.fork_blocks[i]);
-  g.fork_blocks.clear();
-  g.prompt_table.clear();
+  g.fork_pending = true;
   g.state = GroupState::kDecode;
 
   std::span<const float> l(logits, ctx.vocab_size);
@@ -180,8 +146,6 @@ void FinishAgent(RequestGroup& g, AgentSequence& a, FinishReason reason, const A
     // Extracted once here; the per-step consensus check reads it instead of re-running the regex.
     a.draft.answer = ExtractAnswer(a.draft.text, g.params.reasoning.answer_re.get());
   }
-  for (int32_t b : a.block_table) ctx.blocks->Unref(b);
-  a.block_table.clear();
   EmitDelta(g, a, /*final=*/true);
   g.sink->OnAgentFinished(a.draft);
 }

@@ -11,7 +11,7 @@ StepTimePredictor::StepTimePredictor(double initial_fixed_ms, double initial_per
 static int BucketOf(int rows) { return rows <= 1 ? 0 : static_cast<int>(std::log2(rows)); }
 
 void StepTimePredictor::Observe(int rows, double ms) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   Bucket& b = buckets_[BucketOf(rows)];
   if (b.rows == 0) {
     b.ms = ms;
@@ -25,7 +25,7 @@ void StepTimePredictor::Observe(int rows, double ms) {
 }
 
 double StepTimePredictor::PredictMs(int rows) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (buckets_.empty()) return fixed_ms_ + per_row_ms_ * rows;
   const int key = BucketOf(rows);
   auto it = buckets_.upper_bound(key);  // first bucket above

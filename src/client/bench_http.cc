@@ -4,8 +4,12 @@
 // gRPC stream's deltas do.
 #include <httplib.h>
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "client.h"
 
@@ -13,7 +17,8 @@ namespace chorus::client {
 namespace pb = chorus::v1;
 using json = nlohmann::json;
 
-bool HttpBenchConnect(const std::string& url, const std::string& auth, HttpTarget* out, std::string* error) {
+bool HttpBenchConnect(const std::string& url, const std::string& auth, HttpTarget* out,
+                      std::string* error) {
   const std::string prefix = "http://";
   if (url.rfind(prefix, 0) != 0) {
     *error = "--http must be http://HOST:PORT, got '" + url + "'";
@@ -39,7 +44,8 @@ bool HttpBenchConnect(const std::string& url, const std::string& auth, HttpTarge
   if (!auth.empty()) h.emplace("Authorization", auth);
   auto res = c.Get("/v1/models", h);
   if (!res || res->status != 200) {
-    *error = "GET " + url + "/v1/models failed" + (res ? " with HTTP " + std::to_string(res->status) : "");
+    *error = "GET " + url + "/v1/models failed" +
+             (res ? " with HTTP " + std::to_string(res->status) : "");
     return false;
   }
   json j = json::parse(res->body, nullptr, false);
@@ -72,18 +78,83 @@ std::string HttpBenchBody(const HttpTarget& t, const pb::GenerateRequest& req) {
   return body.dump();
 }
 
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// A streamed response as it arrives: Server-Sent Events frames, parsed one at a time.
+struct StreamState {
+  HttpOutcome* o = nullptr;
+  Clock::time_point start;
+  std::map<int, Clock::time_point> last;  // agent -> time of its last text
+  std::string buffer;                     // bytes of an incomplete frame
+  bool done = false;                      // "data: [DONE]" seen
+};
+
+// One "data: " payload: an error, usage, the budget cut, and the timing of agents' text.
+void OnPayload(const std::string& payload, StreamState* st) {
+  HttpOutcome& o = *st->o;
+  if (payload == "[DONE]") {
+    st->done = true;
+    return;
+  }
+  json j = json::parse(payload, nullptr, false);
+  if (j.is_discarded()) return;
+  if (j.contains("error")) {
+    o.error = j["error"].value("message", "error");
+    return;
+  }
+  if (j.contains("usage") && j["usage"].is_object()) {
+    o.output_tokens = j["usage"].value("completion_tokens", 0);
+  }
+  if (j.contains("chorus") && j["chorus"].is_object()) {
+    if (j["chorus"].contains("budget_cut")) o.budget_cut = j["chorus"].value("budget_cut", false);
+  }
+  int agent = -1;
+  if (j.contains("chorus") && j["chorus"].contains("delta")) {
+    agent = j["chorus"].value("agent", 0);
+  } else if (j.contains("choices") && !j["choices"].empty() &&
+             !j["choices"][0].value("text", "").empty() &&
+             !(j.contains("chorus") && j["chorus"].contains("merge"))) {
+    agent = j["choices"][0].value("index", 0);
+  }
+  if (agent >= 0) {
+    const auto now = Clock::now();
+    if (o.ttft_ms < 0) {
+      o.ttft_ms = std::chrono::duration<double, std::milli>(now - st->start).count();
+    }
+    auto it = st->last.find(agent);
+    if (it != st->last.end()) {
+      o.itl_ms.push_back(std::chrono::duration<double, std::milli>(now - it->second).count());
+    }
+    st->last[agent] = now;
+  }
+}
+
+// Appends received bytes and handles every complete frame.
+void OnBytes(const char* data, size_t len, StreamState* st) {
+  st->buffer.append(data, len);
+  size_t end;
+  while ((end = st->buffer.find("\n\n")) != std::string::npos) {
+    const std::string frame = st->buffer.substr(0, end);
+    st->buffer.erase(0, end + 2);
+    if (frame.rfind("data: ", 0) != 0) continue;  // ": keep-alive" comments
+    OnPayload(frame.substr(6), st);
+  }
+}
+
+}  // namespace
+
 HttpOutcome HttpBenchOne(const HttpTarget& t, const std::string& body, int64_t timeout_ms) {
-  using Clock = std::chrono::steady_clock;
   HttpOutcome o;
   httplib::Client c(t.host, t.port);
   if (timeout_ms > 0) c.set_read_timeout(std::chrono::milliseconds(timeout_ms));
   httplib::Headers h;
   if (!t.auth.empty()) h.emplace("Authorization", t.auth);
-  const auto start = Clock::now();
-  auto ms = [&](Clock::time_point a) { return std::chrono::duration<double, std::milli>(Clock::now() - a).count(); };
-  std::map<int, Clock::time_point> last;
-  std::string buffer, error_body;
-  bool done = false;
+  StreamState st;
+  st.o = &o;
+  st.start = Clock::now();
+  std::string error_body;
   httplib::Request r;
   r.method = "POST";
   r.path = "/v1/completions";
@@ -97,43 +168,8 @@ HttpOutcome HttpBenchOne(const HttpTarget& t, const std::string& body, int64_t t
   r.content_receiver = [&](const char* data, size_t len, uint64_t, uint64_t) {
     if (o.http_status != 200) {
       error_body.append(data, len);
-      return true;
-    }
-    buffer.append(data, len);
-    size_t end;
-    while ((end = buffer.find("\n\n")) != std::string::npos) {
-      const std::string frame = buffer.substr(0, end);
-      buffer.erase(0, end + 2);
-      if (frame.rfind("data: ", 0) != 0) continue;  // ": keep-alive" comments
-      const std::string payload = frame.substr(6);
-      if (payload == "[DONE]") {
-        done = true;
-        continue;
-      }
-      json j = json::parse(payload, nullptr, false);
-      if (j.is_discarded()) continue;
-      if (j.contains("error")) {
-        o.error = j["error"].value("message", "error");
-        continue;
-      }
-      if (j.contains("usage") && j["usage"].is_object()) o.output_tokens = j["usage"].value("completion_tokens", 0);
-      if (j.contains("chorus") && j["chorus"].is_object()) {
-        if (j["chorus"].contains("budget_cut")) o.budget_cut = j["chorus"].value("budget_cut", false);
-      }
-      int agent = -1;
-      if (j.contains("chorus") && j["chorus"].contains("delta")) {
-        agent = j["chorus"].value("agent", 0);
-      } else if (j.contains("choices") && !j["choices"].empty() && !j["choices"][0].value("text", "").empty() &&
-                 !(j.contains("chorus") && j["chorus"].contains("merge"))) {
-        agent = j["choices"][0].value("index", 0);
-      }
-      if (agent >= 0) {
-        const auto now = Clock::now();
-        if (o.ttft_ms < 0) o.ttft_ms = ms(start);
-        auto it = last.find(agent);
-        if (it != last.end()) o.itl_ms.push_back(std::chrono::duration<double, std::milli>(now - it->second).count());
-        last[agent] = now;
-      }
+    } else {
+      OnBytes(data, len, &st);
     }
     return true;
   };
@@ -143,8 +179,9 @@ HttpOutcome HttpBenchOne(const HttpTarget& t, const std::string& body, int64_t t
     o.error = "connection failed: " + httplib::to_string(res.error());
   } else if (o.http_status != 200) {
     json j = json::parse(error_body, nullptr, false);
-    o.error = (!j.is_discarded() && j.contains("error")) ? j["error"].value("message", "") : error_body;
-  } else if (!done && o.error.empty()) {
+    o.error =
+        (!j.is_discarded() && j.contains("error")) ? j["error"].value("message", "") : error_body;
+  } else if (!st.done && o.error.empty()) {
     o.error = "stream ended without [DONE]";
   }
   return o;

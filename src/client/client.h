@@ -55,7 +55,8 @@ struct HttpOutcome {
   int output_tokens = 0;
   bool budget_cut = false;
 };
-bool HttpBenchConnect(const std::string& url, const std::string& auth, HttpTarget* out, std::string* error);
+bool HttpBenchConnect(const std::string& url, const std::string& auth, HttpTarget* out,
+                      std::string* error);
 // The streamed /v1/completions body for the same request the gRPC bench sends.
 std::string HttpBenchBody(const HttpTarget& t, const chorus::v1::GenerateRequest& req);
 HttpOutcome HttpBenchOne(const HttpTarget& t, const std::string& body, int64_t timeout_ms);

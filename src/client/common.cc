@@ -18,7 +18,9 @@ static bool ReadFile(const std::string& path, std::string* out) {
   return true;
 }
 
-std::set<std::string> ConnectionFlags() { return {"addr", "tls-ca", "tls-server-name", "auth-token-file"}; }
+std::set<std::string> ConnectionFlags() {
+  return {"addr", "tls-ca", "tls-server-name", "auth-token-file"};
+}
 
 bool Connect(const tools::Flags& flags, Connection* out, std::string* error) {
   std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
@@ -44,7 +46,10 @@ bool Connect(const tools::Flags& flags, Connection* out, std::string* error) {
       *error = "--auth-token-file: cannot read " + flags.Get("auth-token-file");
       return false;
     }
-    while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) token.pop_back();
+    while (!token.empty() &&
+           (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) {
+      token.pop_back();
+    }
     out->auth = "Bearer " + token;
   }
   out->channel = grpc::CreateCustomChannel(flags.Get("addr", "127.0.0.1:50051"), creds, args);
@@ -54,13 +59,15 @@ bool Connect(const tools::Flags& flags, Connection* out, std::string* error) {
 bool Retryable(const grpc::Status& s) {
   if (s.error_code() == grpc::StatusCode::UNAVAILABLE) return true;
   // A stream reset by a proxy in front of a replica that went away (HAProxy answers a backend
-  // that closed mid-call with RST_STREAM CANCEL) reads as CANCELLED; our own cancels never get here.
+  // that closed mid-call with RST_STREAM CANCEL) reads as CANCELLED; our own cancels never get
+  // here.
   if (s.error_code() != grpc::StatusCode::UNKNOWN && s.error_code() != grpc::StatusCode::INTERNAL &&
       s.error_code() != grpc::StatusCode::CANCELLED) {
     return false;
   }
   const std::string& m = s.error_message();
-  for (const char* transport : {"RST_STREAM", "Socket closed", "Connection reset", "Stream removed", "connection"}) {
+  for (const char* transport :
+       {"RST_STREAM", "Socket closed", "Connection reset", "Stream removed", "connection"}) {
     if (m.find(transport) != std::string::npos) return true;
   }
   return false;
@@ -74,8 +81,9 @@ void RetryBackoff(int attempt) {
 }
 
 std::set<std::string> RequestFlags() {
-  std::set<std::string> f = {"agents", "merge", "budget-ms", "max-tokens", "temperature", "top-p", "top-k",
-                             "seed", "stop", "timeout-ms", "priority", "retries", "min-agents", "max-agents"};
+  std::set<std::string> f = {"agents",   "merge",   "budget-ms",  "max-tokens", "temperature",
+                             "top-p",    "top-k",   "seed",       "stop",       "timeout-ms",
+                             "priority", "retries", "min-agents", "max-agents"};
   for (const auto& c : ConnectionFlags()) f.insert(c);
   return f;
 }
@@ -108,7 +116,8 @@ bool BuildRequest(const tools::Flags& f, const std::string& prompt, pb::Generate
   s->set_seed(static_cast<uint64_t>(seed));
   if (max_agents > 0) {  // elastic: the server chooses in [min_agents, max_agents]
     if (f.Has("agents")) {
-      *error = "--agents and --max-agents exclude each other (--max-agents asks for elastic agents)";
+      *error =
+          "--agents and --max-agents exclude each other (--max-agents asks for elastic agents)";
       return false;
     }
     req->mutable_reasoning()->set_min_agents(min_agents);
@@ -120,9 +129,12 @@ bool BuildRequest(const tools::Flags& f, const std::string& prompt, pb::Generate
   const std::string merge = f.Get("merge", "vote");
   pb::MergeStrategy m;
   std::string upper;
-  for (char c : merge) upper.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+  for (char c : merge) {
+    upper.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+  }
   if (!pb::MergeStrategy_Parse(upper, &m)) {
-    *error = "--merge must be vote, confidence, best_logprob, first or synthesize, got '" + merge + "'";
+    *error =
+        "--merge must be vote, confidence, best_logprob, first or synthesize, got '" + merge + "'";
     return false;
   }
   req->mutable_reasoning()->set_merge(m);

@@ -46,8 +46,8 @@ struct EvalSetting {
 
 // What the server did with one problem.
 struct EvalOutcome {
-  bool ok = false;        // the call succeeded
-  std::string text;       // the merged answer text
+  bool ok = false;   // the call succeeded
+  std::string text;  // the merged answer text
   int completion_tokens = 0;
   int drafts_stopped_early = 0;  // drafts that ended CONSENSUS or LOW_CONFIDENCE
   bool budget_cut = false;
@@ -75,14 +75,15 @@ std::string FormatJson(const std::vector<EvalRow>& rows);
 std::string FormatSvg(const std::vector<EvalRow>& rows, const std::string& title);
 
 // The request for one problem at one setting (`base` carries the common flags).
-chorus::v1::GenerateRequest EvalRequest(const chorus::v1::GenerateRequest& base, const EvalSetting& s,
-                                        const std::string& prompt);
+chorus::v1::GenerateRequest EvalRequest(const chorus::v1::GenerateRequest& base,
+                                        const EvalSetting& s, const std::string& prompt);
 
 // Runs every problem at every setting, `concurrency` at a time, through `generate`.
-std::vector<EvalRow> RunEvalWith(const std::vector<EvalProblem>& problems, const std::vector<EvalSetting>& settings,
-                                 const chorus::v1::GenerateRequest& base, const std::string& prompt_template,
-                                 const std::string& answer_regex, int concurrency,
-                                 const std::function<EvalOutcome(const chorus::v1::GenerateRequest&)>& generate);
+std::vector<EvalRow> RunEvalWith(
+    const std::vector<EvalProblem>& problems, const std::vector<EvalSetting>& settings,
+    const chorus::v1::GenerateRequest& base, const std::string& prompt_template,
+    const std::string& answer_regex, int concurrency,
+    const std::function<EvalOutcome(const chorus::v1::GenerateRequest&)>& generate);
 
 int RunEval(int argc, char** argv);
 

@@ -8,8 +8,8 @@
 
 #include <cstdio>
 #include <fstream>
-#include <sstream>
 #include <iostream>
+#include <sstream>
 
 #include "absl/status/status.h"
 #include "client.h"
@@ -24,7 +24,8 @@ constexpr char kUsage[] =
     "  generate PROMPT  [--agents N | --min-agents A --max-agents B] [--merge vote|confidence|\n"
     "                   best_logprob|first|synthesize]\n"
     "                   [--budget-ms MS] [--max-tokens N] [--temperature T] [--top-p P]\n"
-    "                   [--top-k K] [--seed S] [--stop STR] [--timeout-ms MS] [--retries N] [--drafts] [--json]\n"
+    "                   [--top-k K] [--seed S] [--stop STR] [--timeout-ms MS] [--retries N] "
+    "[--drafts] [--json]\n"
     "  stream PROMPT    same options; prints tokens as they arrive, tagged [agent]\n"
     "  health           exit 0 only when the server reports SERVING\n"
     "  models, stats    print the server's model and counters\n"
@@ -49,8 +50,50 @@ static int Fail(const std::string& msg) {
 // "rpc failed: INVALID_ARGUMENT (3) <message>": the name for people and scripts, the number too.
 static int FailRpc(const grpc::Status& s) {
   // gRPC and absl share the canonical code numbers.
-  return Fail("rpc failed: " + absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code())) + " (" +
-              std::to_string(s.error_code()) + ") " + s.error_message());
+  return Fail(
+      "rpc failed: " + absl::StatusCodeToString(static_cast<absl::StatusCode>(s.error_code())) +
+      " (" + std::to_string(s.error_code()) + ") " + s.error_message());
+}
+
+// chorus stream: tokens as they arrive, tagged [agent] when several agents run.
+static int Stream(pb::Chorus::Stub* stub, grpc::ClientContext* ctx,
+                  const pb::GenerateRequest& req) {
+  pb::GenerateResponse resp;
+  auto reader = stub->GenerateStream(ctx, req);
+  pb::GenerateEvent e;
+  int last_agent = -1;
+  const bool tag = req.reasoning().agents() > 1;
+  while (reader->Read(&e)) {
+    if (e.has_delta()) {
+      if (tag && e.delta().agent() != last_agent) std::printf("\n[%d] ", e.delta().agent());
+      last_agent = e.delta().agent();
+      std::fputs(e.delta().text().c_str(), stdout);
+      std::fflush(stdout);
+    } else if (e.has_result()) {
+      resp = e.result();
+    }
+  }
+  const grpc::Status s = reader->Finish();
+  if (!s.ok()) return FailRpc(s);
+  if (tag) {
+    std::printf("\n[merged %s, winner %d] %s",
+                pb::MergeStrategy_Name(resp.merge().strategy()).c_str(), resp.merge().winner(),
+                resp.text().c_str());
+  }
+  std::printf("\n");
+  return 0;
+}
+
+// --drafts: every draft, then the vote.
+static void PrintDrafts(const pb::GenerateResponse& resp) {
+  for (const auto& d : resp.drafts()) {
+    std::printf("--- draft %d (%s, %d tokens, mean logprob %.3f, answer '%s')\n%s\n", d.agent(),
+                pb::FinishReason_Name(d.finish_reason()).c_str(), d.num_tokens(), d.mean_logprob(),
+                d.answer().c_str(), d.text().c_str());
+  }
+  std::printf("--- vote (%s): ", pb::MergeStrategy_Name(resp.merge().strategy()).c_str());
+  for (const auto& [a, v] : resp.merge().votes()) std::printf("'%s'=%.2f ", a.c_str(), v);
+  std::printf("winner %d\n--- answer\n", resp.merge().winner());
 }
 
 static int Generate(int argc, char** argv, bool stream) {
@@ -63,7 +106,9 @@ static int Generate(int argc, char** argv, bool stream) {
     std::fputs(kUsage, stdout);
     return 0;
   }
-  if (f.positional().size() != 1) return Fail("expected exactly one PROMPT argument (use \"\" for BOS)");
+  if (f.positional().size() != 1) {
+    return Fail("expected exactly one PROMPT argument (use \"\" for BOS)");
+  }
   pb::GenerateRequest req;
   if (!BuildRequest(f, f.positional()[0], &req, &error)) return Fail(error);
   req.mutable_reasoning()->set_return_drafts(f.Has("drafts") || f.Has("json"));
@@ -73,29 +118,8 @@ static int Generate(int argc, char** argv, bool stream) {
   grpc::ClientContext ctx;
   conn.Prepare(&ctx);
   SetDeadline(f, &ctx);
+  if (stream) return Stream(stub.get(), &ctx, req);
   pb::GenerateResponse resp;
-  if (stream) {
-    auto reader = stub->GenerateStream(&ctx, req);
-    pb::GenerateEvent e;
-    int last_agent = -1;
-    const bool tag = req.reasoning().agents() > 1;
-    while (reader->Read(&e)) {
-      if (e.has_delta()) {
-        if (tag && e.delta().agent() != last_agent) std::printf("\n[%d] ", e.delta().agent());
-        last_agent = e.delta().agent();
-        std::fputs(e.delta().text().c_str(), stdout);
-        std::fflush(stdout);
-      } else if (e.has_result()) {
-        resp = e.result();
-      }
-    }
-    const grpc::Status s = reader->Finish();
-    if (!s.ok()) return FailRpc(s);
-    if (tag) std::printf("\n[merged %s, winner %d] %s", pb::MergeStrategy_Name(resp.merge().strategy()).c_str(),
-                         resp.merge().winner(), resp.text().c_str());
-    std::printf("\n");
-    return 0;
-  }
   int retries = 0;
   if (!f.GetNumber("retries", 0, 0, 100, &retries, &error)) return Fail(error);
   grpc::Status s = stub->Generate(&ctx, req, &resp);
@@ -116,16 +140,7 @@ static int Generate(int argc, char** argv, bool stream) {
     std::fputs(json.c_str(), stdout);
     return 0;
   }
-  if (f.Has("drafts")) {
-    for (const auto& d : resp.drafts()) {
-      std::printf("--- draft %d (%s, %d tokens, mean logprob %.3f, answer '%s')\n%s\n", d.agent(),
-                  pb::FinishReason_Name(d.finish_reason()).c_str(), d.num_tokens(), d.mean_logprob(),
-                  d.answer().c_str(), d.text().c_str());
-    }
-    std::printf("--- vote (%s): ", pb::MergeStrategy_Name(resp.merge().strategy()).c_str());
-    for (const auto& [a, v] : resp.merge().votes()) std::printf("'%s'=%.2f ", a.c_str(), v);
-    std::printf("winner %d\n--- answer\n", resp.merge().winner());
-  }
+  if (f.Has("drafts")) PrintDrafts(resp);
   std::printf("%s\n", resp.text().c_str());
   return 0;
 }
@@ -152,7 +167,8 @@ static int Simple(int argc, char** argv, const std::string& cmd) {
     grpc::health::v1::HealthCheckResponse r;
     const grpc::Status s = stub->Check(&ctx, {}, &r);
     if (!s.ok()) return FailRpc(s);
-    std::printf("%s\n", grpc::health::v1::HealthCheckResponse::ServingStatus_Name(r.status()).c_str());
+    std::printf("%s\n",
+                grpc::health::v1::HealthCheckResponse::ServingStatus_Name(r.status()).c_str());
     return r.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
   }
   auto stub = pb::Chorus::NewStub(ch);

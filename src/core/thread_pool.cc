@@ -26,10 +26,10 @@ ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads))
 
 ThreadPool::~ThreadPool() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stop_ = true;
   }
-  work_cv_.notify_all();
+  work_cv_.NotifyAll();
   for (auto& t : workers_) t.join();
 }
 
@@ -51,15 +51,15 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
   task_n_ = n;
   pending_.store(num_threads_ - 1, std::memory_order_release);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     generation_.fetch_add(1, std::memory_order_release);
   }
-  work_cv_.notify_all();
+  work_cv_.NotifyAll();
   RunChunk(fn, n, 0, num_threads_);
   for (int i = 0; i < kSpinIterations && pending_.load(std::memory_order_acquire) > 0; ++i) Pause();
   if (pending_.load(std::memory_order_acquire) > 0) {
-    std::unique_lock<std::mutex> lock(mu_);
-    done_cv_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
+    MutexLock lock(&mu_);
+    while (pending_.load(std::memory_order_acquire) != 0) done_cv_.Wait(&mu_);
   }
   task_ = nullptr;
 }
@@ -73,15 +73,15 @@ void ThreadPool::WorkerLoop(int index) {
       ++spins;
     }
     if (generation_.load(std::memory_order_acquire) == seen) {
-      std::unique_lock<std::mutex> lock(mu_);
-      work_cv_.wait(lock, [&] { return stop_ || generation_.load(std::memory_order_acquire) != seen; });
+      MutexLock lock(&mu_);
+      while (!stop_ && generation_.load(std::memory_order_acquire) == seen) work_cv_.Wait(&mu_);
       if (stop_) return;
     }
     seen = generation_.load(std::memory_order_acquire);
     RunChunk(*task_, task_n_, index, num_threads_);
     if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      std::lock_guard<std::mutex> lock(mu_);
-      done_cv_.notify_one();
+      MutexLock lock(&mu_);
+      done_cv_.NotifyOne();
     }
   }
 }

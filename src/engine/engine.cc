@@ -13,8 +13,12 @@ absl::Status Engine::Step(const StepPlan& plan, StepOutput* out) {
   b.block_tables.clear();
   out->logit_segments.clear();
   out->sampled_segments.clear();
+  out->logits.clear();
+  out->sampled.clear();
   draws_.clear();
   host_rows_.clear();
+  for (const auto& [src, dst] : plan.block_copies) executor_->CopyKvBlock(src, dst);
+  if (plan.segments.empty()) return absl::OkStatus();
   size_t max_blocks = 1;
   for (const auto& s : plan.segments) {
     const auto& table = s.agent < 0 ? s.group->prompt_table : s.group->agents[s.agent].block_table;

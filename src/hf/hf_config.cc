@@ -5,7 +5,7 @@
 
 #include "chorus/core/status.h"
 #include "chorus/core/str_cat.h"
-#include "chorus/model/random_model.h"
+#include "chorus/gguf/random_model.h"
 #include "hf_internal.h"
 
 namespace chorus::hf {

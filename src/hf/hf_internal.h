@@ -9,8 +9,8 @@
 
 #include "absl/status/statusor.h"
 #include "chorus/hf/safetensors.h"
-#include "chorus/model/gguf.h"
-#include "chorus/model/gguf_writer.h"
+#include "chorus/gguf/gguf.h"
+#include "chorus/gguf/gguf_writer.h"
 #include "json_util.h"
 
 namespace chorus::hf {

@@ -4,7 +4,7 @@
 
 #include "chorus/core/status.h"
 #include "chorus/core/str_cat.h"
-#include "chorus/model/gguf_writer.h"
+#include "chorus/gguf/gguf_writer.h"
 #include "hf_internal.h"
 
 namespace chorus {

@@ -10,7 +10,7 @@
 
 #include "chorus/core/status.h"
 #include "chorus/core/str_cat.h"
-#include "chorus/model/ggml_types.h"
+#include "chorus/gguf/ggml_types.h"
 #include "hf_internal.h"
 
 namespace chorus::hf {

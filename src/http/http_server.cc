@@ -1,13 +1,13 @@
+#include "chorus/core/log.h"
 #include "chorus/http/http_server.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <httplib.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
-
-#include <httplib.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -39,7 +39,8 @@ class HttpSink : public ResultSink {
     DraftResult draft;
   };
 
-  HttpSink(bool stream, int64_t max_backlog_bytes) : stream_(stream), max_backlog_(max_backlog_bytes) {}
+  HttpSink(bool stream, int64_t max_backlog_bytes)
+      : stream_(stream), max_backlog_(max_backlog_bytes) {}
 
   void OnDelta(int agent, std::string_view text) override {
     if (!stream_) return;
@@ -115,7 +116,9 @@ class ConnectionWatch {
       if (end == e->d_name || *end != '\0') continue;
       if (Port(static_cast<int>(fd), /*peer=*/false, nullptr) != req.local_port) continue;
       std::string peer_addr;
-      if (Port(static_cast<int>(fd), /*peer=*/true, &peer_addr) != req.remote_port || peer_addr != req.remote_addr) continue;
+      if (Port(static_cast<int>(fd), /*peer=*/true, &peer_addr) != req.remote_port ||
+          peer_addr != req.remote_addr)
+        continue;
       fd_ = static_cast<int>(fd);
       break;
     }
@@ -151,7 +154,78 @@ class ConnectionWatch {
 };
 
 int64_t UnixSeconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Until the first event (unary: the result), watches the connection: a client that hung up
+// cancels its request. The runtime completes every submitted request, so this ends.
+std::deque<HttpSink::Event> WaitForFirst(HttpSink* sink, const ConnectionWatch& watch,
+                                         const std::string& id, bool* complete,
+                                         absl::StatusOr<GenerateResult>* result) {
+  std::deque<HttpSink::Event> first;
+  while (true) {
+    if (sink->Wait(std::chrono::milliseconds(100))) {
+      first = sink->Take(complete, result);
+      if (*complete || !first.empty()) break;
+    }
+    if (!sink->Cancelled() && watch.Closed()) {
+      ModuleLogger("http")->info("[{}] http: client closed the connection; cancelling", LogSafe(id));
+      sink->Cancel();
+    }
+  }
+  return first;
+}
+
+// What a streamed response's content provider keeps between its calls.
+struct StreamState {
+  std::shared_ptr<HttpSink> sink;
+  std::shared_ptr<ConnectionWatch> watch;
+  std::shared_ptr<StreamEncoder> encoder;
+  std::deque<HttpSink::Event> pending;  // taken from the sink, not yet written
+  bool complete = false;
+  absl::StatusOr<GenerateResult> result = absl::UnknownError("no result");
+  std::string id;
+};
+
+// One call of the content provider: the frames of the events that arrived within a second (else
+// a keep-alive comment), then the end once the request is complete. False (the request
+// cancelled) when the client went away.
+bool WriteStream(StreamState* st, httplib::DataSink& out) {
+  std::string frames;
+  auto encode = [&](std::deque<HttpSink::Event>& events) {
+    for (auto& e : events) {
+      frames += e.kind == HttpSink::Event::kDelta ? st->encoder->Delta(e.agent, e.text)
+                                                  : st->encoder->AgentFinished(e.draft);
+    }
+    events.clear();
+  };
+  encode(st->pending);
+  if (!st->complete) {
+    if (st->sink->Wait(std::chrono::milliseconds(1000))) {
+      auto events = st->sink->Take(&st->complete, &st->result);
+      encode(events);
+    } else if (st->watch->Closed()) {
+      st->sink->Cancel();
+    } else {
+      frames += ": keep-alive\n\n";  // an SSE comment: a dead client fails the write
+    }
+  }
+  if (st->complete) {
+    if (st->result.ok()) {
+      frames += st->encoder->Complete(*st->result);
+    } else {
+      frames += StreamEncoder::ErrorFrame(ToApiError(st->result.status(), false));
+    }
+  }
+  if (!frames.empty() && !out.write(frames.data(), frames.size())) {
+    ModuleLogger("http")->info("[{}] http: stream client went away; cancelling", LogSafe(st->id));
+    st->sink->Cancel();
+    return false;
+  }
+  if (st->complete) out.done();
+  return true;
 }
 
 }  // namespace
@@ -178,10 +252,16 @@ class HttpServer::Impl {
   }
 
   void Models(const httplib::Request& req, httplib::Response& res) {
-    if (auto owner = Authorize(req); !owner.ok()) return Reply(res, "models", ToApiError(owner.status(), false));
+    if (auto owner = Authorize(req); !owner.ok()) {
+      return Reply(res, "models", ToApiError(owner.status(), false));
+    }
     if (req.matches.size() > 1) {
       if (req.matches[1] != options.model_id) {
-        return Reply(res, "models", ToApiError(absl::NotFoundError(StrCat("model '", LogSafe(req.matches[1].str(), 256), "' does not exist")), false));
+        return Reply(
+            res, "models",
+            ToApiError(absl::NotFoundError(StrCat("model '", LogSafe(req.matches[1].str(), 256),
+                                                  "' does not exist")),
+                       false));
       }
       res.set_content(ModelJson(options.model_id, options.created), "application/json");
     } else {
@@ -190,89 +270,68 @@ class HttpServer::Impl {
     if (hooks.on_response) hooks.on_response("models", 200);
   }
 
+  // Auth, parsing, the model check and admission: false when it has replied with an error. On
+  // true the request runs, *id is its id and *sink gets its results.
+  bool Submit(const httplib::Request& req, httplib::Response& res, Endpoint endpoint,
+              std::string_view name, OpenAiRequest* oreq, std::string* id,
+              std::shared_ptr<HttpSink>* sink) {
+    auto owner = Authorize(req);
+    if (!owner.ok()) {
+      Reply(res, name, ToApiError(owner.status(), false));
+      return false;
+    }
+    ApiError err;
+    if (!ParseRequest(req.body, endpoint, options.max_agents, oreq, &err)) {
+      Reply(res, name, err);
+      return false;
+    }
+    if (oreq->model != options.model_id) {
+      Reply(res, name,
+            ToApiError(absl::NotFoundError(StrCat("model '", LogSafe(oreq->model, 256),
+                                                  "' does not exist; this server serves '",
+                                                  options.model_id, "'")),
+                       oreq->merged));
+      return false;
+    }
+    if (oreq->input.request_id.empty()) oreq->input.request_id = hooks.new_request_id();
+    *id = oreq->input.request_id;
+    *sink = std::make_shared<HttpSink>(oreq->stream, options.stream_backlog_max_bytes);
+    std::shared_lock<std::shared_mutex> lock(gate);
+    absl::Status s = stopping
+                         ? absl::UnavailableError("server is draining; retry on another replica")
+                         : hooks.submit(*owner, oreq->input,  // a copy: the response reads
+                                        *sink);  // input.chat.tools to return tool_calls
+    if (!s.ok()) {
+      ModuleLogger("http")->info("[{}] http: rejected: {}", LogSafe(*id), LogSafe(s.ToString(), 1024));
+      Reply(res, name, ToApiError(s, oreq->merged));
+      return false;
+    }
+    return true;
+  }
+
   void Generate(const httplib::Request& req, httplib::Response& res, Endpoint endpoint) {
     const std::string_view name = endpoint == Endpoint::kChat ? "chat_completions" : "completions";
-    auto owner = Authorize(req);
-    if (!owner.ok()) return Reply(res, name, ToApiError(owner.status(), false));
     OpenAiRequest oreq;
-    ApiError err;
-    if (!ParseRequest(req.body, endpoint, options.max_agents, &oreq, &err)) return Reply(res, name, err);
-    if (oreq.model != options.model_id) {
-      return Reply(res, name, ToApiError(absl::NotFoundError(StrCat("model '", LogSafe(oreq.model, 256), "' does not exist; this server serves '", options.model_id, "'")), oreq.merged));
-    }
-    if (oreq.input.request_id.empty()) oreq.input.request_id = hooks.new_request_id();
-    const std::string id = oreq.input.request_id;
-    auto sink = std::make_shared<HttpSink>(oreq.stream, options.stream_backlog_max_bytes);
-    {
-      std::shared_lock<std::shared_mutex> lock(gate);
-      absl::Status s = stopping ? absl::UnavailableError("server is draining; retry on another replica")
-                                : hooks.submit(*owner, std::move(oreq.input), sink);  // the encoder reads only its counts
-      if (!s.ok()) {
-        spdlog::info("[{}] http: rejected: {}", LogSafe(id), LogSafe(s.ToString(), 1024));
-        return Reply(res, name, ToApiError(s, oreq.merged));
-      }
-    }
-    ResponseMeta meta{StrCat(endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-", id), options.model_id, UnixSeconds()};
-    auto watch = std::make_shared<ConnectionWatch>(req);
-    // Until the first event (unary: the result), watch the connection: a client that hung up
-    // cancels its request. The runtime completes every submitted request, so this ends.
-    bool complete = false;
-    absl::StatusOr<GenerateResult> result = absl::UnknownError("no result");
-    std::deque<HttpSink::Event> first;
-    while (true) {
-      if (sink->Wait(std::chrono::milliseconds(100))) {
-        first = sink->Take(&complete, &result);
-        if (complete || !first.empty()) break;
-      }
-      if (!sink->Cancelled() && watch->Closed()) {
-        spdlog::info("[{}] http: client closed the connection; cancelling", LogSafe(id));
-        sink->Cancel();
-      }
-    }
-    if (!oreq.stream || (complete && first.empty() && !result.ok())) {
-      if (!result.ok()) return Reply(res, name, ToApiError(result.status(), oreq.merged));
-      res.set_content(ResponseJson(oreq, meta, *result), "application/json");
+    StreamState st;
+    if (!Submit(req, res, endpoint, name, &oreq, &st.id, &st.sink)) return;
+    ResponseMeta meta{StrCat(endpoint == Endpoint::kChat ? "chatcmpl-" : "cmpl-", st.id),
+                      options.model_id, UnixSeconds()};
+    st.watch = std::make_shared<ConnectionWatch>(req);
+    st.pending = WaitForFirst(st.sink.get(), *st.watch, st.id, &st.complete, &st.result);
+    if (!oreq.stream || (st.complete && st.pending.empty() && !st.result.ok())) {
+      if (!st.result.ok()) return Reply(res, name, ToApiError(st.result.status(), oreq.merged));
+      res.set_content(ResponseJson(oreq, meta, *st.result), "application/json");
       if (hooks.on_response) hooks.on_response(name, 200);
       return;
     }
     if (hooks.on_response) hooks.on_response(name, 200);
     res.set_header("Cache-Control", "no-cache");
-    auto encoder = std::make_shared<StreamEncoder>(std::move(oreq), meta);
+    st.encoder = std::make_shared<StreamEncoder>(std::move(oreq), meta);
+    std::shared_ptr<HttpSink> sink = st.sink;
     res.set_chunked_content_provider(
         "text/event-stream",
-        [sink, watch, encoder, first = std::move(first), complete, result, id](size_t, httplib::DataSink& out) mutable {
-          std::string frames;
-          auto encode = [&](std::deque<HttpSink::Event>& events) {
-            for (auto& e : events) {
-              frames += e.kind == HttpSink::Event::kDelta ? encoder->Delta(e.agent, e.text) : encoder->AgentFinished(e.draft);
-            }
-            events.clear();
-          };
-          encode(first);
-          if (!complete) {
-            if (sink->Wait(std::chrono::milliseconds(1000))) {
-              auto events = sink->Take(&complete, &result);
-              encode(events);
-            } else if (watch->Closed()) {
-              sink->Cancel();
-            } else {
-              frames += ": keep-alive\n\n";  // an SSE comment: a dead client fails the write
-            }
-          }
-          if (complete) {
-            if (result.ok()) {
-              frames += encoder->Complete(*result);
-            } else {
-              frames += StreamEncoder::ErrorFrame(ToApiError(result.status(), false));
-            }
-          }
-          if (!frames.empty() && !out.write(frames.data(), frames.size())) {
-            spdlog::info("[{}] http: stream client went away; cancelling", LogSafe(id));
-            sink->Cancel();
-            return false;
-          }
-          if (complete) out.done();
-          return true;
+        [st = std::move(st)](size_t, httplib::DataSink& out) mutable {
+          return WriteStream(&st, out);
         },
         [sink](bool success) {
           if (!success) sink->Cancel();
@@ -280,7 +339,8 @@ class HttpServer::Impl {
   }
 };
 
-absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions& options, HttpHooks hooks) {
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions& options,
+                                                              HttpHooks hooks) {
   auto host_port = SplitHostPort(options.listen_address, "http_listen_address");
   if (!host_port.ok()) return host_port.status();
   const auto& [host, port] = *host_port;
@@ -300,28 +360,33 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpOptions&
     res.status = ok ? 200 : 503;
     res.set_content(ok ? "SERVING\n" : "NOT_SERVING\n", "text/plain");
   });
-  h.Get("/v1/models", [raw](const httplib::Request& req, httplib::Response& res) { raw->Models(req, res); });
-  h.Get(R"(/v1/models/(.+))", [raw](const httplib::Request& req, httplib::Response& res) { raw->Models(req, res); });
+  h.Get("/v1/models",
+        [raw](const httplib::Request& req, httplib::Response& res) { raw->Models(req, res); });
+  h.Get(R"(/v1/models/(.+))",
+        [raw](const httplib::Request& req, httplib::Response& res) { raw->Models(req, res); });
   h.Post("/v1/completions", [raw](const httplib::Request& req, httplib::Response& res) {
     raw->Generate(req, res, Endpoint::kCompletions);
   });
   h.Post("/v1/chat/completions", [raw](const httplib::Request& req, httplib::Response& res) {
     raw->Generate(req, res, Endpoint::kChat);
   });
-  h.set_exception_handler([raw](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-    std::string what = "unknown exception";
-    try {
-      if (ep) std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      what = e.what();
-    } catch (...) {
-    }
-    spdlog::error("http: handler threw: {}", LogSafe(what, 512));
-    ApiError e{500, "server_error", "", "", "internal error; see the server log"};
-    raw->Reply(res, "error", e);
-  });
+  h.set_exception_handler(
+      [raw](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+        std::string what = "unknown exception";
+        try {
+          if (ep) std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          what = e.what();
+        } catch (...) {
+        }
+        ModuleLogger("http")->error("http: handler threw: {}", LogSafe(what, 512));
+        ApiError e{500, "server_error", "", "", "internal error; see the server log"};
+        raw->Reply(res, "error", e);
+      });
   impl->port = port == 0 ? h.bind_to_any_port(host) : (h.bind_to_port(host, port) ? port : -1);
-  if (impl->port <= 0) return absl::UnavailableError(StrCat("http: cannot listen on ", options.listen_address));
+  if (impl->port <= 0) {
+    return absl::UnavailableError(StrCat("http: cannot listen on ", options.listen_address));
+  }
   impl->thread = std::thread([raw] { raw->http.listen_after_bind(); });
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
 }

@@ -9,10 +9,10 @@
 #include <httplib.h>
 #include <prometheus/text_serializer.h>
 
-#include <mutex>
 #include <thread>
 
 #include "chorus/core/host_port.h"
+#include "chorus/core/mutex.h"
 #include "chorus/core/str_cat.h"
 
 namespace chorus {
@@ -65,12 +65,12 @@ class Metrics::Impl {
   httplib::Server http;  // serves GET /metrics (cpp-httplib; civetweb fails to start beside gRPC)
   std::thread http_thread;
   int port = 0;
-  prometheus::Family<prometheus::Counter>* requests = nullptr;
-  prometheus::Family<prometheus::Counter>* http_requests = nullptr;
+  prometheus::Family<prometheus::Counter>* requests ABSL_PT_GUARDED_BY(mu) = nullptr;
+  prometheus::Family<prometheus::Counter>* http_requests ABSL_PT_GUARDED_BY(mu) = nullptr;
   // Per tenant (identity; "anonymous" without auth): bounded by the token file's lines.
-  prometheus::Family<prometheus::Counter>* tenant_requests = nullptr;
-  prometheus::Family<prometheus::Counter>* tenant_tokens = nullptr;
-  prometheus::Family<prometheus::Counter>* tenant_rejections = nullptr;
+  prometheus::Family<prometheus::Counter>* tenant_requests ABSL_PT_GUARDED_BY(mu) = nullptr;
+  prometheus::Family<prometheus::Counter>* tenant_tokens ABSL_PT_GUARDED_BY(mu) = nullptr;
+  prometheus::Family<prometheus::Counter>* tenant_rejections ABSL_PT_GUARDED_BY(mu) = nullptr;
   Histogram* e2e = nullptr;
   Histogram* ttft = nullptr;
   Histogram* queue = nullptr;
@@ -80,7 +80,8 @@ class Metrics::Impl {
   prometheus::Counter* tokens = nullptr;
   prometheus::Counter* steps = nullptr;
   prometheus::Counter* budget_cut = nullptr;
-  std::mutex mu;  // prometheus-cpp metrics are thread-safe; this guards the family lookups
+  // prometheus-cpp metrics are thread-safe; this guards the family lookups (Add).
+  Mutex mu;
 };
 
 absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& listen_address,
@@ -149,7 +150,7 @@ void Metrics::OnStep(int rows, double ms) {
 void Metrics::OnRequestEnd(std::string_view owner, std::string_view status, double queue_ms, double ttft_ms,
                            double e2e_ms, int completion_tokens, bool budget_cut) {
   {
-    std::lock_guard<std::mutex> lock(impl_->mu);
+    MutexLock lock(&impl_->mu);
     impl_->requests->Add({{"status", std::string(status)}}).Increment();
     const std::string tenant = owner.empty() ? "anonymous" : std::string(owner);
     impl_->tenant_requests->Add({{"tenant", tenant}, {"status", std::string(status)}}).Increment();
@@ -163,7 +164,7 @@ void Metrics::OnRequestEnd(std::string_view owner, std::string_view status, doub
 }
 
 void Metrics::OnRejected(std::string_view owner, std::string_view reason) {
-  std::lock_guard<std::mutex> lock(impl_->mu);
+  MutexLock lock(&impl_->mu);
   impl_->tenant_rejections
       ->Add({{"tenant", owner.empty() ? "anonymous" : std::string(owner)}, {"reason", std::string(reason)}})
       .Increment();
@@ -175,7 +176,7 @@ void Metrics::OnElasticChoice(int agents, int max_agents) {
 }
 
 void Metrics::OnHttpResponse(std::string_view endpoint, int http_status) {
-  std::lock_guard<std::mutex> lock(impl_->mu);
+  MutexLock lock(&impl_->mu);
   impl_->http_requests->Add({{"endpoint", std::string(endpoint)}, {"code", std::to_string(http_status)}}).Increment();
 }
 

@@ -5,7 +5,7 @@
 
 #include "chorus/core/status.h"
 #include "chorus/core/str_cat.h"
-#include "chorus/model/communicator.h"
+#include "chorus/backends/communicator.h"
 
 namespace chorus {
 

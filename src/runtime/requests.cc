@@ -1,10 +1,10 @@
 // Runtime: the thread-safe entry points (capacity checks, Submit, Abort, Stats, drain) and the
 // end of a request's life on the engine thread (cancels, budgets, SYNTHESIZE, Complete, Fail).
-#include <spdlog/spdlog.h>
 
 #include <algorithm>
 
 #include "chorus/agents/elastic.h"
+#include "chorus/core/log.h"
 #include "chorus/core/log_safe.h"
 #include "chorus/core/status.h"
 #include "chorus/core/str_cat.h"
@@ -12,18 +12,19 @@
 #include "runtime_internal.h"
 
 namespace chorus {
+namespace {
+spdlog::logger* Log() {
+  static const std::shared_ptr<spdlog::logger> logger = ModuleLogger("runtime");
+  return logger.get();
+}
+}  // namespace
 
 using runtime_internal::DraftTokens;
 using runtime_internal::FromException;
 using runtime_internal::LiveKey;
 
-double Runtime::PredictPrefillMs(int prompt_tokens) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return prefill_ms_per_token_ * prompt_tokens;
-}
-
 absl::Status Runtime::CheckCapacity(int agents) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return CapacityLocked(agents);
 }
 
@@ -46,7 +47,7 @@ absl::Status Runtime::CapacityLocked(int agents) const {
 absl::Status Runtime::Submit(GenerateParams params, std::shared_ptr<ResultSink> sink) {
   const double now = clock_->NowMs();
   const std::string key = LiveKey(params);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (params.reasoning.max_agents > 0) ChooseElasticAgentsLocked(params, now);
   const int agents = params.reasoning.agents;
   CHORUS_RETURN_IF_ERROR(CapacityLocked(agents));
@@ -79,7 +80,7 @@ absl::Status Runtime::Submit(GenerateParams params, std::shared_ptr<ResultSink> 
   queued_requests_ += 1;
   queued_agents_ += agents;
   inbox_.push_back(std::move(g));
-  cv_.notify_all();
+  cv_.NotifyAll();
   return absl::OkStatus();
 }
 
@@ -104,32 +105,32 @@ void Runtime::ChooseElasticAgentsLocked(GenerateParams& params, double now) {
 }
 
 bool Runtime::Abort(const std::string& owner, const std::string& request_id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = live_.find(LiveKey(owner, request_id));
   if (it == live_.end()) return false;
   it->second->cancelled = true;
-  cv_.notify_all();
+  cv_.NotifyAll();
   return true;
 }
 
 RuntimeStats Runtime::Stats() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return stats_;
 }
 
 void Runtime::BeginDrain() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   draining_ = true;
 }
 
 void Runtime::CancelAll() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   for (auto& [id, g] : live_) g->cancelled = true;
-  cv_.notify_all();
+  cv_.NotifyAll();
 }
 
 int Runtime::InFlight() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return static_cast<int>(live_.size());
 }
 
@@ -140,7 +141,7 @@ void Runtime::Complete(RequestGroup* g, absl::StatusOr<GenerateResult> result,
   const bool ever_admitted = g->first_scheduled_ms >= 0;
   scheduler_.Remove(g);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     // Counted once even if a failure path completes a group a second time.
     if (live_.erase(LiveKey(g->params)) > 0) {
       if (g->params.owner_max_inflight_agents > 0) {
@@ -162,10 +163,10 @@ void Runtime::Complete(RequestGroup* g, absl::StatusOr<GenerateResult> result,
   }
   const std::string id = LogSafe(g->params.request_id);
   if (!result.ok() && result.status().code() != absl::StatusCode::kCancelled) {
-    spdlog::warn("[{}] failed: {}", id,
+    Log()->warn("[{}] failed: {}", id,
                  log_detail.empty() ? result.status().ToString() : std::string(log_detail));
   } else {
-    spdlog::debug("[{}] {} after {:.1f} ms", id, result.ok() ? "done" : "cancelled",
+    Log()->debug("[{}] {} after {:.1f} ms", id, result.ok() ? "done" : "cancelled",
                   clock_->NowMs() - g->params.arrival_ms);
   }
   try {
@@ -183,7 +184,7 @@ void Runtime::Complete(RequestGroup* g, absl::StatusOr<GenerateResult> result,
     }
     g->sink->OnComplete(std::move(result));
   } catch (const std::exception& e) {  // the client may never hear back; the server goes on
-    spdlog::error("[{}] the result could not be delivered: {}", id, e.what());
+    Log()->error("[{}] the result could not be delivered: {}", id, e.what());
   }
   std::erase_if(groups_, [g](const auto& p) { return p.get() == g; });
 }
@@ -248,7 +249,7 @@ void Runtime::CheckGroup(RequestGroup* g, double now, double next_step_ms) {
     const int left = static_cast<int>(g->params.prompt_tokens.size()) - g->prompt_computed;
     double prefill_ms;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       prefill_ms = prefill_ms_per_token_ * left;
     }
     if (!PrefillFits(now, g->params.deadline_ms, prefill_ms, predictor_.PredictMs(1),
@@ -285,7 +286,7 @@ bool Runtime::MaybeStartSynthesis(RequestGroup* g, double now) {
   // Only if the whole pass fits the budget: its prefill, its tokens, the merge reserve.
   double prefill_ms;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     prefill_ms = prefill_ms_per_token_ * static_cast<double>(prompt.size());
   }
   const double decode_ms = predictor_.PredictMs(1) * g->params.max_tokens;

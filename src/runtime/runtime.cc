@@ -39,8 +39,6 @@ Runtime::Runtime(const RuntimeOptions& options, const Model* model,
       scheduler_(options.scheduler, &blocks_),
       engine_(executor_.get()) {
   ctx_.tokenizer = &model->tokenizer();
-  ctx_.blocks = &blocks_;
-  ctx_.executor = executor_.get();
   ctx_.clock = clock;
   ctx_.context_length = model->config().context_length;
   ctx_.vocab_size = model->config().vocab_size;
@@ -49,10 +47,10 @@ Runtime::Runtime(const RuntimeOptions& options, const Model* model,
 
 Runtime::~Runtime() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stop_ = true;
   }
-  cv_.notify_all();
+  cv_.NotifyAll();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -67,12 +65,7 @@ void Runtime::Calibrate() {
   // that the first requests' budgets use measured times, not guesses.
   const int bs = options_.kv_block_size;
   const int n = 48;
-  std::vector<int32_t> table;
-  for (int i = 0; i < (n + bs - 1) / bs; ++i) {
-    const int32_t b = blocks_.Allocate();
-    if (b < 0) break;
-    table.push_back(b);
-  }
+  const std::vector<int32_t> table = scheduler_.LendBlocks((n + bs - 1) / bs);
   if (static_cast<int>(table.size()) * bs >= n && model_->config().context_length >= n) {
     ForwardBatch b;
     b.block_tables = table;
@@ -93,19 +86,19 @@ void Runtime::Calibrate() {
     const double one = run(32, 1);
     const double eight = run(33, 8);
     if (prefill > 0 && one > 0 && eight > 0) {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       prefill_ms_per_token_ = prefill / 32;
       predictor_.Observe(1, one);
       predictor_.Observe(8, eight);
     }
   }
-  for (int32_t blk : table) blocks_.Unref(blk);
+  scheduler_.ReturnBlocks(table);
 }
 
 void Runtime::TakeInbox() {
   std::vector<std::unique_ptr<RequestGroup>> fresh;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     fresh.swap(inbox_);
   }
   for (auto& g : fresh) {
@@ -136,7 +129,6 @@ void Runtime::ApplyStep(const StepPlan& plan, const StepOutput& out) {
         const StepSegment& s = plan.segments[i];
         if (s.agent < 0) {
           g.prompt_computed += s.len;
-          PublishPromptBlocks(g, ctx_);
           if (s.logits) ForkAgents(g, logits_of[i], ctx_);  // samples every first token
         } else {
           g.agents[s.agent].computed += s.len;
@@ -156,14 +148,14 @@ void Runtime::ApplyStep(const StepPlan& plan, const StepOutput& out) {
     generated += DraftTokens(g) - before;
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stats_.tokens_generated += generated;
   }
   for (auto& [g, error] : failed) Fail(g, error);
 }
 
 void Runtime::PublishStats() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   stats_.running_requests = static_cast<int>(scheduler_.running().size());
   stats_.waiting_requests = static_cast<int>(scheduler_.waiting().size() + inbox_.size());
   stats_.running_agents = scheduler_.running_agents();
@@ -178,7 +170,7 @@ void Runtime::PublishStats() {
 
 void Runtime::NoteAdmitted() {
   for (RequestGroup* g : scheduler_.admitted()) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (g->first_scheduled_ms < 0) {
       g->first_scheduled_ms = clock_->NowMs();
       queued_requests_ -= 1;
@@ -202,10 +194,10 @@ void Runtime::RunStep(const StepPlan& plan, StepOutput& out) {
   }
   const double dt = clock_->NowMs() - t0;
   last_step_ms_ = dt;
-  predictor_.Observe(plan.num_rows(), dt);
+  if (plan.num_rows() > 0) predictor_.Observe(plan.num_rows(), dt);
   if (options_.observer != nullptr) options_.observer->OnStep(plan.num_rows(), dt);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stats_.steps_run++;
     stats_.prompt_tokens_computed += prefill_rows;
     if (prefill_rows >= 16) {
@@ -244,7 +236,7 @@ void Runtime::Loop() {
   StepOutput out;
   for (;;) {
     {
-      std::unique_lock<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       if (stop_) break;
     }
     last_progress_ms_ = clock_->NowMs();
@@ -257,7 +249,7 @@ void Runtime::Loop() {
         // What an iteration costs beyond its forward step (scheduling, sampling, stops, sinks):
         // the elastic choice predicts whole iterations, not just forward passes.
         const double overhead = std::max(0.0, clock_->NowMs() - iteration_start - last_step_ms_);
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(&mu_);
         iteration_overhead_ms_ += 0.1 * (overhead - iteration_overhead_ms_);
       }
     } catch (const std::exception& e) {
@@ -268,9 +260,10 @@ void Runtime::Loop() {
       for (RequestGroup* g : all) Fail(g, error);
     }
     if (!ran) {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait_for(lock, std::chrono::milliseconds(groups_.empty() ? 50 : 2),
-                   [this] { return stop_ || !inbox_.empty(); });
+      MutexLock lock(&mu_);
+      if (!stop_ && inbox_.empty()) {
+        cv_.WaitFor(&mu_, std::chrono::milliseconds(groups_.empty() ? 50 : 2));
+      }
     }
   }
   // Shutdown: every request still here ends with a definite status.

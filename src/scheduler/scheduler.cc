@@ -36,6 +36,13 @@ int Scheduler::running_agents() const {
 }
 
 void Scheduler::FreeBlocks(RequestGroup* g) {
+  // A copy planned into a block of this group is dropped with it.
+  for (const auto& a : g->agents) {
+    std::erase_if(copies_, [&](const auto& c) {
+      return std::find(a.block_table.begin(), a.block_table.end(), c.second) !=
+             a.block_table.end();
+    });
+  }
   for (int32_t b : g->prompt_table) blocks_->Unref(b);
   for (int32_t b : g->fork_blocks) blocks_->Unref(b);
   g->prompt_table.clear();
@@ -44,9 +51,79 @@ void Scheduler::FreeBlocks(RequestGroup* g) {
     for (int32_t b : a.block_table) blocks_->Unref(b);
     a.block_table.clear();
   }
+  g->fork_pending = false;
+  g->prompt_published = 0;
+}
+
+std::vector<int32_t> Scheduler::LendBlocks(int n) {
+  std::vector<int32_t> out;
+  for (int i = 0; i < n; ++i) {
+    const int32_t b = blocks_->Allocate();
+    if (b < 0) break;
+    out.push_back(b);
+  }
+  return out;
+}
+
+void Scheduler::ReturnBlocks(const std::vector<int32_t>& blocks) {
+  for (int32_t b : blocks) blocks_->Unref(b);
+}
+
+void Scheduler::PublishPrompt(RequestGroup* g) {
+  const int bs = blocks_->block_size();
+  const int full_done = std::min(g->prompt_computed / bs, static_cast<int>(g->prompt_hashes.size()));
+  if (g->prompt_table.empty()) return;
+  for (int i = g->prompt_published; i < full_done; ++i) {
+    blocks_->Publish(g->prompt_table[i], g->prompt_hashes[i],
+                     g->params.prompt_tokens.data() + static_cast<size_t>(i) * bs,
+                     i == 0 ? -1 : g->prompt_table[i - 1], g->params.cache_salt);
+  }
+  g->prompt_published = std::max(g->prompt_published, full_done);
+}
+
+void Scheduler::Fork(RequestGroup* g) {
+  // Every live agent refs the full prompt blocks; the partial last block goes to the first
+  // live agent as is and is copied for the others (copy-on-write at the fork).
+  const int bs = blocks_->block_size();
+  const bool partial = g->params.prompt_tokens.size() % bs != 0;
+  const size_t nb = g->prompt_table.size();
+  const size_t shared = partial ? nb - 1 : nb;
+  size_t fork_next = 0;
+  bool last_taken = false;
+  for (auto& a : g->agents) {
+    // The synthesis agent has its own prompt: it recomputes through the decode path.
+    if (a.finished() || a.index == g->synth_agent) continue;
+    a.block_table.assign(g->prompt_table.begin(), g->prompt_table.end());
+    for (size_t b = 0; b < shared; ++b) blocks_->Ref(g->prompt_table[b]);
+    if (!partial) continue;
+    if (!last_taken) {
+      last_taken = true;  // takes over the group's reference
+      continue;
+    }
+    CHORUS_CHECK(fork_next < g->fork_blocks.size());
+    const int32_t copy = g->fork_blocks[fork_next++];
+    copies_.emplace_back(g->prompt_table.back(), copy);
+    a.block_table.back() = copy;
+  }
+  // Drop the group's own references: the agents hold theirs now.
+  for (size_t b = 0; b < shared; ++b) blocks_->Unref(g->prompt_table[b]);
+  if (partial && !last_taken) blocks_->Unref(g->prompt_table.back());
+  for (size_t i = fork_next; i < g->fork_blocks.size(); ++i) blocks_->Unref(g->fork_blocks[i]);
+  g->fork_blocks.clear();
+  g->prompt_table.clear();
+  g->fork_pending = false;
+}
+
+void Scheduler::ReleaseFinished(RequestGroup* g) {
+  for (auto& a : g->agents) {
+    if (!a.finished() || a.block_table.empty()) continue;
+    for (int32_t b : a.block_table) blocks_->Unref(b);
+    a.block_table.clear();
+  }
 }
 
 void Scheduler::Remove(RequestGroup* g) {
+  PublishPrompt(g);  // computed prompt blocks stay reusable after a cancel
   FreeBlocks(g);
   std::erase(waiting_, g);
   std::erase(running_, g);
@@ -121,6 +198,7 @@ bool Scheduler::Admit(RequestGroup* g) {
   while (static_cast<int>(table.size()) < num_blocks) table.push_back(blocks_->Allocate());
   for (int i = 0; i < copies; ++i) g->fork_blocks.push_back(blocks_->Allocate());
   g->prompt_table = std::move(table);
+  g->prompt_published = hits;
   g->prompt_computed = hits * bs;
   if (g->prompt_computed == p) g->prompt_computed = p - 1;  // recompute one row for logits
   if (!g->forked) g->cached_prompt_tokens = g->prompt_computed;
@@ -180,6 +258,12 @@ void Scheduler::AdmitWaiting() {
 
 StepPlan Scheduler::Schedule() {
   admitted_.clear();
+  copies_.clear();
+  for (RequestGroup* g : running_) {
+    PublishPrompt(g);
+    if (g->fork_pending) Fork(g);
+    ReleaseFinished(g);
+  }
   while (!GrowAgentTables()) {
   }
   AdmitWaiting();
@@ -205,6 +289,8 @@ StepPlan Scheduler::Schedule() {
     plan.segments.push_back({g, -1, g->prompt_computed, len, g->prompt_computed + len == p});
     budget -= len;
   }
+  plan.block_copies = std::move(copies_);
+  copies_.clear();
   return plan;
 }
 

@@ -9,7 +9,9 @@ grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
-pb::FinishReason ToProto(FinishReason r) { return static_cast<pb::FinishReason>(static_cast<int>(r)); }
+pb::FinishReason ToProto(FinishReason r) {
+  return static_cast<pb::FinishReason>(static_cast<int>(r));
+}
 
 void ToProto(const DraftResult& d, pb::Draft* out) {
   out->set_agent(d.agent);

@@ -11,18 +11,24 @@
 #include <filesystem>
 #include <thread>
 
+#include "chorus/core/log.h"
 #include "chorus/server/server.h"
 #include "../tools/flags.h"
 
 int main(int argc, char** argv) {
-  chorus::tools::Flags flags({"config", "listen", "model", "threads", "backend", "metrics", "http"}, {"help"});
+  chorus::tools::Flags flags({"config", "listen", "model", "threads", "backend", "metrics", "http"},
+                             {"help"});
   std::string error;
   if (!flags.Parse(argc, argv, &error)) {
     std::fprintf(stderr, "chorusd: %s (see --help)\n", error.c_str());
     return 2;
   }
   if (flags.Has("help")) {
-    std::puts("usage: chorusd [--config FILE] [--listen HOST:PORT] [--model PATH] [--threads N] [--backend cpu|cuda]\n               [--metrics HOST:PORT (\"\" = off)]\n               [--http HOST:PORT (OpenAI-compatible API; \"\" = off)]");
+    std::puts(
+        "usage: chorusd [--config FILE] [--listen HOST:PORT] [--model PATH] [--threads N] "
+        "[--backend cpu|cuda]\n"
+        "               [--metrics HOST:PORT (\"\" = off)]\n"
+        "               [--http HOST:PORT (OpenAI-compatible API; \"\" = off)]");
     return 0;
   }
   chorus::v1::ServerConfig config = chorus::DefaultServerConfig();
@@ -64,16 +70,18 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::printf("chorusd listening on port %d\n", (*server)->port());
-  if ((*server)->http_port() > 0) std::printf("chorusd HTTP (OpenAI API) on port %d\n", (*server)->http_port());
+  if ((*server)->http_port() > 0) {
+    std::printf("chorusd HTTP (OpenAI API) on port %d\n", (*server)->http_port());
+  }
   std::fflush(stdout);
   std::thread signals([&] {
     int sig = 0;
     sigwait(&set, &sig);
-    spdlog::info("chorusd: signal {}, draining", sig);
+    chorus::ModuleLogger("server")->info("chorusd: signal {}, draining", sig);
     (*server)->Drain();
   });
   (*server)->Wait();
   signals.join();
-  spdlog::info("chorusd: stopped");
+  chorus::ModuleLogger("server")->info("chorusd: stopped");
   return 0;
 }

@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 
+#include "chorus/core/log.h"
 #include "chorus/core/log_safe.h"
 #include "chorus/core/request.h"
 #include "chorus/core/str_cat.h"
@@ -155,7 +156,7 @@ class StreamReactor : public grpc::ServerWriteReactor<pb::GenerateEvent> {
       queue_.pop_back();
     }
     if (sink) sink->cancelled_ = true;
-    spdlog::warn("[{}] stream client is not reading: over {} bytes of events waiting "
+    ModuleLogger("server")->warn("[{}] stream client is not reading: over {} bytes of events waiting "
                  "(stream_backlog_max_bytes); request cancelled",
                  LogSafe(request_id_), max_backlog_bytes_);
   }

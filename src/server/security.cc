@@ -50,8 +50,8 @@ absl::StatusOr<TokenAuth> TokenAuth::Parse(std::string_view text) {
     for (char c : t) {
       if (static_cast<unsigned char>(c) <= 0x20 || static_cast<unsigned char>(c) >= 0x7f) {
         return absl::InvalidArgumentError(
-            StrCat("config: auth_token_path line ", line, ": a line is TOKEN or TENANT TOKEN, a token "
-                   "printable ASCII without spaces"));
+            StrCat("config: auth_token_path line ", line,
+                   ": a line is TOKEN or TENANT TOKEN, a token printable ASCII without spaces"));
       }
     }
     auth.tokens_.emplace_back(t);
@@ -84,7 +84,9 @@ bool TokenAuth::HasIdentity(std::string_view identity) const {
 bool ValidTenantName(std::string_view name) {
   if (name.empty() || name.size() > 64) return false;
   for (char c : name) {
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-')) return false;
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-')) {
+      return false;
+    }
   }
   return true;
 }

@@ -8,7 +8,7 @@
 #include <unicode/uchar.h>
 
 #include "chorus/tokenizer/tokenizer.h"
-#include "chorus/tokenizer/utf8.h"
+#include "chorus/core/utf8.h"
 
 namespace chorus {
 namespace {

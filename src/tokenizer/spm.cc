@@ -4,7 +4,7 @@
 #include <queue>
 
 #include "chorus/tokenizer/tokenizer.h"
-#include "chorus/tokenizer/utf8.h"
+#include "chorus/core/utf8.h"
 
 namespace chorus {
 namespace {

@@ -4,10 +4,15 @@
 #include <unicode/unistr.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <initializer_list>
+#include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "chorus/core/str_cat.h"
 #include "chorus/core/status.h"
-#include "chorus/tokenizer/utf8.h"
+#include "chorus/core/utf8.h"
 
 namespace chorus {
 namespace {
@@ -62,21 +67,20 @@ absl::StatusOr<bool> OptionalBool(const GgufFile& f, std::string_view key, bool 
   return f.GetBool(key);
 }
 
-}  // namespace
-
-Tokenizer::~Tokenizer() = default;
-
-absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& f) {
-  std::unique_ptr<Tokenizer> t(new Tokenizer());
+// tokenizer.ggml.model: "llama" (SentencePiece: true) or "gpt2" (byte-level BPE: false).
+absl::StatusOr<bool> ReadIsSpm(const GgufFile& f) {
   CHORUS_ASSIGN_OR_RETURN(std::string_view model, f.GetString("tokenizer.ggml.model"));
-  if (model == "llama") {
-    t->is_spm_ = true;
-  } else if (model == "gpt2") {
-    t->is_spm_ = false;
-  } else {
-    return absl::FailedPreconditionError(
-        StrCat("gguf: tokenizer.ggml.model '", model, "' is not supported (llama, gpt2)"));
-  }
+  if (model == "llama") return true;
+  if (model == "gpt2") return false;
+  return absl::FailedPreconditionError(
+      StrCat("gguf: tokenizer.ggml.model '", model, "' is not supported (llama, gpt2)"));
+}
+
+// tokenizer.ggml.tokens, and .scores and .token_type when present (else 0 and kNormal). The
+// first occurrence of a duplicated token text wins in `token_to_id`.
+absl::Status ReadVocab(const GgufFile& f, std::vector<std::string>* tokens_out,
+                       std::unordered_map<std::string, int32_t>* token_to_id,
+                       std::vector<float>* scores, std::vector<TokenType>* types) {
   CHORUS_ASSIGN_OR_RETURN(const GgufValue* tokens,
                           f.GetArray("tokenizer.ggml.tokens", GgufType::kString));
   if (tokens->count == 0 || tokens->count > (1u << 24)) {
@@ -84,13 +88,13 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& f
         StrCat("gguf: tokenizer.ggml.tokens has ", tokens->count, " entries"));
   }
   const auto n = static_cast<int32_t>(tokens->count);
-  t->tokens_.reserve(n);
-  t->token_to_id_.reserve(n);
+  tokens_out->reserve(n);
+  token_to_id->reserve(n);
   for (int32_t i = 0; i < n; ++i) {
-    t->tokens_.emplace_back(tokens->strings[i]);
-    t->token_to_id_.emplace(t->tokens_.back(), i);  // first occurrence wins
+    tokens_out->emplace_back(tokens->strings[i]);
+    token_to_id->emplace(tokens_out->back(), i);  // first occurrence wins
   }
-  t->scores_.assign(n, 0.0f);
+  scores->assign(n, 0.0f);
   if (f.Find("tokenizer.ggml.scores") != nullptr) {
     CHORUS_ASSIGN_OR_RETURN(const GgufValue* s,
                             f.GetArray("tokenizer.ggml.scores", GgufType::kF32));
@@ -98,9 +102,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& f
       return absl::FailedPreconditionError(StrCat(
           "gguf: tokenizer.ggml.scores has ", s->count, " entries, tokens has ", n));
     }
-    for (int32_t i = 0; i < n; ++i) t->scores_[i] = static_cast<float>(s->ArrayFloat(i));
+    for (int32_t i = 0; i < n; ++i) (*scores)[i] = static_cast<float>(s->ArrayFloat(i));
   }
-  t->types_.assign(n, TokenType::kNormal);
+  types->assign(n, TokenType::kNormal);
   if (f.Find("tokenizer.ggml.token_type") != nullptr) {
     CHORUS_ASSIGN_OR_RETURN(const GgufValue* ty,
                             f.GetArray("tokenizer.ggml.token_type", GgufType::kI32));
@@ -114,9 +118,87 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& f
         return absl::FailedPreconditionError(
             StrCat("gguf: tokenizer.ggml.token_type[", i, "] = ", v, " is not in [0, 6]"));
       }
-      t->types_[i] = static_cast<TokenType>(v);
+      (*types)[i] = static_cast<TokenType>(v);
     }
   }
+  return absl::OkStatus();
+}
+
+// End-of-generation ids: `ids` (EOS, EOT, EOM, BOS; -1 = unset) and the usual chat end markers
+// when the vocabulary has them as control tokens. BOS too: a model that emits it has finished
+// its document and starts another.
+std::vector<int32_t> EndOfGenerationIds(const Tokenizer& t, std::initializer_list<int32_t> ids) {
+  std::vector<int32_t> eog;
+  for (int32_t id : ids) {
+    if (id >= 0) eog.push_back(id);
+  }
+  for (std::string_view s : {"<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end_of_text|>",
+                             "<|endoftext|>", "<end_of_turn>", "<|end|>"}) {
+    const int32_t id = t.FindToken(s);
+    if (id >= 0 && t.token_type(id) == TokenType::kControl) eog.push_back(id);
+  }
+  return eog;
+}
+
+// Non-empty control and user-defined tokens, longest first (`special`), and the user-defined
+// ones alone in the same order (`user_defined`).
+void CollectSpecialIds(const std::vector<std::string>& tokens, const std::vector<TokenType>& types,
+                       std::vector<int32_t>* special, std::vector<int32_t>* user_defined) {
+  const auto n = static_cast<int32_t>(tokens.size());
+  for (int32_t i = 0; i < n; ++i) {
+    if ((types[i] == TokenType::kControl || types[i] == TokenType::kUserDefined) &&
+        !tokens[i].empty()) {
+      special->push_back(i);
+    }
+  }
+  std::stable_sort(special->begin(), special->end(), [&](int32_t a, int32_t b) {
+    return tokens[a].size() > tokens[b].size();
+  });
+  for (int32_t id : *special) {
+    if (types[id] == TokenType::kUserDefined) user_defined->push_back(id);
+  }
+}
+
+// tokenizer.ggml.merges: "left right" -> rank (its index).
+absl::Status ReadBpeMerges(const GgufFile& f, std::unordered_map<std::string, int32_t>* rank) {
+  CHORUS_ASSIGN_OR_RETURN(const GgufValue* merges,
+                          f.GetArray("tokenizer.ggml.merges", GgufType::kString));
+  rank->reserve(merges->count);
+  for (uint64_t i = 0; i < merges->count; ++i) {
+    rank->emplace(std::string(merges->strings[i]), static_cast<int32_t>(i));
+  }
+  return absl::OkStatus();
+}
+
+// tokenizer.ggml.pre (default "default"): the pre-tokenizer regex of a byte-level BPE model.
+absl::Status ReadPreTokenizer(const GgufFile& f, PreTokenizer* kind, bool* ignore_merges) {
+  std::string_view pre = "default";
+  if (f.Find("tokenizer.ggml.pre") != nullptr) {
+    CHORUS_ASSIGN_OR_RETURN(pre, f.GetString("tokenizer.ggml.pre"));
+  }
+  if (pre == "llama-bpe" || pre == "llama3" || pre == "smaug-bpe") {
+    *kind = PreTokenizer::kLlama3;
+    *ignore_merges = true;
+  } else if (pre == "qwen2" || pre == "deepseek-r1-qwen") {
+    *kind = PreTokenizer::kQwen2;
+  } else if (pre == "gpt-2" || pre == "default" || pre == "gpt2") {
+    *kind = PreTokenizer::kGpt2;
+  } else {
+    return absl::FailedPreconditionError(StrCat(
+        "gguf: tokenizer.ggml.pre '", pre, "' is not supported (gpt-2, llama-bpe, qwen2)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Tokenizer::~Tokenizer() = default;
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& f) {
+  std::unique_ptr<Tokenizer> t(new Tokenizer());
+  CHORUS_ASSIGN_OR_RETURN(t->is_spm_, ReadIsSpm(f));
+  CHORUS_RETURN_IF_ERROR(ReadVocab(f, &t->tokens_, &t->token_to_id_, &t->scores_, &t->types_));
+  const int32_t n = t->vocab_size();
   CHORUS_ASSIGN_OR_RETURN(t->bos_id_, OptionalId(f, "tokenizer.ggml.bos_token_id", n));
   CHORUS_ASSIGN_OR_RETURN(t->eos_id_, OptionalId(f, "tokenizer.ggml.eos_token_id", n));
   CHORUS_ASSIGN_OR_RETURN(t->unk_id_, OptionalId(f, "tokenizer.ggml.unknown_token_id", n));
@@ -127,30 +209,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& f
   CHORUS_ASSIGN_OR_RETURN(t->add_space_prefix_,
                           OptionalBool(f, "tokenizer.ggml.add_space_prefix", t->is_spm_));
   if (t->is_spm_ && t->unk_id_ < 0) t->unk_id_ = t->FindToken("<unk>");
-
-  // End-of-generation ids: EOS, EOT and the usual chat end markers when present.
-  // BOS too: a model that emits it has finished its document and starts another.
-  for (int32_t id : {t->eos_id_, eot, eom, t->bos_id_}) {
-    if (id >= 0) t->eog_ids_.push_back(id);
-  }
-  for (std::string_view s : {"<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end_of_text|>",
-                             "<|endoftext|>", "<end_of_turn>", "<|end|>"}) {
-    const int32_t id = t->FindToken(s);
-    if (id >= 0 && t->types_[id] == TokenType::kControl) t->eog_ids_.push_back(id);
-  }
-
-  for (int32_t i = 0; i < n; ++i) {
-    if ((t->types_[i] == TokenType::kControl || t->types_[i] == TokenType::kUserDefined) &&
-        !t->tokens_[i].empty()) {
-      t->special_ids_.push_back(i);
-    }
-  }
-  std::stable_sort(t->special_ids_.begin(), t->special_ids_.end(), [&](int32_t a, int32_t b) {
-    return t->tokens_[a].size() > t->tokens_[b].size();
-  });
-  for (int32_t id : t->special_ids_) {
-    if (t->types_[id] == TokenType::kUserDefined) t->user_defined_ids_.push_back(id);
-  }
+  t->eog_ids_ = EndOfGenerationIds(*t, {t->eos_id_, eot, eom, t->bos_id_});
+  CollectSpecialIds(t->tokens_, t->types_, &t->special_ids_, &t->user_defined_ids_);
   CHORUS_RETURN_IF_ERROR(t->ReadChorusKeys(f));
 
   if (t->is_spm_) {
@@ -163,27 +223,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromGguf(const GgufFile& f
     }
   } else {
     for (int b = 0; b < 256; ++b) t->byte_ids_[b] = t->FindToken(ByteToUnicode(b));
-    CHORUS_ASSIGN_OR_RETURN(const GgufValue* merges,
-                            f.GetArray("tokenizer.ggml.merges", GgufType::kString));
-    t->merge_rank_.reserve(merges->count);
-    for (uint64_t i = 0; i < merges->count; ++i) {
-      t->merge_rank_.emplace(std::string(merges->strings[i]), static_cast<int32_t>(i));
-    }
-    std::string_view pre = "default";
-    if (f.Find("tokenizer.ggml.pre") != nullptr) {
-      CHORUS_ASSIGN_OR_RETURN(pre, f.GetString("tokenizer.ggml.pre"));
-    }
-    if (pre == "llama-bpe" || pre == "llama3" || pre == "smaug-bpe") {
-      t->pre_ = PreTokenizer::kLlama3;
-      t->ignore_merges_ = true;
-    } else if (pre == "qwen2" || pre == "deepseek-r1-qwen") {
-      t->pre_ = PreTokenizer::kQwen2;
-    } else if (pre == "gpt-2" || pre == "default" || pre == "gpt2") {
-      t->pre_ = PreTokenizer::kGpt2;
-    } else {
-      return absl::FailedPreconditionError(StrCat(
-          "gguf: tokenizer.ggml.pre '", pre, "' is not supported (gpt-2, llama-bpe, qwen2)"));
-    }
+    CHORUS_RETURN_IF_ERROR(ReadBpeMerges(f, &t->merge_rank_));
+    CHORUS_RETURN_IF_ERROR(ReadPreTokenizer(f, &t->pre_, &t->ignore_merges_));
   }
   return t;
 }

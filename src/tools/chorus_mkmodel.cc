@@ -8,8 +8,8 @@
 //                  [--rope-freqs] [--rope-linear FACTOR] [--seed S]
 #include <cstdio>
 
-#include "chorus/model/gguf.h"
-#include "chorus/model/random_model.h"
+#include "chorus/gguf/gguf.h"
+#include "chorus/gguf/random_model.h"
 #include "flags.h"
 
 namespace chorus {

@@ -1,4 +1,5 @@
 // Merge strategies on hand-made drafts (no model, no clock: finish times are given).
+#include "chorus/admission/answer_regex.h"
 #include "chorus/agents/merge.h"
 
 #include <gtest/gtest.h>
@@ -7,7 +8,7 @@
 
 #include "../test_util.h"
 #include "chorus/agents/agent_group.h"
-#include "chorus/model/gguf.h"
+#include "chorus/gguf/gguf.h"
 
 namespace chorus {
 namespace {

@@ -12,9 +12,9 @@
 
 #include "../test_util.h"
 #include "chorus/backends/cpu_backend.h"
-#include "chorus/model/gguf_writer.h"
+#include "chorus/gguf/gguf_writer.h"
 #include "chorus/model/model.h"
-#include "chorus/model/random_model.h"
+#include "chorus/gguf/random_model.h"
 #include "chorus/model/transformer.h"
 #include "chorus/tokenizer/tokenizer.h"
 #include <fstream>

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "chorus/model/ggml_types.h"
+#include "chorus/gguf/ggml_types.h"
 #include "chorus/sampling/sampler.h"
 #include "kernels.h"
 

@@ -1,7 +1,7 @@
 // NCCL on the emulator: device memory is host memory, so the in-process CPU communicator (threads
 // as ranks) stands in for the NCCL all-reduce.
 #include "chorus/backends/nccl_communicator.h"
-#include "chorus/model/communicator.h"
+#include "chorus/backends/communicator.h"
 
 namespace chorus {
 

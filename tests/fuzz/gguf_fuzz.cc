@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string_view>
 
-#include "chorus/model/gguf.h"
+#include "chorus/gguf/gguf.h"
 #include "chorus/model/hparams.h"
 #include "chorus/tokenizer/tokenizer.h"
 

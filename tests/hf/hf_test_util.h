@@ -14,9 +14,9 @@
 #include <string>
 
 #include "chorus/hf/safetensors.h"
-#include "chorus/model/gguf.h"
-#include "chorus/model/gguf_writer.h"
-#include "chorus/model/random_model.h"
+#include "chorus/gguf/gguf.h"
+#include "chorus/gguf/gguf_writer.h"
+#include "chorus/gguf/random_model.h"
 #include "chorus/tokenizer/tokenizer.h"
 
 namespace chorus::testing {

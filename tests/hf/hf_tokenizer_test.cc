@@ -11,7 +11,7 @@
 #include "chorus/hf/hf_model.h"
 #include "chorus/http/openai.h"
 #include "chorus/tokenizer/tokenizer.h"
-#include "chorus/tokenizer/utf8.h"
+#include "chorus/core/utf8.h"
 
 namespace chorus {
 namespace {

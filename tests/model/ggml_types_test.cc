@@ -1,4 +1,4 @@
-#include "chorus/model/ggml_types.h"
+#include "chorus/gguf/ggml_types.h"
 
 #include <gtest/gtest.h>
 

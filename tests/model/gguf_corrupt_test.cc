@@ -4,8 +4,8 @@
 
 #include <cstring>
 
-#include "chorus/model/gguf.h"
-#include "chorus/model/gguf_writer.h"
+#include "chorus/gguf/gguf.h"
+#include "chorus/gguf/gguf_writer.h"
 #include "chorus/model/hparams.h"
 
 namespace chorus {

@@ -1,9 +1,9 @@
-#include "chorus/model/gguf.h"
+#include "chorus/gguf/gguf.h"
 
 #include <gtest/gtest.h>
 
 #include "../test_util.h"
-#include "chorus/model/gguf_writer.h"
+#include "chorus/gguf/gguf_writer.h"
 
 namespace chorus {
 namespace {

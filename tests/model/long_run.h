@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "chorus/model/model.h"
-#include "chorus/model/random_model.h"
+#include "chorus/gguf/random_model.h"
 #include "chorus/model/transformer.h"
 
 namespace chorus::testing {

@@ -1,5 +1,5 @@
 // Reference dequantization and quantization of Q4_1, Q5_0, Q5_1 and the K-quants
-// (src/model/quants.cc): hand-built blocks decoded against the GGUF layouts written out here,
+// (src/gguf/dequantize.cc): hand-built blocks decoded against the GGUF layouts written out here,
 // round trips on Gaussian rows, and real files quantized by llama.cpp.
 #include <gtest/gtest.h>
 
@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "../test_util.h"
-#include "chorus/model/ggml_types.h"
-#include "chorus/model/gguf.h"
+#include "chorus/gguf/ggml_types.h"
+#include "chorus/gguf/gguf.h"
 
 namespace chorus {
 namespace {

@@ -5,9 +5,9 @@
 
 #include <memory>
 
-#include "chorus/model/gguf.h"
-#include "chorus/model/gguf_writer.h"
-#include "chorus/model/random_model.h"
+#include "chorus/gguf/gguf.h"
+#include "chorus/gguf/gguf_writer.h"
+#include "chorus/gguf/random_model.h"
 
 namespace chorus::testing {
 

@@ -9,9 +9,9 @@
 #include <random>
 
 #include "chorus/backends/cpu_backend.h"
-#include "chorus/model/gguf_writer.h"
+#include "chorus/gguf/gguf_writer.h"
 #include "chorus/model/model.h"
-#include "chorus/model/random_model.h"
+#include "chorus/gguf/random_model.h"
 #include "chorus/model/transformer.h"
 #include "random_model_file.h"
 #include "long_run.h"

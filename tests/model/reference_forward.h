@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "chorus/model/ggml_types.h"
-#include "chorus/model/gguf.h"
+#include "chorus/gguf/ggml_types.h"
+#include "chorus/gguf/gguf.h"
 
 namespace chorus::testing {
 

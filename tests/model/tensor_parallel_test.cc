@@ -11,8 +11,8 @@
 #include <cmath>
 
 #include "chorus/backends/cpu_backend.h"
-#include "chorus/model/gguf_writer.h"
-#include "chorus/model/random_model.h"
+#include "chorus/gguf/gguf_writer.h"
+#include "chorus/gguf/random_model.h"
 #include "random_model_file.h"
 
 namespace chorus {

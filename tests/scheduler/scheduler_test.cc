@@ -273,7 +273,7 @@ TEST_F(RuntimeTest, SynthesisThatCannotFitTheFreeBlocksFallsBackToVoteAtOnce) {
 
 // Many client threads against one engine thread, with nothing but the runtime's own
 // synchronization between them (no gRPC): the ThreadSanitizer run in CI (make test-tsan) checks
-// Submit, Abort, Stats, CheckCapacity and PredictPrefillMs from clients while the engine
+// Submit, Abort, Stats and CheckCapacity from clients while the engine
 // thread steps, preempts, merges and completes. Every accepted request ends exactly once with
 // OK, CANCELLED or DEADLINE_EXCEEDED, and the cache is empty afterwards.
 TEST_F(RuntimeTest, ConcurrentClientsSubmitAbortAndReadStatsWhileTheEngineRuns) {
@@ -289,7 +289,6 @@ TEST_F(RuntimeTest, ConcurrentClientsSubmitAbortAndReadStatsWhileTheEngineRuns) 
       const RuntimeStats s = rt->Stats();
       EXPECT_LE(s.kv_blocks_used, s.kv_blocks_total);
       (void)rt->CheckCapacity(2);
-      (void)rt->PredictPrefillMs(32);
       (void)rt->Idle();
       (void)rt->InFlight();
       (void)rt->LastProgressMs();

@@ -4,9 +4,9 @@
 #include <random>
 #include <thread>
 
-#include "chorus/model/gguf_writer.h"
-#include "chorus/model/random_model.h"
-#include "chorus/tokenizer/utf8.h"
+#include "chorus/gguf/gguf_writer.h"
+#include "chorus/gguf/random_model.h"
+#include "chorus/core/utf8.h"
 #include "server_fixture.h"
 
 namespace chorus {

@@ -12,8 +12,8 @@
 
 #include "chorus/admission/admission.h"
 #include "chorus/core/log_safe.h"
-#include "chorus/model/gguf.h"
-#include "chorus/model/gguf_writer.h"
+#include "chorus/gguf/gguf.h"
+#include "chorus/gguf/gguf_writer.h"
 #include "chorus/server/security.h"
 #include "server_fixture.h"
 
@@ -231,12 +231,13 @@ TEST_F(UnnamedModelServerTest, ListModelsNeverRevealsTheModelPath) {
 TEST_F(ServerTest, RequestIdsCannotForgeLogLines) {
   std::ostringstream captured;
   auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(captured);
-  spdlog::default_logger()->sinks().push_back(sink);
+  // Every logger: the server's lines go through its module logger (core/log.h).
+  spdlog::apply_all([&](std::shared_ptr<spdlog::logger> l) { l->sinks().push_back(sink); });
   pb::GenerateRequest r = Request("Once", 2);
   r.set_request_id("x\n[chorusd] [info] FORGED all is well");
   pb::GenerateResponse resp;
   const grpc::Status s = Generate(r, &resp);
-  spdlog::default_logger()->sinks().pop_back();
+  spdlog::apply_all([&](std::shared_ptr<spdlog::logger> l) { l->sinks().pop_back(); });
   EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT);
   const std::string log = captured.str();
   EXPECT_NE(log.find("x\\x0a[chorusd] [info] FORGED"), std::string::npos) << log;

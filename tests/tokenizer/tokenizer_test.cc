@@ -10,8 +10,8 @@
 #include <sstream>
 
 #include "../test_util.h"
-#include "chorus/model/gguf_writer.h"
-#include "chorus/model/random_model.h"
+#include "chorus/gguf/gguf_writer.h"
+#include "chorus/gguf/random_model.h"
 
 namespace chorus {
 namespace {

@@ -1,4 +1,4 @@
-#include "chorus/tokenizer/utf8.h"
+#include "chorus/core/utf8.h"
 
 #include <gtest/gtest.h>
 

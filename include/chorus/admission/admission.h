@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "chorus/core/clock.h"
 #include "chorus/core/request.h"
 #include "chorus/tokenizer/tokenizer.h"
 
@@ -145,7 +144,7 @@ class AdmissionGate {
 class Admission {
  public:
   Admission(const AdmissionLimits& limits, const Tokenizer* tokenizer, int context_length,
-            ChatTemplate chat, const Clock* clock);
+            ChatTemplate chat);
   // `arrival_ms` is when the call arrived (the clock's time).
   absl::StatusOr<GenerateParams> Validate(const GenerateInput& in, double arrival_ms) const;
   const AdmissionLimits& limits() const { return limits_; }
@@ -155,7 +154,6 @@ class Admission {
   const Tokenizer* tokenizer_;
   int context_length_;
   ChatTemplate chat_;
-  const Clock* clock_;
 };
 
 }  // namespace chorus

@@ -3,9 +3,9 @@
 #pragma once
 
 #include <map>
-#include <mutex>
 
 #include "absl/base/thread_annotations.h"
+#include "chorus/core/mutex.h"
 
 namespace chorus {
 
@@ -27,9 +27,7 @@ class StepTimePredictor {
     double rows = 0;
   };
   const double fixed_ms_, per_row_ms_;
-  // std::mutex, not absl::Mutex: Debian's Abseil is not built for ThreadSanitizer, which then
-  // cannot see absl::Mutex and reports the guarded accesses as races.
-  mutable std::mutex mu_;
+  mutable Mutex mu_;  // core/mutex.h: checked by clang, seen by TSan
   std::map<int, Bucket> buckets_ ABSL_GUARDED_BY(mu_);  // floor(log2(rows)) -> EMA
 };
 

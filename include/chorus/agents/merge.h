@@ -20,14 +20,6 @@ std::string ExtractAnswer(std::string_view text, const re2::RE2* regex);
 // Trim, lowercase ASCII, collapse whitespace runs to one space, drop a trailing period.
 std::string NormalizeAnswer(std::string_view s);
 
-// Largest RE2 program (instructions) an answer_regex may compile to: matching is linear in
-// the text times this, on the engine thread.
-constexpr int kMaxAnswerRegexProgramSize = 512;
-// An answer_regex compiled once per request (admission), or INVALID_ARGUMENT naming
-// reasoning.answer_regex when it does not compile or exceeds kMaxAnswerRegexProgramSize.
-// Null for an empty regex. RE2 objects are thread-safe for matching.
-absl::StatusOr<std::shared_ptr<const re2::RE2>> CompileAnswerRegex(std::string_view regex);
-
 // Confidence of a draft: exp(lowest mean logprob over windows of `window` tokens), i.e. the
 // geometric-mean token probability of its least confident stretch. 1 for an empty draft.
 double DraftConfidence(const std::vector<float>& logprobs, int window);

@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "chorus/model/ggml_types.h"
-#include "chorus/model/gguf.h"
+#include "chorus/gguf/ggml_types.h"
+#include "chorus/gguf/gguf.h"
 #include "chorus/sampling/sampler.h"
 
 namespace chorus {

@@ -13,7 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "chorus/backends/backend.h"
-#include "chorus/model/communicator.h"
+#include "chorus/backends/communicator.h"
 
 namespace chorus {
 

@@ -5,6 +5,7 @@
 //                  steps of a given batch shape);
 //   PlanQueryTiles groups a batch's query tokens into tiles for the tiled prefill attention;
 //   RoundUpPow2    the bucketing that keeps graph arguments stable while sequences grow.
+// The CUDA backend's fusion rules, host-side as well, are in fusion.h.
 #pragma once
 
 #include <cstdint>

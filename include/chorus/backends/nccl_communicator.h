@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "chorus/model/communicator.h"
+#include "chorus/backends/communicator.h"
 
 namespace chorus {
 

@@ -6,12 +6,12 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <vector>
+
+#include "chorus/core/mutex.h"
 
 namespace chorus {
 
@@ -37,16 +37,16 @@ class ThreadPool {
 
   const int num_threads_;
   std::vector<std::thread> workers_;
-  std::mutex mu_;
-  std::condition_variable work_cv_;
-  std::condition_variable done_cv_;
+  Mutex mu_;
+  CondVar work_cv_;
+  CondVar done_cv_;
   // The task is published before generation_ is bumped (release) and read after it is seen
   // (acquire); workers spin briefly on generation_, then sleep on work_cv_.
   const std::function<void(int64_t, int64_t)>* task_ = nullptr;
   int64_t task_n_ = 0;
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};
-  bool stop_ = false;  // guarded by mu_
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace chorus

@@ -1,4 +1,5 @@
-// The engine: turns a StepPlan into one batched forward pass (token ids, positions and block
+// The engine: runs a StepPlan's KV block copies, then turns its segments into one batched
+// forward pass (token ids, positions and block
 // tables of every segment). Each decode row of an agent without penalties is sampled where the
 // logits are (the backend), with the uniform number drawn from the agent's own Sampler before
 // the forward; the other rows' logits come to the host for the agents to sample. Either way an
@@ -6,7 +7,7 @@
 #pragma once
 
 #include "absl/status/status.h"
-#include "chorus/core/step.h"
+#include "chorus/sequence/step.h"
 #include "chorus/model/executor.h"
 
 namespace chorus {

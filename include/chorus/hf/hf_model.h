@@ -15,7 +15,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "chorus/model/gguf.h"
+#include "chorus/gguf/gguf.h"
 
 namespace chorus {
 

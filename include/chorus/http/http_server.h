@@ -24,20 +24,22 @@
 namespace chorus::http {
 
 struct HttpOptions {
-  std::string listen_address;          // HOST:PORT (port 0 picks one)
-  int max_connections = 64;            // worker threads; more connections wait to be served
-  int64_t max_body_bytes = 2 << 20;    // larger bodies get 413
+  std::string listen_address;                  // HOST:PORT (port 0 picks one)
+  int max_connections = 64;                    // worker threads; more connections wait to be served
+  int64_t max_body_bytes = 2 << 20;            // larger bodies get 413
   int64_t stream_backlog_max_bytes = 4 << 20;  // unread SSE bytes before the request is cancelled
-  int max_agents = 16;                 // bounds `n`
-  std::string model_id;                // the one model served (GET /v1/models, `model`)
-  int64_t created = 0;                 // unix seconds (the model's "created")
+  int max_agents = 16;                         // bounds `n`
+  std::string model_id;                        // the one model served (GET /v1/models, `model`)
+  int64_t created = 0;                         // unix seconds (the model's "created")
 };
 
 struct HttpHooks {
   // The caller's identity for an "Authorization" header value, or UNAUTHENTICATED.
   std::function<absl::StatusOr<std::string>(std::string_view authorization)> authorize;
   // Admission + runtime submit (as gRPC's): on OK the sink is called, exactly once at the end.
-  std::function<absl::Status(const std::string& owner, GenerateInput in, std::shared_ptr<ResultSink> sink)> submit;
+  std::function<absl::Status(const std::string& owner, GenerateInput in,
+                             std::shared_ptr<ResultSink> sink)>
+      submit;
   std::function<std::string()> new_request_id;
   std::function<bool()> serving;  // false while draining (GET /health)
   // Called once per answered request (metrics); may be null.
@@ -46,7 +48,8 @@ struct HttpHooks {
 
 class HttpServer {
  public:
-  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const HttpOptions& options, HttpHooks hooks);
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const HttpOptions& options,
+                                                           HttpHooks hooks);
   // Stops listening; returns when every handler has returned (their sinks must complete).
   ~HttpServer();
   int port() const;

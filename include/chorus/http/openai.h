@@ -26,18 +26,18 @@ enum class Endpoint { kCompletions, kChat };
 // An error as OpenAI sends it: {"error": {"message", "type", "param", "code"}}.
 struct ApiError {
   int http_status = 500;
-  std::string type;     // invalid_request_error, authentication_error, ...
-  std::string code;     // may be empty (null)
-  std::string param;    // the request parameter at fault; may be empty (null)
+  std::string type;   // invalid_request_error, authentication_error, ...
+  std::string code;   // may be empty (null)
+  std::string param;  // the request parameter at fault; may be empty (null)
   std::string message;
 };
 
 struct OpenAiRequest {
   Endpoint endpoint = Endpoint::kCompletions;
   std::string model;
-  GenerateInput input;   // what admission validates (request_id left for the server to set)
-  int n = 1;             // choices (plain mode)
-  bool merged = false;   // "chorus" object present: one merged choice
+  GenerateInput input;  // what admission validates (request_id left for the server to set)
+  int n = 1;            // choices (plain mode)
+  bool merged = false;  // "chorus" object present: one merged choice
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
 };
@@ -63,18 +63,20 @@ std::string ModelListJson(std::string_view model_id, int64_t created);
 
 // What a response is stamped with.
 struct ResponseMeta {
-  std::string id;        // "cmpl-..." / "chatcmpl-..."
+  std::string id;  // "cmpl-..." / "chatcmpl-..."
   std::string model;
-  int64_t created = 0;   // unix seconds
+  int64_t created = 0;  // unix seconds
 };
 
 // A finished, non-streamed request: n choices (plain) or one merged choice plus "chorus".
-std::string ResponseJson(const OpenAiRequest& req, const ResponseMeta& meta, const GenerateResult& r);
+std::string ResponseJson(const OpenAiRequest& req, const ResponseMeta& meta,
+                         const GenerateResult& r);
 
 // Server-Sent Events for a streamed request, one "data: {...}\n\n" frame per call.
 class StreamEncoder {
  public:
-  StreamEncoder(OpenAiRequest req, ResponseMeta meta) : req_(std::move(req)), meta_(std::move(meta)) {}
+  StreamEncoder(OpenAiRequest req, ResponseMeta meta)
+      : req_(std::move(req)), meta_(std::move(meta)) {}
   // Text of agent `agent` (plain mode: choice `agent`; merged mode with one agent: choice 0;
   // merged mode with several agents: a "chorus" draft delta when return_drafts, else nothing).
   std::string Delta(int agent, std::string_view text);

@@ -9,7 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "chorus/core/observer.h"
-#include "chorus/runtime/runtime.h"
+#include "chorus/core/stats.h"
 
 namespace chorus {
 

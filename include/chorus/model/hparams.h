@@ -6,7 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "chorus/backends/backend.h"
-#include "chorus/model/gguf.h"
+#include "chorus/gguf/gguf.h"
 
 namespace chorus {
 

@@ -10,7 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "chorus/backends/backend.h"
-#include "chorus/model/gguf.h"
+#include "chorus/gguf/gguf.h"
 #include "chorus/model/hparams.h"
 #include "chorus/tokenizer/tokenizer.h"
 

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "chorus/model/communicator.h"
+#include "chorus/backends/communicator.h"
 #include "chorus/model/executor.h"
 #include "chorus/model/model.h"
 #include "chorus/model/transformer.h"

@@ -4,10 +4,8 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -19,7 +17,9 @@
 #include "chorus/agents/agent_group.h"
 #include "chorus/agents/budget.h"
 #include "chorus/core/clock.h"
+#include "chorus/core/mutex.h"
 #include "chorus/core/observer.h"
+#include "chorus/core/stats.h"
 #include "chorus/engine/engine.h"
 #include "chorus/scheduler/scheduler.h"
 
@@ -38,14 +38,6 @@ struct RuntimeOptions {
   RuntimeObserver* observer = nullptr;
   // Test hook: called on the engine thread before every step (fault injection: stalls).
   std::function<void()> before_step;
-};
-
-struct RuntimeStats {
-  int running_requests = 0, waiting_requests = 0, running_agents = 0, waiting_agents = 0;
-  int kv_blocks_total = 0, kv_blocks_used = 0, prefix_cache_blocks = 0;
-  int64_t steps_run = 0, requests_completed = 0, requests_cancelled = 0, requests_failed = 0;
-  int64_t preemptions = 0, tokens_generated = 0;
-  int64_t prompt_tokens_computed = 0, prompt_tokens_cached = 0;
 };
 
 class Runtime {
@@ -87,8 +79,6 @@ class Runtime {
   const Model& model() const { return *model_; }
   // When the engine loop last went round (clock ms): the health watchdog's heartbeat.
   double LastProgressMs() const { return last_progress_ms_.load(); }
-  // Predicted wall time of the prefill of `prompt_tokens` tokens (for admission).
-  double PredictPrefillMs(int prompt_tokens) const;
 
  private:
   Runtime(const RuntimeOptions& options, const Model* model,
@@ -128,8 +118,8 @@ class Runtime {
   StepTimePredictor predictor_;  // thread-safe: engine thread observes, Submit predicts
   std::thread thread_;
 
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
+  mutable Mutex mu_;
+  CondVar cv_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::unique_ptr<RequestGroup>> inbox_ ABSL_GUARDED_BY(mu_);

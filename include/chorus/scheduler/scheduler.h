@@ -1,4 +1,9 @@
-// Request-centric scheduler with continuous batching. Each call to Schedule():
+// Request-centric scheduler with continuous batching, and the only code that allocates, refs,
+// unrefs or publishes KV blocks (BlockManager's mutators). Each call to Schedule():
+//   0. carries out what the last step decided: registers newly computed full prompt blocks in
+//      the prefix cache, gives forked agents their block tables (the partial last prompt block
+//      is copied for all but one agent: the copies go in the plan, for the engine to run
+//      before the forward), and frees the blocks of agents that finished;
 //   1. gives every decoding agent the KV blocks its tokens need, preempting (by recompute) the
 //      lowest-priority, latest-deadline running group when blocks run out;
 //   2. admits waiting groups whole (all N agents, never half) in order of priority, then
@@ -13,7 +18,7 @@
 
 #include <vector>
 
-#include "chorus/core/step.h"
+#include "chorus/sequence/step.h"
 #include "chorus/kv_cache/block_manager.h"
 
 namespace chorus {
@@ -35,6 +40,10 @@ class Scheduler {
   void Remove(RequestGroup* group);
   // Releases every block the group holds (its agents, prompt table, fork reserve).
   void FreeBlocks(RequestGroup* group);
+  // Blocks for a forward outside any request (the runtime's start-up calibration): up to `n`
+  // fresh blocks, handed back with ReturnBlocks.
+  std::vector<int32_t> LendBlocks(int n);
+  void ReturnBlocks(const std::vector<int32_t>& blocks);
   // Groups admitted by the last Schedule() call.
   const std::vector<RequestGroup*>& admitted() const { return admitted_; }
 
@@ -55,10 +64,15 @@ class Scheduler {
   void AdmitWaiting();
   void Preempt(RequestGroup* g);
   bool GrowAgentTables();
+  // Step 0 above, for one running group.
+  void PublishPrompt(RequestGroup* g);
+  void Fork(RequestGroup* g);
+  void ReleaseFinished(RequestGroup* g);
 
   SchedulerLimits limits_;
   BlockManager* blocks_;
   std::vector<RequestGroup*> waiting_, running_, admitted_;
+  std::vector<std::pair<int32_t, int32_t>> copies_;  // for the plan being built
   int64_t preemptions_ = 0;
 };
 

@@ -13,12 +13,14 @@
 
 namespace chorus {
 
+struct CudaBackendOptions;  // chorus/backends/cuda_backend.h
+
 class ChorusServer {
  public:
   // Loads the model, starts the engine thread and listens. Errors name the file or address.
   // `before_step` is a test hook run on the engine thread before every step (fault injection).
-  static absl::StatusOr<std::unique_ptr<ChorusServer>> Start(const chorus::v1::ServerConfig& config,
-                                                             std::function<void()> before_step = nullptr);
+  static absl::StatusOr<std::unique_ptr<ChorusServer>> Start(
+      const chorus::v1::ServerConfig& config, std::function<void()> before_step = nullptr);
   ~ChorusServer();
 
   // The bound port (useful with a :0 listen address).
@@ -40,10 +42,16 @@ class ChorusServer {
   std::unique_ptr<Impl> impl_;
 };
 
-// Default configuration (the values of configs/default.pbtxt).
+// The built-in default configuration: the one source of the defaults. configs/default.pbtxt
+// spells out the same values (tests/server/config_test.cc checks that they agree).
 chorus::v1::ServerConfig DefaultServerConfig();
 // Default config overlaid with a text-format file. Errors name the file and the problem.
 absl::StatusOr<chorus::v1::ServerConfig> LoadServerConfig(const std::string& path);
 absl::Status ValidateServerConfig(const chorus::v1::ServerConfig& config);
+// The CUDA backend's options under `config`: each switch (cuda_graphs, cuda_kv_cache_f16,
+// cuda_dequant_cache, cuda_fuse) is on unless the config turns it off or its environment
+// override does (CHORUS_CUDA_GRAPHS, CHORUS_CUDA_KV_F16, CHORUS_CUDA_DEQUANT_CACHE,
+// CHORUS_CUDA_FUSE set to 0 or off; for benchmarks). Unset switches count as on.
+CudaBackendOptions CudaBackendOptionsFromConfig(const chorus::v1::ServerConfig& config);
 
 }  // namespace chorus

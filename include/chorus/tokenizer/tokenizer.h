@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "chorus/model/gguf.h"
+#include "chorus/gguf/gguf.h"
 
 namespace chorus {
 

@@ -15,7 +15,9 @@ void Attention(ThreadPool& pool, const float* q, const float* k_cache, const flo
   const int kv_dim = kv_heads * head_dim;
   const int64_t work = static_cast<int64_t>(layout.num_tokens) * heads;
   int64_t cost = 0;  // dot products of q with every cached key, and the value sums
-  for (int t = 0; t < layout.num_tokens; ++t) cost += static_cast<int64_t>(layout.positions[t] + 1) * heads * head_dim * 2;
+  for (int t = 0; t < layout.num_tokens; ++t) {
+    cost += static_cast<int64_t>(layout.positions[t] + 1) * heads * head_dim * 2;
+  }
   pool.ParallelFor(work, [&](int64_t begin, int64_t end) {
     std::vector<float> scores;
     for (int64_t w = begin; w < end; ++w) {

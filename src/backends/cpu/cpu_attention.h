@@ -8,7 +8,8 @@ namespace chorus::cpu {
 
 // Cache row of `pos` in the sequence of token t: block_tables[seq][pos / bs] * bs + pos % bs.
 inline int64_t CacheSlot(const AttentionLayout& l, int t, int pos) {
-  const int32_t* table = l.block_tables + static_cast<int64_t>(l.seq_of_token[t]) * l.max_blocks_per_seq;
+  const int32_t* table =
+      l.block_tables + static_cast<int64_t>(l.seq_of_token[t]) * l.max_blocks_per_seq;
   return static_cast<int64_t>(table[pos / l.block_size]) * l.block_size + pos % l.block_size;
 }
 

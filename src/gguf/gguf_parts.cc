@@ -4,7 +4,7 @@
 
 #include "chorus/core/status.h"
 #include "chorus/core/str_cat.h"
-#include "chorus/model/gguf.h"
+#include "chorus/gguf/gguf.h"
 
 namespace chorus {
 namespace {

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "chorus/model/gguf.h"
+#include "chorus/gguf/gguf.h"
 
 namespace chorus {
 

@@ -1,4 +1,4 @@
-#include "chorus/model/communicator.h"
+#include "chorus/backends/communicator.h"
 
 #include <condition_variable>
 #include <cstring>

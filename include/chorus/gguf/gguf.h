@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "chorus/model/ggml_types.h"
+#include "chorus/gguf/ggml_types.h"
 
 namespace chorus {
 

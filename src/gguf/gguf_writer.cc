@@ -1,4 +1,4 @@
-#include "chorus/model/gguf_writer.h"
+#include "chorus/gguf/gguf_writer.h"
 
 #include <cstdio>
 

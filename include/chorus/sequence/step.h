@@ -3,9 +3,10 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
-#include "chorus/core/request.h"
+#include "chorus/sequence/sequence.h"
 
 namespace chorus {
 
@@ -21,12 +22,15 @@ struct StepSegment {
 
 struct StepPlan {
   std::vector<StepSegment> segments;
+  // KV block copies (src, dst) the engine runs before the forward: the copy-on-write of a
+  // partial last prompt block at the fork. Decided by the scheduler, like every block change.
+  std::vector<std::pair<int32_t, int32_t>> block_copies;
   int num_rows() const {
     int n = 0;
     for (const auto& s : segments) n += s.len;
     return n;
   }
-  bool empty() const { return segments.empty(); }
+  bool empty() const { return segments.empty() && block_copies.empty(); }
 };
 
 // Each segment with logits either had its next token sampled where the logits are (decode rows

@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "chorus/model/gguf.h"
-#include "chorus/model/gguf_writer.h"
+#include "chorus/gguf/gguf.h"
+#include "chorus/gguf/gguf_writer.h"
 
 namespace chorus {
 

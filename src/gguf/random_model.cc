@@ -1,4 +1,4 @@
-#include "chorus/model/random_model.h"
+#include "chorus/gguf/random_model.h"
 
 #include <algorithm>
 #include <atomic>
