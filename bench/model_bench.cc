@@ -1,6 +1,7 @@
 // chorus-bench-model: prefill and decode throughput of the CPU forward pass on a GGUF model.
 //
-//   chorus-bench-model --model FILE [--backend cpu|cuda] [--threads N] [--prompt-tokens P] [--decode-tokens D]
+//   chorus-bench-model --model FILE [--backend cpu|cuda] [--threads N] [--prompt-tokens P]
+//   [--decode-tokens D]
 //                      [--batch B] [--repeats R]
 // Prefill: one forward over P prompt tokens (tokens/s = P / time). Decode: D single-token steps
 // for each of B sequences decoded together in one batched forward per step (tokens/s counts
@@ -12,11 +13,11 @@
 #include <string_view>
 #include <thread>
 
+#include "../src/tools/flags.h"
 #include "chorus/backends/cpu_backend.h"
 #include "chorus/backends/cuda_backend.h"
 #include "chorus/model/model.h"
 #include "chorus/model/transformer.h"
-#include "../src/tools/flags.h"
 
 namespace chorus {
 namespace {
@@ -120,9 +121,10 @@ int Run(int argc, char** argv) {
       !flags.GetNumber("repeats", 3, 1, 100, &a.repeats, &error) || !flags.Has("model")) {
     return Fail(error.empty() ? "--model is required" : error);
   }
-  auto backend_or = flags.Has("int8-activations")
-                        ? absl::StatusOr<std::unique_ptr<Backend>>(CreateCpuBackend(a.threads, true))
-                        : CreateBackend(flags.Get("backend", "cpu"), a.threads);
+  auto backend_or =
+      flags.Has("int8-activations")
+          ? absl::StatusOr<std::unique_ptr<Backend>>(CreateCpuBackend(a.threads, true))
+          : CreateBackend(flags.Get("backend", "cpu"), a.threads);
   if (!backend_or.ok()) return Fail(std::string(backend_or.status().message()));
   auto backend = std::move(*backend_or);
   auto model = Model::Load(flags.Get("model"), backend.get());
@@ -149,7 +151,8 @@ int Run(int argc, char** argv) {
   std::printf(
       "{\"model\": \"%s\", \"backend\": \"%s\", \"threads\": %d, \"weight_bytes\": %lld, "
       "\"step_weight_bytes\": %lld, \"kv_bytes_per_step\": %.0f, \"prompt_tokens\": %d, "
-      "\"prefill_tokens_per_s\": %.1f, \"prefill_tflops\": %.2f, \"batch\": %d, \"decode_steps\": %d, "
+      "\"prefill_tokens_per_s\": %.1f, \"prefill_tflops\": %.2f, \"batch\": %d, \"decode_steps\": "
+      "%d, "
       "\"decode_tokens_per_s\": %.2f, \"decode_step_ms\": %.3f, "
       "\"decode_weight_gb_per_s\": %.2f, \"graphs_captured\": %lld, \"graphs_replayed\": %lld, "
       "\"dequantized_bytes\": %lld}\n",

@@ -7,9 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build-tsa}
 JOBS=${JOBS:-$(nproc)}
+mkdir -p "$BUILD"
 CC=clang CXX=clang++ cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Debug -DCHORUS_CUDA=OFF \
-  -DCHORUS_CUDA_EMU=OFF -DCHORUS_BUILD_BENCHMARKS=OFF -DCHORUS_BUILD_TESTS=OFF > "$BUILD.cmake.log"
-cmake --build "$BUILD" --target chorus_proto -j "$JOBS" > "$BUILD.proto.log"
+  -DCHORUS_CUDA_EMU=OFF -DCHORUS_BUILD_BENCHMARKS=OFF -DCHORUS_BUILD_TESTS=OFF > "$BUILD/tsa-cmake.log"
+cmake --build "$BUILD" --target chorus_proto -j "$JOBS" > "$BUILD/tsa-proto.log"
 # One "cd DIR && COMMAND -fsyntax-only" line per source file under src/.
 python3 - "$BUILD/compile_commands.json" "$PWD/src/" > "$BUILD/tsa-commands.txt" <<'PY'
 import json, shlex, sys

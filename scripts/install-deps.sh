@@ -12,7 +12,7 @@ BUILD_PACKAGES=(
   build-essential cmake make pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libspdlog-dev libfmt-dev libicu-dev libre2-dev
-  prometheus-cpp-dev libcpp-httplib-dev nlohmann-json3-dev
+  prometheus-cpp-dev libcpp-httplib-dev nlohmann-json3-dev libcli11-dev
 )
 DEV_PACKAGES=(
   ccache libgtest-dev libgmock-dev libbenchmark-dev

@@ -1,13 +1,13 @@
 // Shared helpers for tests: fixture paths and file reading.
 #pragma once
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
-
-#include <unistd.h>
 
 namespace chorus::testing {
 
@@ -17,9 +17,15 @@ inline std::string DirFromEnv(const char* name, const char* built_in) {
   const char* v = std::getenv(name);
   return v != nullptr && *v != '\0' ? v : built_in;
 }
-inline std::string SourcePath(const std::string& rel) { return DirFromEnv("CHORUS_SOURCE_DIR", CHORUS_SOURCE_DIR) + "/" + rel; }
-inline std::string SharedPath(const std::string& rel) { return DirFromEnv("CHORUS_SHARED_DIR", CHORUS_SHARED_DIR) + "/" + rel; }
-inline std::string BinaryPath(const std::string& rel) { return std::string(CHORUS_BINARY_DIR) + "/" + rel; }
+inline std::string SourcePath(const std::string& rel) {
+  return DirFromEnv("CHORUS_SOURCE_DIR", CHORUS_SOURCE_DIR) + "/" + rel;
+}
+inline std::string SharedPath(const std::string& rel) {
+  return DirFromEnv("CHORUS_SHARED_DIR", CHORUS_SHARED_DIR) + "/" + rel;
+}
+inline std::string BinaryPath(const std::string& rel) {
+  return std::string(CHORUS_BINARY_DIR) + "/" + rel;
+}
 inline bool Exists(const std::string& p) { return std::filesystem::exists(p); }
 
 inline std::string ReadFile(const std::string& path) {
@@ -42,7 +48,9 @@ constexpr char kPublishedGreedy[] =
     "do.\" Her mom said, \"Don't worry, Lily. We can help you.";
 
 inline std::string TempPath(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("chorus_test_" + std::to_string(::getpid()) + "_" + name)).string();
+  return (std::filesystem::temp_directory_path() /
+          ("chorus_test_" + std::to_string(::getpid()) + "_" + name))
+      .string();
 }
 
 }  // namespace chorus::testing

@@ -30,8 +30,7 @@ absl::Status CheckRange(std::string_view field, T v, T lo, T hi) {
 absl::Status CheckZeroOrRange(std::string_view field, float v, float lo, float hi,
                               std::string_view zero_means) {
   if (v == 0 || (v >= lo && v <= hi)) return absl::OkStatus();  // NaN fails both
-  return Invalid(field,
-                 StrCat("must be 0 (", zero_means, ") or in [", lo, ", ", hi, "], got ", v));
+  return Invalid(field, StrCat("must be 0 (", zero_means, ") or in [", lo, ", ", hi, "], got ", v));
 }
 
 // The tool calls of assistant message i; adds their bytes to `bytes`.
@@ -104,8 +103,8 @@ bool ValidId(std::string_view id) {
 // id when 0).
 absl::Status ValidateSampling(const GenerateInput& in, SamplingParams* s) {
   if (in.has_sampling) {
-    CHORUS_RETURN_IF_ERROR(CheckZeroOrRange("sampling.temperature", in.temperature,
-                                            kMinTemperature, 2.0f, "greedy"));
+    CHORUS_RETURN_IF_ERROR(
+        CheckZeroOrRange("sampling.temperature", in.temperature, kMinTemperature, 2.0f, "greedy"));
     CHORUS_RETURN_IF_ERROR(CheckRange("sampling.top_p", in.top_p, 0.0f, 1.0f));
     CHORUS_RETURN_IF_ERROR(CheckRange<int64_t>("sampling.top_k", in.top_k, 0, 1000));
     CHORUS_RETURN_IF_ERROR(CheckRange("sampling.min_p", in.min_p, 0.0f, 1.0f));
@@ -195,8 +194,7 @@ absl::Status ValidateLimits(const GenerateInput& in, const AdmissionLimits& L, G
   p->priority = static_cast<int>(in.priority);
   if (in.cache_salt.size() > 256) return Invalid("cache_salt", "longer than 256 bytes");
   p->cache_salt = BlockManager::SaltKey(in.cache_salt);
-  return CheckRange<int64_t>("latency_budget_ms", in.latency_budget_ms, 0,
-                             L.max_latency_budget_ms);
+  return CheckRange<int64_t>("latency_budget_ms", in.latency_budget_ms, 0, L.max_latency_budget_ms);
 }
 
 // The prompt tokens: the chat rendered with the model's template, or the prompt text (BOS
@@ -207,8 +205,8 @@ absl::Status TokenizePrompt(const GenerateInput& in, const Tokenizer& tok, ChatT
     return Invalid("messages", "set either prompt or messages, not both");
   }
   if (in.prompt.size() > static_cast<size_t>(max_prompt_bytes)) {
-    return Invalid("prompt", StrCat(in.prompt.size(), " bytes exceeds max_prompt_bytes ",
-                                    max_prompt_bytes));
+    return Invalid("prompt",
+                   StrCat(in.prompt.size(), " bytes exceeds max_prompt_bytes ", max_prompt_bytes));
   }
   if (!in.messages.empty()) {
     CHORUS_RETURN_IF_ERROR(ValidateMessages(in, chat, max_prompt_bytes));
@@ -236,10 +234,9 @@ absl::Status CheckFits(const GenerateInput& in, const AdmissionLimits& L, int co
   const int64_t bs = L.kv_block_size;
   const int64_t blocks = (plen + bs - 1) / bs + agents * ((p.max_tokens + bs - 1) / bs + 1);
   if (blocks > L.kv_num_blocks) {
-    return Invalid("reasoning.agents",
-                   StrCat(agents, " agents x max_tokens ", p.max_tokens, " + ", plen,
-                          " prompt tokens need ", blocks, " KV blocks; the cache has ",
-                          L.kv_num_blocks));
+    return Invalid("reasoning.agents", StrCat(agents, " agents x max_tokens ", p.max_tokens, " + ",
+                                              plen, " prompt tokens need ", blocks,
+                                              " KV blocks; the cache has ", L.kv_num_blocks));
   }
   return absl::OkStatus();
 }
@@ -269,7 +266,8 @@ AdmissionGate::Ticket AdmissionGate::TryEnter() {
 absl::Status AdmissionGate::BusyError() const {
   return absl::ResourceExhaustedError(StrCat("admission busy: ", max_,
                                              " requests are being validated and tokenized "
-                                             "(max_concurrent_admissions ", max_, ")"));
+                                             "(max_concurrent_admissions ",
+                                             max_, ")"));
 }
 
 Admission::Admission(const AdmissionLimits& limits, const Tokenizer* tokenizer, int context_length,
@@ -295,8 +293,8 @@ absl::StatusOr<GenerateParams> Admission::Validate(const GenerateInput& in,
       in.latency_budget_ms == 0 ? L.default_latency_budget_ms : in.latency_budget_ms;
   p.deadline_ms = arrival_ms + static_cast<double>(budget);
   if (in.rpc_deadline_ms >= 0) {
-    p.deadline_ms = std::min(p.deadline_ms,
-                             in.rpc_deadline_ms - static_cast<double>(L.deadline_margin_ms));
+    p.deadline_ms =
+        std::min(p.deadline_ms, in.rpc_deadline_ms - static_cast<double>(L.deadline_margin_ms));
   }
   p.stream = in.stream;
   return p;

@@ -87,8 +87,8 @@ std::string ToolCallsText(const std::vector<ToolCall>& calls, bool has_text) {
   std::string out;
   for (size_t k = 0; k < calls.size(); ++k) {
     if (k > 0 || has_text) out += "\n";
-    out += "<tool_call>\n{\"name\": \"" + calls[k].name + "\", \"arguments\": " + calls[k].arguments +
-           "}\n</tool_call>";
+    out += "<tool_call>\n{\"name\": \"" + calls[k].name +
+           "\", \"arguments\": " + calls[k].arguments + "}\n</tool_call>";
   }
   return out;
 }
@@ -99,7 +99,7 @@ ChatTemplate DetectChatTemplate(std::string_view jinja, std::string_view fallbac
   if (jinja.find("<|start_header_id|>") != std::string_view::npos) return ChatTemplate::kLlama3;
   if (jinja.find("<|im_start|>") != std::string_view::npos) {
     return jinja.find("</think>") != std::string_view::npos ? ChatTemplate::kChatMlThinking
-                                                             : ChatTemplate::kChatMl;
+                                                            : ChatTemplate::kChatMl;
   }
   if (jinja.find("[INST]") != std::string_view::npos) return ChatTemplate::kLlama2;
   if (fallback == "llama3") return ChatTemplate::kLlama3;
@@ -121,7 +121,8 @@ bool ChatTemplateHasToolCalls(ChatTemplate t) {
 
 bool ChatTemplateListsTools(ChatTemplate t) { return t == ChatTemplate::kChatMlThinking; }
 
-std::vector<int32_t> RenderChat(ChatTemplate t, const Tokenizer& tok, const std::vector<ChatMessage>& messages,
+std::vector<int32_t> RenderChat(ChatTemplate t, const Tokenizer& tok,
+                                const std::vector<ChatMessage>& messages,
                                 const ChatOptions& options) {
   std::vector<int32_t> out;
   auto special = [&](std::string_view s) {
@@ -157,12 +158,14 @@ std::vector<int32_t> RenderChat(ChatTemplate t, const Tokenizer& tok, const std:
       if (tools) {  // Qwen3: the system turn lists the tools (after the system message, if any)
         std::string sys = "system\n";
         if (system_first) sys += messages[0].content + "\n\n";
-        sys += "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
-               "You are provided with function signatures within <tools></tools> XML tags:\n<tools>";
+        sys +=
+            "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+            "You are provided with function signatures within <tools></tools> XML tags:\n<tools>";
         for (const std::string& tool : options.tools) sys += "\n" + tool;
-        sys += "\n</tools>\n\nFor each function call, return a json object with function name and "
-               "arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": "
-               "<function-name>, \"arguments\": <args-json-object>}\n</tool_call>";
+        sys +=
+            "\n</tools>\n\nFor each function call, return a json object with function name and "
+            "arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": "
+            "<function-name>, \"arguments\": <args-json-object>}\n</tool_call>";
         special("<|im_start|>");
         plain(sys);
         special("<|im_end|>");

@@ -4,7 +4,8 @@
 
 namespace chorus {
 
-int ChooseAgents(const ElasticRequest& req, const ElasticLoad& load, const std::function<double(int rows)>& step_ms) {
+int ChooseAgents(const ElasticRequest& req, const ElasticLoad& load,
+                 const std::function<double(int rows)>& step_ms) {
   const int lo = std::max(1, req.min_agents);
   const int hi = std::max(lo, req.max_agents);
   const int others = std::max(0, load.running_agents) + std::max(0, load.queued_agents);

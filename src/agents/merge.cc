@@ -148,7 +148,8 @@ MergeInfo MergeDrafts(MergeStrategy strategy, const ReasoningParams& params,
         if (best < 0 || (natural(drafts[i]) && !natural(drafts[best])) ||
             (natural(drafts[i]) == natural(drafts[best]) &&
              (drafts[i].finish_ms < drafts[best].finish_ms ||
-              (drafts[i].finish_ms == drafts[best].finish_ms && better(drafts[i], drafts[best]))))) {
+              (drafts[i].finish_ms == drafts[best].finish_ms &&
+               better(drafts[i], drafts[best]))))) {
           best = static_cast<int>(i);
         }
       } else if (best < 0 || better(drafts[i], drafts[best])) {
@@ -175,7 +176,8 @@ MergeInfo MergeDrafts(MergeStrategy strategy, const ReasoningParams& params,
     if (weighted && any_confident && d.finish == FinishReason::kLowConfidence) continue;
     votes[d.answer] += weighted ? d.confidence : 1.0;
     auto it = best_of.find(d.answer);
-    if (it == best_of.end() || better(d, drafts[it->second])) best_of[d.answer] = static_cast<int>(i);
+    if (it == best_of.end() || better(d, drafts[it->second]))
+      best_of[d.answer] = static_cast<int>(i);
   }
   std::string top;
   bool have_top = false;

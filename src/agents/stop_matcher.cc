@@ -18,8 +18,7 @@ StopMatcher::StopMatcher(std::vector<std::string> stops) : stops_(std::move(stop
   }
 }
 
-size_t StopMatcher::Feed(State& state, std::string_view bytes, size_t base,
-                         int64_t* steps) const {
+size_t StopMatcher::Feed(State& state, std::string_view bytes, size_t base, int64_t* steps) const {
   state.resize(stops_.size(), 0);
   size_t best = std::string::npos;
   int64_t work = 0;

@@ -14,7 +14,8 @@ namespace chorus {
 int CudaDeviceCount() { return 0; }
 std::string CudaDeviceStatus() { return "this build has no CUDA backend"; }
 absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device, const CudaBackendOptions&) {
-  return absl::FailedPreconditionError("this build has no CUDA backend (configure with CHORUS_CUDA=ON)");
+  return absl::FailedPreconditionError(
+      "this build has no CUDA backend (configure with CHORUS_CUDA=ON)");
 }
 absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device) {
   return CreateCudaBackend(device, CudaBackendOptions{});
@@ -35,11 +36,13 @@ absl::StatusOr<BackendSet> CreateTensorParallelBackends(std::string_view name, i
                                                         const CudaBackendOptions& cuda_options) {
   BackendSet set;
   if (name == "cpu") {
-    for (int r = 0; r < ranks; ++r) set.backends.push_back(CreateCpuBackend(std::max(1, cpu_threads / ranks)));
+    for (int r = 0; r < ranks; ++r)
+      set.backends.push_back(CreateCpuBackend(std::max(1, cpu_threads / ranks)));
     set.comms = CreateCpuCommunicators(ranks);
     return set;
   }
-  if (name != "cuda") return absl::InvalidArgumentError(StrCat("backend '", name, "' is not cpu or cuda"));
+  if (name != "cuda")
+    return absl::InvalidArgumentError(StrCat("backend '", name, "' is not cpu or cuda"));
   std::vector<int> devices = cuda_devices;
   if (devices.empty()) {
     for (int r = 0; r < ranks; ++r) devices.push_back(r);

@@ -1,8 +1,8 @@
 #include "chorus/backends/communicator.h"
 
-#include <condition_variable>
 #include <cstring>
-#include <mutex>
+
+#include "chorus/core/mutex.h"
 
 namespace chorus {
 namespace {
@@ -13,29 +13,31 @@ struct CpuGroup {
   explicit CpuGroup(int world) : world(world), ptrs(world, nullptr) {}
   // False when the group was aborted (before or while waiting).
   bool Barrier() {
-    std::unique_lock<std::mutex> lock(mu);
+    MutexLock lock(&mu);
     if (aborted) return false;
     const uint64_t gen = generation;
     if (++arrived == world) {
       arrived = 0;
       ++generation;
-      cv.notify_all();
+      cv.NotifyAll();
     } else {
-      cv.wait(lock, [&] { return generation != gen || aborted; });
+      while (generation == gen && !aborted) cv.Wait(&mu);
     }
     return !aborted;
   }
   void Abort() {
-    std::lock_guard<std::mutex> lock(mu);
+    MutexLock lock(&mu);
     aborted = true;
-    cv.notify_all();
+    cv.NotifyAll();
   }
   const int world;
-  std::mutex mu;
-  std::condition_variable cv;
-  int arrived = 0;
-  uint64_t generation = 0;
-  bool aborted = false;
+  Mutex mu;
+  CondVar cv;
+  int arrived ABSL_GUARDED_BY(mu) = 0;
+  uint64_t generation ABSL_GUARDED_BY(mu) = 0;
+  bool aborted ABSL_GUARDED_BY(mu) = false;
+  // Written by each rank for itself between barriers, read by all after the next one (the
+  // barrier's lock orders the accesses).
   std::vector<float*> ptrs;
 };
 
@@ -45,7 +47,8 @@ absl::Status Aborted() {
 
 class CpuCommunicator : public Communicator {
  public:
-  CpuCommunicator(std::shared_ptr<CpuGroup> group, int rank) : group_(std::move(group)), rank_(rank) {}
+  CpuCommunicator(std::shared_ptr<CpuGroup> group, int rank)
+      : group_(std::move(group)), rank_(rank) {}
   int rank() const override { return rank_; }
   int world_size() const override { return group_->world; }
   absl::Status AllReduceSum(float* data, int64_t count) override {

@@ -11,11 +11,9 @@
 // bench_setup.cc reads the flags and the prompts, bench_report.cc writes the results.
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <random>
 #include <thread>
@@ -42,9 +40,17 @@ class Canceller {
   Canceller(double cancel_at_ms, Record* r) : r_(r) {
     if (cancel_at_ms < 0) return;
     thread_ = std::thread([this, cancel_at_ms] {
-      std::unique_lock<std::mutex> lock(mu_);
-      if (!cv_.wait_for(lock, std::chrono::duration<double, std::milli>(cancel_at_ms),
-                        [this] { return finished_; })) {
+      const auto until = std::chrono::steady_clock::now() +
+                         std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                             std::chrono::duration<double, std::milli>(cancel_at_ms));
+      MutexLock lock(&mu_);
+      while (!finished_) {
+        const auto left =
+            std::chrono::ceil<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+        if (left.count() <= 0) break;
+        cv_.WaitFor(&mu_, left);
+      }
+      if (!finished_) {
         r_->cancelled_by_us = true;
         if (current_ != nullptr) current_->TryCancel();
       }
@@ -56,35 +62,35 @@ class Canceller {
 
   // An attempt starts with `ctx`; false when the cancel fired already (make no attempt).
   bool Begin(grpc::ClientContext* ctx) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (r_->cancelled_by_us) return false;
     current_ = ctx;
     return true;
   }
   void End() {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     current_ = nullptr;
   }
   bool Fired() {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     return r_->cancelled_by_us;
   }
   // The request is over: stops the timer.
   void Finish() {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       finished_ = true;
     }
-    cv_.notify_all();
+    cv_.NotifyAll();
     if (thread_.joinable()) thread_.join();
   }
 
  private:
   Record* const r_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool finished_ = false;                   // guarded by mu_
-  grpc::ClientContext* current_ = nullptr;  // guarded by mu_
+  Mutex mu_;
+  CondVar cv_;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::ClientContext* current_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::thread thread_;
 };
 
@@ -197,7 +203,7 @@ class LoadRun {
       std::this_thread::sleep_until(next_at);
       inflight.emplace_back([this, i] { RunOne(i); });
       ++sent;
-      std::lock_guard<std::mutex> lock(rng_mu_);
+      MutexLock lock(&rng_mu_);
       next_at +=
           std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(gap(rng_)));
     }
@@ -229,7 +235,7 @@ class LoadRun {
     pb::GenerateRequest req = cfg_.base;
     double cancel_at = -1;
     {
-      std::lock_guard<std::mutex> lock(rng_mu_);
+      MutexLock lock(&rng_mu_);
       req.set_prompt(prompts_[rng_() % prompts_.size()]);
       if (!r.warmup && std::uniform_real_distribution<double>(0, 1)(rng_) < cfg_.cancel_rate) {
         cancel_at = std::uniform_real_distribution<double>(0, cfg_.cancel_delay_max_ms)(rng_);
@@ -294,8 +300,8 @@ class LoadRun {
   pb::Chorus::Stub* const stub_;
   const HttpTarget& http_;
   const std::vector<std::string> prompts_;
-  std::mutex rng_mu_;
-  std::mt19937_64 rng_;  // guarded by rng_mu_ once the load runs
+  Mutex rng_mu_;
+  std::mt19937_64 rng_ ABSL_GUARDED_BY(rng_mu_);
   const int total_;
   RecordStore records_;
   Clock::time_point t0_;

@@ -8,12 +8,12 @@
 #include <istream>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "chorus/core/mutex.h"
 #include "client.h"
 
 namespace chorus::client::bench {
@@ -39,18 +39,20 @@ class RecordStore {
  public:
   explicit RecordStore(int total) : chunks_((static_cast<size_t>(total) + kChunk - 1) / kChunk) {}
   Record& operator[](int i) {
-    auto& chunk = chunks_[static_cast<size_t>(i) / kChunk];
+    Record* records = nullptr;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
+      auto& chunk = chunks_[static_cast<size_t>(i) / kChunk];
       if (!chunk) chunk = std::make_unique<Record[]>(kChunk);
+      records = chunk.get();
     }
-    return chunk[static_cast<size_t>(i) % kChunk];
+    return records[static_cast<size_t>(i) % kChunk];
   }
 
  private:
   static constexpr size_t kChunk = 4096;
-  std::mutex mu_;
-  std::vector<std::unique_ptr<Record[]>> chunks_;
+  Mutex mu_;
+  std::vector<std::unique_ptr<Record[]>> chunks_ ABSL_GUARDED_BY(mu_);
 };
 
 // The command line of chorus bench.

@@ -4,17 +4,16 @@
 #include <sstream>
 #include <thread>
 
+#include "chorus/core/secret_file.h"
 #include "client.h"
 
 namespace chorus::client {
 namespace pb = chorus::v1;
 
 static bool ReadFile(const std::string& path, std::string* out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  *out = ss.str();
+  auto data = ReadSecretFile(path);
+  if (!data.ok()) return false;
+  *out = std::move(*data);
   return true;
 }
 

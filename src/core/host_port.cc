@@ -6,7 +6,8 @@
 
 namespace chorus {
 
-absl::StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& address, std::string_view what) {
+absl::StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& address,
+                                                          std::string_view what) {
   const size_t colon = address.rfind(':');
   int port = -1;
   if (colon != std::string::npos) {

@@ -16,16 +16,13 @@ struct Entry {
 };
 
 constexpr Entry kTypes[] = {
-    {0, {"F32", 1, 4, true}},         {1, {"F16", 1, 2, true}},
-    {2, {"Q4_0", 32, 18, true}},      {3, {"Q4_1", 32, 20, true}},
-    {6, {"Q5_0", 32, 22, true}},     {7, {"Q5_1", 32, 24, true}},
-    {8, {"Q8_0", 32, 34, true}},      {9, {"Q8_1", 32, 36, false}},
-    {10, {"Q2_K", 256, 84, true}},   {11, {"Q3_K", 256, 110, true}},
-    {12, {"Q4_K", 256, 144, true}},  {13, {"Q5_K", 256, 176, true}},
-    {14, {"Q6_K", 256, 210, true}},  {15, {"Q8_K", 256, 292, false}},
-    {24, {"I8", 1, 1, false}},        {25, {"I16", 1, 2, false}},
-    {26, {"I32", 1, 4, false}},       {27, {"I64", 1, 8, false}},
-    {28, {"F64", 1, 8, false}},       {30, {"BF16", 1, 2, true}},
+    {0, {"F32", 1, 4, true}},       {1, {"F16", 1, 2, true}},        {2, {"Q4_0", 32, 18, true}},
+    {3, {"Q4_1", 32, 20, true}},    {6, {"Q5_0", 32, 22, true}},     {7, {"Q5_1", 32, 24, true}},
+    {8, {"Q8_0", 32, 34, true}},    {9, {"Q8_1", 32, 36, false}},    {10, {"Q2_K", 256, 84, true}},
+    {11, {"Q3_K", 256, 110, true}}, {12, {"Q4_K", 256, 144, true}},  {13, {"Q5_K", 256, 176, true}},
+    {14, {"Q6_K", 256, 210, true}}, {15, {"Q8_K", 256, 292, false}}, {24, {"I8", 1, 1, false}},
+    {25, {"I16", 1, 2, false}},     {26, {"I32", 1, 4, false}},      {27, {"I64", 1, 8, false}},
+    {28, {"F64", 1, 8, false}},     {30, {"BF16", 1, 2, true}},
 };
 
 }  // namespace
@@ -82,9 +79,10 @@ uint16_t FloatToHalf(float f) {
   std::memcpy(&x, &f, 4);
   const uint32_t sign = (x >> 16) & 0x8000;
   const uint32_t abs = x & 0x7fffffff;
-  if (abs >= 0x7f800000) return static_cast<uint16_t>(sign | 0x7c00 | (abs > 0x7f800000 ? 0x200 : 0));
+  if (abs >= 0x7f800000)
+    return static_cast<uint16_t>(sign | 0x7c00 | (abs > 0x7f800000 ? 0x200 : 0));
   if (abs >= 0x477ff000) return static_cast<uint16_t>(sign | 0x7c00);  // overflow to inf
-  if (abs < 0x38800000) {  // subnormal or zero in half
+  if (abs < 0x38800000) {                                              // subnormal or zero in half
     if (abs < 0x33000000) return static_cast<uint16_t>(sign);
     const uint32_t e = abs >> 23;
     const uint32_t m = (abs & 0x7fffff) | 0x800000;

@@ -14,8 +14,8 @@
 #include <unordered_set>
 #include <vector>
 
-#include "chorus/core/str_cat.h"
 #include "chorus/core/status.h"
+#include "chorus/core/str_cat.h"
 
 namespace chorus {
 namespace {
@@ -46,8 +46,8 @@ class Cursor {
 
   absl::Status Bytes(uint64_t n, const uint8_t** out, std::string_view what) {
     if (n > remaining()) {
-      return Corrupt(pos_, StrCat("truncated ", what, " (needs ", n, " bytes, ",
-                                        remaining(), " left)"));
+      return Corrupt(pos_,
+                     StrCat("truncated ", what, " (needs ", n, " bytes, ", remaining(), " left)"));
     }
     *out = base_ + pos_;
     pos_ += n;
@@ -55,7 +55,7 @@ class Cursor {
   }
   template <typename T>
   absl::Status Read(T* out, std::string_view what) {
-    const uint8_t* p;
+    const uint8_t* p = nullptr;
     CHORUS_RETURN_IF_ERROR(Bytes(sizeof(T), &p, what));
     std::memcpy(out, p, sizeof(T));
     return absl::OkStatus();
@@ -67,7 +67,7 @@ class Cursor {
     if (len > max_len) {
       return Corrupt(at, StrCat(what, " length ", len, " exceeds the limit ", max_len));
     }
-    const uint8_t* p;
+    const uint8_t* p = nullptr;
     CHORUS_RETURN_IF_ERROR(Bytes(len, &p, what));
     *out = std::string_view(reinterpret_cast<const char*>(p), len);
     return absl::OkStatus();
@@ -83,7 +83,7 @@ bool IsKnownType(uint32_t t) { return t <= static_cast<uint32_t>(GgufType::kF64)
 
 absl::Status ReadScalar(Cursor& c, GgufType type, GgufValue* v) {
   const uint64_t at = c.pos();
-  const uint8_t* p;
+  const uint8_t* p = nullptr;
   CHORUS_RETURN_IF_ERROR(c.Bytes(GgufScalarSize(type), &p, "metadata value"));
   auto set_int = [v](int64_t x) {
     v->i64 = x;
@@ -92,13 +92,42 @@ absl::Status ReadScalar(Cursor& c, GgufType type, GgufValue* v) {
     v->f64 = static_cast<double>(x);
   };
   switch (type) {
-    case GgufType::kU8: set_int(p[0]); break;
-    case GgufType::kI8: set_int(static_cast<int8_t>(p[0])); break;
-    case GgufType::kU16: { uint16_t x; std::memcpy(&x, p, 2); set_int(x); break; }
-    case GgufType::kI16: { int16_t x; std::memcpy(&x, p, 2); set_int(x); break; }
-    case GgufType::kU32: { uint32_t x; std::memcpy(&x, p, 4); set_int(x); break; }
-    case GgufType::kI32: { int32_t x; std::memcpy(&x, p, 4); set_int(x); break; }
-    case GgufType::kI64: { int64_t x; std::memcpy(&x, p, 8); set_int(x); break; }
+    case GgufType::kU8:
+      set_int(p[0]);
+      break;
+    case GgufType::kI8:
+      set_int(static_cast<int8_t>(p[0]));
+      break;
+    case GgufType::kU16: {
+      uint16_t x;
+      std::memcpy(&x, p, 2);
+      set_int(x);
+      break;
+    }
+    case GgufType::kI16: {
+      int16_t x;
+      std::memcpy(&x, p, 2);
+      set_int(x);
+      break;
+    }
+    case GgufType::kU32: {
+      uint32_t x;
+      std::memcpy(&x, p, 4);
+      set_int(x);
+      break;
+    }
+    case GgufType::kI32: {
+      int32_t x;
+      std::memcpy(&x, p, 4);
+      set_int(x);
+      break;
+    }
+    case GgufType::kI64: {
+      int64_t x;
+      std::memcpy(&x, p, 8);
+      set_int(x);
+      break;
+    }
     case GgufType::kU64: {
       uint64_t x;
       std::memcpy(&x, p, 8);
@@ -108,8 +137,15 @@ absl::Status ReadScalar(Cursor& c, GgufType type, GgufValue* v) {
       v->f64 = static_cast<double>(x);
       break;
     }
-    case GgufType::kF32: { float x; std::memcpy(&x, p, 4); v->f64 = x; break; }
-    case GgufType::kF64: std::memcpy(&v->f64, p, 8); break;
+    case GgufType::kF32: {
+      float x;
+      std::memcpy(&x, p, 4);
+      v->f64 = x;
+      break;
+    }
+    case GgufType::kF64:
+      std::memcpy(&v->f64, p, 8);
+      break;
     case GgufType::kBool:
       if (p[0] > 1) return Corrupt(at, StrCat("bool value ", int{p[0]}, " is not 0 or 1"));
       v->u64 = p[0];
@@ -144,8 +180,8 @@ absl::Status ReadValue(Cursor& c, GgufType type, GgufValue* v) {
   }
   uint64_t bytes;
   if (MulOverflows(v->count, GgufScalarSize(v->elem_type), &bytes) || bytes > c.remaining()) {
-    return Corrupt(at, StrCat("array of ", v->count, " ", GgufTypeName(v->elem_type),
-                                    " exceeds the file"));
+    return Corrupt(
+        at, StrCat("array of ", v->count, " ", GgufTypeName(v->elem_type), " exceeds the file"));
   }
   return c.Bytes(bytes, &v->array_data, "array data");
 }
@@ -180,8 +216,8 @@ absl::Status ReadMetadata(Cursor& c, uint64_t n_kv, std::vector<GgufKeyValue>* k
 absl::Status ReadAlignment(const GgufValue* a, uint64_t* alignment) {
   if (a == nullptr) return absl::OkStatus();
   if (a->type != GgufType::kU32) {
-    return absl::FailedPreconditionError(StrCat(
-        "gguf: general.alignment has type ", GgufTypeName(a->type), ", expected u32"));
+    return absl::FailedPreconditionError(
+        StrCat("gguf: general.alignment has type ", GgufTypeName(a->type), ", expected u32"));
   }
   if (a->u64 == 0 || (a->u64 & (a->u64 - 1)) != 0 || a->u64 > kMaxAlignment) {
     return absl::FailedPreconditionError(StrCat(
@@ -235,9 +271,8 @@ absl::Status ReadTensorInfo(Cursor& c, uint64_t alignment,
   }
   t->type = static_cast<GgmlType>(type);
   if (t->ne[0] % traits->block_size != 0) {
-    return Corrupt(at, StrCat("tensor '", name, "' row of ", t->ne[0],
-                              " is not a multiple of the ", traits->name, " block size ",
-                              traits->block_size));
+    return Corrupt(at, StrCat("tensor '", name, "' row of ", t->ne[0], " is not a multiple of the ",
+                              traits->name, " block size ", traits->block_size));
   }
   uint64_t bytes;
   if (MulOverflows(elems / traits->block_size, traits->type_size, &bytes) ||
@@ -269,10 +304,9 @@ absl::Status PlaceTensorData(const uint8_t* base, uint64_t size, uint64_t alignm
     uint64_t begin, end;
     if (AddOverflows(*data_offset, t.offset, &begin) ||
         AddOverflows(begin, static_cast<uint64_t>(t.num_bytes), &end) || end > size) {
-      return absl::DataLossError(StrCat("gguf: tensor '", t.name, "' data [offset ", t.offset,
-                                        ", ", t.num_bytes,
-                                        " bytes] lies past the end of the file (", size,
-                                        " bytes)"));
+      return absl::DataLossError(StrCat("gguf: tensor '", t.name, "' data [offset ", t.offset, ", ",
+                                        t.num_bytes, " bytes] lies past the end of the file (",
+                                        size, " bytes)"));
     }
     t.data = base + begin;
     by_offset.push_back(&t);

@@ -19,41 +19,86 @@ absl::Status WrongType(std::string_view key, const GgufValue& v, std::string_vie
 }  // namespace
 
 std::string_view GgufTypeName(GgufType type) {
-  static constexpr std::string_view kNames[] = {"u8",  "i8",   "u16",    "i16",   "u32",
-                                                "i32", "f32",  "bool",   "string", "array",
-                                                "u64", "i64",  "f64"};
+  static constexpr std::string_view kNames[] = {"u8",  "i8",  "u16",  "i16",    "u32",
+                                                "i32", "f32", "bool", "string", "array",
+                                                "u64", "i64", "f64"};
   const auto i = static_cast<uint32_t>(type);
   return i < std::size(kNames) ? kNames[i] : std::string_view("unknown");
 }
 
 int64_t GgufScalarSize(GgufType type) {
   switch (type) {
-    case GgufType::kU8: case GgufType::kI8: case GgufType::kBool: return 1;
-    case GgufType::kU16: case GgufType::kI16: return 2;
-    case GgufType::kU32: case GgufType::kI32: case GgufType::kF32: return 4;
-    case GgufType::kU64: case GgufType::kI64: case GgufType::kF64: return 8;
-    default: return 0;
+    case GgufType::kU8:
+    case GgufType::kI8:
+    case GgufType::kBool:
+      return 1;
+    case GgufType::kU16:
+    case GgufType::kI16:
+      return 2;
+    case GgufType::kU32:
+    case GgufType::kI32:
+    case GgufType::kF32:
+      return 4;
+    case GgufType::kU64:
+    case GgufType::kI64:
+    case GgufType::kF64:
+      return 8;
+    default:
+      return 0;
   }
 }
 
 int64_t GgufValue::ArrayInt(uint64_t i) const {
   const uint8_t* p = array_data + i * GgufScalarSize(elem_type);
   switch (elem_type) {
-    case GgufType::kU8: case GgufType::kBool: return p[0];
-    case GgufType::kI8: return static_cast<int8_t>(p[0]);
-    case GgufType::kU16: { uint16_t x; std::memcpy(&x, p, 2); return x; }
-    case GgufType::kI16: { int16_t x; std::memcpy(&x, p, 2); return x; }
-    case GgufType::kU32: { uint32_t x; std::memcpy(&x, p, 4); return x; }
-    case GgufType::kI32: { int32_t x; std::memcpy(&x, p, 4); return x; }
-    case GgufType::kU64: case GgufType::kI64: { int64_t x; std::memcpy(&x, p, 8); return x; }
-    default: return static_cast<int64_t>(ArrayFloat(i));
+    case GgufType::kU8:
+    case GgufType::kBool:
+      return p[0];
+    case GgufType::kI8:
+      return static_cast<int8_t>(p[0]);
+    case GgufType::kU16: {
+      uint16_t x;
+      std::memcpy(&x, p, 2);
+      return x;
+    }
+    case GgufType::kI16: {
+      int16_t x;
+      std::memcpy(&x, p, 2);
+      return x;
+    }
+    case GgufType::kU32: {
+      uint32_t x;
+      std::memcpy(&x, p, 4);
+      return x;
+    }
+    case GgufType::kI32: {
+      int32_t x;
+      std::memcpy(&x, p, 4);
+      return x;
+    }
+    case GgufType::kU64:
+    case GgufType::kI64: {
+      int64_t x;
+      std::memcpy(&x, p, 8);
+      return x;
+    }
+    default:
+      return static_cast<int64_t>(ArrayFloat(i));
   }
 }
 
 double GgufValue::ArrayFloat(uint64_t i) const {
   const uint8_t* p = array_data + i * GgufScalarSize(elem_type);
-  if (elem_type == GgufType::kF32) { float x; std::memcpy(&x, p, 4); return x; }
-  if (elem_type == GgufType::kF64) { double x; std::memcpy(&x, p, 8); return x; }
+  if (elem_type == GgufType::kF32) {
+    float x;
+    std::memcpy(&x, p, 4);
+    return x;
+  }
+  if (elem_type == GgufType::kF64) {
+    double x;
+    std::memcpy(&x, p, 8);
+    return x;
+  }
   return static_cast<double>(ArrayInt(i));
 }
 
@@ -114,9 +159,9 @@ absl::StatusOr<const GgufValue*> GgufFile::GetArray(std::string_view key, GgufTy
                        v->elem_type != GgufType::kF32 && v->elem_type != GgufType::kF64 &&
                        v->elem_type != GgufType::kBool;
   if (v->elem_type != want && !any_int) {
-    return absl::FailedPreconditionError(
-        StrCat("gguf: metadata key '", key, "' is an array of ", GgufTypeName(v->elem_type),
-               ", expected an array of ", GgufTypeName(want)));
+    return absl::FailedPreconditionError(StrCat("gguf: metadata key '", key, "' is an array of ",
+                                                GgufTypeName(v->elem_type),
+                                                ", expected an array of ", GgufTypeName(want)));
   }
   return v;
 }

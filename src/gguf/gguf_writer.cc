@@ -21,16 +21,46 @@ void GgufWriter::Key(std::string_view key, GgufType type) {
   Raw(static_cast<uint32_t>(type));
 }
 
-void GgufWriter::SetU8(std::string_view k, uint8_t v) { Key(k, GgufType::kU8); Raw(v); }
-void GgufWriter::SetI8(std::string_view k, int8_t v) { Key(k, GgufType::kI8); Raw(v); }
-void GgufWriter::SetU16(std::string_view k, uint16_t v) { Key(k, GgufType::kU16); Raw(v); }
-void GgufWriter::SetI16(std::string_view k, int16_t v) { Key(k, GgufType::kI16); Raw(v); }
-void GgufWriter::SetU32(std::string_view k, uint32_t v) { Key(k, GgufType::kU32); Raw(v); }
-void GgufWriter::SetI32(std::string_view k, int32_t v) { Key(k, GgufType::kI32); Raw(v); }
-void GgufWriter::SetU64(std::string_view k, uint64_t v) { Key(k, GgufType::kU64); Raw(v); }
-void GgufWriter::SetI64(std::string_view k, int64_t v) { Key(k, GgufType::kI64); Raw(v); }
-void GgufWriter::SetF32(std::string_view k, float v) { Key(k, GgufType::kF32); Raw(v); }
-void GgufWriter::SetF64(std::string_view k, double v) { Key(k, GgufType::kF64); Raw(v); }
+void GgufWriter::SetU8(std::string_view k, uint8_t v) {
+  Key(k, GgufType::kU8);
+  Raw(v);
+}
+void GgufWriter::SetI8(std::string_view k, int8_t v) {
+  Key(k, GgufType::kI8);
+  Raw(v);
+}
+void GgufWriter::SetU16(std::string_view k, uint16_t v) {
+  Key(k, GgufType::kU16);
+  Raw(v);
+}
+void GgufWriter::SetI16(std::string_view k, int16_t v) {
+  Key(k, GgufType::kI16);
+  Raw(v);
+}
+void GgufWriter::SetU32(std::string_view k, uint32_t v) {
+  Key(k, GgufType::kU32);
+  Raw(v);
+}
+void GgufWriter::SetI32(std::string_view k, int32_t v) {
+  Key(k, GgufType::kI32);
+  Raw(v);
+}
+void GgufWriter::SetU64(std::string_view k, uint64_t v) {
+  Key(k, GgufType::kU64);
+  Raw(v);
+}
+void GgufWriter::SetI64(std::string_view k, int64_t v) {
+  Key(k, GgufType::kI64);
+  Raw(v);
+}
+void GgufWriter::SetF32(std::string_view k, float v) {
+  Key(k, GgufType::kF32);
+  Raw(v);
+}
+void GgufWriter::SetF64(std::string_view k, double v) {
+  Key(k, GgufType::kF64);
+  Raw(v);
+}
 void GgufWriter::SetBool(std::string_view k, bool v) {
   Key(k, GgufType::kBool);
   Raw(static_cast<uint8_t>(v ? 1 : 0));

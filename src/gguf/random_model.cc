@@ -22,7 +22,9 @@ class SplitMix {
     return z ^ (z >> 31);
   }
   // Uniform in [-1, 1).
-  float Symmetric() { return static_cast<float>(static_cast<double>(Next() >> 11) * 0x1.0p-52 - 1.0); }
+  float Symmetric() {
+    return static_cast<float>(static_cast<double>(Next() >> 11) * 0x1.0p-52 - 1.0);
+  }
 
  private:
   uint64_t x_;
@@ -55,8 +57,9 @@ void AddRandomTensor(GgufWriter* w, const std::string& name, GgmlType type, int6
     work();
     for (auto& t : pool) t.join();
   }
-  w->AddTensor(name, type, rows > 1 || type != GgmlType::kF32 ? std::vector<int64_t>{cols, rows}
-                                                              : std::vector<int64_t>{cols},
+  w->AddTensor(name, type,
+               rows > 1 || type != GgmlType::kF32 ? std::vector<int64_t>{cols, rows}
+                                                  : std::vector<int64_t>{cols},
                std::move(data));
 }
 
@@ -91,24 +94,30 @@ std::vector<float> Llama3RopeFreqs(int rope_dim, float base, float factor, float
   return out;
 }
 
-absl::Status BuildRandomModel(const RandomModelSpec& s, const GgufFile* vocab_from,
-                              GgufWriter* w) {
+namespace {
+
+// The head size the spec implies, or INVALID_ARGUMENT naming what does not fit.
+absl::StatusOr<int64_t> CheckSpec(const RandomModelSpec& s) {
   if (s.arch != "llama" && s.arch != "qwen2" && s.arch != "qwen3") {
     return absl::InvalidArgumentError(StrCat("arch '", s.arch, "' is not llama, qwen2 or qwen3"));
   }
   const int64_t hd = s.head_dim > 0 ? s.head_dim : (s.n_heads > 0 ? s.dim / s.n_heads : 0);
   if (s.dim <= 0 || s.n_heads <= 0 || s.n_kv_heads <= 0 ||
-      (s.head_dim == 0 && s.dim % s.n_heads != 0) || s.n_heads % s.n_kv_heads != 0 ||
-      hd % 2 != 0 || hd <= 0) {
+      (s.head_dim == 0 && s.dim % s.n_heads != 0) || s.n_heads % s.n_kv_heads != 0 || hd % 2 != 0 ||
+      hd <= 0) {
     return absl::InvalidArgumentError(StrCat("dim ", s.dim, ", heads ", s.n_heads, ", kv heads ",
                                              s.n_kv_heads, " do not form an even head size"));
   }
   auto traits = GetTypeTraits(static_cast<uint32_t>(s.weight_type));
   if (!traits || !traits->supported) return absl::InvalidArgumentError("unsupported weight type");
   if (s.dim % traits->block_size != 0 || s.ffn_dim % traits->block_size != 0) {
-    return absl::InvalidArgumentError(StrCat("dim and ffn must be multiples of ",
-                                             traits->block_size, " for ", traits->name));
+    return absl::InvalidArgumentError(
+        StrCat("dim and ffn must be multiples of ", traits->block_size, " for ", traits->name));
   }
+  return hd;
+}
+
+void WriteHparams(const RandomModelSpec& s, int64_t hd, GgufWriter* w) {
   const std::string a = s.arch;
   w->SetString("general.architecture", a);
   w->SetString("general.name", StrCat("chorus-random-", a, "-", s.dim, "x", s.n_layers));
@@ -129,49 +138,88 @@ absl::Status BuildRandomModel(const RandomModelSpec& s, const GgufFile* vocab_fr
     w->SetF32(a + ".rope.scaling.factor", s.rope_linear_factor);
   }
   w->SetF32(a + ".attention.layer_norm_rms_epsilon", 1e-5f);
+}
 
+// The vocabulary (copied from `vocab_from`, or a synthesized byte-level one); its size.
+absl::StatusOr<int64_t> WriteVocab(const RandomModelSpec& s, const GgufFile* vocab_from,
+                                   GgufWriter* w) {
   int64_t vocab = s.vocab_size;
   if (vocab_from != nullptr) {
     const GgufValue* tokens = vocab_from->Find("tokenizer.ggml.tokens");
     if (tokens == nullptr || tokens->type != GgufType::kArray) {
       return absl::InvalidArgumentError("the vocabulary file has no tokenizer.ggml.tokens array");
     }
-    vocab = static_cast<int64_t>(tokens->count);
     for (const auto& kv : vocab_from->metadata()) {
       if (kv.key.rfind("tokenizer.", 0) == 0) w->CopyValue(kv.key, kv.value);
     }
-  } else {
-    if (vocab < 259) return absl::InvalidArgumentError("a synthesized vocabulary needs >= 259 tokens");
-    std::vector<std::string> toks = {"<unk>", "<s>", "</s>"};
-    std::vector<float> scores(vocab, 0.0f);
-    std::vector<int32_t> types = {2, 3, 3};
-    for (int b = 0; b < 256; ++b) {
-      char name[8];
-      std::snprintf(name, sizeof(name), "<0x%02X>", b);
-      toks.push_back(name);
-      types.push_back(6);
-    }
-    while (static_cast<int64_t>(toks.size()) < vocab) {
-      toks.push_back(StrCat("<extra_", toks.size(), ">"));
-      types.push_back(5);
-    }
-    w->SetString("tokenizer.ggml.model", "llama");
-    w->SetStringArray("tokenizer.ggml.tokens", toks);
-    w->SetF32Array("tokenizer.ggml.scores", scores);
-    w->SetI32Array("tokenizer.ggml.token_type", types);
-    w->SetU32("tokenizer.ggml.bos_token_id", 1);
-    w->SetU32("tokenizer.ggml.eos_token_id", 2);
-    w->SetU32("tokenizer.ggml.unknown_token_id", 0);
+    return static_cast<int64_t>(tokens->count);
   }
+  if (vocab < 259)
+    return absl::InvalidArgumentError("a synthesized vocabulary needs >= 259 tokens");
+  std::vector<std::string> toks = {"<unk>", "<s>", "</s>"};
+  std::vector<float> scores(vocab, 0.0f);
+  std::vector<int32_t> types = {2, 3, 3};
+  for (int b = 0; b < 256; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof(name), "<0x%02X>", b);
+    toks.push_back(name);
+    types.push_back(6);
+  }
+  while (static_cast<int64_t>(toks.size()) < vocab) {
+    toks.push_back(StrCat("<extra_", toks.size(), ">"));
+    types.push_back(5);
+  }
+  w->SetString("tokenizer.ggml.model", "llama");
+  w->SetStringArray("tokenizer.ggml.tokens", toks);
+  w->SetF32Array("tokenizer.ggml.scores", scores);
+  w->SetI32Array("tokenizer.ggml.token_type", types);
+  w->SetU32("tokenizer.ggml.bos_token_id", 1);
+  w->SetU32("tokenizer.ggml.eos_token_id", 2);
+  w->SetU32("tokenizer.ggml.unknown_token_id", 0);
+  return vocab;
+}
 
+// One layer's tensors; `seed` advances once per tensor, in file order.
+void WriteLayer(const RandomModelSpec& s, int l, int64_t hd, uint64_t* seed, GgufWriter* w) {
   const int64_t dim = s.dim, ffn = s.ffn_dim;
   const int64_t q_dim = s.n_heads * hd, kv_dim = s.n_kv_heads * hd;
   const GgmlType t = s.weight_type;
   const GgmlType big = s.k_mix ? GgmlType::kQ6_K : t;  // the mix's wider tensors
-  auto more_bits = [&](int l) {
-    const int eighth = s.n_layers / 8;
-    return s.k_mix && (l < eighth || l >= s.n_layers - eighth || (l - eighth) % 3 == 2);
-  };
+  const int eighth = s.n_layers / 8;
+  const bool more_bits =
+      s.k_mix && (l < eighth || l >= s.n_layers - eighth || (l - eighth) % 3 == 2);
+  const float in_scale = 1.0f / std::sqrt(static_cast<float>(dim));
+  const std::string p = StrCat("blk.", l, ".");
+  AddNorm(w, p + "attn_norm.weight", dim, ++*seed);
+  AddRandomTensor(w, p + "attn_q.weight", t, dim, q_dim, in_scale, ++*seed);
+  AddRandomTensor(w, p + "attn_k.weight", t, dim, kv_dim, in_scale, ++*seed);
+  AddRandomTensor(w, p + "attn_v.weight", more_bits ? big : t, dim, kv_dim, in_scale, ++*seed);
+  if (s.arch == "qwen2") {
+    AddRandomTensor(w, p + "attn_q.bias", GgmlType::kF32, q_dim, 1, 0.1f, ++*seed);
+    AddRandomTensor(w, p + "attn_k.bias", GgmlType::kF32, kv_dim, 1, 0.1f, ++*seed);
+    AddRandomTensor(w, p + "attn_v.bias", GgmlType::kF32, kv_dim, 1, 0.1f, ++*seed);
+  }
+  if (s.arch == "qwen3") {
+    AddNorm(w, p + "attn_q_norm.weight", hd, ++*seed);
+    AddNorm(w, p + "attn_k_norm.weight", hd, ++*seed);
+  }
+  AddRandomTensor(w, p + "attn_output.weight", t, q_dim, dim, 1.0f / std::sqrt(float(q_dim)),
+                  ++*seed);
+  AddNorm(w, p + "ffn_norm.weight", dim, ++*seed);
+  AddRandomTensor(w, p + "ffn_gate.weight", t, dim, ffn, in_scale, ++*seed);
+  AddRandomTensor(w, p + "ffn_up.weight", t, dim, ffn, in_scale, ++*seed);
+  AddRandomTensor(w, p + "ffn_down.weight", more_bits ? big : t, ffn, dim,
+                  1.0f / std::sqrt(float(ffn)), ++*seed);
+}
+
+}  // namespace
+
+absl::Status BuildRandomModel(const RandomModelSpec& s, const GgufFile* vocab_from, GgufWriter* w) {
+  CHORUS_ASSIGN_OR_RETURN(const int64_t hd, CheckSpec(s));
+  WriteHparams(s, hd, w);
+  CHORUS_ASSIGN_OR_RETURN(const int64_t vocab, WriteVocab(s, vocab_from, w));
+  const int64_t dim = s.dim;
+  const GgmlType big = s.k_mix ? GgmlType::kQ6_K : s.weight_type;
   uint64_t seed = s.seed * 1000003;
   const float in_scale = 1.0f / std::sqrt(static_cast<float>(dim));
   AddRandomTensor(w, "token_embd.weight", big, dim, vocab, 1.0f, ++seed);
@@ -182,28 +230,7 @@ absl::Status BuildRandomModel(const RandomModelSpec& s, const GgufFile* vocab_fr
     w->AddTensor("rope_freqs.weight", GgmlType::kF32, {static_cast<int64_t>(f.size())},
                  std::string(reinterpret_cast<const char*>(f.data()), f.size() * 4));
   }
-  for (int l = 0; l < s.n_layers; ++l) {
-    const std::string p = StrCat("blk.", l, ".");
-    AddNorm(w, p + "attn_norm.weight", dim, ++seed);
-    AddRandomTensor(w, p + "attn_q.weight", t, dim, q_dim, in_scale, ++seed);
-    AddRandomTensor(w, p + "attn_k.weight", t, dim, kv_dim, in_scale, ++seed);
-    AddRandomTensor(w, p + "attn_v.weight", more_bits(l) ? big : t, dim, kv_dim, in_scale, ++seed);
-    if (s.arch == "qwen2") {
-      AddRandomTensor(w, p + "attn_q.bias", GgmlType::kF32, q_dim, 1, 0.1f, ++seed);
-      AddRandomTensor(w, p + "attn_k.bias", GgmlType::kF32, kv_dim, 1, 0.1f, ++seed);
-      AddRandomTensor(w, p + "attn_v.bias", GgmlType::kF32, kv_dim, 1, 0.1f, ++seed);
-    }
-    if (s.arch == "qwen3") {
-      AddNorm(w, p + "attn_q_norm.weight", hd, ++seed);
-      AddNorm(w, p + "attn_k_norm.weight", hd, ++seed);
-    }
-    AddRandomTensor(w, p + "attn_output.weight", t, q_dim, dim, 1.0f / std::sqrt(float(q_dim)), ++seed);
-    AddNorm(w, p + "ffn_norm.weight", dim, ++seed);
-    AddRandomTensor(w, p + "ffn_gate.weight", t, dim, ffn, in_scale, ++seed);
-    AddRandomTensor(w, p + "ffn_up.weight", t, dim, ffn, in_scale, ++seed);
-    AddRandomTensor(w, p + "ffn_down.weight", more_bits(l) ? big : t, ffn, dim,
-                    1.0f / std::sqrt(float(ffn)), ++seed);
-  }
+  for (int l = 0; l < s.n_layers; ++l) WriteLayer(s, l, hd, &seed, w);
   return absl::OkStatus();
 }
 

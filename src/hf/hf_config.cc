@@ -41,7 +41,8 @@ absl::StatusOr<const ArchInfo*> FindArch(const Json& c, std::string_view what) {
     if (a.hf == name) return &a;
   }
   return absl::FailedPreconditionError(
-      StrCat(what, ": architecture '", name, "' is not supported (LlamaForCausalLM, "
+      StrCat(what, ": architecture '", name,
+             "' is not supported (LlamaForCausalLM, "
              "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)"));
 }
 
@@ -74,8 +75,8 @@ absl::Status CheckSlidingWindow(const Json& c, const ArchInfo& a, int64_t max_po
   bool active;
   if (a.gguf == "llama") {
     // MistralConfig's default window is 4096 when the key is absent; Llama has none.
-    active = a.hf == "MistralForCausalLM" &&
-             (!c.contains("sliding_window") || Has(c, "sliding_window"));
+    active =
+        a.hf == "MistralForCausalLM" && (!c.contains("sliding_window") || Has(c, "sliding_window"));
   } else {
     active = Has(c, "use_sliding_window") && c["use_sliding_window"] == true;
   }
@@ -91,8 +92,8 @@ absl::Status CheckSlidingWindow(const Json& c, const ArchInfo& a, int64_t max_po
   }
   if (window < max_pos) {
     return absl::FailedPreconditionError(StrCat(
-        what, ": sliding_window = ", window, " is smaller than max_position_embeddings = ",
-        max_pos, ": sliding-window attention is not implemented; refusing to load"));
+        what, ": sliding_window = ", window, " is smaller than max_position_embeddings = ", max_pos,
+        ": sliding-window attention is not implemented; refusing to load"));
   }
   return absl::OkStatus();
 }
@@ -128,8 +129,8 @@ absl::Status ConvertRope(const Json& c, const std::string& p, HfConfig* out, Ggu
   }
   CHORUS_ASSIGN_OR_RETURN(double factor, GetNumber(r, "factor", what));
   if (!(factor >= 1 && factor <= 1024)) {
-    return absl::InvalidArgumentError(StrCat(what, ": ", key, ".factor ", factor,
-                                             " is not in [1, 1024]"));
+    return absl::InvalidArgumentError(
+        StrCat(what, ": ", key, ".factor ", factor, " is not in [1, 1024]"));
   }
   if (type == "linear") {
     w->SetString(p + "rope.scaling.type", "linear");
@@ -148,7 +149,8 @@ absl::Status ConvertRope(const Json& c, const std::string& p, HfConfig* out, Ggu
     CHORUS_ASSIGN_OR_RETURN(original, GetNumber(r, "original_max_position_embeddings", what));
   }
   if (!(low > 0 && high > low && original >= 1)) {
-    return absl::InvalidArgumentError(StrCat(what, ": ", key, " needs 0 < low_freq_factor < "
+    return absl::InvalidArgumentError(StrCat(what, ": ", key,
+                                             " needs 0 < low_freq_factor < "
                                              "high_freq_factor and original_max_position_"
                                              "embeddings >= 1"));
   }
@@ -165,8 +167,8 @@ absl::Status ReadIds(const Json& c, const char* key, std::string_view what,
   const Json& v = c[key];
   for (const Json& id : v.is_array() ? v : Json::array({v})) {
     if (!id.is_number_integer() || id.get<int64_t>() < 0) {
-      return absl::InvalidArgumentError(StrCat(what, ": ", key, " = ", ShortJson(v),
-                                               " is not a token id or a list of them"));
+      return absl::InvalidArgumentError(
+          StrCat(what, ": ", key, " = ", ShortJson(v), " is not a token id or a list of them"));
     }
     out->push_back(id.get<int64_t>());
   }
@@ -197,16 +199,15 @@ absl::StatusOr<HfConfig> ConvertConfig(const Json& c, const std::string& what, G
     CHORUS_ASSIGN_OR_RETURN(kv_heads, GetInt(c, "num_key_value_heads", 1, 1024, what));
   }
   CHORUS_ASSIGN_OR_RETURN(int64_t ffn, GetInt(c, "intermediate_size", 1, 1 << 20, what));
-  CHORUS_ASSIGN_OR_RETURN(int64_t max_pos,
-                          GetInt(c, "max_position_embeddings", 1, 1 << 24, what));
+  CHORUS_ASSIGN_OR_RETURN(int64_t max_pos, GetInt(c, "max_position_embeddings", 1, 1 << 24, what));
   CHORUS_ASSIGN_OR_RETURN(int64_t vocab, GetInt(c, "vocab_size", 1, 1 << 24, what));
   CHORUS_ASSIGN_OR_RETURN(double eps, GetNumber(c, "rms_norm_eps", what));
   int64_t head_dim = dim / heads;
   if (Has(c, "head_dim")) {
     CHORUS_ASSIGN_OR_RETURN(head_dim, GetInt(c, "head_dim", 2, 1024, what));
   } else if (dim % heads != 0) {
-    return absl::InvalidArgumentError(StrCat(what, ": hidden_size ", dim,
-                                             " is not a multiple of num_attention_heads ", heads));
+    return absl::InvalidArgumentError(
+        StrCat(what, ": hidden_size ", dim, " is not a multiple of num_attention_heads ", heads));
   }
   if (head_dim % 2 != 0) {
     return absl::InvalidArgumentError(StrCat(what, ": head size ", head_dim, " is odd"));

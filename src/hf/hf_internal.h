@@ -8,29 +8,28 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "chorus/hf/safetensors.h"
 #include "chorus/gguf/gguf.h"
 #include "chorus/gguf/gguf_writer.h"
+#include "chorus/hf/safetensors.h"
 #include "json_util.h"
 
 namespace chorus::hf {
 
 // What config.json says, as far as the weights and the tokenizer need it.
 struct HfConfig {
-  std::string arch;          // GGUF architecture: llama, qwen2 or qwen3
-  bool permute_qk = false;   // llama/mistral: q/k rows go to GGUF's adjacent-pair RoPE order
+  std::string arch;         // GGUF architecture: llama, qwen2 or qwen3
+  bool permute_qk = false;  // llama/mistral: q/k rows go to GGUF's adjacent-pair RoPE order
   int n_layers = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0;
   int vocab_size = 0;
   bool tied_embeddings = false;
-  std::vector<float> rope_freqs;  // Llama 3 rope_scaling divisors, empty otherwise
+  std::vector<float> rope_freqs;          // Llama 3 rope_scaling divisors, empty otherwise
   std::vector<int64_t> bos_ids, eos_ids;  // config.json's bos_token_id / eos_token_id
 };
 
 // config.json -> general.architecture and the {arch}.* keys hparams.cc reads. Architectures,
 // rope scaling types and options whose math Chorus lacks are FAILED_PRECONDITION naming the key
 // and value; malformed files INVALID_ARGUMENT naming the key.
-absl::StatusOr<HfConfig> ConvertConfig(const Json& config, const std::string& what,
-                                       GgufWriter* w);
+absl::StatusOr<HfConfig> ConvertConfig(const Json& config, const std::string& what, GgufWriter* w);
 
 // Only config.json's bos_token_id / eos_token_id (each an id or a list of ids).
 absl::Status ReadConfigIds(const Json& config, const std::string& what, HfConfig* out);

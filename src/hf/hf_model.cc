@@ -27,16 +27,15 @@ absl::StatusOr<std::unique_ptr<GgufFile>> OpenHfModel(const std::string& dir) {
   CHORUS_ASSIGN_OR_RETURN(std::vector<GgufTensorInfo> tensors, hf::MapTensors(c, storage.get()));
   for (const GgufTensorInfo& t : tensors) {
     if (t.name == "token_embd.weight" && (t.n_dims != 2 || t.ne[1] != c.vocab_size)) {
-      return absl::FailedPreconditionError(
-          StrCat(dir, ": model.embed_tokens.weight has ", t.ne[1], " rows but ", config_path,
-                 " says vocab_size ", c.vocab_size));
+      return absl::FailedPreconditionError(StrCat(dir, ": model.embed_tokens.weight has ", t.ne[1],
+                                                  " rows but ", config_path, " says vocab_size ",
+                                                  c.vocab_size));
     }
   }
   return GgufFile::FromParts(w.Serialize(), std::move(tensors), std::move(storage));
 }
 
-absl::StatusOr<std::unique_ptr<GgufFile>> OpenHfTokenizer(const std::string& dir,
-                                                          int vocab_size) {
+absl::StatusOr<std::unique_ptr<GgufFile>> OpenHfTokenizer(const std::string& dir, int vocab_size) {
   GgufWriter w;
   hf::HfConfig ids;
   const std::string config_path = dir + "/config.json";

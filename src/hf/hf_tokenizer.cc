@@ -15,8 +15,7 @@
 namespace chorus::hf {
 namespace {
 
-constexpr int32_t kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5,
-                  kByte = 6;
+constexpr int32_t kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6;
 
 absl::StatusOr<Json> ReadOptionalJson(const std::string& path) {
   auto j = ReadJsonFile(path, 64ull << 20);
@@ -27,16 +26,16 @@ absl::StatusOr<Json> ReadOptionalJson(const std::string& path) {
 absl::Status AddToken(Vocab* v, int64_t id, const std::string& text, int32_t type,
                       std::string_view what) {
   if (id < 0 || id >= v->max_ids) {
-    return absl::InvalidArgumentError(StrCat(what, ": token '", text, "' has id ", id,
-                                             ", outside [0, ", v->max_ids, ")"));
+    return absl::InvalidArgumentError(
+        StrCat(what, ": token '", text, "' has id ", id, ", outside [0, ", v->max_ids, ")"));
   }
   if (static_cast<size_t>(id) >= v->tokens.size()) {
     v->tokens.resize(id + 1);
     v->types.resize(id + 1, 0);
   }
   if (v->types[id] != 0 && v->tokens[id] != text) {
-    return absl::InvalidArgumentError(StrCat(what, ": id ", id, " is both '", v->tokens[id],
-                                             "' and '", text, "'"));
+    return absl::InvalidArgumentError(
+        StrCat(what, ": id ", id, " is both '", v->tokens[id], "' and '", text, "'"));
   }
   v->tokens[id] = text;
   v->types[id] = type;
@@ -50,8 +49,8 @@ absl::Status ReadVocab(const Json& model, std::string_view what, Vocab* v) {
   }
   for (auto it = model["vocab"].begin(); it != model["vocab"].end(); ++it) {
     if (!it->is_number_integer()) {
-      return absl::InvalidArgumentError(StrCat(what, ": model.vocab['", it.key(),
-                                               "'] is not an id"));
+      return absl::InvalidArgumentError(
+          StrCat(what, ": model.vocab['", it.key(), "'] is not an id"));
     }
     CHORUS_RETURN_IF_ERROR(AddToken(v, it->get<int64_t>(), it.key(), kNormal, what));
   }
@@ -104,17 +103,17 @@ absl::Status ReadMerges(const Json& model, std::string_view what, Vocab* v) {
     } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
       a = m[0].get<std::string>(), b = m[1].get<std::string>();
       if (a.find(' ') != std::string::npos || b.find(' ') != std::string::npos) {
-        return absl::FailedPreconditionError(StrCat(what, ": merge [", ShortJson(m),
-                                                    "] has a space inside a piece"));
+        return absl::FailedPreconditionError(
+            StrCat(what, ": merge [", ShortJson(m), "] has a space inside a piece"));
       }
     } else {
-      return absl::InvalidArgumentError(StrCat(what, ": merge ", ShortJson(m),
-                                               " is neither \"a b\" nor [a, b]"));
+      return absl::InvalidArgumentError(
+          StrCat(what, ": merge ", ShortJson(m), " is neither \"a b\" nor [a, b]"));
     }
     for (const std::string* piece : {&a, &b}) {
       if (v->ids.count(*piece) == 0) {
-        return absl::InvalidArgumentError(StrCat(what, ": merge '", a, " ", b, "': '", *piece,
-                                                 "' is not in the vocabulary"));
+        return absl::InvalidArgumentError(
+            StrCat(what, ": merge '", a, " ", b, "': '", *piece, "' is not in the vocabulary"));
       }
     }
     if (v->ids.count(a + b) == 0) {

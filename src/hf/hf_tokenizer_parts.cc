@@ -29,8 +29,8 @@ std::string TypeOf(const Json& obj) {
 
 absl::Status Refuse(std::string_view what, std::string_view part, const Json& value,
                     std::string_view supported) {
-  return absl::FailedPreconditionError(StrCat(what, ": ", part, " ", ShortJson(value),
-                                              " is not supported (", supported, ")"));
+  return absl::FailedPreconditionError(
+      StrCat(what, ": ", part, " ", ShortJson(value), " is not supported (", supported, ")"));
 }
 
 // Sequence[Split(regex, Isolated), ByteLevel(no regex)] or ByteLevel(GPT-2 regex).
@@ -97,8 +97,8 @@ absl::StatusOr<Pipeline> SpmPipeline(const Json& tok, std::string_view what) {
       Field(pre, "split") != true) {
     replaces_spaces = true;
     const Json& scheme = Field(pre, "prepend_scheme");
-    p.add_space_prefix = scheme.is_null() ? Field(pre, "add_prefix_space") != false
-                                          : scheme != "never";
+    p.add_space_prefix =
+        scheme.is_null() ? Field(pre, "add_prefix_space") != false : scheme != "never";
   } else if (!pre.is_null()) {
     return Refuse(what, "pre_tokenizer", pre, "none, Metaspace without split");
   }
@@ -118,8 +118,8 @@ absl::StatusOr<int32_t> IdOfText(const Json& v, const Vocab& vocab, std::string_
   }
   const int32_t id = vocab.Find(text.get<std::string>());
   if (id < 0) {
-    return absl::InvalidArgumentError(StrCat(what, ": ", key, " '", text.get<std::string>(),
-                                             "' is not in the vocabulary"));
+    return absl::InvalidArgumentError(
+        StrCat(what, ": ", key, " '", text.get<std::string>(), "' is not in the vocabulary"));
   }
   return id;
 }
@@ -224,8 +224,8 @@ absl::StatusOr<SpecialIds> ReadSpecialIds(const Json& tok, const Json& tcfg, con
   return ids;
 }
 
-absl::StatusOr<AddSpecial> ReadAddSpecial(const Json& tok, const Json& tcfg,
-                                          const SpecialIds& ids, std::string_view what) {
+absl::StatusOr<AddSpecial> ReadAddSpecial(const Json& tok, const Json& tcfg, const SpecialIds& ids,
+                                          std::string_view what) {
   AddSpecial add;
   const Json& pp = Field(tok, "post_processor");
   const Json list = TypeOf(pp) == "Sequence" ? Field(pp, "processors")

@@ -47,8 +47,8 @@ struct AddSpecial {
 };
 // From the post-processor (TemplateProcessing adds BOS/EOS), overridden by tokenizer_config's
 // add_bos_token / add_eos_token when present.
-absl::StatusOr<AddSpecial> ReadAddSpecial(const Json& tok, const Json& tcfg,
-                                          const SpecialIds& ids, std::string_view what);
+absl::StatusOr<AddSpecial> ReadAddSpecial(const Json& tok, const Json& tcfg, const SpecialIds& ids,
+                                          std::string_view what);
 
 // tokenizer_config.json chat_template (a string, or a list of named templates: "default"), or
 // the chat_template.jinja file; "" when there is none.

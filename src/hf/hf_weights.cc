@@ -38,8 +38,8 @@ absl::Status OpenShards(const std::string& dir, const std::string& index_path, H
   std::set<std::string> shards;
   for (auto it = map.begin(); it != map.end(); ++it) {
     if (!it->is_string()) {
-      return absl::InvalidArgumentError(StrCat(index_path, ": weight_map['", it.key(),
-                                               "'] is not a file name"));
+      return absl::InvalidArgumentError(
+          StrCat(index_path, ": weight_map['", it.key(), "'] is not a file name"));
     }
     const std::string shard = it->get<std::string>();
     // Shards are plain file names inside the directory.
@@ -62,8 +62,8 @@ absl::Status OpenShards(const std::string& dir, const std::string& index_path, H
   }
   for (const auto& [name, loc] : w->by_name) {
     if (!map.contains(name)) {
-      return absl::DataLossError(StrCat(index_path, ": tensor '", name, "' of ",
-                                        loc.file->path(), " is not in the weight_map"));
+      return absl::DataLossError(StrCat(index_path, ": tensor '", name, "' of ", loc.file->path(),
+                                        " is not in the weight_map"));
     }
   }
   return absl::OkStatus();
@@ -109,9 +109,12 @@ std::string GgufName(const std::string& hf, int* layer) {
 
 GgmlType ToGgml(SafetensorsDtype d) {
   switch (d) {
-    case SafetensorsDtype::kF16: return GgmlType::kF16;
-    case SafetensorsDtype::kBF16: return GgmlType::kBF16;
-    default: return GgmlType::kF32;
+    case SafetensorsDtype::kF16:
+      return GgmlType::kF16;
+    case SafetensorsDtype::kBF16:
+      return GgmlType::kBF16;
+    default:
+      return GgmlType::kF32;
   }
 }
 
@@ -139,8 +142,8 @@ absl::StatusOr<GgufTensorInfo> Convert(const HfConfig& c, const std::string& ggu
                                        const HfWeights::Located& loc, TensorStorage* storage) {
   const SafetensorsTensor& t = *loc.tensor;
   auto bad = [&](std::string_view what) {
-    return absl::FailedPreconditionError(StrCat(loc.file->path(), ": tensor '", t.name, "' ",
-                                                what));
+    return absl::FailedPreconditionError(
+        StrCat(loc.file->path(), ": tensor '", t.name, "' ", what));
   };
   if (t.dtype != SafetensorsDtype::kF32 && t.dtype != SafetensorsDtype::kF16 &&
       t.dtype != SafetensorsDtype::kBF16) {
@@ -199,18 +202,17 @@ absl::StatusOr<std::unique_ptr<HfWeights>> OpenWeights(const std::string& dir) {
   return w;
 }
 
-absl::StatusOr<std::vector<GgufTensorInfo>> MapTensors(const HfConfig& c,
-                                                       TensorStorage* storage) {
+absl::StatusOr<std::vector<GgufTensorInfo>> MapTensors(const HfConfig& c, TensorStorage* storage) {
   std::vector<GgufTensorInfo> out;
   for (const auto& [name, loc] : storage->weights->by_name) {
     int layer = -1;
     const std::string gguf = GgufName(name, &layer);
-    if (name.ends_with(".rotary_emb.inv_freq")) continue;  // derived from rope_theta
+    if (name.ends_with(".rotary_emb.inv_freq")) continue;        // derived from rope_theta
     if (gguf == "output.weight" && c.tied_embeddings) continue;  // HF ties it to the embedding
     if (gguf.empty() || layer >= c.n_layers) {
-      return absl::FailedPreconditionError(StrCat(
-          loc.file->path(), ": tensor '", name, "' is not used by Chorus's ", c.arch,
-          " model; refusing to load a checkpoint whose math it would not fully implement"));
+      return absl::FailedPreconditionError(
+          StrCat(loc.file->path(), ": tensor '", name, "' is not used by Chorus's ", c.arch,
+                 " model; refusing to load a checkpoint whose math it would not fully implement"));
     }
     CHORUS_ASSIGN_OR_RETURN(GgufTensorInfo g, Convert(c, gguf, loc, storage));
     out.push_back(std::move(g));

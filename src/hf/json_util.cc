@@ -92,8 +92,8 @@ absl::StatusOr<const Json*> Field(const Json& obj, std::string_view key, std::st
 
 absl::Status WrongType(std::string_view what, std::string_view key, const Json& v,
                        std::string_view want) {
-  return absl::InvalidArgumentError(StrCat(what, ": key '", key, "' is ", v.type_name(),
-                                           " ", ShortJson(v), ", expected ", want));
+  return absl::InvalidArgumentError(
+      StrCat(what, ": key '", key, "' is ", v.type_name(), " ", ShortJson(v), ", expected ", want));
 }
 
 }  // namespace

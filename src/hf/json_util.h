@@ -4,10 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
 
@@ -26,8 +25,7 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path, uint64_t max_
 absl::StatusOr<int64_t> GetInt(const Json& obj, std::string_view key, int64_t min, int64_t max,
                                std::string_view what);
 absl::StatusOr<double> GetNumber(const Json& obj, std::string_view key, std::string_view what);
-absl::StatusOr<std::string> GetString(const Json& obj, std::string_view key,
-                                      std::string_view what);
+absl::StatusOr<std::string> GetString(const Json& obj, std::string_view key, std::string_view what);
 absl::StatusOr<bool> GetBool(const Json& obj, std::string_view key, std::string_view what);
 // A value for an error message, cut to 80 characters.
 std::string ShortJson(const Json& v);

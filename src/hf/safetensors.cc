@@ -28,13 +28,13 @@ struct DtypeInfo {
   int size;
 };
 constexpr DtypeInfo kDtypes[] = {
-    {SafetensorsDtype::kBool, "BOOL", 1},       {SafetensorsDtype::kU8, "U8", 1},
-    {SafetensorsDtype::kI8, "I8", 1},           {SafetensorsDtype::kF8E5M2, "F8_E5M2", 1},
-    {SafetensorsDtype::kF8E4M3, "F8_E4M3", 1},  {SafetensorsDtype::kI16, "I16", 2},
-    {SafetensorsDtype::kU16, "U16", 2},         {SafetensorsDtype::kF16, "F16", 2},
-    {SafetensorsDtype::kBF16, "BF16", 2},       {SafetensorsDtype::kI32, "I32", 4},
-    {SafetensorsDtype::kU32, "U32", 4},         {SafetensorsDtype::kF32, "F32", 4},
-    {SafetensorsDtype::kI64, "I64", 8},         {SafetensorsDtype::kU64, "U64", 8},
+    {SafetensorsDtype::kBool, "BOOL", 1},      {SafetensorsDtype::kU8, "U8", 1},
+    {SafetensorsDtype::kI8, "I8", 1},          {SafetensorsDtype::kF8E5M2, "F8_E5M2", 1},
+    {SafetensorsDtype::kF8E4M3, "F8_E4M3", 1}, {SafetensorsDtype::kI16, "I16", 2},
+    {SafetensorsDtype::kU16, "U16", 2},        {SafetensorsDtype::kF16, "F16", 2},
+    {SafetensorsDtype::kBF16, "BF16", 2},      {SafetensorsDtype::kI32, "I32", 4},
+    {SafetensorsDtype::kU32, "U32", 4},        {SafetensorsDtype::kF32, "F32", 4},
+    {SafetensorsDtype::kI64, "I64", 8},        {SafetensorsDtype::kU64, "U64", 8},
     {SafetensorsDtype::kF64, "F64", 8},
 };
 
@@ -170,8 +170,8 @@ absl::Status SafetensorsFile::Parse() {
     return Corrupt(path_, StrCat("header length ", n, " exceeds the limit ", kMaxHeaderBytes));
   }
   if (n > size_ - 8) {
-    return Corrupt(path_, StrCat("header length ", n, " runs past the end of the file (",
-                                 size_, " bytes): truncated?"));
+    return Corrupt(path_, StrCat("header length ", n, " runs past the end of the file (", size_,
+                                 " bytes): truncated?"));
   }
   const std::string_view text(reinterpret_cast<const char*>(base_) + 8, n);
   if (text.empty() || text[0] != '{') return Corrupt(path_, "header does not start with '{'");
@@ -206,9 +206,8 @@ absl::Status SafetensorsFile::Parse() {
   for (const SafetensorsTensor* t : order) {
     if (t->begin != expect) {
       const char* how = t->begin < expect ? "overlap" : "leave a gap after";
-      return Corrupt(path_, StrCat("tensor '", t->name, "' data_offsets [", t->begin, ", ",
-                                   t->end, "] ", how, " the previous tensor (which ends at ",
-                                   expect, ")"));
+      return Corrupt(path_, StrCat("tensor '", t->name, "' data_offsets [", t->begin, ", ", t->end,
+                                   "] ", how, " the previous tensor (which ends at ", expect, ")"));
     }
     expect = t->end;
   }
@@ -221,9 +220,9 @@ absl::Status SafetensorsFile::Parse() {
 }
 
 const SafetensorsTensor* SafetensorsFile::Find(std::string_view name) const {
-  auto it = std::lower_bound(
-      tensors_.begin(), tensors_.end(), name,
-      [](const SafetensorsTensor& t, std::string_view n) { return t.name < n; });
+  auto it =
+      std::lower_bound(tensors_.begin(), tensors_.end(), name,
+                       [](const SafetensorsTensor& t, std::string_view n) { return t.name < n; });
   return it != tensors_.end() && it->name == name ? &*it : nullptr;
 }
 

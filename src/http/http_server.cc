@@ -1,4 +1,3 @@
-#include "chorus/core/log.h"
 #include "chorus/http/http_server.h"
 
 #include <arpa/inet.h>
@@ -10,15 +9,14 @@
 #include <sys/socket.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdlib>
 #include <deque>
-#include <mutex>
-#include <shared_mutex>
 #include <thread>
 
 #include "chorus/core/host_port.h"
+#include "chorus/core/log.h"
 #include "chorus/core/log_safe.h"
+#include "chorus/core/mutex.h"
 #include "chorus/core/str_cat.h"
 #include "chorus/http/openai.h"
 
@@ -51,22 +49,28 @@ class HttpSink : public ResultSink {
     Push(Event{Event::kFinished, d.agent, {}, d}, 64);
   }
   void OnComplete(absl::StatusOr<GenerateResult> r) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     result_ = std::move(r);
     complete_ = true;
-    cv_.notify_all();
+    cv_.NotifyAll();
   }
   bool Cancelled() const override { return cancelled_.load(); }
   void Cancel() { cancelled_ = true; }
 
   // Waits until an event or the result is there, or `timeout`; true when there is something.
   bool Wait(std::chrono::milliseconds timeout) {
-    std::unique_lock<std::mutex> lock(mu_);
-    return cv_.wait_for(lock, timeout, [&] { return complete_ || !events_.empty(); });
+    MutexLock lock(&mu_);
+    const auto until = Clock::now() + timeout;
+    while (!complete_ && events_.empty()) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - Clock::now());
+      if (left.count() <= 0) break;
+      cv_.WaitFor(&mu_, left);
+    }
+    return complete_ || !events_.empty();
   }
   // Takes the queued events; `complete` (and `result`) when the request has ended.
   std::deque<Event> Take(bool* complete, absl::StatusOr<GenerateResult>* result) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     std::deque<Event> out;
     out.swap(events_);
     backlog_ = 0;
@@ -78,7 +82,7 @@ class HttpSink : public ResultSink {
 
  private:
   void Push(Event e, int64_t bytes) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (overflowed_) return;
     if (backlog_ + bytes > max_backlog_) {
       overflowed_ = true;
@@ -88,17 +92,17 @@ class HttpSink : public ResultSink {
     }
     backlog_ += bytes;
     events_.push_back(std::move(e));
-    cv_.notify_all();
+    cv_.NotifyAll();
   }
   const bool stream_;
   const int64_t max_backlog_;
   std::atomic<bool> cancelled_{false}, overflowed_{false};
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Event> events_;
-  int64_t backlog_ = 0;
-  bool complete_ = false;
-  absl::StatusOr<GenerateResult> result_ = absl::UnknownError("no result");
+  Mutex mu_;
+  CondVar cv_;
+  std::deque<Event> events_ ABSL_GUARDED_BY(mu_);
+  int64_t backlog_ ABSL_GUARDED_BY(mu_) = 0;
+  bool complete_ ABSL_GUARDED_BY(mu_) = false;
+  absl::StatusOr<GenerateResult> result_ ABSL_GUARDED_BY(mu_) = absl::UnknownError("no result");
 };
 
 // The socket of the connection a handler serves. cpp-httplib hands handlers no socket, so it
@@ -171,7 +175,8 @@ std::deque<HttpSink::Event> WaitForFirst(HttpSink* sink, const ConnectionWatch& 
       if (*complete || !first.empty()) break;
     }
     if (!sink->Cancelled() && watch.Closed()) {
-      ModuleLogger("http")->info("[{}] http: client closed the connection; cancelling", LogSafe(id));
+      ModuleLogger("http")->info("[{}] http: client closed the connection; cancelling",
+                                 LogSafe(id));
       sink->Cancel();
     }
   }
@@ -237,8 +242,8 @@ class HttpServer::Impl {
   httplib::Server http;
   std::thread thread;
   int port = 0;
-  std::shared_mutex gate;  // shared: a submit in progress; exclusive: StopAccepting
-  bool stopping = false;   // guarded by gate
+  SharedMutex gate;  // shared: a submit in progress; exclusive: StopAccepting
+  bool stopping ABSL_GUARDED_BY(gate) = false;
 
   void Reply(httplib::Response& res, std::string_view endpoint, const ApiError& e) {
     res.status = e.http_status;
@@ -296,13 +301,14 @@ class HttpServer::Impl {
     if (oreq->input.request_id.empty()) oreq->input.request_id = hooks.new_request_id();
     *id = oreq->input.request_id;
     *sink = std::make_shared<HttpSink>(oreq->stream, options.stream_backlog_max_bytes);
-    std::shared_lock<std::shared_mutex> lock(gate);
+    ReaderMutexLock lock(&gate);
     absl::Status s = stopping
                          ? absl::UnavailableError("server is draining; retry on another replica")
                          : hooks.submit(*owner, oreq->input,  // a copy: the response reads
                                         *sink);  // input.chat.tools to return tool_calls
     if (!s.ok()) {
-      ModuleLogger("http")->info("[{}] http: rejected: {}", LogSafe(*id), LogSafe(s.ToString(), 1024));
+      ModuleLogger("http")->info("[{}] http: rejected: {}", LogSafe(*id),
+                                 LogSafe(s.ToString(), 1024));
       Reply(res, name, ToApiError(s, oreq->merged));
       return false;
     }
@@ -402,7 +408,7 @@ int HttpServer::port() const { return impl_->port; }
 
 void HttpServer::StopAccepting() {
   {
-    std::unique_lock<std::shared_mutex> lock(impl_->gate);
+    WriterMutexLock lock(&impl_->gate);
     impl_->stopping = true;
   }
   impl_->http.stop();

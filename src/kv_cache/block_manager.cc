@@ -79,8 +79,7 @@ uint64_t BlockManager::SaltKey(std::string_view salt) {
   return h == 0 ? 1 : h;
 }
 
-int32_t BlockManager::Lookup(uint64_t hash, const int32_t* tokens, int32_t parent,
-                             uint64_t salt) {
+int32_t BlockManager::Lookup(uint64_t hash, const int32_t* tokens, int32_t parent, uint64_t salt) {
   if (!prefix_cache_) return -1;
   auto it = by_hash_.find(hash);
   if (it == by_hash_.end()) return -1;

@@ -41,8 +41,8 @@ constexpr std::array<std::string_view, 17> kKnownArchKeys = {
 };
 
 bool IsKnownArchKey(std::string_view suffix) {
-  return std::find(kKnownArchKeys.begin(), kKnownArchKeys.end(), suffix) != kKnownArchKeys.end()
-         || suffix == "expert_used_count" || suffix == "rope.scaling.attn_factor";
+  return std::find(kKnownArchKeys.begin(), kKnownArchKeys.end(), suffix) != kKnownArchKeys.end() ||
+         suffix == "expert_used_count" || suffix == "rope.scaling.attn_factor";
 }
 
 // Every "{arch}.*" key is implemented, harmless, or refused by name.
@@ -83,8 +83,8 @@ absl::Status ReadRopeScaling(const GgufFile& f, const std::string& p, ModelConfi
   if (f.Find(attn_key) != nullptr) {
     CHORUS_ASSIGN_OR_RETURN(double attn, f.GetFloat(attn_key));
     if (attn != 1.0) {
-      return absl::FailedPreconditionError(StrCat("gguf: metadata key '", attn_key, "' = ", attn,
-                                                  " is not supported (only 1)"));
+      return absl::FailedPreconditionError(
+          StrCat("gguf: metadata key '", attn_key, "' = ", attn, " is not supported (only 1)"));
     }
   }
   if (type == "none") return absl::OkStatus();
@@ -133,9 +133,9 @@ absl::Status ReadShape(const GgufFile& f, const std::string& p, ModelConfig* c) 
   if (f.Find(p + "attention.value_length") != nullptr) {
     CHORUS_ASSIGN_OR_RETURN(int v, GetInt(f, p + "attention.value_length", 1, 1024));
     if (v != c->head_dim) {
-      return absl::FailedPreconditionError(
-          StrCat("gguf: ", p, "attention.value_length ", v, " differs from key_length ",
-                 c->head_dim, " (not supported)"));
+      return absl::FailedPreconditionError(StrCat("gguf: ", p, "attention.value_length ", v,
+                                                  " differs from key_length ", c->head_dim,
+                                                  " (not supported)"));
     }
   }
   c->rope_dim = c->head_dim;

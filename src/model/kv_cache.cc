@@ -6,11 +6,11 @@
 namespace chorus {
 
 absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(Backend* backend,
-                                                         const ModelConfig& config,
-                                                         int num_blocks, int block_size) {
+                                                         const ModelConfig& config, int num_blocks,
+                                                         int block_size) {
   if (num_blocks < 1 || block_size < 1) {
-    return absl::InvalidArgumentError(
-        StrCat("kv cache: num_blocks ", num_blocks, " and block_size ", block_size, " must be >= 1"));
+    return absl::InvalidArgumentError(StrCat("kv cache: num_blocks ", num_blocks,
+                                             " and block_size ", block_size, " must be >= 1"));
   }
   std::unique_ptr<KvCache> kv(new KvCache(backend, num_blocks, block_size, config.kv_dim()));
   const size_t bytes =

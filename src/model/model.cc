@@ -14,7 +14,8 @@ namespace {
 absl::StatusOr<WeightTensor> LoadChecked(const GgufFile& f, Backend* backend,
                                          const std::string& name, int64_t ne0, int64_t ne1) {
   const GgufTensorInfo* t = f.FindTensor(name);
-  if (t == nullptr) return absl::FailedPreconditionError(StrCat("gguf: missing tensor '", name, "'"));
+  if (t == nullptr)
+    return absl::FailedPreconditionError(StrCat("gguf: missing tensor '", name, "'"));
   const int want_dims = ne1 == 0 ? 1 : 2;
   if (t->n_dims != want_dims || t->ne[0] != ne0 || (ne1 != 0 && t->ne[1] != ne1)) {
     std::string have;
@@ -34,8 +35,7 @@ absl::StatusOr<WeightTensor> LoadChecked(const GgufFile& f, Backend* backend,
 // conversions stored the rotary inverse frequencies (derived from rope.freq_base) per layer.
 bool SafeToIgnore(std::string_view name) {
   constexpr std::string_view kRotEmbd = ".attn_rot_embd";
-  return name.size() > kRotEmbd.size() &&
-         name.substr(name.size() - kRotEmbd.size()) == kRotEmbd;
+  return name.size() > kRotEmbd.size() && name.substr(name.size() - kRotEmbd.size()) == kRotEmbd;
 }
 
 // Every tensor of the file must have been loaded or be safe to ignore.
@@ -57,9 +57,10 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path, Back
   // A Hugging Face directory becomes the same in-memory GGUF (src/hf/).
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec) && !IsHfModelDirectory(path)) {
-    return absl::FailedPreconditionError(StrCat(
-        path, ": a directory without config.json (a Hugging Face model directory holds "
-        "config.json, model.safetensors or its shards, and tokenizer.json)"));
+    return absl::FailedPreconditionError(
+        StrCat(path,
+               ": a directory without config.json (a Hugging Face model directory holds "
+               "config.json, model.safetensors or its shards, and tokenizer.json)"));
   }
   auto opened = IsHfModelDirectory(path) ? OpenHfModel(path) : GgufFile::Open(path);
   CHORUS_ASSIGN_OR_RETURN(auto file, std::move(opened));
@@ -79,9 +80,9 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromFile(std::unique_ptr<GgufFile>
   CHORUS_ASSIGN_OR_RETURN(m->tokenizer_, Tokenizer::FromGguf(f));
   const ModelConfig& c = m->config_;
   if (m->tokenizer_->vocab_size() != c.vocab_size) {
-    return absl::FailedPreconditionError(
-        StrCat("gguf: tokenizer has ", m->tokenizer_->vocab_size(),
-               " tokens but token_embd.weight has ", c.vocab_size, " rows"));
+    return absl::FailedPreconditionError(StrCat("gguf: tokenizer has ", m->tokenizer_->vocab_size(),
+                                                " tokens but token_embd.weight has ", c.vocab_size,
+                                                " rows"));
   }
   ModelWeights& w = m->weights_;
   std::set<std::string> used;

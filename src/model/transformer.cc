@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "chorus/backends/communicator.h"
 #include "chorus/core/status.h"
 #include "chorus/core/str_cat.h"
-#include "chorus/backends/communicator.h"
 
 namespace chorus {
 

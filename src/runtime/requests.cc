@@ -69,8 +69,8 @@ absl::Status Runtime::Submit(GenerateParams params, std::shared_ptr<ResultSink> 
       const int now_inflight = inflight;
       if (inflight == 0) owner_agents_.erase(params.owner);
       return absl::ResourceExhaustedError(
-          StrCat("tenant '", params.owner, "' has ", now_inflight, " agents queued or running + ", agents,
-                 " (tenants.max_inflight_agents ", params.owner_max_inflight_agents, ")"));
+          StrCat("tenant '", params.owner, "' has ", now_inflight, " agents queued or running + ",
+                 agents, " (tenants.max_inflight_agents ", params.owner_max_inflight_agents, ")"));
     }
     inflight += agents;
   }
@@ -93,14 +93,16 @@ void Runtime::ChooseElasticAgentsLocked(GenerateParams& params, double now) {
   req.prefill_ms = prefill_ms_per_token_ * static_cast<double>(params.prompt_tokens.size());
   req.max_tokens = params.max_tokens;
   req.merge_reserve_ms = options_.merge_reserve_ms;
-  req.blocks_per_agent = (params.max_tokens + options_.kv_block_size - 1) / options_.kv_block_size + 1;
+  req.blocks_per_agent =
+      (params.max_tokens + options_.kv_block_size - 1) / options_.kv_block_size + 1;
   ElasticLoad load;
   load.running_agents = stats_.running_agents;
   load.queued_agents = queued_agents_;
   load.max_running_agents = options_.scheduler.max_running_agents;
   load.free_kv_blocks = stats_.kv_blocks_total - stats_.kv_blocks_used;
   const double overhead = iteration_overhead_ms_;
-  r.agents = ChooseAgents(req, load, [this, overhead](int rows) { return predictor_.PredictMs(rows) + overhead; });
+  r.agents = ChooseAgents(
+      req, load, [this, overhead](int rows) { return predictor_.PredictMs(rows) + overhead; });
   if (options_.observer != nullptr) options_.observer->OnElasticChoice(r.agents, r.max_agents);
 }
 
@@ -146,7 +148,8 @@ void Runtime::Complete(RequestGroup* g, absl::StatusOr<GenerateResult> result,
     if (live_.erase(LiveKey(g->params)) > 0) {
       if (g->params.owner_max_inflight_agents > 0) {
         auto it = owner_agents_.find(g->params.owner);
-        if (it != owner_agents_.end() && (it->second -= g->params.reasoning.agents) <= 0) owner_agents_.erase(it);
+        if (it != owner_agents_.end() && (it->second -= g->params.reasoning.agents) <= 0)
+          owner_agents_.erase(it);
       }
       if (!ever_admitted) {  // still counted in the queue limits
         queued_requests_ -= 1;
@@ -164,10 +167,10 @@ void Runtime::Complete(RequestGroup* g, absl::StatusOr<GenerateResult> result,
   const std::string id = LogSafe(g->params.request_id);
   if (!result.ok() && result.status().code() != absl::StatusCode::kCancelled) {
     Log()->warn("[{}] failed: {}", id,
-                 log_detail.empty() ? result.status().ToString() : std::string(log_detail));
+                log_detail.empty() ? result.status().ToString() : std::string(log_detail));
   } else {
     Log()->debug("[{}] {} after {:.1f} ms", id, result.ok() ? "done" : "cancelled",
-                  clock_->NowMs() - g->params.arrival_ms);
+                 clock_->NowMs() - g->params.arrival_ms);
   }
   try {
     if (options_.observer != nullptr) {
@@ -237,12 +240,12 @@ void Runtime::CheckGroup(RequestGroup* g, double now, double next_step_ms) {
     // Never scheduled and waited too long: shed (the server is at capacity).
     if (g->first_scheduled_ms < 0 && options_.max_queue_delay_ms > 0 &&
         now - g->params.arrival_ms > options_.max_queue_delay_ms) {
-      Complete(g, absl::ResourceExhaustedError(StrCat(
-                      "request '", g->params.request_id, "' waited ",
-                      static_cast<int64_t>(now - g->params.arrival_ms),
-                      " ms without starting (max_queue_delay_ms ",
-                      static_cast<int64_t>(options_.max_queue_delay_ms),
-                      "): the server is at capacity; retry later or on another replica")));
+      Complete(g, absl::ResourceExhaustedError(
+                      StrCat("request '", g->params.request_id, "' waited ",
+                             static_cast<int64_t>(now - g->params.arrival_ms),
+                             " ms without starting (max_queue_delay_ms ",
+                             static_cast<int64_t>(options_.max_queue_delay_ms),
+                             "): the server is at capacity; retry later or on another replica")));
       return;
     }
     // Waiting or prefilling: can the prefill still finish in time?
@@ -255,9 +258,9 @@ void Runtime::CheckGroup(RequestGroup* g, double now, double next_step_ms) {
     if (!PrefillFits(now, g->params.deadline_ms, prefill_ms, predictor_.PredictMs(1),
                      options_.merge_reserve_ms)) {
       if (!has_drafts) {
-        Complete(g, absl::DeadlineExceededError(StrCat("latency budget ended before request '",
-                                                       g->params.request_id,
-                                                       "' finished its prefill")));
+        Complete(
+            g, absl::DeadlineExceededError(StrCat("latency budget ended before request '",
+                                                  g->params.request_id, "' finished its prefill")));
         return;
       }
       g->budget_cut = true;  // preempted after drafting: merge what exists

@@ -139,7 +139,7 @@ void Runtime::ApplyStep(const StepPlan& plan, const StepOutput& out) {
           }
         }
       }
-      ApplyEarlyStops(g, ctx_);  // once per group: the vote re-extracts answers
+      ApplyEarlyStops(g, ctx_);          // once per group: the vote re-extracts answers
     } catch (const std::exception& e) {  // e.g. std::bad_alloc: fail this request only
       failed.emplace_back(&g, FromException(e, "applying a step"));
     }

@@ -39,8 +39,7 @@ void Scheduler::FreeBlocks(RequestGroup* g) {
   // A copy planned into a block of this group is dropped with it.
   for (const auto& a : g->agents) {
     std::erase_if(copies_, [&](const auto& c) {
-      return std::find(a.block_table.begin(), a.block_table.end(), c.second) !=
-             a.block_table.end();
+      return std::find(a.block_table.begin(), a.block_table.end(), c.second) != a.block_table.end();
     });
   }
   for (int32_t b : g->prompt_table) blocks_->Unref(b);
@@ -71,7 +70,8 @@ void Scheduler::ReturnBlocks(const std::vector<int32_t>& blocks) {
 
 void Scheduler::PublishPrompt(RequestGroup* g) {
   const int bs = blocks_->block_size();
-  const int full_done = std::min(g->prompt_computed / bs, static_cast<int>(g->prompt_hashes.size()));
+  const int full_done =
+      std::min(g->prompt_computed / bs, static_cast<int>(g->prompt_hashes.size()));
   if (g->prompt_table.empty()) return;
   for (int i = g->prompt_published; i < full_done; ++i) {
     blocks_->Publish(g->prompt_table[i], g->prompt_hashes[i],

@@ -101,8 +101,7 @@ absl::Status ValidateServingLimits(const chorus::v1::ServerConfig& c) {
   CHORUS_RETURN_IF_ERROR(Range("num_threads", c.num_threads(), 0, 1024));
   CHORUS_RETURN_IF_ERROR(Range("kv_block_size_tokens", c.kv_block_size_tokens(), 1, 1024));
   CHORUS_RETURN_IF_ERROR(Range("kv_num_blocks", c.kv_num_blocks(), 1, 1 << 24));
-  CHORUS_RETURN_IF_ERROR(
-      Range("max_num_batched_tokens", c.max_num_batched_tokens(), 1, 1 << 20));
+  CHORUS_RETURN_IF_ERROR(Range("max_num_batched_tokens", c.max_num_batched_tokens(), 1, 1 << 20));
   CHORUS_RETURN_IF_ERROR(Range("max_running_agents", c.max_running_agents(), 1, 1 << 20));
   CHORUS_RETURN_IF_ERROR(Range("max_admission_bypass", c.max_admission_bypass(), 0, 1 << 20));
   CHORUS_RETURN_IF_ERROR(Range("max_queued_requests", c.max_queued_requests(), 0, 1 << 24));
@@ -135,8 +134,8 @@ absl::Status ValidateConnectionLimits(const chorus::v1::ServerConfig& c) {
   CHORUS_RETURN_IF_ERROR(Range("grpc_keepalive_time_ms", c.grpc_keepalive_time_ms(), 1000, kDay));
   CHORUS_RETURN_IF_ERROR(
       Range("grpc_keepalive_timeout_ms", c.grpc_keepalive_timeout_ms(), 1000, kDay));
-  CHORUS_RETURN_IF_ERROR(Range("grpc_min_client_ping_interval_ms",
-                               c.grpc_min_client_ping_interval_ms(), 0, kDay));
+  CHORUS_RETURN_IF_ERROR(
+      Range("grpc_min_client_ping_interval_ms", c.grpc_min_client_ping_interval_ms(), 0, kDay));
   CHORUS_RETURN_IF_ERROR(
       Range("grpc_max_connection_idle_ms", c.grpc_max_connection_idle_ms(), 0, 30 * kDay));
   CHORUS_RETURN_IF_ERROR(

@@ -18,8 +18,7 @@ int Clamp(int64_t v) {
 void ApplyConnectionLimits(const chorus::v1::ServerConfig& c, grpc::ServerBuilder* builder) {
   builder->AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, c.grpc_max_concurrent_streams());
   builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, Clamp(c.grpc_keepalive_time_ms()));
-  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
-                              Clamp(c.grpc_keepalive_timeout_ms()));
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, Clamp(c.grpc_keepalive_timeout_ms()));
   // Enforcement: pings more frequent than this without data are strikes; 2 strikes: GOAWAY.
   builder->AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
                               Clamp(c.grpc_min_client_ping_interval_ms()));

@@ -11,9 +11,9 @@
 #include <filesystem>
 #include <thread>
 
+#include "../tools/flags.h"
 #include "chorus/core/log.h"
 #include "chorus/server/server.h"
-#include "../tools/flags.h"
 
 int main(int argc, char** argv) {
   chorus::tools::Flags flags({"config", "listen", "model", "threads", "backend", "metrics", "http"},

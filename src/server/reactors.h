@@ -10,10 +10,10 @@
 #include <atomic>
 #include <deque>
 #include <memory>
-#include <mutex>
 
 #include "chorus/core/log.h"
 #include "chorus/core/log_safe.h"
+#include "chorus/core/mutex.h"
 #include "chorus/core/request.h"
 #include "chorus/core/str_cat.h"
 #include "chorus/v1/chorus.grpc.pb.h"
@@ -97,7 +97,7 @@ class StreamReactor : public grpc::ServerWriteReactor<pb::GenerateEvent> {
   std::shared_ptr<Sink> sink;
 
   void Push(pb::GenerateEvent e, bool final) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (overflowed_ || closing_) return;
     const int64_t bytes = static_cast<int64_t>(e.ByteSizeLong());
     if (!final && backlog_bytes_ + bytes > max_backlog_bytes_) {
@@ -111,7 +111,7 @@ class StreamReactor : public grpc::ServerWriteReactor<pb::GenerateEvent> {
   void Close(const grpc::Status& s) {
     grpc::Status finish;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       final_ = overflowed_ ? OverflowStatus() : s;
       closing_ = true;
       if (!MaybeWriteLocked(&finish)) return;
@@ -124,7 +124,7 @@ class StreamReactor : public grpc::ServerWriteReactor<pb::GenerateEvent> {
   void OnWriteDone(bool ok) override {
     grpc::Status finish;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       writing_ = false;
       backlog_bytes_ -= queue_.front().bytes;
       queue_.pop_front();
@@ -149,28 +149,29 @@ class StreamReactor : public grpc::ServerWriteReactor<pb::GenerateEvent> {
   };
   // Keeps only the event gRPC is writing; the runtime sees the cancel at its next step and
   // then calls Close, which finishes with OverflowStatus().
-  void OverflowLocked() {
+  void OverflowLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     overflowed_ = true;
     while (queue_.size() > (writing_ ? 1u : 0u)) {
       backlog_bytes_ -= queue_.back().bytes;
       queue_.pop_back();
     }
     if (sink) sink->cancelled_ = true;
-    ModuleLogger("server")->warn("[{}] stream client is not reading: over {} bytes of events waiting "
-                 "(stream_backlog_max_bytes); request cancelled",
-                 LogSafe(request_id_), max_backlog_bytes_);
+    ModuleLogger("server")->warn(
+        "[{}] stream client is not reading: over {} bytes of events waiting "
+        "(stream_backlog_max_bytes); request cancelled",
+        LogSafe(request_id_), max_backlog_bytes_);
   }
   grpc::Status OverflowStatus() const {
-    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        StrCat("stream backlog over stream_backlog_max_bytes ",
-                               max_backlog_bytes_, ": the client stopped reading; request '",
-                               request_id_, "' was cancelled"));
+    return grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        StrCat("stream backlog over stream_backlog_max_bytes ", max_backlog_bytes_,
+               ": the client stopped reading; request '", request_id_, "' was cancelled"));
   }
   // Starts the next write, or, once closing with nothing left to write, marks the call
   // finished and returns true with the status to finish with: the caller calls Finish after
   // releasing mu_, because Finish may run OnDone (delete this) at once on a gRPC thread, and
   // the lock's destructor would then unlock a freed mutex (found by ThreadSanitizer).
-  bool MaybeWriteLocked(grpc::Status* finish = nullptr) {
+  bool MaybeWriteLocked(grpc::Status* finish = nullptr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (writing_ || finished_) return false;
     if (!queue_.empty()) {
       writing_ = true;
@@ -184,11 +185,14 @@ class StreamReactor : public grpc::ServerWriteReactor<pb::GenerateEvent> {
   }
   const std::string request_id_;
   const int64_t max_backlog_bytes_;
-  std::mutex mu_;
-  std::deque<Pending> queue_;
-  int64_t backlog_bytes_ = 0;  // bytes in queue_, the event being written included
-  bool writing_ = false, closing_ = false, finished_ = false, overflowed_ = false;
-  grpc::Status final_;
+  Mutex mu_;
+  std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
+  int64_t backlog_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // bytes in queue_, the one being written too
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool overflowed_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status final_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace chorus::server

@@ -1,10 +1,9 @@
 #include "chorus/server/security.h"
 
-#include <algorithm>
-#include <cctype>
-
 #include <sys/random.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdint>
 
@@ -113,8 +112,8 @@ std::string ModelDisplayName(std::string_view general_name, std::string_view mod
   if (!general_name.empty()) return std::string(general_name);
   while (model_path.size() > 1 && model_path.back() == '/') model_path.remove_suffix(1);
   const size_t slash = model_path.find_last_of('/');
-  std::string_view base = slash == std::string_view::npos ? model_path
-                                                          : model_path.substr(slash + 1);
+  std::string_view base =
+      slash == std::string_view::npos ? model_path : model_path.substr(slash + 1);
   constexpr std::string_view kGguf = ".gguf";
   if (base.size() > kGguf.size() && base.substr(base.size() - kGguf.size()) == kGguf) {
     base.remove_suffix(kGguf.size());

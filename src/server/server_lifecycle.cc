@@ -5,7 +5,6 @@
 
 #include <chrono>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <utility>
 
@@ -27,8 +26,9 @@ void ChorusServer::Impl::StartWatchdog() {
         stalled_flag = now_stalled;
         server->GetHealthCheckService()->SetServingStatus(!stalled);
         if (stalled) {
-          ModuleLogger("server")->error("chorusd: engine loop stalled for more than {} ms; health NOT_SERVING",
-                        config.engine_stall_timeout_ms());
+          ModuleLogger("server")->error(
+              "chorusd: engine loop stalled for more than {} ms; health NOT_SERVING",
+              config.engine_stall_timeout_ms());
         } else {
           ModuleLogger("server")->info("chorusd: engine loop moving again; health SERVING");
         }
@@ -56,9 +56,7 @@ ChorusServer::~ChorusServer() {
 
 int ChorusServer::port() const { return impl_->port; }
 int ChorusServer::metrics_port() const { return impl_->metrics ? impl_->metrics->port() : 0; }
-int ChorusServer::http_port() const {
-  return impl_->http_server ? impl_->http_server->port() : 0;
-}
+int ChorusServer::http_port() const { return impl_->http_server ? impl_->http_server->port() : 0; }
 
 void ChorusServer::Drain() {
   Impl& s = *impl_;
@@ -66,15 +64,16 @@ void ChorusServer::Drain() {
   s.StopWatchdog();
   s.server->GetHealthCheckService()->SetServingStatus(false);
   s.runtime->BeginDrain();
-  ModuleLogger("server")->info("chorusd: draining {} in-flight requests (up to {} ms)", s.runtime->InFlight(),
-               s.config.drain_timeout_ms());
-  const auto until = std::chrono::steady_clock::now() +
-                     std::chrono::milliseconds(s.config.drain_timeout_ms());
+  ModuleLogger("server")->info("chorusd: draining {} in-flight requests (up to {} ms)",
+                               s.runtime->InFlight(), s.config.drain_timeout_ms());
+  const auto until =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(s.config.drain_timeout_ms());
   while (!s.runtime->Idle() && std::chrono::steady_clock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   if (!s.runtime->Idle()) {
-    ModuleLogger("server")->warn("chorusd: drain timeout; cancelling {} requests", s.runtime->InFlight());
+    ModuleLogger("server")->warn("chorusd: drain timeout; cancelling {} requests",
+                                 s.runtime->InFlight());
     s.runtime->CancelAll();
     for (int i = 0; i < 200 && !s.runtime->Idle(); ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -83,15 +82,15 @@ void ChorusServer::Drain() {
   if (s.http_server) s.http_server->StopAccepting();
   s.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   {
-    std::lock_guard<std::mutex> lock(s.done_mu);
+    MutexLock lock(&s.done_mu);
     s.done = true;
   }
-  s.done_cv.notify_all();
+  s.done_cv.NotifyAll();
 }
 
 void ChorusServer::Wait() {
-  std::unique_lock<std::mutex> lock(impl_->done_mu);
-  impl_->done_cv.wait(lock, [this] { return impl_->done; });
+  MutexLock lock(&impl_->done_mu);
+  while (!impl_->done) impl_->done_cv.Wait(&impl_->done_mu);
 }
 
 }  // namespace chorus

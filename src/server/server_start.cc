@@ -17,11 +17,12 @@
 #include <utility>
 #include <vector>
 
-#include "chorus/core/log.h"
 #include "chorus/admission/admission.h"
 #include "chorus/backends/cpu_backend.h"
 #include "chorus/backends/cuda_backend.h"
 #include "chorus/core/cpu_count.h"
+#include "chorus/core/log.h"
+#include "chorus/core/secret_file.h"
 #include "chorus/core/status.h"
 #include "chorus/core/str_cat.h"
 #include "chorus/http/http_server.h"
@@ -39,12 +40,12 @@ namespace {
 
 namespace pb = ::chorus::v1;
 
-absl::StatusOr<std::string> ReadSecretFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(StrCat("config: cannot read ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+// The config names the secret files; the messages name the config.
+absl::StatusOr<std::string> ReadConfigSecret(const std::string& path) {
+  auto data = ReadSecretFile(path);
+  if (!data.ok())
+    return absl::Status(data.status().code(), StrCat("config: ", data.status().message()));
+  return data;
 }
 
 // The backend that loads the model: with tensor parallelism a one-thread CPU backend (the full
@@ -78,8 +79,7 @@ absl::StatusOr<std::unique_ptr<ForwardExecutor>> CreateExecutor(
   std::vector<Backend*> raw;
   for (auto& b : set->backends) raw.push_back(b.get());
   auto runner = TensorParallelRunner::Create(*impl->model, raw, std::move(set->comms),
-                                             config.kv_num_blocks(),
-                                             config.kv_block_size_tokens());
+                                             config.kv_num_blocks(), config.kv_block_size_tokens());
   if (!runner.ok()) return runner.status();
   impl->tp_backends = std::move(set->backends);
   return std::unique_ptr<ForwardExecutor>(std::move(*runner));
@@ -154,9 +154,9 @@ absl::Status CreateAdmission(ChorusServer::Impl* impl) {
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ListenerCredentials(
     const pb::ServerConfig& config) {
   if (config.tls_cert_path().empty()) return grpc::InsecureServerCredentials();
-  auto cert = ReadSecretFile(config.tls_cert_path());
+  auto cert = ReadConfigSecret(config.tls_cert_path());
   if (!cert.ok()) return cert.status();
-  auto key = ReadSecretFile(config.tls_key_path());
+  auto key = ReadConfigSecret(config.tls_key_path());
   if (!key.ok()) return key.status();
   grpc::SslServerCredentialsOptions ssl;
   ssl.pem_key_cert_pairs.push_back({*key, *cert});
@@ -168,7 +168,7 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ListenerCredentials(
 absl::Status LoadAuth(ChorusServer::Impl* impl) {
   const pb::ServerConfig& config = impl->config;
   if (!config.auth_token_path().empty()) {
-    auto tokens = ReadSecretFile(config.auth_token_path());
+    auto tokens = ReadConfigSecret(config.auth_token_path());
     if (!tokens.ok()) return tokens.status();
     auto auth = TokenAuth::Parse(*tokens);
     if (!auth.ok()) return auth.status();
@@ -206,12 +206,12 @@ absl::Status StartGrpc(ChorusServer::Impl* impl) {
 
 void LogServing(const ChorusServer::Impl& impl, int threads) {
   const bool tp = !impl.tp_backends.empty();
-  ModuleLogger("server")->info("chorusd: serving {} ({}, {} layers, {} backend{}, {} threads) on port {}",
-               impl.config.model_path(), impl.model->config().arch,
-               impl.model->config().n_layers,
-               tp ? impl.tp_backends[0]->name() : impl.backend->name(),
-               tp ? StrCat(" x", impl.tp_backends.size(), " tensor-parallel") : std::string(),
-               threads, impl.port);
+  ModuleLogger("server")->info(
+      "chorusd: serving {} ({}, {} layers, {} backend{}, {} threads) on port {}",
+      impl.config.model_path(), impl.model->config().arch, impl.model->config().n_layers,
+      tp ? impl.tp_backends[0]->name() : impl.backend->name(),
+      tp ? StrCat(" x", impl.tp_backends.size(), " tensor-parallel") : std::string(), threads,
+      impl.port);
 }
 
 }  // namespace
@@ -267,8 +267,7 @@ absl::Status ChorusServer::Impl::StartHttp() {
     if (!auth.enabled()) return std::string();
     return auth.Identify(authorization);
   };
-  h.submit = [this](const std::string& owner, GenerateInput in,
-                    std::shared_ptr<ResultSink> sink) {
+  h.submit = [this](const std::string& owner, GenerateInput in, std::shared_ptr<ResultSink> sink) {
     return AdmitInput(owner, std::move(in), std::move(sink));
   };
   h.new_request_id = [] { return NewRequestId(); };
@@ -288,7 +287,8 @@ absl::Status ChorusServer::Impl::StartHttp() {
         "of it",
         config.http_listen_address());
   }
-  ModuleLogger("server")->info("chorusd: OpenAI-compatible HTTP API on port {}", http_server->port());
+  ModuleLogger("server")->info("chorusd: OpenAI-compatible HTTP API on port {}",
+                               http_server->port());
   return absl::OkStatus();
 }
 

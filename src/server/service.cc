@@ -13,8 +13,8 @@
 #include <string_view>
 #include <utility>
 
-#include "chorus/core/log.h"
 #include "chorus/admission/admission.h"
+#include "chorus/core/log.h"
 #include "chorus/core/log_safe.h"
 #include "chorus/core/status.h"
 #include "chorus/core/str_cat.h"
@@ -52,11 +52,9 @@ absl::Status ApplyTenantLimits(const pb::TenantLimits& t, int64_t default_max_to
   }
   const int64_t max_tokens = in->max_tokens == 0 ? default_max_tokens : in->max_tokens;
   if (t.has_max_tokens_per_request() && max_tokens > t.max_tokens_per_request()) {
-    return absl::InvalidArgumentError(StrCat("max_tokens: tenant '", t.name(),
-                                             "' may ask for at most ",
-                                             t.max_tokens_per_request(),
-                                             " (tenants.max_tokens_per_request), got ",
-                                             max_tokens));
+    return absl::InvalidArgumentError(
+        StrCat("max_tokens: tenant '", t.name(), "' may ask for at most ",
+               t.max_tokens_per_request(), " (tenants.max_tokens_per_request), got ", max_tokens));
   }
   if (!t.shared_prefix_cache() && in->cache_salt.empty()) in->cache_salt = "tenant:" + t.name();
   return absl::OkStatus();
@@ -95,9 +93,9 @@ absl::Status ChorusServer::Impl::Admit(grpc::CallbackServerContext* ctx,
   in.request_id = id;
   const auto deadline = ctx->deadline();
   if (deadline != std::chrono::system_clock::time_point::max()) {
-    const double left = std::chrono::duration<double, std::milli>(
-                            deadline - std::chrono::system_clock::now())
-                            .count();
+    const double left =
+        std::chrono::duration<double, std::milli>(deadline - std::chrono::system_clock::now())
+            .count();
     in.rpc_deadline_ms = clock.NowMs() + left;
   }
   return AdmitInput(*owner, std::move(in), std::move(sink));
@@ -120,8 +118,7 @@ absl::Status ChorusServer::Impl::AdmitChecked(const std::string& owner, Generate
   const pb::TenantLimits* tenant = nullptr;
   if (auto it = tenants.find(owner); it != tenants.end()) {
     tenant = &it->second;
-    CHORUS_RETURN_IF_ERROR(
-        ApplyTenantLimits(*tenant, admission->limits().default_max_tokens, &in));
+    CHORUS_RETURN_IF_ERROR(ApplyTenantLimits(*tenant, admission->limits().default_max_tokens, &in));
   }
   const int64_t agents = std::clamp<int64_t>(in.max_agents > 0 ? in.min_agents : in.agents, 1,
                                              admission->limits().max_agents_per_request);
@@ -186,9 +183,8 @@ grpc::ServerUnaryReactor* ChorusServer::Impl::ListModels(grpc::CallbackServerCon
   m->set_architecture(cfg.arch);
   m->set_context_length(cfg.context_length);
   m->set_vocab_size(cfg.vocab_size);
-  m->set_backend(tp_backends.empty()
-                     ? std::string(backend->name())
-                     : StrCat(tp_backends[0]->name(), " x", tp_backends.size()));
+  m->set_backend(tp_backends.empty() ? std::string(backend->name())
+                                     : StrCat(tp_backends[0]->name(), " x", tp_backends.size()));
   return FinishOk(ctx);
 }
 

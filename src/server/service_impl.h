@@ -7,10 +7,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -21,6 +19,7 @@
 #include "chorus/admission/admission.h"
 #include "chorus/backends/backend.h"
 #include "chorus/core/clock.h"
+#include "chorus/core/mutex.h"
 #include "chorus/core/request.h"
 #include "chorus/http/http_server.h"
 #include "chorus/metrics/metrics.h"
@@ -57,9 +56,9 @@ class ChorusServer::Impl final : public chorus::v1::Chorus::CallbackService {
   bool stalled = false;                   // watchdog thread only
   std::atomic<bool> stalled_flag{false};  // `stalled`, for the HTTP /health
 
-  std::mutex done_mu;
-  std::condition_variable done_cv;
-  bool done = false;
+  Mutex done_mu;
+  CondVar done_cv;
+  bool done ABSL_GUARDED_BY(done_mu) = false;
 
   // ---- service.cc: admission and the RPCs.
 

@@ -5,8 +5,8 @@
 #include <functional>
 #include <queue>
 
-#include "chorus/tokenizer/tokenizer.h"
 #include "chorus/core/utf8.h"
+#include "chorus/tokenizer/tokenizer.h"
 
 namespace chorus {
 namespace {
@@ -63,7 +63,9 @@ void Tokenizer::EncodeBpeWord(std::string_view word, std::vector<int32_t>* out) 
   struct Pair {
     int rank, left, right;
     size_t len;
-    bool operator>(const Pair& o) const { return rank > o.rank || (rank == o.rank && left > o.left); }
+    bool operator>(const Pair& o) const {
+      return rank > o.rank || (rank == o.rank && left > o.left);
+    }
   };
   std::vector<Sym> syms;
   for (size_t i = 0, b = 0; i < sym.size(); b += sym[i].size(), ++i) {
@@ -74,7 +76,9 @@ void Tokenizer::EncodeBpeWord(std::string_view word, std::vector<int32_t>* out) 
   std::string key;
   auto push = [&](int l, int r) {
     if (l < 0 || r < 0) return;
-    key.assign(mapped, syms[l].begin, syms[l].len).append(" ").append(mapped, syms[r].begin, syms[r].len);
+    key.assign(mapped, syms[l].begin, syms[l].len)
+        .append(" ")
+        .append(mapped, syms[r].begin, syms[r].len);
     auto it = merge_rank_.find(key);
     if (it != merge_rank_.end()) heap.push({it->second, l, r, syms[l].len + syms[r].len});
   };
@@ -93,7 +97,8 @@ void Tokenizer::EncodeBpeWord(std::string_view word, std::vector<int32_t>* out) 
     push(p.left, l.next);
   }
   sym.clear();
-  for (int i = 0; i >= 0; i = syms[i].next) sym.push_back(mapped.substr(syms[i].begin, syms[i].len));
+  for (int i = 0; i >= 0; i = syms[i].next)
+    sym.push_back(mapped.substr(syms[i].begin, syms[i].len));
   for (const std::string& s : sym) {
     auto it = token_to_id_.find(s);
     if (it != token_to_id_.end()) {

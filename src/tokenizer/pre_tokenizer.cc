@@ -7,8 +7,8 @@
 //   qwen2:     as llama-bpe with \p{N} instead of \p{N}{1,3}
 #include <unicode/uchar.h>
 
-#include "chorus/tokenizer/tokenizer.h"
 #include "chorus/core/utf8.h"
+#include "chorus/tokenizer/tokenizer.h"
 
 namespace chorus {
 namespace {
@@ -143,9 +143,15 @@ std::vector<std::string_view> PreTokenize(PreTokenizer kind, std::string_view te
   for (size_t i = 0; i < m.size();) {
     size_t e;
     switch (kind) {
-      case PreTokenizer::kGpt2: e = m.NextGpt2(i); break;
-      case PreTokenizer::kLlama3: e = m.NextLlama3(i, 3); break;
-      default: e = m.NextLlama3(i, 1); break;
+      case PreTokenizer::kGpt2:
+        e = m.NextGpt2(i);
+        break;
+      case PreTokenizer::kLlama3:
+        e = m.NextLlama3(i, 3);
+        break;
+      default:
+        e = m.NextLlama3(i, 1);
+        break;
     }
     if (e <= i) e = i + 1;  // unreachable by construction; guarantees progress
     out.push_back(text.substr(m.byte(i), m.byte(e) - m.byte(i)));

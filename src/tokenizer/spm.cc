@@ -3,8 +3,8 @@
 // (leftmost on ties); characters left without a piece become <0xXX> byte tokens.
 #include <queue>
 
-#include "chorus/tokenizer/tokenizer.h"
 #include "chorus/core/utf8.h"
+#include "chorus/tokenizer/tokenizer.h"
 
 namespace chorus {
 namespace {

@@ -10,8 +10,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "chorus/core/str_cat.h"
 #include "chorus/core/status.h"
+#include "chorus/core/str_cat.h"
 #include "chorus/core/utf8.h"
 
 namespace chorus {
@@ -99,8 +99,8 @@ absl::Status ReadVocab(const GgufFile& f, std::vector<std::string>* tokens_out,
     CHORUS_ASSIGN_OR_RETURN(const GgufValue* s,
                             f.GetArray("tokenizer.ggml.scores", GgufType::kF32));
     if (s->count != tokens->count) {
-      return absl::FailedPreconditionError(StrCat(
-          "gguf: tokenizer.ggml.scores has ", s->count, " entries, tokens has ", n));
+      return absl::FailedPreconditionError(
+          StrCat("gguf: tokenizer.ggml.scores has ", s->count, " entries, tokens has ", n));
     }
     for (int32_t i = 0; i < n; ++i) (*scores)[i] = static_cast<float>(s->ArrayFloat(i));
   }
@@ -109,8 +109,8 @@ absl::Status ReadVocab(const GgufFile& f, std::vector<std::string>* tokens_out,
     CHORUS_ASSIGN_OR_RETURN(const GgufValue* ty,
                             f.GetArray("tokenizer.ggml.token_type", GgufType::kI32));
     if (ty->count != tokens->count) {
-      return absl::FailedPreconditionError(StrCat(
-          "gguf: tokenizer.ggml.token_type has ", ty->count, " entries, tokens has ", n));
+      return absl::FailedPreconditionError(
+          StrCat("gguf: tokenizer.ggml.token_type has ", ty->count, " entries, tokens has ", n));
     }
     for (int32_t i = 0; i < n; ++i) {
       const int64_t v = ty->ArrayInt(i);
@@ -151,9 +151,8 @@ void CollectSpecialIds(const std::vector<std::string>& tokens, const std::vector
       special->push_back(i);
     }
   }
-  std::stable_sort(special->begin(), special->end(), [&](int32_t a, int32_t b) {
-    return tokens[a].size() > tokens[b].size();
-  });
+  std::stable_sort(special->begin(), special->end(),
+                   [&](int32_t a, int32_t b) { return tokens[a].size() > tokens[b].size(); });
   for (int32_t id : *special) {
     if (types[id] == TokenType::kUserDefined) user_defined->push_back(id);
   }
@@ -184,8 +183,8 @@ absl::Status ReadPreTokenizer(const GgufFile& f, PreTokenizer* kind, bool* ignor
   } else if (pre == "gpt-2" || pre == "default" || pre == "gpt2") {
     *kind = PreTokenizer::kGpt2;
   } else {
-    return absl::FailedPreconditionError(StrCat(
-        "gguf: tokenizer.ggml.pre '", pre, "' is not supported (gpt-2, llama-bpe, qwen2)"));
+    return absl::FailedPreconditionError(
+        StrCat("gguf: tokenizer.ggml.pre '", pre, "' is not supported (gpt-2, llama-bpe, qwen2)"));
   }
   return absl::OkStatus();
 }
@@ -233,8 +232,8 @@ absl::Status Tokenizer::ReadChorusKeys(const GgufFile& f) {
   if (f.Find("tokenizer.chorus.normalizer") != nullptr) {
     CHORUS_ASSIGN_OR_RETURN(std::string_view norm, f.GetString("tokenizer.chorus.normalizer"));
     if (norm != "nfc" && norm != "none") {
-      return absl::FailedPreconditionError(StrCat(
-          "gguf: tokenizer.chorus.normalizer '", norm, "' is not supported (none, nfc)"));
+      return absl::FailedPreconditionError(
+          StrCat("gguf: tokenizer.chorus.normalizer '", norm, "' is not supported (none, nfc)"));
     }
     nfc_ = norm == "nfc";
   }

@@ -21,23 +21,24 @@ int Fail(const std::string& msg) {
 }
 
 int Run(int argc, char** argv) {
-  tools::Flags flags({"out", "arch", "dim", "layers", "heads", "kv-heads", "ffn", "vocab-size",
-                      "vocab-from", "type", "context", "rope-base", "seed", "head-dim",
-                      "rope-linear"},
-                     {"tied", "rope-freqs", "help"});
+  tools::Flags flags(
+      {"out", "arch", "dim", "layers", "heads", "kv-heads", "ffn", "vocab-size", "vocab-from",
+       "type", "context", "rope-base", "seed", "head-dim", "rope-linear"},
+      {"tied", "rope-freqs", "help"});
   std::string error;
   if (!flags.Parse(argc, argv, &error)) return Fail(error);
   if (flags.Has("help")) {
-    std::puts("usage: chorus-mkmodel --out FILE [--arch llama|qwen2|qwen3] [--dim D] [--layers L]\n"
-              "  [--heads H] [--kv-heads K] [--head-dim HD] [--ffn F]\n"
-              "  [--vocab-size V | --vocab-from FILE]\n"
-              "  [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q2_k|q3_k|q4_k|q5_k|q6_k|\n"
-              "          q4_k_m|q5_k_m]   (our own round-to-nearest quantizers with a scale\n"
-              "                           search; _m: Q6_K for embeddings, output and some\n"
-              "                           attn_v/ffn_down, as llama.cpp's mixes)\n"
-              "  [--context N] [--rope-base B] [--tied] [--seed S]\n"
-              "  [--rope-freqs]          add a Llama 3.1-style rope_freqs.weight (factor 32)\n"
-              "  [--rope-linear FACTOR]  linear rope scaling metadata");
+    std::puts(
+        "usage: chorus-mkmodel --out FILE [--arch llama|qwen2|qwen3] [--dim D] [--layers L]\n"
+        "  [--heads H] [--kv-heads K] [--head-dim HD] [--ffn F]\n"
+        "  [--vocab-size V | --vocab-from FILE]\n"
+        "  [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q2_k|q3_k|q4_k|q5_k|q6_k|\n"
+        "          q4_k_m|q5_k_m]   (our own round-to-nearest quantizers with a scale\n"
+        "                           search; _m: Q6_K for embeddings, output and some\n"
+        "                           attn_v/ffn_down, as llama.cpp's mixes)\n"
+        "  [--context N] [--rope-base B] [--tied] [--seed S]\n"
+        "  [--rope-freqs]          add a Llama 3.1-style rope_freqs.weight (factor 32)\n"
+        "  [--rope-linear FACTOR]  linear rope scaling metadata");
     return 0;
   }
   if (!flags.Has("out")) return Fail("--out is required");
@@ -68,8 +69,9 @@ int Run(int argc, char** argv) {
   }
   auto type = ParseTypeName(type_name);
   if (!type || (s.k_mix && *type != GgmlType::kQ4_K && *type != GgmlType::kQ5_K)) {
-    return Fail("--type must be one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, "
-                "q4_k, q5_k, q6_k, q4_k_m, q5_k_m");
+    return Fail(
+        "--type must be one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, "
+        "q4_k, q5_k, q6_k, q4_k_m, q5_k_m");
   }
   s.weight_type = *type;
 
@@ -83,7 +85,8 @@ int Run(int argc, char** argv) {
   if (auto st = BuildRandomModel(s, vocab.get(), &writer); !st.ok()) {
     return Fail(std::string(st.message()));
   }
-  if (auto st = writer.WriteFile(flags.Get("out")); !st.ok()) return Fail(std::string(st.message()));
+  if (auto st = writer.WriteFile(flags.Get("out")); !st.ok())
+    return Fail(std::string(st.message()));
   return 0;
 }
 

@@ -1,5 +1,6 @@
-// Minimal GNU-style flag parsing for the command-line tools: --name VALUE or --name=VALUE.
-// Parse errors are one-line messages naming the flag.
+// Flag parsing for the command-line tools (chorus, chorusd, chorus-run, chorus-mkmodel, the
+// benchmarks), on CLI11: --name VALUE or --name=VALUE. Parse errors are one-line messages
+// naming the flag; typed getters check ranges and name the flag and the range.
 #pragma once
 
 #include <charconv>
@@ -8,6 +9,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace chorus::tools {
@@ -18,42 +20,10 @@ class Flags {
   Flags(std::set<std::string> with_value, std::set<std::string> switches)
       : with_value_(std::move(with_value)), switches_(std::move(switches)) {}
 
-  bool Parse(int argc, char** argv, std::string* error) {
-    for (int i = 1; i < argc; ++i) {
-      std::string arg = argv[i];
-      if (arg.rfind("--", 0) != 0) {
-        if (!allow_positional_) {
-          *error = "unexpected argument '" + arg + "'";
-          return false;
-        }
-        positional_.push_back(arg);
-        continue;
-      }
-      std::string name = arg.substr(2), value;
-      const size_t eq = name.find('=');
-      const bool inline_value = eq != std::string::npos;
-      if (inline_value) {
-        value = name.substr(eq + 1);
-        name = name.substr(0, eq);
-      }
-      if (switches_.count(name) && !inline_value) {
-        values_[name] = "1";
-      } else if (with_value_.count(name)) {
-        if (!inline_value) {
-          if (i + 1 >= argc) {
-            *error = "--" + name + " needs a value";
-            return false;
-          }
-          value = argv[++i];
-        }
-        values_[name] = value;
-      } else {
-        *error = "unknown flag --" + name;
-        return false;
-      }
-    }
-    return true;
-  }
+  // Parses argv[1..] with CLI11 (flags.cc): --name VALUE or --name=VALUE for `with_value`
+  // (the last one given wins), --name for `switches`. On a parse error, *error is CLI11's
+  // one-line message naming the flag. Values are checked by the getters below.
+  bool Parse(int argc, char** argv, std::string* error);
 
   // Accept arguments without "--" (collected in order).
   void AllowPositional() { allow_positional_ = true; }

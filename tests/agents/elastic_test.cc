@@ -50,7 +50,9 @@ TEST(ElasticAgents, FewerAsLoadRises) {
     const double need = r.prefill_ms + r.max_tokens * Linear(running + n) + r.merge_reserve_ms;
     if (n > 1) EXPECT_LE(need, r.budget_ms) << running;
     if (n < 16) {
-      EXPECT_GT(r.prefill_ms + r.max_tokens * Linear(running + n + 1) + r.merge_reserve_ms, r.budget_ms) << running;
+      EXPECT_GT(r.prefill_ms + r.max_tokens * Linear(running + n + 1) + r.merge_reserve_ms,
+                r.budget_ms)
+          << running;
     }
     previous = n;
   }

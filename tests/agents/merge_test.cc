@@ -1,5 +1,4 @@
 // Merge strategies on hand-made drafts (no model, no clock: finish times are given).
-#include "chorus/admission/answer_regex.h"
 #include "chorus/agents/merge.h"
 
 #include <gtest/gtest.h>
@@ -7,6 +6,7 @@
 #include <cmath>
 
 #include "../test_util.h"
+#include "chorus/admission/answer_regex.h"
 #include "chorus/agents/agent_group.h"
 #include "chorus/gguf/gguf.h"
 

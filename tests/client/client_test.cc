@@ -49,7 +49,8 @@ class ClientTest : public ::testing::Test {
   void TearDown() override { testing::StopDaemon(d_); }
   std::string Cmd(const std::string& sub, const std::string& args) {
     // Subcommand first, then --addr.
-    return testing::BinaryPath("src/chorus") + " " + sub + " --addr 127.0.0.1:" + std::to_string(d_.port) + " " + args;
+    return testing::BinaryPath("src/chorus") + " " + sub +
+           " --addr 127.0.0.1:" + std::to_string(d_.port) + " " + args;
   }
   testing::Daemon d_;
   std::string cli_;
@@ -63,7 +64,8 @@ TEST_F(ClientTest, GenerateStreamHealthAndStats) {
   const Out s = Sh(Cmd("stream", "'' --temperature 0 --max-tokens 12"));
   EXPECT_EQ(s.code, 0);
   EXPECT_EQ(s.text, g.text);
-  const Out d = Sh(Cmd("generate", "'Once upon a time' --agents 3 --drafts --max-tokens 8 --seed 4"));
+  const Out d =
+      Sh(Cmd("generate", "'Once upon a time' --agents 3 --drafts --max-tokens 8 --seed 4"));
   EXPECT_EQ(d.code, 0);
   EXPECT_NE(d.text.find("--- draft 2"), std::string::npos);
   EXPECT_NE(d.text.find("--- vote (VOTE)"), std::string::npos);
@@ -73,18 +75,20 @@ TEST_F(ClientTest, GenerateStreamHealthAndStats) {
   EXPECT_NE(Sh(Cmd("stats", "")).text.find("kv_blocks_total"), std::string::npos);
   // Bad flags and an unreachable server fail with a non-zero status.
   EXPECT_NE(Sh(Cmd("generate", "x --agents zero 2>/dev/null")).code, 0);
-  EXPECT_NE(Sh(testing::BinaryPath("src/chorus") + " health --addr 127.0.0.1:1 2>/dev/null").code, 0);
+  EXPECT_NE(Sh(testing::BinaryPath("src/chorus") + " health --addr 127.0.0.1:1 2>/dev/null").code,
+            0);
 }
 
 TEST_F(ClientTest, BenchJsonAddsUpAndMatchesTheServerCounters) {
   const std::string json_path = testing::TempPath("bench.json");
-  const Out b = Sh(Cmd("bench", "--concurrency 8 --requests 80 --agents 2 --max-tokens 48 "
-                                "--cancel-rate 0.3 --cancel-delay-max-ms 20 --warmup 4 --json " +
-                                    json_path + " 2>/dev/null"));
+  const Out b = Sh(Cmd("bench",
+                       "--concurrency 8 --requests 80 --agents 2 --max-tokens 48 "
+                       "--cancel-rate 0.3 --cancel-delay-max-ms 20 --warmup 4 --json " +
+                           json_path + " 2>/dev/null"));
   EXPECT_EQ(b.code, 0) << b.text;
   const std::string j = testing::ReadFile(json_path);
-  const double sent = Num(j, "sent"), completed = Num(j, "completed"), cancelled = Num(j, "cancelled"),
-               failed = Num(j, "failed");
+  const double sent = Num(j, "sent"), completed = Num(j, "completed"),
+               cancelled = Num(j, "cancelled"), failed = Num(j, "failed");
   EXPECT_EQ(sent, 80);
   EXPECT_EQ(sent, completed + failed + cancelled);
   EXPECT_EQ(failed, 0);

@@ -1,4 +1,4 @@
-// chorus eval (src/client/eval.cc): answer extraction, the Wilson interval against values
+// chorus eval (src/client/eval*.cc): answer extraction, the Wilson interval against values
 // computed by hand, scoring, and a whole run against a fake server (no network).
 #include "eval.h"
 
@@ -17,7 +17,9 @@ namespace pb = chorus::v1;
 TEST(Eval, ParsesJsonl) {
   std::vector<EvalProblem> p;
   std::string error;
-  ASSERT_TRUE(ParseDataset("{\"question\": \"1+1?\", \"answer\": \"2\"}\n\n{\"question\": \"q\", \"answer\": 42}\n", &p, &error));
+  ASSERT_TRUE(ParseDataset(
+      "{\"question\": \"1+1?\", \"answer\": \"2\"}\n\n{\"question\": \"q\", \"answer\": 42}\n", &p,
+      &error));
   ASSERT_EQ(p.size(), 2u);
   EXPECT_EQ(p[1].answer, "42");
   p.clear();
@@ -57,7 +59,8 @@ TEST(Eval, WilsonIntervalMatchesHandComputedValues) {
 
 std::vector<EvalProblem> Tiny() {
   std::vector<EvalProblem> p;
-  for (int i = 0; i < 10; ++i) p.push_back({"what is " + std::to_string(i) + " + 1?", std::to_string(i + 1)});
+  for (int i = 0; i < 10; ++i)
+    p.push_back({"what is " + std::to_string(i) + " + 1?", std::to_string(i + 1)});
   return p;
 }
 
@@ -106,7 +109,8 @@ TEST(Eval, RunsEverySettingAgainstAFakeServer) {
     EvalOutcome o;
     o.ok = true;
     const int q = std::stoi(req.prompt().substr(req.prompt().find("what is ") + 8));
-    const int agents = req.reasoning().max_agents() > 0 ? req.reasoning().max_agents() : req.reasoning().agents();
+    const int agents =
+        req.reasoning().max_agents() > 0 ? req.reasoning().max_agents() : req.reasoning().agents();
     // One agent is right on even questions only; more agents on every question.
     const bool right = agents > 1 || q % 2 == 0;
     o.text = "answer: " + std::to_string(right ? q + 1 : q + 2);

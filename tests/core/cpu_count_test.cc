@@ -1,8 +1,8 @@
 #include <thread>
 // Threads for num_threads 0: the cgroup CPU quota caps the affinity count (issue 16).
-#include "chorus/core/cpu_count.h"
-
 #include <gtest/gtest.h>
+
+#include "chorus/core/cpu_count.h"
 
 namespace chorus {
 namespace {

@@ -7,22 +7,21 @@
 
 #include <algorithm>
 #include <cmath>
-#include <random>
-#include <string>
-
-#include "../test_util.h"
-#include "chorus/backends/cpu_backend.h"
-#include "chorus/gguf/gguf_writer.h"
-#include "chorus/model/model.h"
-#include "chorus/gguf/random_model.h"
-#include "chorus/model/transformer.h"
-#include "chorus/tokenizer/tokenizer.h"
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
+#include <string>
 
 #include "../model/long_run.h"
 #include "../model/random_model_file.h"
 #include "../model/reference_forward.h"
+#include "../test_util.h"
+#include "chorus/backends/cpu_backend.h"
+#include "chorus/gguf/gguf_writer.h"
+#include "chorus/gguf/random_model.h"
+#include "chorus/model/model.h"
+#include "chorus/model/transformer.h"
+#include "chorus/tokenizer/tokenizer.h"
 
 namespace chorus {
 namespace {
@@ -266,28 +265,28 @@ TEST_F(CudaTest, ElementwiseOpsMatchCpu) {
   for (int i = 0; i < hd / 2; ++i) factors.push_back(1.0f + 2.5f * i);
   auto dfactors = Up(factors);
   for (int variant = 0; variant < 3; ++variant)
-  for (RopeStyle style : {RopeStyle::kAdjacentPairs, RopeStyle::kHalves}) {
-    for (int rope_dim : {hd, hd / 2}) {
-      std::vector<int32_t> pos = {0, 7, 100, 3, 2047};
-      std::vector<float> want = x;
-      RopeConfig rc{rope_dim, 10000.0f, variant == 2 ? 0.125f : 1.0f,
-                    variant == 1 ? factors.data() : nullptr, style};
-      cpu_->Rope(want.data(), pos.data(), n, heads, hd, rc);
-      rc.freq_factors = variant == 1 ? dfactors->f32() : nullptr;
-      AttentionLayout l;
-      l.num_tokens = n;
-      l.positions = pos.data();
-      std::vector<int32_t> seq(n, 0), table = {0}, tokens(n, 0);
-      l.seq_of_token = seq.data();
-      l.block_tables = table.data();
-      l.max_blocks_per_seq = 1;
-      l.block_size = 4096;
-      gpu_->BeginForward(tokens.data(), l, nullptr, 0);
-      auto dx = Up(x);
-      gpu_->Rope(dx->f32(), pos.data(), n, heads, hd, rc);
-      ExpectClose(Down(*dx, n * d), want, 1e-4, variant == 0 ? "rope" : "rope (factors/linear)");
+    for (RopeStyle style : {RopeStyle::kAdjacentPairs, RopeStyle::kHalves}) {
+      for (int rope_dim : {hd, hd / 2}) {
+        std::vector<int32_t> pos = {0, 7, 100, 3, 2047};
+        std::vector<float> want = x;
+        RopeConfig rc{rope_dim, 10000.0f, variant == 2 ? 0.125f : 1.0f,
+                      variant == 1 ? factors.data() : nullptr, style};
+        cpu_->Rope(want.data(), pos.data(), n, heads, hd, rc);
+        rc.freq_factors = variant == 1 ? dfactors->f32() : nullptr;
+        AttentionLayout l;
+        l.num_tokens = n;
+        l.positions = pos.data();
+        std::vector<int32_t> seq(n, 0), table = {0}, tokens(n, 0);
+        l.seq_of_token = seq.data();
+        l.block_tables = table.data();
+        l.max_blocks_per_seq = 1;
+        l.block_size = 4096;
+        gpu_->BeginForward(tokens.data(), l, nullptr, 0);
+        auto dx = Up(x);
+        gpu_->Rope(dx->f32(), pos.data(), n, heads, hd, rc);
+        ExpectClose(Down(*dx, n * d), want, 1e-4, variant == 0 ? "rope" : "rope (factors/linear)");
+      }
     }
-  }
 }
 
 TEST_F(CudaTest, EmbedAndGatherMatchCpu) {
@@ -448,10 +447,9 @@ TEST_F(CudaTest, HalfKvCacheModelLogitsStayCloseToCpu) {
 
 TEST_F(CudaTest, ModelLogitsMatchCpuForBothArchitecturesAndAllTypes) {
   for (const char* arch : {"llama", "qwen2", "qwen3"}) {
-    for (GgmlType type :
-         {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ8_0, GgmlType::kQ4_0,
-          GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1, GgmlType::kQ4_K, GgmlType::kQ5_K,
-          GgmlType::kQ6_K}) {
+    for (GgmlType type : {GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16, GgmlType::kQ8_0,
+                          GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1,
+                          GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
       if (std::string(arch) == "qwen3" && type != GgmlType::kF32 && type != GgmlType::kQ4_K) {
         continue;
       }
@@ -525,9 +523,9 @@ TEST_F(CudaTest, RealKQuantFilesDecodeLikeTheFloat64Reference) {
     ASSERT_TRUE(model.ok()) << model.status();
     const auto want = c["reference"]["tokens"].get<std::vector<int32_t>>();
     const int exact = c["reference"]["exact_steps"];
-    const auto got = testing::Greedy(model->get(), gpu_.get(),
-                                     c["prompt_ids"].get<std::vector<int32_t>>(),
-                                     static_cast<int>(want.size()));
+    const auto got =
+        testing::Greedy(model->get(), gpu_.get(), c["prompt_ids"].get<std::vector<int32_t>>(),
+                        static_cast<int>(want.size()));
     for (int s = 0; s < exact; ++s) ASSERT_EQ(got[s], want[s]) << file << " step " << s;
   }
 }

@@ -10,8 +10,8 @@
 #include "chorus/tokenizer/tokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  auto file = chorus::GgufFile::FromBytes(
-      std::string_view(reinterpret_cast<const char*>(data), size));
+  auto file =
+      chorus::GgufFile::FromBytes(std::string_view(reinterpret_cast<const char*>(data), size));
   if (!file.ok()) return 0;
   (void)chorus::ReadModelConfig(**file);
   auto tok = chorus::Tokenizer::FromGguf(**file);

@@ -88,7 +88,9 @@ TEST(SafetensorsTest, RefusesCorruptHeaders) {
   ExpectCorrupt(Image(R"({"t":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", data),
                 "data_offsets must be");
   ExpectCorrupt(Image(R"({"t":{"dtype":"F32","shape":[4611686018427387904,4],
-                      "data_offsets":[0,8]}})", data), "overflows");
+                      "data_offsets":[0,8]}})",
+                      data),
+                "overflows");
   ExpectCorrupt(Image(R"({"t":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}})", data),
                 "unknown field 'x'");
   // Two tensors over the same bytes, a gap, and bytes after the last tensor.

@@ -46,8 +46,8 @@ void ServeDirectory(const Style& style) {
 
   testing::Daemon d = testing::Spawn({"--model", dir});
   ASSERT_GT(d.port, 0) << "chorusd did not start on " << dir;
-  auto stub = pb::Chorus::NewStub(grpc::CreateChannel(
-      "127.0.0.1:" + std::to_string(d.port), grpc::InsecureChannelCredentials()));
+  auto stub = pb::Chorus::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(d.port),
+                                                      grpc::InsecureChannelCredentials()));
   // Every conversation under every option set, through the gRPC API (reasoning_content, tool
   // calls, tool results, chat_options): the prompt is the reference render's ids.
   int served = 0;
@@ -57,7 +57,8 @@ void ServeDirectory(const Style& style) {
       pb::ChatMessage* msg = base.add_messages();
       msg->set_role(m["role"].get<std::string>());
       msg->set_content(m["content"].get<std::string>());
-      if (m.contains("reasoning_content")) msg->set_reasoning_content(m["reasoning_content"].get<std::string>());
+      if (m.contains("reasoning_content"))
+        msg->set_reasoning_content(m["reasoning_content"].get<std::string>());
       for (const Json& call : m.value("tool_calls", Json::array())) {
         const Json& f = call.contains("function") ? call["function"] : call;
         std::string args;
@@ -72,7 +73,8 @@ void ServeDirectory(const Style& style) {
       pb::GenerateRequest r = base;
       const Json& o = render["options"];
       r.mutable_chat_options()->set_add_generation_prompt(o.value("add_generation_prompt", false));
-      if (o.contains("enable_thinking")) r.mutable_chat_options()->set_enable_thinking(o["enable_thinking"].get<bool>());
+      if (o.contains("enable_thinking"))
+        r.mutable_chat_options()->set_enable_thinking(o["enable_thinking"].get<bool>());
       r.set_max_tokens(8);
       r.mutable_sampling()->set_temperature(0);
       grpc::ClientContext ctx;
@@ -80,7 +82,8 @@ void ServeDirectory(const Style& style) {
       pb::GenerateResponse resp;
       const grpc::Status st = stub->Generate(&ctx, r, &resp);
       ASSERT_TRUE(st.ok()) << c["name"] << " " << o.dump() << ": " << st.error_message();
-      EXPECT_EQ(resp.usage().prompt_tokens(), static_cast<int>(render["ids"].size())) << c["name"] << " " << o.dump();
+      EXPECT_EQ(resp.usage().prompt_tokens(), static_cast<int>(render["ids"].size()))
+          << c["name"] << " " << o.dump();
       EXPECT_GT(resp.usage().completion_tokens(), 0) << c["name"];
       ++served;
     }
@@ -91,13 +94,19 @@ void ServeDirectory(const Style& style) {
 }
 
 TEST(HfDaemonTest, ServesALlama3StyleDirectory) {
-  ServeDirectory({"llama3", "llama", 128256, 0,
+  ServeDirectory({"llama3",
+                  "llama",
+                  128256,
+                  0,
                   {{"bos_token_id", 128000}, {"eos_token_id", 128001}},
                   {{"bos_token_id", 128000}, {"eos_token_id", {128001, 128009}}}});
 }
 
 TEST(HfDaemonTest, ServesAQwen3StyleDirectory) {
-  ServeDirectory({"qwen3", "qwen3", 151936, 32,
+  ServeDirectory({"qwen3",
+                  "qwen3",
+                  151936,
+                  32,
                   {{"bos_token_id", 151643}, {"eos_token_id", 151645}},
                   {{"bos_token_id", 151643}, {"eos_token_id", {151645, 151643}}}});
 }

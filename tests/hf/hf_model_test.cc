@@ -2,6 +2,8 @@
 // from the layouts' definitions): the loaded model gives exactly the logits of the same weights
 // as GGUF, and the float64 reference computed with HF's own math (rotate-half RoPE on the
 // unpermuted q/k rows) agrees, so the llama q/k permutation is checked, not trusted.
+#include "chorus/hf/hf_model.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -11,7 +13,6 @@
 #include "../model/reference_forward.h"
 #include "../test_util.h"
 #include "chorus/backends/cpu_backend.h"
-#include "chorus/hf/hf_model.h"
 #include "chorus/model/model.h"
 #include "hf_test_util.h"
 

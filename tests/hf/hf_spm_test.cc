@@ -54,30 +54,41 @@ void WriteSpmTokenizer(const GgufFile& g, const std::string& dir) {
   Json merge_list = Json::array();
   for (const Merge& m : merges) merge_list.push_back(m.text);
   auto added = [](int id, const char* text) {
-    return Json{{"id", id}, {"content", text}, {"single_word", false}, {"lstrip", false},
+    return Json{{"id", id},        {"content", text},     {"single_word", false}, {"lstrip", false},
                 {"rstrip", false}, {"normalized", false}, {"special", true}};
   };
   const std::string space = "\xe2\x96\x81";
   const Json tok = {
       {"added_tokens", {added(0, "<unk>"), added(1, "<s>"), added(2, "</s>")}},
-      {"normalizer", {{"type", "Sequence"}, {"normalizers",
-          {{{"type", "Prepend"}, {"prepend", space}},
-           {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", space}}}}}},
+      {"normalizer",
+       {{"type", "Sequence"},
+        {"normalizers",
+         {{{"type", "Prepend"}, {"prepend", space}},
+          {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", space}}}}}},
       {"pre_tokenizer", nullptr},
-      {"post_processor", {{"type", "TemplateProcessing"},
-          {"single", {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
-                      {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
-          {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}}}}}},
+      {"post_processor",
+       {{"type", "TemplateProcessing"},
+        {"single",
+         {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
+          {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+        {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}}}}}},
       {"decoder", {{"type", "Sequence"}, {"decoders", Json::array()}}},
-      {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", "<unk>"},
-                 {"byte_fallback", true}, {"fuse_unk", true}, {"vocab", vocab},
-                 {"merges", merge_list}}}};
+      {"model",
+       {{"type", "BPE"},
+        {"dropout", nullptr},
+        {"unk_token", "<unk>"},
+        {"byte_fallback", true},
+        {"fuse_unk", true},
+        {"vocab", vocab},
+        {"merges", merge_list}}}};
   std::filesystem::create_directories(dir);
   testing::WriteText(dir + "/tokenizer.json", tok.dump());
-  testing::WriteText(dir + "/tokenizer_config.json",
-                     Json{{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"},
-                          {"add_bos_token", true}, {"tokenizer_class", "LlamaTokenizer"}}
-                         .dump());
+  testing::WriteText(dir + "/tokenizer_config.json", Json{{"bos_token", "<s>"},
+                                                          {"eos_token", "</s>"},
+                                                          {"unk_token", "<unk>"},
+                                                          {"add_bos_token", true},
+                                                          {"tokenizer_class", "LlamaTokenizer"}}
+                                                         .dump());
 }
 
 TEST(HfSpmTokenizerTest, Llama2StyleTokenizerJsonMatchesReference) {

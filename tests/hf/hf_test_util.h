@@ -6,17 +6,17 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "chorus/hf/safetensors.h"
 #include "chorus/gguf/gguf.h"
 #include "chorus/gguf/gguf_writer.h"
 #include "chorus/gguf/random_model.h"
+#include "chorus/hf/safetensors.h"
 #include "chorus/tokenizer/tokenizer.h"
 
 namespace chorus::testing {
@@ -36,14 +36,17 @@ inline std::string HfName(const std::string& gguf) {
   static const std::map<std::string, std::string> kLayer = {
       {"attn_norm.weight", "input_layernorm.weight"},
       {"ffn_norm.weight", "post_attention_layernorm.weight"},
-      {"attn_q.weight", "self_attn.q_proj.weight"}, {"attn_k.weight", "self_attn.k_proj.weight"},
+      {"attn_q.weight", "self_attn.q_proj.weight"},
+      {"attn_k.weight", "self_attn.k_proj.weight"},
       {"attn_v.weight", "self_attn.v_proj.weight"},
       {"attn_output.weight", "self_attn.o_proj.weight"},
-      {"attn_q.bias", "self_attn.q_proj.bias"},     {"attn_k.bias", "self_attn.k_proj.bias"},
+      {"attn_q.bias", "self_attn.q_proj.bias"},
+      {"attn_k.bias", "self_attn.k_proj.bias"},
       {"attn_v.bias", "self_attn.v_proj.bias"},
       {"attn_q_norm.weight", "self_attn.q_norm.weight"},
       {"attn_k_norm.weight", "self_attn.k_norm.weight"},
-      {"ffn_gate.weight", "mlp.gate_proj.weight"}, {"ffn_up.weight", "mlp.up_proj.weight"},
+      {"ffn_gate.weight", "mlp.gate_proj.weight"},
+      {"ffn_up.weight", "mlp.up_proj.weight"},
       {"ffn_down.weight", "mlp.down_proj.weight"}};
   if (kTop.count(gguf)) return kTop.at(gguf);
   if (gguf.rfind("blk.", 0) != 0) return "";
@@ -69,8 +72,8 @@ inline std::map<std::string, HfTensor> HfTensors(const GgufFile& g) {
     const std::string name = HfName(t.name);
     if (name.empty()) continue;
     HfTensor h{t.name, t.type, {}, std::string(reinterpret_cast<const char*>(t.data), t.num_bytes)};
-    h.shape = t.n_dims == 2 ? std::vector<int64_t>{t.ne[1], t.ne[0]}
-                            : std::vector<int64_t>{t.ne[0]};
+    h.shape =
+        t.n_dims == 2 ? std::vector<int64_t>{t.ne[1], t.ne[0]} : std::vector<int64_t>{t.ne[0]};
     const bool q = t.name.ends_with("attn_q.weight"), k = t.name.ends_with("attn_k.weight");
     if (arch == "llama" && (q || k)) {
       const int64_t rows = t.ne[1], row_bytes = t.num_bytes / rows;
@@ -88,29 +91,41 @@ inline std::map<std::string, HfTensor> HfTensors(const GgufFile& g) {
 }
 
 inline SafetensorsDtype DtypeOf(GgmlType t) {
-  return t == GgmlType::kF16 ? SafetensorsDtype::kF16
-         : t == GgmlType::kBF16 ? SafetensorsDtype::kBF16 : SafetensorsDtype::kF32;
+  return t == GgmlType::kF16    ? SafetensorsDtype::kF16
+         : t == GgmlType::kBF16 ? SafetensorsDtype::kBF16
+                                : SafetensorsDtype::kF32;
 }
 
 // config.json for the GGUF model's hyperparameters.
 inline Json HfConfigJson(const GgufFile& g, const RandomModelSpec& spec) {
   const std::string a = spec.arch;
-  const std::map<std::string, std::string> kArch = {{"llama", "LlamaForCausalLM"},
-      {"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"}};
-  Json c = {{"architectures", {kArch.at(a)}}, {"model_type", a}, {"hidden_act", "silu"},
-            {"hidden_size", spec.dim}, {"num_hidden_layers", spec.n_layers},
-            {"num_attention_heads", spec.n_heads}, {"num_key_value_heads", spec.n_kv_heads},
-            {"intermediate_size", spec.ffn_dim}, {"max_position_embeddings", spec.context_length},
+  const std::map<std::string, std::string> kArch = {
+      {"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"}};
+  Json c = {{"architectures", {kArch.at(a)}},
+            {"model_type", a},
+            {"hidden_act", "silu"},
+            {"hidden_size", spec.dim},
+            {"num_hidden_layers", spec.n_layers},
+            {"num_attention_heads", spec.n_heads},
+            {"num_key_value_heads", spec.n_kv_heads},
+            {"intermediate_size", spec.ffn_dim},
+            {"max_position_embeddings", spec.context_length},
             {"vocab_size", g.FindTensor("token_embd.weight")->ne[1]},
             {"rms_norm_eps", *g.GetFloat(a + ".attention.layer_norm_rms_epsilon")},
-            {"rope_theta", spec.rope_base}, {"tie_word_embeddings", spec.tied_output},
-            {"torch_dtype", "bfloat16"}, {"use_cache", true}, {"bos_token_id", 1},
+            {"rope_theta", spec.rope_base},
+            {"tie_word_embeddings", spec.tied_output},
+            {"torch_dtype", "bfloat16"},
+            {"use_cache", true},
+            {"bos_token_id", 1},
             {"eos_token_id", 2}};
   if (spec.head_dim > 0) c["head_dim"] = spec.head_dim;
   if (a != "llama") c["use_sliding_window"] = false, c["sliding_window"] = 4096;
   if (spec.rope_freqs) {
-    c["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 32.0}, {"low_freq_factor", 1.0},
-                         {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
+    c["rope_scaling"] = {{"rope_type", "llama3"},
+                         {"factor", 32.0},
+                         {"low_freq_factor", 1.0},
+                         {"high_freq_factor", 4.0},
+                         {"original_max_position_embeddings", 8192}};
   }
   if (spec.rope_linear_factor > 0) {
     c["rope_scaling"] = {{"type", "linear"}, {"factor", spec.rope_linear_factor}};
@@ -125,30 +140,41 @@ inline void WriteTinyTokenizer(const std::string& dir) {
   for (int b = 0; b < 256; ++b) vocab[ByteToUnicode(static_cast<uint8_t>(b))] = b;
   vocab["he"] = 256, vocab["ll"] = 257, vocab["hell"] = 258, vocab["hello"] = 259;
   const Json merges = {"h e", {"l", "l"}, "he ll", {"hell", "o"}};
-  const std::string regex =
-      R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|)"
-      R"( ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+  const std::string regex = R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|)"
+                            R"( ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
   auto added = [](int id, const char* text, bool special) {
-    return Json{{"id", id}, {"content", text}, {"single_word", false}, {"lstrip", false},
+    return Json{{"id", id},        {"content", text},     {"single_word", false}, {"lstrip", false},
                 {"rstrip", false}, {"normalized", false}, {"special", special}};
   };
   const Json tok = {
       {"version", "1.0"},
-      {"added_tokens", {added(260, "<|bos|>", true), added(261, "<|eos|>", true),
-                        added(262, "<think>", false)}},
+      {"added_tokens",
+       {added(260, "<|bos|>", true), added(261, "<|eos|>", true), added(262, "<think>", false)}},
       {"normalizer", nullptr},
-      {"pre_tokenizer", {{"type", "Sequence"}, {"pretokenizers",
-          {{{"type", "Split"}, {"pattern", {{"Regex", regex}}}, {"behavior", "Isolated"},
-            {"invert", false}},
-           {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false},
-            {"use_regex", false}}}}}},
+      {"pre_tokenizer",
+       {{"type", "Sequence"},
+        {"pretokenizers",
+         {{{"type", "Split"},
+           {"pattern", {{"Regex", regex}}},
+           {"behavior", "Isolated"},
+           {"invert", false}},
+          {{"type", "ByteLevel"},
+           {"add_prefix_space", false},
+           {"trim_offsets", false},
+           {"use_regex", false}}}}}},
       {"post_processor", {{"type", "ByteLevel"}}},
       {"decoder", {{"type", "ByteLevel"}}},
-      {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr},
-                 {"byte_fallback", false}, {"ignore_merges", false}, {"vocab", vocab},
-                 {"merges", merges}}}};
+      {"model",
+       {{"type", "BPE"},
+        {"dropout", nullptr},
+        {"unk_token", nullptr},
+        {"byte_fallback", false},
+        {"ignore_merges", false},
+        {"vocab", vocab},
+        {"merges", merges}}}};
   WriteText(dir + "/tokenizer.json", tok.dump());
-  const Json cfg = {{"bos_token", "<|bos|>"}, {"eos_token", "<|eos|>"},
+  const Json cfg = {{"bos_token", "<|bos|>"},
+                    {"eos_token", "<|eos|>"},
                     {"chat_template", "{{'<|im_start|>' + m.role}}"}};
   WriteText(dir + "/tokenizer_config.json", cfg.dump());
   WriteText(dir + "/generation_config.json", Json{{"eos_token_id", {261, 262}}}.dump());
@@ -171,8 +197,8 @@ inline void WriteHfModel(const GgufFile& g, const RandomModelSpec& spec, const s
   for (const auto& [name, t] : tensors) {
     const int s = i++ % shards;
     writers[s].Add(name, DtypeOf(t.type), t.shape, t.bytes);
-    weight_map[name] = "model-0000" + std::to_string(s + 1) + "-of-0000" + std::to_string(shards) +
-                       ".safetensors";
+    weight_map[name] =
+        "model-0000" + std::to_string(s + 1) + "-of-0000" + std::to_string(shards) + ".safetensors";
   }
   if (shards == 1) {
     ASSERT_TRUE(writers[0].WriteFile(dir + "/model.safetensors").ok());

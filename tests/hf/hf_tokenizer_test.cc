@@ -8,10 +8,10 @@
 
 #include "../test_util.h"
 #include "chorus/admission/admission.h"
+#include "chorus/core/utf8.h"
 #include "chorus/hf/hf_model.h"
 #include "chorus/http/openai.h"
 #include "chorus/tokenizer/tokenizer.h"
-#include "chorus/core/utf8.h"
 
 namespace chorus {
 namespace {
@@ -32,7 +32,7 @@ std::string DecodeAll(const Tokenizer& t, const std::vector<int32_t>& ids) {
 // transformers' clean_up_tokenization (clean_up_tokenization_spaces=true), for `decoded`.
 std::string CleanUp(std::string s) {
   const std::pair<const char*, const char*> kRules[] = {
-      {" .", "."},    {" ?", "?"},    {" !", "!"},    {" ,", ","},    {" ' ", "'"},
+      {" .", "."},     {" ?", "?"},   {" !", "!"},   {" ,", ","},     {" ' ", "'"},
       {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
   for (const auto& [from, to] : kRules) {
     std::string out;
@@ -96,9 +96,10 @@ void CheckEncodeAndDecode(const std::string& name) {
     raw_ok += raw == c["decoded_raw"].get<std::string>();
     decode_ok += decoded == c["decoded"].get<std::string>();
   }
-  std::printf("%s: %d/%d encode, %d/%d with special, %d/%d no-parse-special, %d/%d decoded_raw, "
-              "%d/%d decoded\n", name.c_str(), encode_ok, n, special_ok, n, no_parse_ok, n,
-              raw_ok, n, decode_ok, n);
+  std::printf(
+      "%s: %d/%d encode, %d/%d with special, %d/%d no-parse-special, %d/%d decoded_raw, "
+      "%d/%d decoded\n",
+      name.c_str(), encode_ok, n, special_ok, n, no_parse_ok, n, raw_ok, n, decode_ok, n);
   EXPECT_GT(n, 60);
 }
 
@@ -115,7 +116,8 @@ std::string ToolJson(const nlohmann::ordered_json& j) {
 std::vector<ChatMessage> Messages(const nlohmann::ordered_json& c) {
   std::vector<ChatMessage> messages;
   for (const auto& m : c["messages"]) {
-    ChatMessage& msg = messages.emplace_back(m["role"].get<std::string>(), m["content"].get<std::string>());
+    ChatMessage& msg =
+        messages.emplace_back(m["role"].get<std::string>(), m["content"].get<std::string>());
     if (m.contains("reasoning_content") && !m["reasoning_content"].is_null()) {
       msg.reasoning_content = m["reasoning_content"].get<std::string>();
     }
@@ -155,8 +157,8 @@ void CheckChat(const std::string& name, ChatTemplate want) {
       if (o.contains("enable_thinking")) options.enable_thinking = o["enable_thinking"].get<bool>();
       const auto ids = RenderChat(t, *f.tok, messages, options);
       const auto want_ids = r["ids"].get<std::vector<int32_t>>();
-      EXPECT_EQ(ids, want_ids) << name << " " << c["name"] << " " << o.dump() << "\nwant: " << r["text"]
-                               << "\ngot:  " << DecodeAll(*f.tok, ids);
+      EXPECT_EQ(ids, want_ids) << name << " " << c["name"] << " " << o.dump()
+                               << "\nwant: " << r["text"] << "\ngot:  " << DecodeAll(*f.tok, ids);
       matched += ids == want_ids;
     }
   }
@@ -177,10 +179,11 @@ TEST(HfTokenizerTest, Qwen3ToolCallAfterReasoningWithoutAnswer) {
   m[1].reasoning_content = "r";
   m[1].tool_calls.push_back({"f", "{}"});
   const auto ids = RenderChat(ChatTemplate::kChatMlThinking, *f.tok, m);
-  EXPECT_EQ(DecodeAll(*f.tok, ids),
-            "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n<think>\nr\n</think>\n\n"
-            "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call><|im_end|>\n"
-            "<|im_start|>user\n<tool_response>\nok\n</tool_response><|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(
+      DecodeAll(*f.tok, ids),
+      "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n<think>\nr\n</think>\n\n"
+      "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call><|im_end|>\n"
+      "<|im_start|>user\n<tool_response>\nok\n</tool_response><|im_end|>\n<|im_start|>assistant\n");
 }
 
 TEST(HfTokenizerTest, SpecialIdsAndEndOfGeneration) {
@@ -188,7 +191,7 @@ TEST(HfTokenizerTest, SpecialIdsAndEndOfGeneration) {
   if (!LoadFixture("llama3", &l) || !LoadFixture("qwen3", &q)) GTEST_SKIP() << "absent";
   EXPECT_EQ(l.tok->bos_id(), 128000);
   EXPECT_EQ(l.tok->eos_id(), 128001);
-  EXPECT_FALSE(l.tok->add_bos());  // the post-processor adds nothing (README)
+  EXPECT_FALSE(l.tok->add_bos());                 // the post-processor adds nothing (README)
   EXPECT_TRUE(l.tok->IsEndOfGeneration(128009));  // <|eot_id|>
   EXPECT_EQ(q.tok->bos_id(), -1);
   EXPECT_EQ(q.tok->eos_id(), 151645);

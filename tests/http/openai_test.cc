@@ -26,7 +26,8 @@ OpenAiRequest Parse(const std::string& body, Endpoint ep = Endpoint::kCompletion
 }
 
 TEST(OpenAiParse, PlainCompletionMapsEveryField) {
-  OpenAiRequest r = Parse(R"({"model":"m","prompt":"hi","max_tokens":7,"temperature":0.5,"top_p":0.9,
+  OpenAiRequest r =
+      Parse(R"({"model":"m","prompt":"hi","max_tokens":7,"temperature":0.5,"top_p":0.9,
     "seed":42,"stop":["a","b"],"presence_penalty":0.1,"frequency_penalty":-0.2,"n":3,"user":"x","unknown":{"y":1}})");
   EXPECT_EQ(r.model, "m");
   EXPECT_EQ(r.input.prompt, "hi");
@@ -48,7 +49,8 @@ TEST(OpenAiParse, PlainCompletionMapsEveryField) {
 TEST(OpenAiParse, ChatMessagesAndMaxCompletionTokens) {
   OpenAiRequest r = Parse(R"({"model":"m","messages":[{"role":"developer","content":"be brief"},
     {"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]},
-    {"role":"assistant","content":null}],"max_tokens":5,"max_completion_tokens":9})", Endpoint::kChat);
+    {"role":"assistant","content":null}],"max_tokens":5,"max_completion_tokens":9})",
+                          Endpoint::kChat);
   ASSERT_EQ(r.input.messages.size(), 3u);
   EXPECT_EQ(r.input.messages[0].role, "system");
   EXPECT_EQ(r.input.messages[1].content, "ab");
@@ -65,7 +67,8 @@ TEST(OpenAiParse, ToolsReasoningAndTemplateOptions) {
       {"id":"c2","type":"function","function":{"name":"now","arguments":"{\"tz\":\"UTC\"}"}}]},
     {"role":"tool","tool_call_id":"c1","content":"18"}],
     "tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","b":true,"a":null}}}],
-    "tool_choice":"auto","chat_template_kwargs":{"enable_thinking":false},"add_generation_prompt":true})", Endpoint::kChat);
+    "tool_choice":"auto","chat_template_kwargs":{"enable_thinking":false},"add_generation_prompt":true})",
+                          Endpoint::kChat);
   ASSERT_EQ(r.input.messages.size(), 3u);
   const ChatMessage& a = r.input.messages[1];
   ASSERT_TRUE(a.reasoning_content.has_value());
@@ -73,7 +76,8 @@ TEST(OpenAiParse, ToolsReasoningAndTemplateOptions) {
   ASSERT_EQ(a.tool_calls.size(), 2u);
   EXPECT_EQ(a.tool_calls[0].name, "get_weather");
   // Python's json.dumps: keys in the client's order, ", " and ": ", 2.0 stays 2.0, non-ASCII kept.
-  EXPECT_EQ(a.tool_calls[0].arguments, "{\"unit\": \"c\", \"city\": \"Paris\", \"n\": [1, 2.0, \"\xc3\xa9\\n\"]}");
+  EXPECT_EQ(a.tool_calls[0].arguments,
+            "{\"unit\": \"c\", \"city\": \"Paris\", \"n\": [1, 2.0, \"\xc3\xa9\\n\"]}");
   EXPECT_EQ(a.tool_calls[1].arguments, "{\"tz\":\"UTC\"}");
   EXPECT_EQ(r.input.messages[2].role, "tool");
   ASSERT_EQ(r.input.chat.tools.size(), 1u);
@@ -85,14 +89,17 @@ TEST(OpenAiParse, ToolsReasoningAndTemplateOptions) {
   EXPECT_TRUE(r.input.chat.add_generation_prompt);
   // tool_choice "none": the tools are not shown to the model.
   OpenAiRequest none = Parse(R"({"model":"m","messages":[{"role":"user","content":"a"}],
-    "tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"none"})", Endpoint::kChat);
+    "tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"none"})",
+                             Endpoint::kChat);
   EXPECT_TRUE(none.input.chat.tools.empty());
 }
 
 TEST(OpenAiParse, PythonStyleJsonEscapesLikeJsonDumps) {
   std::string out;
-  ASSERT_TRUE(ToPythonStyleJson(R"({"q":"a\"b\\c\t\u0001","e":[],"o":{},"f":-0.5,"big":1e300,"i":-3})", &out));
-  EXPECT_EQ(out, R"({"q": "a\"b\\c\t\u0001", "e": [], "o": {}, "f": -0.5, "big": 1e+300, "i": -3})");
+  ASSERT_TRUE(ToPythonStyleJson(
+      R"({"q":"a\"b\\c\t\u0001","e":[],"o":{},"f":-0.5,"big":1e300,"i":-3})", &out));
+  EXPECT_EQ(out,
+            R"({"q": "a\"b\\c\t\u0001", "e": [], "o": {}, "f": -0.5, "big": 1e+300, "i": -3})");
   EXPECT_FALSE(ToPythonStyleJson("{not json", &out));
   ASSERT_TRUE(ToPythonStyleJson("[-0.0, 3.0, 0.25]", &out));
   EXPECT_EQ(out, "[-0.0, 3.0, 0.25]");
@@ -103,8 +110,11 @@ TEST(OpenAiParse, PythonStyleJsonEscapesLikeJsonDumps) {
 TEST(OpenAiParse, DeeplyNestedBodiesAreRefused) {
   const int kDepth = 200000;
   const std::string deep = std::string(kDepth, '[') + std::string(kDepth, ']');
-  EXPECT_EQ(ParseError(R"({"model":"m","messages":[{"role":"user","content":"a"}],"tools":[{"p":)" + deep + "}]}",
-                       Endpoint::kChat).param, "body");
+  EXPECT_EQ(ParseError(R"({"model":"m","messages":[{"role":"user","content":"a"}],"tools":[{"p":)" +
+                           deep + "}]}",
+                       Endpoint::kChat)
+                .param,
+            "body");
   std::string out;
   EXPECT_FALSE(ToPythonStyleJson(deep, &out));
   // 64 levels are fine.
@@ -135,27 +145,61 @@ TEST(OpenAiParse, WrongTypesNameTheParameter) {
   EXPECT_EQ(ParseError(R"({"model":"m","prompt":"q","stream":"yes"})").param, "stream");
   EXPECT_EQ(ParseError(R"({"model":"m","prompt":"q","stream_options":{"include_usage":1}})").param,
             "stream_options.include_usage");
-  EXPECT_EQ(ParseError(R"({"model":"m","prompt":"q","chorus":{"agents":"many"}})").param, "chorus.agents");
-  EXPECT_EQ(ParseError(R"({"model":"m","prompt":"q","chorus":{"merge":"majority"}})").param, "chorus.merge");
+  EXPECT_EQ(ParseError(R"({"model":"m","prompt":"q","chorus":{"agents":"many"}})").param,
+            "chorus.agents");
+  EXPECT_EQ(ParseError(R"({"model":"m","prompt":"q","chorus":{"merge":"majority"}})").param,
+            "chorus.merge");
   EXPECT_EQ(ParseError(R"({"model":"m","prompt":"q","chorus":[]})").param, "chorus");
-  EXPECT_EQ(ParseError(R"({"model":"m","messages":[{"role":"wizard","content":"x"}]})", Endpoint::kChat).param,
-            "messages[0].role");
-  EXPECT_EQ(ParseError(R"({"model":"m","messages":[{"role":"assistant","content":"","tool_calls":[{"function":{"arguments":"{}"}}]}]})",
-                       Endpoint::kChat).param, "messages[0].tool_calls[0].function.name");
-  EXPECT_EQ(ParseError(R"({"model":"m","messages":[{"role":"assistant","content":"","tool_calls":[{"function":{"name":"f","arguments":3}}]}]})",
-                       Endpoint::kChat).param, "messages[0].tool_calls[0].function.arguments");
-  EXPECT_EQ(ParseError(R"({"model":"m","messages":[{"role":"assistant","content":"a","reasoning_content":1}]})",
-                       Endpoint::kChat).param, "messages[0].reasoning_content");
-  EXPECT_EQ(ParseError(R"({"model":"m","messages":[{"role":"user","content":"a"}],"chat_template_kwargs":{"thinking_budget":5}})",
-                       Endpoint::kChat).param, "chat_template_kwargs.thinking_budget");
-  EXPECT_EQ(ParseError(R"({"model":"m","messages":[{"role":"user","content":"a"}],"chat_template_kwargs":{"enable_thinking":"no"}})",
-                       Endpoint::kChat).param, "chat_template_kwargs.enable_thinking");
-  EXPECT_EQ(ParseError(R"({"model":"m","messages":[{"role":"user","content":"a"}],"tool_choice":"required","tools":[{"type":"function"}]})",
-                       Endpoint::kChat).param, "tool_choice");
-  EXPECT_EQ(ParseError(R"({"model":"m","messages":[{"role":"user","content":"a"}],"tools":{"a":1}})",
-                       Endpoint::kChat).param, "tools");
-  EXPECT_EQ(ParseError(R"({"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]})",
-                       Endpoint::kChat).param, "messages[0].content");
+  EXPECT_EQ(
+      ParseError(R"({"model":"m","messages":[{"role":"wizard","content":"x"}]})", Endpoint::kChat)
+          .param,
+      "messages[0].role");
+  EXPECT_EQ(
+      ParseError(
+          R"({"model":"m","messages":[{"role":"assistant","content":"","tool_calls":[{"function":{"arguments":"{}"}}]}]})",
+          Endpoint::kChat)
+          .param,
+      "messages[0].tool_calls[0].function.name");
+  EXPECT_EQ(
+      ParseError(
+          R"({"model":"m","messages":[{"role":"assistant","content":"","tool_calls":[{"function":{"name":"f","arguments":3}}]}]})",
+          Endpoint::kChat)
+          .param,
+      "messages[0].tool_calls[0].function.arguments");
+  EXPECT_EQ(
+      ParseError(
+          R"({"model":"m","messages":[{"role":"assistant","content":"a","reasoning_content":1}]})",
+          Endpoint::kChat)
+          .param,
+      "messages[0].reasoning_content");
+  EXPECT_EQ(
+      ParseError(
+          R"({"model":"m","messages":[{"role":"user","content":"a"}],"chat_template_kwargs":{"thinking_budget":5}})",
+          Endpoint::kChat)
+          .param,
+      "chat_template_kwargs.thinking_budget");
+  EXPECT_EQ(
+      ParseError(
+          R"({"model":"m","messages":[{"role":"user","content":"a"}],"chat_template_kwargs":{"enable_thinking":"no"}})",
+          Endpoint::kChat)
+          .param,
+      "chat_template_kwargs.enable_thinking");
+  EXPECT_EQ(
+      ParseError(
+          R"({"model":"m","messages":[{"role":"user","content":"a"}],"tool_choice":"required","tools":[{"type":"function"}]})",
+          Endpoint::kChat)
+          .param,
+      "tool_choice");
+  EXPECT_EQ(
+      ParseError(R"({"model":"m","messages":[{"role":"user","content":"a"}],"tools":{"a":1}})",
+                 Endpoint::kChat)
+          .param,
+      "tools");
+  EXPECT_EQ(
+      ParseError(R"({"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]})",
+                 Endpoint::kChat)
+          .param,
+      "messages[0].content");
   EXPECT_EQ(ParseError(R"({"prompt":"q"})").param, "model");
   EXPECT_EQ(ParseError(R"({"model":"m"})").param, "prompt");
   EXPECT_EQ(ParseError(R"({"model":"m"})", Endpoint::kChat).param, "messages");
@@ -171,21 +215,26 @@ TEST(OpenAiParse, LimitsAndUnsupportedFeatures) {
   EXPECT_EQ(ParseError(R"({"model":"m","prompt":"q","max_tokens":0})").param, "max_tokens");
   EXPECT_EQ(ParseError(R"({"model":"m","prompt":"q","logprobs":true})").param, "logprobs");
   EXPECT_EQ(ParseError(R"({"model":"m","prompt":["a","b"]})").param, "prompt");
-  EXPECT_EQ(ParseError(R"({"model":"m","prompt":"q","tools":[{"type":"function"}]})").param, "tools");
+  EXPECT_EQ(ParseError(R"({"model":"m","prompt":"q","tools":[{"type":"function"}]})").param,
+            "tools");
   // Harmless values of those parameters are accepted.
   Parse(R"({"model":"m","prompt":["q"],"logprobs":false,"tools":[],"echo":false,"best_of":1,
             "response_format":{"type":"text"}})");
 }
 
 TEST(OpenAiErrors, StatusesMapToOpenAiErrors) {
-  ApiError e = ToApiError(absl::InvalidArgumentError("sampling.temperature: must be in [0.01, 2], got 9"), false);
+  ApiError e = ToApiError(
+      absl::InvalidArgumentError("sampling.temperature: must be in [0.01, 2], got 9"), false);
   EXPECT_EQ(e.http_status, 400);
   EXPECT_EQ(e.param, "temperature");
   EXPECT_EQ(e.message, "temperature: must be in [0.01, 2], got 9");
   EXPECT_EQ(ToApiError(absl::InvalidArgumentError("reasoning.agents: too many"), false).param, "n");
-  EXPECT_EQ(ToApiError(absl::InvalidArgumentError("reasoning.agents: too many"), true).param, "chorus.agents");
-  EXPECT_EQ(ToApiError(absl::InvalidArgumentError("reasoning.answer_regex: bad"), true).param, "chorus.answer_regex");
-  EXPECT_EQ(ToApiError(absl::InvalidArgumentError("latency_budget_ms: big"), true).param, "chorus.latency_budget_ms");
+  EXPECT_EQ(ToApiError(absl::InvalidArgumentError("reasoning.agents: too many"), true).param,
+            "chorus.agents");
+  EXPECT_EQ(ToApiError(absl::InvalidArgumentError("reasoning.answer_regex: bad"), true).param,
+            "chorus.answer_regex");
+  EXPECT_EQ(ToApiError(absl::InvalidArgumentError("latency_budget_ms: big"), true).param,
+            "chorus.latency_budget_ms");
   EXPECT_EQ(ToApiError(absl::UnauthenticatedError("no"), false).http_status, 401);
   EXPECT_EQ(ToApiError(absl::NotFoundError("no"), false).http_status, 404);
   EXPECT_EQ(ToApiError(absl::ResourceExhaustedError("full"), false).http_status, 429);
@@ -237,7 +286,8 @@ TEST(OpenAiResponse, PlainModeHasOneChoicePerDraftInAgentOrder) {
 
 TEST(OpenAiResponse, MergedModeHasOneChoiceAndChorusInfo) {
   OpenAiRequest req = Parse(R"({"model":"m","messages":[{"role":"user","content":"q"}],
-                                "chorus":{"agents":3,"return_drafts":true}})", Endpoint::kChat);
+                                "chorus":{"agents":3,"return_drafts":true}})",
+                            Endpoint::kChat);
   json j = json::parse(ResponseJson(req, {"chatcmpl-rid", "m", 7}, ThreeDrafts()));
   EXPECT_EQ(j["object"], "chat.completion");
   ASSERT_EQ(j["choices"].size(), 1u);
@@ -257,8 +307,10 @@ TEST(OpenAiResponse, ToolCallBlocksBecomeToolCallsWhenToolsWereGiven) {
     "tools":[{"type":"function","function":{"name":"get_weather"}}]})";
   OpenAiRequest req = Parse(body, Endpoint::kChat);
   GenerateResult r = ThreeDrafts();
-  r.text = "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n"
-           "<tool_call>\n{\"name\": \"now\", \"arguments\": \"{}\"}\n</tool_call>";
+  r.text =
+      "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": "
+      "\"Paris\"}}\n</tool_call>\n"
+      "<tool_call>\n{\"name\": \"now\", \"arguments\": \"{}\"}\n</tool_call>";
   json j = json::parse(ResponseJson(req, {"chatcmpl-rid", "m", 7}, r));
   const json& c = j["choices"][0];
   EXPECT_EQ(c["finish_reason"], "tool_calls");
@@ -271,7 +323,8 @@ TEST(OpenAiResponse, ToolCallBlocksBecomeToolCallsWhenToolsWereGiven) {
   // Object arguments come back as the template writes them (a round trip renders the same text).
   EXPECT_EQ(c["message"]["tool_calls"][0]["function"]["arguments"], "{\"city\": \"Paris\"}");
   EXPECT_EQ(c["message"]["tool_calls"][1]["function"]["arguments"], "{}");
-  EXPECT_NE(c["message"]["tool_calls"][0]["id"].get<std::string>().find("chatcmpl-rid"), std::string::npos);
+  EXPECT_NE(c["message"]["tool_calls"][0]["id"].get<std::string>().find("chatcmpl-rid"),
+            std::string::npos);
   EXPECT_NE(c["message"]["tool_calls"][0]["id"], c["message"]["tool_calls"][1]["id"]);
 
   // Cut off by max_tokens after a whole call: the calls are returned, the finish stays "length".
@@ -281,12 +334,14 @@ TEST(OpenAiResponse, ToolCallBlocksBecomeToolCallsWhenToolsWereGiven) {
   EXPECT_EQ(j["choices"][0]["message"]["tool_calls"].size(), 2u);
   r.finish = FinishReason::kEndOfText;
 
-  r.text = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\"\n</tool_call>";  // cut off
+  r.text =
+      "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\"\n</tool_call>";  // cut off
   j = json::parse(ResponseJson(req, {"chatcmpl-rid", "m", 7}, r));
   EXPECT_EQ(j["choices"][0]["message"]["content"], r.text);
   EXPECT_FALSE(j["choices"][0]["message"].contains("tool_calls"));
 
-  OpenAiRequest no_tools = Parse(R"({"model":"m","messages":[{"role":"user","content":"q"}]})", Endpoint::kChat);
+  OpenAiRequest no_tools =
+      Parse(R"({"model":"m","messages":[{"role":"user","content":"q"}]})", Endpoint::kChat);
   r.text = "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>";
   j = json::parse(ResponseJson(no_tools, {"chatcmpl-rid", "m", 7}, r));
   EXPECT_EQ(j["choices"][0]["message"]["content"], r.text);
@@ -310,8 +365,10 @@ std::vector<json> Frames(const std::string& sse) {
 }
 
 TEST(OpenAiStream, PlainChatStreamsEachChoiceWithRoleFirstThenUsage) {
-  OpenAiRequest req = Parse(R"({"model":"m","messages":[{"role":"user","content":"q"}],"n":2,"stream":true,
-                                "stream_options":{"include_usage":true}})", Endpoint::kChat);
+  OpenAiRequest req =
+      Parse(R"({"model":"m","messages":[{"role":"user","content":"q"}],"n":2,"stream":true,
+                                "stream_options":{"include_usage":true}})",
+            Endpoint::kChat);
   StreamEncoder enc(req, {"chatcmpl-x", "m", 1});
   std::string sse = enc.Delta(0, "a");  // one call per statement: the order matters
   sse += enc.Delta(1, "b");

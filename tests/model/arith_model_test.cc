@@ -32,7 +32,8 @@ TEST(ArithModel, GreedyDecodingAnswersMostEvalProblems) {
     // The oracle: "What is a+b+c?" -> a + b + c.
     long long sum = 0;
     const std::regex num(R"(\d+)");
-    for (auto it = std::sregex_iterator(q.begin(), q.end(), num); it != std::sregex_iterator(); ++it) {
+    for (auto it = std::sregex_iterator(q.begin(), q.end(), num); it != std::sregex_iterator();
+         ++it) {
       sum += std::stoll(it->str());
     }
     const std::vector<int32_t> ids = tok.Encode(q, /*add_special=*/true, /*parse_special=*/false);

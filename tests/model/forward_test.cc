@@ -10,15 +10,14 @@
 
 #include "chorus/backends/cpu_backend.h"
 #include "chorus/gguf/gguf_writer.h"
-#include "chorus/model/model.h"
 #include "chorus/gguf/random_model.h"
+#include "chorus/model/model.h"
 #include "chorus/model/transformer.h"
 #include "random_model_file.h"
 #include "reference_forward.h"
 
 namespace chorus {
 namespace {
-
 
 using testing::MakeModelFile;
 using testing::Reference;
@@ -187,7 +186,9 @@ TEST(ForwardBatchTest, SampledForwardEqualsHostSamplingOfTheSameLogits) {
   ASSERT_TRUE(run([&](Transformer& tf) { return tf.Forward(b, &all); }).ok());
   std::vector<float> host;
   std::vector<SampledToken> sampled;
-  ASSERT_TRUE(run([&](Transformer& tf) { return tf.ForwardSampled(b, draws, {2, 0}, &host, &sampled); }).ok());
+  ASSERT_TRUE(run([&](Transformer& tf) {
+                return tf.ForwardSampled(b, draws, {2, 0}, &host, &sampled);
+              }).ok());
   ASSERT_EQ(host.size(), 2 * vocab);
   EXPECT_TRUE(std::equal(host.begin(), host.begin() + vocab, all.begin() + 2 * vocab));
   EXPECT_TRUE(std::equal(host.begin() + vocab, host.end(), all.begin()));
@@ -199,11 +200,14 @@ TEST(ForwardBatchTest, SampledForwardEqualsHostSamplingOfTheSameLogits) {
     EXPECT_EQ(sampled[i].token, want.token) << i;
     EXPECT_EQ(sampled[i].logprob, want.logprob) << i;
   }
-  EXPECT_EQ(run([&](Transformer& tf) { return tf.ForwardSampled(b, draws, {3}, &host, &sampled); }).code(),
+  EXPECT_EQ(run([&](Transformer& tf) {
+              return tf.ForwardSampled(b, draws, {3}, &host, &sampled);
+            }).code(),
             absl::StatusCode::kInvalidArgument);
   draws[1].row = 3;
-  EXPECT_EQ(run([&](Transformer& tf) { return tf.ForwardSampled(b, draws, {}, &host, &sampled); }).code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      run([&](Transformer& tf) { return tf.ForwardSampled(b, draws, {}, &host, &sampled); }).code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ForwardBatchTest, InconsistentBatchesAreRejectedNotCrashed) {
@@ -262,7 +266,8 @@ TEST(ModelLoadTest, ShapeMismatchAndMissingTensorsAreNamed) {
   ASSERT_TRUE(more_layers.ok());
   auto m1 = Model::FromFile(std::move(*more_layers), backend.get());
   ASSERT_FALSE(m1.ok());
-  EXPECT_NE(m1.status().message().find("missing tensor 'blk.2.attn_norm.weight'"), std::string::npos)
+  EXPECT_NE(m1.status().message().find("missing tensor 'blk.2.attn_norm.weight'"),
+            std::string::npos)
       << m1.status();
   auto wider_ffn = rewrite("llama.feed_forward_length", 160);
   ASSERT_TRUE(wider_ffn.ok());
@@ -285,8 +290,8 @@ namespace {
 // The int8-activation path (an opt-in speed mode) stays close to the exact float path: the
 // activations are rounded to 8 bits per 32-value block, nothing else changes.
 TEST(Int8ActivationTest, QuantizedMatmulsStayCloseToTheExactPath) {
-  for (GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_K, GgmlType::kQ5_K,
-                        GgmlType::kQ6_K}) {
+  for (GgmlType type :
+       {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
     if (!cpu::Int8Supported(type)) continue;
     RandomModelSpec spec;
     spec.weight_type = type;
@@ -330,8 +335,8 @@ TEST(Int8ActivationTest, BlockDotMatchesScalarIntegerArithmetic) {
   std::mt19937 rng(9);
   std::uniform_real_distribution<float> dist(-2, 2);
   const int64_t cols = 512, rows = 5;
-  for (GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_K, GgmlType::kQ5_K,
-                        GgmlType::kQ6_K}) {
+  for (GgmlType type :
+       {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
     if (!cpu::Int8Supported(type)) continue;
     std::vector<float> wf(rows * cols), x(3 * cols);
     for (auto& v : wf) v = dist(rng);
@@ -339,9 +344,11 @@ TEST(Int8ActivationTest, BlockDotMatchesScalarIntegerArithmetic) {
     auto traits = GetTypeTraits(static_cast<uint32_t>(type));
     const int64_t row_bytes = cols / traits->block_size * traits->type_size;
     std::vector<uint8_t> wq(rows * row_bytes);
-    for (int64_t r = 0; r < rows; ++r) QuantizeRow(type, wf.data() + r * cols, wq.data() + r * row_bytes, cols);
+    for (int64_t r = 0; r < rows; ++r)
+      QuantizeRow(type, wf.data() + r * cols, wq.data() + r * row_bytes, cols);
     std::vector<cpu::ActBlockQ8> xq(3 * cols / 32);
-    for (int t = 0; t < 3; ++t) cpu::QuantizeActivations(x.data() + t * cols, cols, xq.data() + t * cols / 32);
+    for (int t = 0; t < 3; ++t)
+      cpu::QuantizeActivations(x.data() + t * cols, cols, xq.data() + t * cols / 32);
     WeightTensor w{type, rows, cols, wq.data(), row_bytes};
     std::vector<float> out(3 * rows, NAN);
     cpu::MatMulRowsInt8(w, xq.data(), 3, out.data(), rows, 0, rows);

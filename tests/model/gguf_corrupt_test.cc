@@ -14,19 +14,42 @@ namespace {
 // Little-endian byte builder for files the writer would never produce.
 struct Bytes {
   std::string s;
-  Bytes& U32(uint32_t v) { s.append(reinterpret_cast<char*>(&v), 4); return *this; }
-  Bytes& U64(uint64_t v) { s.append(reinterpret_cast<char*>(&v), 8); return *this; }
-  Bytes& Str(std::string_view v) { U64(v.size()); s.append(v); return *this; }
+  Bytes& U32(uint32_t v) {
+    s.append(reinterpret_cast<char*>(&v), 4);
+    return *this;
+  }
+  Bytes& U64(uint64_t v) {
+    s.append(reinterpret_cast<char*>(&v), 8);
+    return *this;
+  }
+  Bytes& Str(std::string_view v) {
+    U64(v.size());
+    s.append(v);
+    return *this;
+  }
   Bytes& Header(uint64_t n_tensors, uint64_t n_kv, uint32_t version = 3) {
-    U32(0x46554747); U32(version); U64(n_tensors); U64(n_kv); return *this;
+    U32(0x46554747);
+    U32(version);
+    U64(n_tensors);
+    U64(n_kv);
+    return *this;
   }
   Bytes& Tensor(std::string_view name, std::vector<uint64_t> ne, uint32_t type, uint64_t off) {
-    Str(name); U32(static_cast<uint32_t>(ne.size()));
+    Str(name);
+    U32(static_cast<uint32_t>(ne.size()));
     for (auto n : ne) U64(n);
-    U32(type); U64(off); return *this;
+    U32(type);
+    U64(off);
+    return *this;
   }
-  Bytes& Pad(size_t align = 32) { s.resize((s.size() + align - 1) / align * align); return *this; }
-  Bytes& Zeros(size_t n) { s.append(n, '\0'); return *this; }
+  Bytes& Pad(size_t align = 32) {
+    s.resize((s.size() + align - 1) / align * align);
+    return *this;
+  }
+  Bytes& Zeros(size_t n) {
+    s.append(n, '\0');
+    return *this;
+  }
 };
 
 struct Case {
@@ -41,7 +64,8 @@ std::vector<Case> Cases() {
   c.push_back({"bad magic", Bytes().U32(0x12345678).U32(3).U64(0).U64(0).s, "bad magic"});
   c.push_back({"version 1", Bytes().Header(0, 0, 1).s, "unsupported version 1"});
   c.push_back({"version 4", Bytes().Header(0, 0, 4).s, "unsupported version 4"});
-  c.push_back({"truncated header", Bytes().Header(0, 0).s.substr(0, 20), "truncated metadata count"});
+  c.push_back(
+      {"truncated header", Bytes().Header(0, 0).s.substr(0, 20), "truncated metadata count"});
   c.push_back({"huge kv count", Bytes().Header(0, UINT64_MAX).s, "metadata count"});
   c.push_back({"huge tensor count", Bytes().Header(UINT64_MAX / 2, 0).s, "tensor count"});
   c.push_back({"key length past end", Bytes().Header(0, 1).U64(1ull << 40).Zeros(32).s,
@@ -52,19 +76,18 @@ std::vector<Case> Cases() {
                "duplicate metadata key 'a'"});
   c.push_back({"unknown value type", Bytes().Header(0, 1).Str("k").U32(13).U32(0).s,
                "unknown value type 13"});
-  c.push_back({"bool not 0/1", Bytes().Header(0, 1).Str("b").U32(7).s + "\x05",
-               "bool value 5"});
-  c.push_back({"string length past end", Bytes().Header(0, 1).Str("k").U32(8).U64(1000).s,
-               "string value"});
+  c.push_back({"bool not 0/1", Bytes().Header(0, 1).Str("b").U32(7).s + "\x05", "bool value 5"});
+  c.push_back(
+      {"string length past end", Bytes().Header(0, 1).Str("k").U32(8).U64(1000).s, "string value"});
   c.push_back({"array count past end",
                Bytes().Header(0, 1).Str("k").U32(9).U32(6).U64(1ull << 62).s, "exceeds the file"});
   c.push_back({"array count overflows size",
                Bytes().Header(0, 1).Str("k").U32(9).U32(10).U64(UINT64_MAX / 4).s,
                "exceeds the file"});
-  c.push_back({"nested array", Bytes().Header(0, 1).Str("k").U32(9).U32(9).U64(1).s,
-               "nested arrays"});
-  c.push_back({"unknown array element type",
-               Bytes().Header(0, 1).Str("k").U32(9).U32(99).U64(1).s, "unknown array element type"});
+  c.push_back(
+      {"nested array", Bytes().Header(0, 1).Str("k").U32(9).U32(9).U64(1).s, "nested arrays"});
+  c.push_back({"unknown array element type", Bytes().Header(0, 1).Str("k").U32(9).U32(99).U64(1).s,
+               "unknown array element type"});
   c.push_back({"string array count past end",
                Bytes().Header(0, 1).Str("tokenizer.ggml.tokens").U32(9).U32(8).U64(1ull << 50).s,
                "string array count"});
@@ -76,8 +99,8 @@ std::vector<Case> Cases() {
                "not a power of two"});
   c.push_back({"alignment zero", Bytes().Header(0, 1).Str("general.alignment").U32(4).U32(0).s,
                "not a power of two"});
-  c.push_back({"too many dims", Bytes().Header(1, 0).Tensor("t", {1, 1, 1, 1, 1}, 0, 0).s,
-               "has 5 dims"});
+  c.push_back(
+      {"too many dims", Bytes().Header(1, 0).Tensor("t", {1, 1, 1, 1, 1}, 0, 0).s, "has 5 dims"});
   c.push_back({"zero dim", Bytes().Header(1, 0).Tensor("t", {4, 0}, 0, 0).s, "dimension 1 is 0"});
   c.push_back({"dims product overflows",
                Bytes().Header(1, 0).Tensor("t", {1ull << 32, 1ull << 32}, 0, 0).s, "overflows"});
@@ -95,12 +118,14 @@ std::vector<Case> Cases() {
   c.push_back({"offset near u64 max",
                Bytes().Header(1, 0).Tensor("t", {4}, 0, UINT64_MAX - 31).Pad().Zeros(16).s,
                "past the end of the file"});
-  c.push_back({"duplicate tensor names",
-               Bytes().Header(2, 0).Tensor("w", {4}, 0, 0).Tensor("w", {4}, 0, 32).Pad().Zeros(64).s,
-               "duplicate tensor name 'w'"});
-  c.push_back({"overlapping tensors",
-               Bytes().Header(2, 0).Tensor("a", {16}, 0, 0).Tensor("b", {16}, 0, 32).Pad().Zeros(128).s,
-               "overlaps"});
+  c.push_back(
+      {"duplicate tensor names",
+       Bytes().Header(2, 0).Tensor("w", {4}, 0, 0).Tensor("w", {4}, 0, 32).Pad().Zeros(64).s,
+       "duplicate tensor name 'w'"});
+  c.push_back(
+      {"overlapping tensors",
+       Bytes().Header(2, 0).Tensor("a", {16}, 0, 0).Tensor("b", {16}, 0, 32).Pad().Zeros(128).s,
+       "overlaps"});
   c.push_back({"tensor name too long",
                Bytes().Header(1, 0).Tensor(std::string(300, 'x'), {4}, 0, 0).s,
                "tensor name length 300"});

@@ -8,8 +8,8 @@
 #include <random>
 #include <vector>
 
-#include "chorus/model/model.h"
 #include "chorus/gguf/random_model.h"
+#include "chorus/model/model.h"
 #include "chorus/model/transformer.h"
 
 namespace chorus::testing {
@@ -32,7 +32,7 @@ inline RandomModelSpec LongSpec(const std::string& arch) {
 }
 
 struct LongRun {
-  std::vector<int32_t> tokens;     // prompt + generated
+  std::vector<int32_t> tokens;             // prompt + generated
   std::vector<std::vector<float>> logits;  // at positions prompt-1 .. end-1
 };
 
@@ -46,7 +46,8 @@ inline LongRun RunLong(Model* model, Backend* backend, int prompt_len, int steps
   Transformer tf(model, backend, kv->get());
   LongRun run;
   std::mt19937 rng(5);
-  for (int t = 0; t < prompt_len; ++t) run.tokens.push_back(static_cast<int32_t>(rng() % c.vocab_size));
+  for (int t = 0; t < prompt_len; ++t)
+    run.tokens.push_back(static_cast<int32_t>(rng() % c.vocab_size));
   ForwardBatch b;
   b.max_blocks_per_seq = blocks;
   for (int i = 0; i < blocks; ++i) b.block_tables.push_back(blocks - 1 - i);  // scrambled
@@ -76,8 +77,8 @@ inline LongRun RunLong(Model* model, Backend* backend, int prompt_len, int steps
 }
 
 // Greedy continuation of `prompt` (prefilled in chunks of 512 rows).
-inline std::vector<int32_t> Greedy(Model* model, Backend* backend, const std::vector<int32_t>& prompt,
-                            int steps) {
+inline std::vector<int32_t> Greedy(Model* model, Backend* backend,
+                                   const std::vector<int32_t>& prompt, int steps) {
   constexpr int kBlock = 16;
   const int blocks = (static_cast<int>(prompt.size()) + steps) / kBlock + 1;
   auto kv = KvCache::Create(backend, model->config(), blocks, kBlock);

@@ -39,7 +39,8 @@ TEST(RealFormatsTest, KQuantFilesDecodeLikeTheFloat64Reference) {
     EXPECT_EQ((*model)->tokenizer().Encode(std::string(c["prompt"]), true, false), prompt);
     const auto want = c["reference"]["tokens"].get<std::vector<int32_t>>();
     const int exact = c["reference"]["exact_steps"];
-    const auto got = testing::Greedy(model->get(), backend.get(), prompt, static_cast<int>(want.size()));
+    const auto got =
+        testing::Greedy(model->get(), backend.get(), prompt, static_cast<int>(want.size()));
     ASSERT_EQ(got.size(), want.size());
     for (int s = 0; s < exact; ++s) ASSERT_EQ(got[s], want[s]) << "step " << s;
     if (exact == static_cast<int>(want.size())) {

@@ -10,23 +10,21 @@
 
 #include "chorus/backends/cpu_backend.h"
 #include "chorus/gguf/gguf_writer.h"
-#include "chorus/model/model.h"
 #include "chorus/gguf/random_model.h"
+#include "chorus/model/model.h"
 #include "chorus/model/transformer.h"
-#include "random_model_file.h"
 #include "long_run.h"
+#include "random_model_file.h"
 #include "reference_forward.h"
 
 namespace chorus {
 namespace {
 
+using testing::LongRun;
+using testing::LongSpec;
 using testing::Reference;
 using testing::RelError;
 using testing::RunLong;
-using testing::LongRun;
-using testing::LongSpec;
-
-
 
 // Decodes from a 1,100-token prompt and checks every logit row against the reference; when
 // `sensitive`, the reference that ignores rope_freqs must be far off (the test can fail).
@@ -38,8 +36,7 @@ void CheckLongContext(const RandomModelSpec& spec, bool sensitive_to_rope_freqs)
   const LongRun run = RunLong(model->get(), backend.get(), kPrompt, kSteps);
   const auto want = Reference((*model)->file(), run.tokens, false, kPrompt - 1);
   for (int s = 0; s <= kSteps; ++s) {
-    EXPECT_LT(RelError(run.logits[s].data(), want[kPrompt - 1 + s]), 2e-4)
-        << "decode step " << s;
+    EXPECT_LT(RelError(run.logits[s].data(), want[kPrompt - 1 + s]), 2e-4) << "decode step " << s;
   }
   if (sensitive_to_rope_freqs) {
     const auto ignoring = Reference((*model)->file(), run.tokens, true, kPrompt - 1);
@@ -118,9 +115,8 @@ TEST(StrictLoaderTest, IgnoresOnlyListedTensors) {
 TEST(StrictLoaderTest, RefusesMathKeysItDoesNotImplement) {
   ExpectRefused(LoadWith([](GgufWriter* w) { w->SetU32("llama.attention.sliding_window", 4096); }),
                 "llama.attention.sliding_window");
-  ExpectRefused(
-      LoadWith([](GgufWriter* w) { w->SetF32("llama.attn_logit_softcapping", 50.0f); }),
-      "llama.attn_logit_softcapping");
+  ExpectRefused(LoadWith([](GgufWriter* w) { w->SetF32("llama.attn_logit_softcapping", 50.0f); }),
+                "llama.attn_logit_softcapping");
   ExpectRefused(LoadWith([](GgufWriter* w) { w->SetU32("llama.expert_count", 8); }),
                 "llama.expert_count");
 }

@@ -5,10 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
 #include <future>
 #include <thread>
-
-#include <cmath>
 
 #include "chorus/backends/cpu_backend.h"
 #include "chorus/gguf/gguf_writer.h"

@@ -98,7 +98,8 @@ TEST(SamplerTest, RepetitionAndPresencePenaltiesDemoteSeenTokens) {
 // step after step, for every rule shape; only penalties keep a sampler on the host.
 TEST(SamplerTest, NextRowThenTheRuleEqualsSample) {
   std::vector<float> logits(300);
-  for (size_t i = 0; i < logits.size(); ++i) logits[i] = static_cast<float>(std::sin(i * 0.7) * 4.0);
+  for (size_t i = 0; i < logits.size(); ++i)
+    logits[i] = static_cast<float>(std::sin(i * 0.7) * 4.0);
   RowSampler rule;
   for (int shape = 0; shape < 6; ++shape) {
     SamplingParams p;

@@ -32,7 +32,8 @@ class BlockOwnershipTest : public ::testing::Test {
     return groups_.back().get();
   }
   // What the runtime does after a step that ran `plan`: rows computed, a token sampled for each
-  // live agent's last row, and at the last prompt row the fork as agents/agent_group.cc makes it (agents created, one token each).
+  // live agent's last row, and at the last prompt row the fork as agents/agent_group.cc makes it
+  // (agents created, one token each).
   void Apply(const StepPlan& plan) {
     for (const auto& s : plan.segments) {
       RequestGroup& g = *s.group;

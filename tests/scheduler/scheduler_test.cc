@@ -9,10 +9,9 @@
 #include <random>
 #include <thread>
 
-#include "absl/strings/str_cat.h"
-
 #include "../collect_sink.h"
 #include "../test_util.h"
+#include "absl/strings/str_cat.h"
 #include "chorus/backends/cpu_backend.h"
 #include "chorus/runtime/runtime.h"
 
@@ -37,7 +36,8 @@ class RuntimeTest : public ::testing::Test {
     (*r)->Start();
     return std::move(*r);
   }
-  GenerateParams Params(const std::string& id, const std::string& prompt, int agents, int max_tokens) {
+  GenerateParams Params(const std::string& id, const std::string& prompt, int agents,
+                        int max_tokens) {
     GenerateParams p;
     p.request_id = id;
     p.prompt_tokens = model_->tokenizer().Encode(prompt, true, false);
@@ -123,7 +123,8 @@ TEST_F(RuntimeTest, ARequestThatWaitsPastMaxQueueDelayIsShed) {
     ASSERT_TRUE(rb.ok()) << rb.status();
     if (delay_ms > 0) {
       ASSERT_TRUE(absl::IsResourceExhausted(rw.status())) << rw.status();
-      EXPECT_NE(rw.status().message().find("max_queue_delay_ms 5"), std::string::npos) << rw.status();
+      EXPECT_NE(rw.status().message().find("max_queue_delay_ms 5"), std::string::npos)
+          << rw.status();
     } else {
       EXPECT_TRUE(rw.ok()) << rw.status();
     }
@@ -301,7 +302,8 @@ TEST_F(RuntimeTest, ConcurrentClientsSubmitAbortAndReadStatsWhileTheEngineRuns) 
       std::mt19937 rng(77 + c);
       for (int i = 0; i < kPerClient; ++i) {
         const std::string id = absl::StrCat("c", c, "-", i);
-        GenerateParams p = Params(id, i % 2 ? "Once upon a time" : "Lily and Ben", 1 + rng() % 4, 48);
+        GenerateParams p =
+            Params(id, i % 2 ? "Once upon a time" : "Lily and Ben", 1 + rng() % 4, 48);
         p.owner = absl::StrCat("client-", c % 3);  // ids collide across owners on purpose
         p.sampling.temperature = 0.8f;
         p.sampling.seed = rng();

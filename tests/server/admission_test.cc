@@ -25,44 +25,118 @@ class AdmissionServerTest : public ServerTest {
 
 TEST_F(AdmissionServerTest, EveryBadRequestIsRejectedNamingTheFieldAndServingContinues) {
   const std::vector<BadCase> cases = {
-      {"temperature negative", [](auto& r) { r.mutable_sampling()->set_temperature(-1); }, grpc::INVALID_ARGUMENT, "sampling.temperature"},
-      {"temperature huge", [](auto& r) { r.mutable_sampling()->set_temperature(999999); }, grpc::INVALID_ARGUMENT, "sampling.temperature"},
-      {"temperature NaN", [](auto& r) { r.mutable_sampling()->set_temperature(NAN); }, grpc::INVALID_ARGUMENT, "sampling.temperature"},
+      {"temperature negative", [](auto& r) { r.mutable_sampling()->set_temperature(-1); },
+       grpc::INVALID_ARGUMENT, "sampling.temperature"},
+      {"temperature huge", [](auto& r) { r.mutable_sampling()->set_temperature(999999); },
+       grpc::INVALID_ARGUMENT, "sampling.temperature"},
+      {"temperature NaN", [](auto& r) { r.mutable_sampling()->set_temperature(NAN); },
+       grpc::INVALID_ARGUMENT, "sampling.temperature"},
       // Issue 11, finding 9: divisors small enough to overflow the logits.
-      {"temperature tiny", [](auto& r) { r.mutable_sampling()->set_temperature(1e-30f); }, grpc::INVALID_ARGUMENT, "sampling.temperature"},
-      {"repetition penalty tiny", [](auto& r) { r.mutable_sampling()->set_repetition_penalty(1e-30f); }, grpc::INVALID_ARGUMENT, "sampling.repetition_penalty"},
-      {"top_p negative", [](auto& r) { r.mutable_sampling()->set_top_p(-1); }, grpc::INVALID_ARGUMENT, "sampling.top_p"},
-      {"top_p above 1", [](auto& r) { r.mutable_sampling()->set_top_p(1.5f); }, grpc::INVALID_ARGUMENT, "sampling.top_p"},
-      {"top_k negative", [](auto& r) { r.mutable_sampling()->set_top_k(-5); }, grpc::INVALID_ARGUMENT, "sampling.top_k"},
-      {"top_k huge", [](auto& r) { r.mutable_sampling()->set_top_k(1 << 30); }, grpc::INVALID_ARGUMENT, "sampling.top_k"},
-      {"min_p above 1", [](auto& r) { r.mutable_sampling()->set_min_p(2); }, grpc::INVALID_ARGUMENT, "sampling.min_p"},
-      {"repetition penalty", [](auto& r) { r.mutable_sampling()->set_repetition_penalty(-3); }, grpc::INVALID_ARGUMENT, "sampling.repetition_penalty"},
-      {"presence penalty", [](auto& r) { r.mutable_sampling()->set_presence_penalty(5); }, grpc::INVALID_ARGUMENT, "sampling.presence_penalty"},
-      {"frequency penalty", [](auto& r) { r.mutable_sampling()->set_frequency_penalty(-5); }, grpc::INVALID_ARGUMENT, "sampling.frequency_penalty"},
-      {"max_tokens negative", [](auto& r) { r.set_max_tokens(-1); }, grpc::INVALID_ARGUMENT, "max_tokens"},
-      {"max_tokens over limit", [](auto& r) { r.set_max_tokens(1025); }, grpc::INVALID_ARGUMENT, "max_tokens"},
-      {"agents negative", [](auto& r) { r.mutable_reasoning()->set_agents(-2); }, grpc::INVALID_ARGUMENT, "reasoning.agents"},
-      {"agents over limit", [](auto& r) { r.mutable_reasoning()->set_agents(17); }, grpc::INVALID_ARGUMENT, "reasoning.agents"},
-      {"unknown merge", [](auto& r) { r.mutable_reasoning()->set_merge(static_cast<pb::MergeStrategy>(42)); }, grpc::INVALID_ARGUMENT, "reasoning.merge"},
-      {"bad regex", [](auto& r) { r.mutable_reasoning()->set_answer_regex("(unclosed"); }, grpc::INVALID_ARGUMENT, "reasoning.answer_regex"},
-      {"long regex", [](auto& r) { r.mutable_reasoning()->set_answer_regex(std::string(600, 'a')); }, grpc::INVALID_ARGUMENT, "reasoning.answer_regex"},
-      {"regex program too big", [](auto& r) { r.mutable_reasoning()->set_answer_regex("[a-z]{1000}"); }, grpc::INVALID_ARGUMENT, "reasoning.answer_regex"},
-      {"spread above 1", [](auto& r) { r.mutable_reasoning()->set_temperature_spread(3); }, grpc::INVALID_ARGUMENT, "reasoning.temperature_spread"},
-      {"confidence threshold", [](auto& r) { r.mutable_reasoning()->set_confidence_threshold(1.5f); }, grpc::INVALID_ARGUMENT, "reasoning.confidence_threshold"},
-      {"confidence window", [](auto& r) { r.mutable_reasoning()->set_confidence_window(99999); }, grpc::INVALID_ARGUMENT, "reasoning.confidence_window"},
-      {"too many stops", [](auto& r) { for (int i = 0; i < 9; ++i) r.add_stop("x"); }, grpc::INVALID_ARGUMENT, "stop"},
+      {"temperature tiny", [](auto& r) { r.mutable_sampling()->set_temperature(1e-30f); },
+       grpc::INVALID_ARGUMENT, "sampling.temperature"},
+      {"repetition penalty tiny",
+       [](auto& r) { r.mutable_sampling()->set_repetition_penalty(1e-30f); },
+       grpc::INVALID_ARGUMENT, "sampling.repetition_penalty"},
+      {"top_p negative", [](auto& r) { r.mutable_sampling()->set_top_p(-1); },
+       grpc::INVALID_ARGUMENT, "sampling.top_p"},
+      {"top_p above 1", [](auto& r) { r.mutable_sampling()->set_top_p(1.5f); },
+       grpc::INVALID_ARGUMENT, "sampling.top_p"},
+      {"top_k negative", [](auto& r) { r.mutable_sampling()->set_top_k(-5); },
+       grpc::INVALID_ARGUMENT, "sampling.top_k"},
+      {"top_k huge", [](auto& r) { r.mutable_sampling()->set_top_k(1 << 30); },
+       grpc::INVALID_ARGUMENT, "sampling.top_k"},
+      {"min_p above 1", [](auto& r) { r.mutable_sampling()->set_min_p(2); }, grpc::INVALID_ARGUMENT,
+       "sampling.min_p"},
+      {"repetition penalty", [](auto& r) { r.mutable_sampling()->set_repetition_penalty(-3); },
+       grpc::INVALID_ARGUMENT, "sampling.repetition_penalty"},
+      {"presence penalty", [](auto& r) { r.mutable_sampling()->set_presence_penalty(5); },
+       grpc::INVALID_ARGUMENT, "sampling.presence_penalty"},
+      {"frequency penalty", [](auto& r) { r.mutable_sampling()->set_frequency_penalty(-5); },
+       grpc::INVALID_ARGUMENT, "sampling.frequency_penalty"},
+      {"max_tokens negative", [](auto& r) { r.set_max_tokens(-1); }, grpc::INVALID_ARGUMENT,
+       "max_tokens"},
+      {"max_tokens over limit", [](auto& r) { r.set_max_tokens(1025); }, grpc::INVALID_ARGUMENT,
+       "max_tokens"},
+      {"agents negative", [](auto& r) { r.mutable_reasoning()->set_agents(-2); },
+       grpc::INVALID_ARGUMENT, "reasoning.agents"},
+      {"agents over limit", [](auto& r) { r.mutable_reasoning()->set_agents(17); },
+       grpc::INVALID_ARGUMENT, "reasoning.agents"},
+      {"unknown merge",
+       [](auto& r) { r.mutable_reasoning()->set_merge(static_cast<pb::MergeStrategy>(42)); },
+       grpc::INVALID_ARGUMENT, "reasoning.merge"},
+      {"bad regex", [](auto& r) { r.mutable_reasoning()->set_answer_regex("(unclosed"); },
+       grpc::INVALID_ARGUMENT, "reasoning.answer_regex"},
+      {"long regex",
+       [](auto& r) { r.mutable_reasoning()->set_answer_regex(std::string(600, 'a')); },
+       grpc::INVALID_ARGUMENT, "reasoning.answer_regex"},
+      {"regex program too big",
+       [](auto& r) { r.mutable_reasoning()->set_answer_regex("[a-z]{1000}"); },
+       grpc::INVALID_ARGUMENT, "reasoning.answer_regex"},
+      {"spread above 1", [](auto& r) { r.mutable_reasoning()->set_temperature_spread(3); },
+       grpc::INVALID_ARGUMENT, "reasoning.temperature_spread"},
+      {"confidence threshold",
+       [](auto& r) { r.mutable_reasoning()->set_confidence_threshold(1.5f); },
+       grpc::INVALID_ARGUMENT, "reasoning.confidence_threshold"},
+      {"confidence window", [](auto& r) { r.mutable_reasoning()->set_confidence_window(99999); },
+       grpc::INVALID_ARGUMENT, "reasoning.confidence_window"},
+      {"too many stops",
+       [](auto& r) {
+         for (int i = 0; i < 9; ++i) r.add_stop("x");
+       },
+       grpc::INVALID_ARGUMENT, "stop"},
       {"empty stop", [](auto& r) { r.add_stop(""); }, grpc::INVALID_ARGUMENT, "stop"},
       {"priority", [](auto& r) { r.set_priority(1000); }, grpc::INVALID_ARGUMENT, "priority"},
-      {"budget negative", [](auto& r) { r.set_latency_budget_ms(-5); }, grpc::INVALID_ARGUMENT, "latency_budget_ms"},
-      {"bad request id", [](auto& r) { r.set_request_id("no spaces allowed"); }, grpc::INVALID_ARGUMENT, "request_id"},
-      {"long request id", [](auto& r) { r.set_request_id(std::string(200, 'a')); }, grpc::INVALID_ARGUMENT, "request_id"},
-      {"prompt too big", [](auto& r) { r.set_prompt(std::string(5000, 'a')); }, grpc::INVALID_ARGUMENT, "prompt"},
-      {"prompt and messages", [](auto& r) { auto* m = r.add_messages(); m->set_role("user"); m->set_content("hi"); }, grpc::INVALID_ARGUMENT, "messages"},
-      {"no chat template", [](auto& r) { r.clear_prompt(); auto* m = r.add_messages(); m->set_role("user"); m->set_content("hi"); }, grpc::INVALID_ARGUMENT, "messages"},
-      {"bad role", [](auto& r) { r.clear_prompt(); auto* m = r.add_messages(); m->set_role("wizard"); m->set_content("hi"); }, grpc::INVALID_ARGUMENT, "messages[0].role"},
-      {"prompt past context", [](auto& r) { std::string p; for (int i = 0; i < 1000; ++i) p += "\xe4\xb8\xad"; r.set_prompt(p.substr(0, 3000)); r.set_max_tokens(1024); }, grpc::INVALID_ARGUMENT, "context length"},
-      {"agents x tokens past KV", [](auto& r) { r.set_max_tokens(1024); r.mutable_reasoning()->set_agents(16); }, grpc::INVALID_ARGUMENT, "KV blocks"},
-      {"budget below prefill", [](auto& r) { r.set_latency_budget_ms(1); r.set_prompt(std::string(2000, 'a')); }, grpc::DEADLINE_EXCEEDED, "latency budget"},
+      {"budget negative", [](auto& r) { r.set_latency_budget_ms(-5); }, grpc::INVALID_ARGUMENT,
+       "latency_budget_ms"},
+      {"bad request id", [](auto& r) { r.set_request_id("no spaces allowed"); },
+       grpc::INVALID_ARGUMENT, "request_id"},
+      {"long request id", [](auto& r) { r.set_request_id(std::string(200, 'a')); },
+       grpc::INVALID_ARGUMENT, "request_id"},
+      {"prompt too big", [](auto& r) { r.set_prompt(std::string(5000, 'a')); },
+       grpc::INVALID_ARGUMENT, "prompt"},
+      {"prompt and messages",
+       [](auto& r) {
+         auto* m = r.add_messages();
+         m->set_role("user");
+         m->set_content("hi");
+       },
+       grpc::INVALID_ARGUMENT, "messages"},
+      {"no chat template",
+       [](auto& r) {
+         r.clear_prompt();
+         auto* m = r.add_messages();
+         m->set_role("user");
+         m->set_content("hi");
+       },
+       grpc::INVALID_ARGUMENT, "messages"},
+      {"bad role",
+       [](auto& r) {
+         r.clear_prompt();
+         auto* m = r.add_messages();
+         m->set_role("wizard");
+         m->set_content("hi");
+       },
+       grpc::INVALID_ARGUMENT, "messages[0].role"},
+      {"prompt past context",
+       [](auto& r) {
+         std::string p;
+         for (int i = 0; i < 1000; ++i) p += "\xe4\xb8\xad";
+         r.set_prompt(p.substr(0, 3000));
+         r.set_max_tokens(1024);
+       },
+       grpc::INVALID_ARGUMENT, "context length"},
+      {"agents x tokens past KV",
+       [](auto& r) {
+         r.set_max_tokens(1024);
+         r.mutable_reasoning()->set_agents(16);
+       },
+       grpc::INVALID_ARGUMENT, "KV blocks"},
+      {"budget below prefill",
+       [](auto& r) {
+         r.set_latency_budget_ms(1);
+         r.set_prompt(std::string(2000, 'a'));
+       },
+       grpc::DEADLINE_EXCEEDED, "latency budget"},
   };
   ASSERT_GE(cases.size(), 20u);
   for (const auto& c : cases) {
@@ -112,7 +186,8 @@ TEST_F(ChatMlServerTest, ToolRolesCallsAndListsAreRefusedWhereTheTemplateHasNone
   calls.mutable_messages(1)->add_tool_calls()->set_name("f");
   s = Generate(calls, &resp);
   EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT);
-  EXPECT_NE(s.error_message().find("messages[1].tool_calls"), std::string::npos) << s.error_message();
+  EXPECT_NE(s.error_message().find("messages[1].tool_calls"), std::string::npos)
+      << s.error_message();
   pb::GenerateRequest tools = chat("assistant");
   tools.mutable_chat_options()->add_tools(R"({"type": "function"})");
   s = Generate(tools, &resp);

@@ -28,9 +28,13 @@ inline Daemon Spawn(const std::vector<std::string>& extra) {
   if (d.pid == 0) {
     ::dup2(fds[1], 1);
     ::close(fds[0]);
-    std::vector<std::string> args = {testing::BinaryPath("src/chorusd"), "--listen", "127.0.0.1:0",
-                                     "--model", testing::SourcePath("models/stories260K.gguf"),
-                                     "--metrics", "127.0.0.1:0"};
+    std::vector<std::string> args = {testing::BinaryPath("src/chorusd"),
+                                     "--listen",
+                                     "127.0.0.1:0",
+                                     "--model",
+                                     testing::SourcePath("models/stories260K.gguf"),
+                                     "--metrics",
+                                     "127.0.0.1:0"};
     args.insert(args.end(), extra.begin(), extra.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());

@@ -10,8 +10,8 @@
 #include <thread>
 
 #include "../test_util.h"
-#include "daemon.h"
 #include "chorus/v1/chorus.grpc.pb.h"
+#include "daemon.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace chorus {
@@ -34,7 +34,8 @@ health::HealthCheckResponse::ServingStatus Health(const std::shared_ptr<grpc::Ch
 TEST(DrainTest, SigtermDrainsInFlightRequestsAndExitsZero) {
   Daemon d = Spawn({});
   ASSERT_GT(d.port, 0);
-  auto ch = grpc::CreateChannel("127.0.0.1:" + std::to_string(d.port), grpc::InsecureChannelCredentials());
+  auto ch = grpc::CreateChannel("127.0.0.1:" + std::to_string(d.port),
+                                grpc::InsecureChannelCredentials());
   EXPECT_EQ(Health(ch), health::HealthCheckResponse::SERVING);
   auto stub = pb::Chorus::NewStub(ch);
 
@@ -77,8 +78,13 @@ TEST(DrainTest, SigtermDrainsInFlightRequestsAndExitsZero) {
 
 TEST(DrainTest, ABadModelFileExitsNonZeroWithAClearError) {
   const std::string junk = testing::TempPath("bad.gguf");
-  { FILE* f = std::fopen(junk.c_str(), "wb"); std::fputs("GGUF\x03\0\0\0 truncated", f); std::fclose(f); }
-  const std::string cmd = testing::BinaryPath("src/chorusd") + " --listen 127.0.0.1:0 --model " + junk + " 2>&1";
+  {
+    FILE* f = std::fopen(junk.c_str(), "wb");
+    std::fputs("GGUF\x03\0\0\0 truncated", f);
+    std::fclose(f);
+  }
+  const std::string cmd =
+      testing::BinaryPath("src/chorusd") + " --listen 127.0.0.1:0 --model " + junk + " 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
   char buf[512] = {0};
   const size_t n = std::fread(buf, 1, sizeof(buf) - 1, p);
@@ -93,7 +99,9 @@ TEST(DrainTest, AMissingCudaDeviceExitsNonZeroNamingIt) {
   const std::string cfg = testing::TempPath("cuda.pbtxt");
   {
     FILE* f = std::fopen(cfg.c_str(), "w");
-    std::fprintf(f, "listen_address: \"127.0.0.1:0\"\nmodel_path: \"%s\"\nbackend: \"cuda\"\ncuda_devices: 63\n",
+    std::fprintf(f,
+                 "listen_address: \"127.0.0.1:0\"\nmodel_path: \"%s\"\nbackend: "
+                 "\"cuda\"\ncuda_devices: 63\n",
                  testing::SourcePath("models/stories260K.gguf").c_str());
     std::fclose(f);
   }

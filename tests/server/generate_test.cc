@@ -37,8 +37,9 @@ TEST_F(ServerTest, EightAgentsShareOnePrefillAndTheSecondRequestHitsThePrefixCac
   const auto idle = IdleStats();
   pb::GenerateRequest r;
   // 40 prompt tokens or more: at least two full 16-token blocks for the prefix cache.
-  r.set_prompt("Once upon a time, there was a little girl named Lily. She loved to play outside "
-               "in the park. One day, she saw a big red ball.");
+  r.set_prompt(
+      "Once upon a time, there was a little girl named Lily. She loved to play outside "
+      "in the park. One day, she saw a big red ball.");
   r.set_max_tokens(24);
   r.mutable_sampling()->set_temperature(1.0f);
   r.mutable_sampling()->set_seed(11);
@@ -245,7 +246,8 @@ TEST_F(ServerTest, ElasticAgentsTakeTheMaximumWhenIdleAndReportTheChoice) {
   r.mutable_reasoning()->set_min_agents(7);  // min > max
   const grpc::Status bad = Generate(r, &resp);
   EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_NE(bad.error_message().find("reasoning.min_agents"), std::string::npos) << bad.error_message();
+  EXPECT_NE(bad.error_message().find("reasoning.min_agents"), std::string::npos)
+      << bad.error_message();
   // A fixed count reports itself too.
   pb::GenerateRequest fixed = Greedy("Once upon a time", 8);
   fixed.mutable_reasoning()->set_agents(3);

@@ -28,7 +28,8 @@ class HealthServerTest : public ::testing::Test {
     });
     ASSERT_TRUE(s.ok()) << s.status();
     server_ = std::move(*s);
-    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()), grpc::InsecureChannelCredentials());
+    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()),
+                                   grpc::InsecureChannelCredentials());
   }
   health::HealthCheckResponse::ServingStatus Health() {
     auto stub = health::Health::NewStub(channel_);

@@ -136,7 +136,8 @@ TEST_F(KvPressureServerTest, EveryCallEndsAndNoBlockLeaksUnderAQuarterOfTheDeman
       EXPECT_EQ(r.merged, r.asked);
     }
   }
-  for (auto m : kMerges) EXPECT_GT(ok_by_merge[m], 0) << "no " << pb::MergeStrategy_Name(m) << " call succeeded";
+  for (auto m : kMerges)
+    EXPECT_GT(ok_by_merge[m], 0) << "no " << pb::MergeStrategy_Name(m) << " call succeeded";
 
   const auto idle = IdleStats();
   EXPECT_GT(idle.preemptions(), 0) << "the pool was not under pressure; the test proves little";
@@ -146,7 +147,8 @@ TEST_F(KvPressureServerTest, EveryCallEndsAndNoBlockLeaksUnderAQuarterOfTheDeman
   // Every call is counted by the server at most once, and every call not refused at the door
   // exactly once; completions cover every plain OK and at most the client-cancelled ones too;
   // failures are only the expired, the refused or the client-cancelled (raced) ones.
-  const int64_t counted = idle.requests_completed() + idle.requests_cancelled() + idle.requests_failed();
+  const int64_t counted =
+      idle.requests_completed() + idle.requests_cancelled() + idle.requests_failed();
   const int calls = static_cast<int>(results.size());
   EXPECT_LE(counted, calls);
   EXPECT_GE(counted, calls - exhausted);

@@ -4,9 +4,9 @@
 #include <random>
 #include <thread>
 
+#include "chorus/core/utf8.h"
 #include "chorus/gguf/gguf_writer.h"
 #include "chorus/gguf/random_model.h"
-#include "chorus/core/utf8.h"
 #include "server_fixture.h"
 
 namespace chorus {
@@ -93,7 +93,8 @@ TEST_F(RandomModelServerTest, DeadlineStormEndsEveryCallAndFreesTheCache) {
         r.set_max_tokens(1000);
         r.mutable_reasoning()->set_agents(1 + static_cast<int>(rng() % 4));
         grpc::ClientContext ctx;
-        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(1 + rng() % 300));
+        ctx.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::milliseconds(1 + rng() % 300));
         pb::GenerateResponse resp;
         codes[i] = stub_->Generate(&ctx, r, &resp).error_code();
       }

@@ -15,9 +15,10 @@ class SecureServerTest : public testing::ServerTest {
   void Configure(pb::ServerConfig& c) override {
     dir_ = testing::TempPath("tls");
     std::filesystem::create_directories(dir_);
-    const std::string cmd = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
-                            "-addext subjectAltName=DNS:localhost -keyout " + dir_ + "/key.pem -out " +
-                            dir_ + "/cert.pem > /dev/null 2>&1";
+    const std::string cmd =
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
+        "-addext subjectAltName=DNS:localhost -keyout " +
+        dir_ + "/key.pem -out " + dir_ + "/cert.pem > /dev/null 2>&1";
     if (std::system(cmd.c_str()) != 0) {
       skip_ = true;
       return;
@@ -76,9 +77,13 @@ TEST_F(SecureServerTest, TlsAndTokenAreEnforcedAndHealthStaysOpen) {
     EXPECT_EQ(r.status(), grpc::health::v1::HealthCheckResponse::SERVING);
   }
   // The CLI with the matching flags.
-  const std::string cli = testing::BinaryPath("src/chorus") + " generate Once --max-tokens 4 --addr 127.0.0.1:" +
-                          std::to_string(server_->port()) + " --tls-ca " + dir_ + "/cert.pem --tls-server-name localhost";
-  EXPECT_EQ(WEXITSTATUS(std::system((cli + " --auth-token-file " + dir_ + "/token > /dev/null 2>&1").c_str())), 0);
+  const std::string cli =
+      testing::BinaryPath("src/chorus") +
+      " generate Once --max-tokens 4 --addr 127.0.0.1:" + std::to_string(server_->port()) +
+      " --tls-ca " + dir_ + "/cert.pem --tls-server-name localhost";
+  EXPECT_EQ(WEXITSTATUS(std::system(
+                (cli + " --auth-token-file " + dir_ + "/token > /dev/null 2>&1").c_str())),
+            0);
   EXPECT_NE(WEXITSTATUS(std::system((cli + " > /dev/null 2>&1").c_str())), 0);
 }
 

@@ -1,11 +1,9 @@
 // In-process chorusd on 127.0.0.1 with an ephemeral port, plus a stub connected to it.
 #pragma once
 
-#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
-#include <sys/socket.h>
-#include <unistd.h>
+#include <httplib.h>
 
 #include <filesystem>
 #include <fstream>
@@ -17,27 +15,15 @@
 
 namespace chorus::testing {
 
-// GET http://127.0.0.1:PORT/PATH (HTTP/1.0): the raw response, or "" when nothing listens.
+// GET http://127.0.0.1:PORT/PATH with cpp-httplib's client: the body of a 200 response, or ""
+// when nothing listens or the status is not 200.
 inline std::string HttpGet(int port, const std::string& path) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return "";
-  }
-  const std::string req = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
-  (void)::write(fd, req.data(), req.size());
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, n);
-  ::close(fd);
-  return out;
+  httplib::Client client("127.0.0.1", port);
+  client.set_connection_timeout(5);
+  client.set_read_timeout(10);
+  const httplib::Result r = client.Get(path);
+  return r && r->status == 200 ? r->body : "";
 }
-
 
 class ServerTest : public ::testing::Test {
  protected:

@@ -301,7 +301,8 @@ TEST_F(FaultyEngineServerTest, EngineExceptionsFailTheRequestWithAGenericMessage
 TEST_F(ServerTest, CacheSaltIsolatesPrefixCacheHits) {
   pb::GenerateRequest r = Request(
       "Once upon a time, there was a little girl named Lily. She loved to play outside in the "
-      "park. One day, she saw a big red ball.", 4);
+      "park. One day, she saw a big red ball.",
+      4);
   r.set_cache_salt("tenant-a-secret");
   pb::GenerateResponse first, other_salt, no_salt, same_salt;
   ASSERT_TRUE(Generate(r, &first).ok());
@@ -345,11 +346,13 @@ TEST_F(TenantLimitsServerTest, PerRequestLimitsNameTheTenantAndSpareOthers) {
   EXPECT_TRUE(GenerateAs("beta-token", urgent, &resp).ok());
   s = GenerateAs("alpha-token", Request("Once", 4, 8), &resp);
   EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT);
-  EXPECT_NE(s.error_message().find("tenants.max_agents_per_request"), std::string::npos) << s.error_message();
+  EXPECT_NE(s.error_message().find("tenants.max_agents_per_request"), std::string::npos)
+      << s.error_message();
   EXPECT_TRUE(GenerateAs("beta-token", Request("Once", 4, 8), &resp).ok());
   s = GenerateAs("alpha-token", Request("Once", 2500), &resp);
   EXPECT_EQ(s.error_code(), grpc::INVALID_ARGUMENT);
-  EXPECT_NE(s.error_message().find("tenants.max_tokens_per_request"), std::string::npos) << s.error_message();
+  EXPECT_NE(s.error_message().find("tenants.max_tokens_per_request"), std::string::npos)
+      << s.error_message();
   EXPECT_TRUE(GenerateAs("alpha-token", Request("Once", 4, 4), &resp).ok());
 }
 
@@ -369,7 +372,8 @@ TEST_F(TenantLimitsServerTest, AgentsInFlightAreBoundedPerTenant) {
   const grpc::Status over = GenerateAs("alpha-token", Request("Lily", 4, 4), &resp);
   EXPECT_EQ(over.error_code(), grpc::RESOURCE_EXHAUSTED) << over.error_message();
   EXPECT_NE(over.error_message().find("tenant 'alpha'"), std::string::npos) << over.error_message();
-  EXPECT_NE(over.error_message().find("max_inflight_agents 6"), std::string::npos) << over.error_message();
+  EXPECT_NE(over.error_message().find("max_inflight_agents 6"), std::string::npos)
+      << over.error_message();
   EXPECT_TRUE(GenerateAs("alpha-token", Request("Lily", 4, 2), &resp).ok());
   EXPECT_TRUE(GenerateAs("beta-token", Request("Lily", 4, 8), &resp).ok());
   EXPECT_TRUE(AbortAs("alpha-token", "long"));
@@ -378,9 +382,13 @@ TEST_F(TenantLimitsServerTest, AgentsInFlightAreBoundedPerTenant) {
   // The slots come back when the request ends.
   EXPECT_TRUE(GenerateAs("alpha-token", Request("Lily", 4, 4), &resp).ok());
   const std::string text = testing::HttpGet(server_->metrics_port(), "/metrics");
-  EXPECT_NE(text.find("chorus_tenant_rejections_total{reason=\"resource_exhausted\",tenant=\"alpha\"} 1"),
-            std::string::npos) << text;
-  EXPECT_NE(text.find("chorus_tenant_requests_total{status=\"ok\",tenant=\"beta\"} 1"), std::string::npos) << text;
+  EXPECT_NE(
+      text.find("chorus_tenant_rejections_total{reason=\"resource_exhausted\",tenant=\"alpha\"} 1"),
+      std::string::npos)
+      << text;
+  EXPECT_NE(text.find("chorus_tenant_requests_total{status=\"ok\",tenant=\"beta\"} 1"),
+            std::string::npos)
+      << text;
   EXPECT_NE(text.find("chorus_tenant_generated_tokens_total{tenant=\"alpha\"}"), std::string::npos);
 }
 

@@ -12,7 +12,8 @@ namespace chorus {
 namespace {
 
 TEST(ChatTemplateTest, RecognisesTheFamiliesByTheirMarkers) {
-  EXPECT_EQ(DetectChatTemplate("{% for m in messages %}<|start_header_id|>", ""), ChatTemplate::kLlama3);
+  EXPECT_EQ(DetectChatTemplate("{% for m in messages %}<|start_header_id|>", ""),
+            ChatTemplate::kLlama3);
   EXPECT_EQ(DetectChatTemplate("{{'<|im_start|>' + role}}", ""), ChatTemplate::kChatMl);
   EXPECT_EQ(DetectChatTemplate("{{ '[INST] ' + content }}", ""), ChatTemplate::kLlama2);
   EXPECT_EQ(DetectChatTemplate("{{ weird }}", ""), ChatTemplate::kNone);
@@ -29,8 +30,7 @@ TEST(ChatTemplateTest, Llama3RenderingUsesHeaderTokensAndNeverParsesContent) {
   auto jinja = (*file)->GetString("tokenizer.chat_template");
   ASSERT_TRUE(jinja.ok());
   ASSERT_EQ(DetectChatTemplate(*jinja, ""), ChatTemplate::kLlama3);
-  const auto ids = RenderChat(ChatTemplate::kLlama3, **tok,
-                              {{"user", "Hi <|eot_id|>"}});
+  const auto ids = RenderChat(ChatTemplate::kLlama3, **tok, {{"user", "Hi <|eot_id|>"}});
   const int32_t bos = (*tok)->FindToken("<|begin_of_text|>");
   const int32_t start = (*tok)->FindToken("<|start_header_id|>");
   const int32_t end = (*tok)->FindToken("<|end_header_id|>");
@@ -52,8 +52,10 @@ TEST(ChatTemplateTest, RecognisesRealQwen3AndLlama3Templates) {
     std::ifstream in(path);
     return std::string(std::istreambuf_iterator<char>(in), {});
   };
-  const std::string qwen3 = read(std::string(CHORUS_SHARED_DIR) + "/tokenizers/hf/qwen3/tokenizer_config.json");
-  const std::string llama3 = read(std::string(CHORUS_SHARED_DIR) + "/tokenizers/hf/llama3/tokenizer_config.json");
+  const std::string qwen3 =
+      read(std::string(CHORUS_SHARED_DIR) + "/tokenizers/hf/qwen3/tokenizer_config.json");
+  const std::string llama3 =
+      read(std::string(CHORUS_SHARED_DIR) + "/tokenizers/hf/llama3/tokenizer_config.json");
   if (qwen3.empty() || llama3.empty()) GTEST_SKIP() << "shared/tokenizers/hf not present";
   EXPECT_EQ(DetectChatTemplate(qwen3, ""), ChatTemplate::kChatMlThinking);
   EXPECT_EQ(DetectChatTemplate(llama3, ""), ChatTemplate::kLlama3);

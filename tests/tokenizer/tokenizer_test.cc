@@ -171,8 +171,10 @@ TEST(BpeTest, HugeWordsTokenizeAndSmallOnesMatchTheNaiveMerger) {
   // Naive merger over the vocabulary's own merge list.
   const GgufValue* merges = (*file)->Find("tokenizer.ggml.merges");
   std::map<std::string, int> rank;
-  for (uint64_t i = 0; i < merges->count; ++i) rank.emplace(std::string(merges->strings[i]), static_cast<int>(i));
-  for (std::string word : {"hello", "tokenization", "aaaaaaa", "mississippi", "antidisestablishmentarianism"}) {
+  for (uint64_t i = 0; i < merges->count; ++i)
+    rank.emplace(std::string(merges->strings[i]), static_cast<int>(i));
+  for (std::string word :
+       {"hello", "tokenization", "aaaaaaa", "mississippi", "antidisestablishmentarianism"}) {
     std::vector<std::string> s;
     for (char c : word) s.push_back(std::string(1, c));
     for (;;) {

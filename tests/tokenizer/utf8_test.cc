@@ -16,7 +16,10 @@ TEST(Utf8StreamTest, HoldsBackIncompleteSequences) {
 
 TEST(Utf8StreamTest, InvalidBytesBecomeReplacementCharacter) {
   Utf8Stream s;
-  EXPECT_EQ(s.Push("a\xff" "b"), "a\xef\xbf\xbd" "b");
+  EXPECT_EQ(s.Push("a\xff"
+                   "b"),
+            "a\xef\xbf\xbd"
+            "b");
   EXPECT_EQ(s.Push("\xe2\x82"), "");
   EXPECT_EQ(s.Push("x"), "\xef\xbf\xbdx");  // a lead byte cut short by ASCII
   EXPECT_EQ(s.Push("\xf0\x9f"), "");

@@ -31,7 +31,7 @@ std::string Stories() { return testing::SourcePath("models/stories260K.gguf"); }
 
 TEST(ChorusRunTest, ReproducesThePublishedStories260KGreedyText) {
   const Result r = Shell(RunBin() + " --model " + Stories() +
-                       " --prompt '' --max-tokens 256 --temperature 0 2>/dev/null");
+                         " --prompt '' --max-tokens 256 --temperature 0 2>/dev/null");
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_EQ(r.out, std::string(testing::kPublishedGreedy) + "\n");  // plus the final newline
 }
@@ -51,7 +51,8 @@ TEST(ChorusRunTest, TokenizeReadsStdinVerbatim) {
   // run.c rules: dummy prefix, "Hello" -> pieces of the 512-token vocabulary; a trailing newline
   // is part of the input (no stripping), so the two outputs differ.
   const Result a = Shell("printf 'Lily' | " + RunBin() + " --model " + Stories() + " --tokenize");
-  const Result b = Shell("printf 'Lily\\n' | " + RunBin() + " --model " + Stories() + " --tokenize");
+  const Result b =
+      Shell("printf 'Lily\\n' | " + RunBin() + " --model " + Stories() + " --tokenize");
   EXPECT_EQ(a.exit_code, 0);
   EXPECT_FALSE(a.out.empty());
   EXPECT_NE(a.out, b.out);
@@ -61,21 +62,25 @@ TEST(ChorusRunTest, TokenizeReadsStdinVerbatim) {
 TEST(ChorusRunTest, TokenizeWorksOnVocabularyOnlyFiles) {
   const std::string vocab = testing::SharedPath("tokenizers/gpt-2.gguf");
   if (!testing::Exists(vocab)) GTEST_SKIP() << "shared fixtures absent";
-  const Result r = Shell("printf 'Hello world' | " + RunBin() + " --model " + vocab + " --tokenize");
+  const Result r =
+      Shell("printf 'Hello world' | " + RunBin() + " --model " + vocab + " --tokenize");
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_EQ(r.out, "15496 995\n");  // GPT-2's ids for "Hello", " world"
 }
 
 TEST(ChorusRunTest, BadInputsExitNonZeroWithOneLine) {
   const std::string junk = testing::TempPath("junk.gguf");
-  { FILE* f = std::fopen(junk.c_str(), "wb"); std::fputs("GGUF but not really", f); std::fclose(f); }
+  {
+    FILE* f = std::fopen(junk.c_str(), "wb");
+    std::fputs("GGUF but not really", f);
+    std::fclose(f);
+  }
   for (const std::string& args :
        {" --model " + junk + " --prompt hi", std::string(" --model /nonexistent.gguf --prompt hi"),
         " --model " + Stories() + " --prompt hi --max-tokens -3",
         " --model " + Stories() + " --prompt hi --temperature abc",
         " --model " + Stories() + " --prompt hi --bogus 1",
-        " --model " + Stories() + " --prompt hi --max-tokens 5000",
-        std::string(" --prompt hi")}) {
+        " --model " + Stories() + " --prompt hi --max-tokens 5000", std::string(" --prompt hi")}) {
     const Result r = Shell(RunBin() + args + " 2>&1 >/dev/null");
     EXPECT_NE(r.exit_code, 0) << args;
     EXPECT_EQ(r.out.find("chorus-run: "), 0u) << args << ": " << r.out;
@@ -88,11 +93,13 @@ TEST(ChorusMkmodelTest, WritesDeterministicModelsThatRun) {
   const std::string a = testing::TempPath("a.gguf"), b = testing::TempPath("b.gguf");
   const std::string mk = testing::BinaryPath("src/tools/chorus-mkmodel") +
                          " --arch qwen2 --dim 64 --layers 2 --heads 4 --kv-heads 2 --ffn 64"
-                         " --type q8_0 --seed 5 --vocab-from " + Stories() + " --out ";
+                         " --type q8_0 --seed 5 --vocab-from " +
+                         Stories() + " --out ";
   ASSERT_EQ(Shell(mk + a).exit_code, 0);
   ASSERT_EQ(Shell(mk + b).exit_code, 0);
   EXPECT_EQ(testing::ReadFile(a), testing::ReadFile(b));
-  const Result r = Shell(RunBin() + " --model " + a + " --prompt 'Once' --max-tokens 8 --temperature 0 2>/dev/null");
+  const Result r = Shell(RunBin() + " --model " + a +
+                         " --prompt 'Once' --max-tokens 8 --temperature 0 2>/dev/null");
   EXPECT_EQ(r.exit_code, 0);
   std::remove(a.c_str());
   std::remove(b.c_str());

@@ -61,7 +61,7 @@ struct GenerateInput {
   uint64_t seed = 0;
   int64_t agents = 0;
   int64_t min_agents = 0, max_agents = 0;  // elastic range (max_agents > 0)
-  int merge = 0;  // chorus.v1.MergeStrategy value
+  int merge = 0;                           // chorus.v1.MergeStrategy value
   std::string answer_regex;
   float temperature_spread = 0;
   bool return_drafts = false;

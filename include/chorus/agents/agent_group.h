@@ -1,8 +1,8 @@
-// The N agents of a request: the fork after the shared prefill, per-token updates (sampling, stop strings, limits, streaming deltas that
-// never split UTF-8 or leak a stop string's prefix), early stops (FIRST, vote consensus, low
-// confidence) and the final merge. Agents decide what happens to a draft; the scheduler carries
-// out what that means for KV blocks (block tables at the fork, frees at the finish). Engine
-// thread only.
+// The N agents of a request: the fork after the shared prefill, per-token updates (sampling, stop
+// strings, limits, streaming deltas that never split UTF-8 or leak a stop string's prefix), early
+// stops (FIRST, vote consensus, low confidence) and the final merge. Agents decide what happens to
+// a draft; the scheduler carries out what that means for KV blocks (block tables at the fork, frees
+// at the finish). Engine thread only.
 #pragma once
 
 #include "chorus/core/clock.h"

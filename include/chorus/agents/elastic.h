@@ -17,16 +17,17 @@ struct ElasticRequest {
 };
 
 struct ElasticLoad {
-  int running_agents = 0;     // decoding now: rows every step carries
-  int queued_agents = 0;      // admitted, waiting: they will join the same steps
-  int max_running_agents = 1; // the scheduler's cap on rows
-  int free_kv_blocks = 0;     // free or evictable
+  int running_agents = 0;      // decoding now: rows every step carries
+  int queued_agents = 0;       // admitted, waiting: they will join the same steps
+  int max_running_agents = 1;  // the scheduler's cap on rows
+  int free_kv_blocks = 0;      // free or evictable
 };
 
 // The largest n in [min, max] such that the request's drafts fit: rows (running + queued + n)
 // within max_running_agents, n x blocks_per_agent within the free blocks, and prefill +
 // max_tokens steps of step_ms(rows) + the merge reserve within the budget. When not even
 // `min_agents` fits, `min_agents` (the budget then cuts drafting, as for a fixed count).
-int ChooseAgents(const ElasticRequest& req, const ElasticLoad& load, const std::function<double(int rows)>& step_ms);
+int ChooseAgents(const ElasticRequest& req, const ElasticLoad& load,
+                 const std::function<double(int rows)>& step_ms);
 
 }  // namespace chorus

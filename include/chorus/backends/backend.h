@@ -50,11 +50,11 @@ struct RopeConfig {
 // Where each token of a batch reads and writes its sequence's KV cache.
 struct AttentionLayout {
   int num_tokens = 0;
-  const int32_t* positions = nullptr;      // [num_tokens] host, position in its sequence
-  const int32_t* seq_of_token = nullptr;   // [num_tokens] host, index of its sequence
-  const int32_t* block_tables = nullptr;   // [num_seqs, max_blocks_per_seq] host
+  const int32_t* positions = nullptr;     // [num_tokens] host, position in its sequence
+  const int32_t* seq_of_token = nullptr;  // [num_tokens] host, index of its sequence
+  const int32_t* block_tables = nullptr;  // [num_seqs, max_blocks_per_seq] host
   int max_blocks_per_seq = 0;
-  int block_size = 0;                      // tokens per KV block
+  int block_size = 0;  // tokens per KV block
 };
 
 // Backend-owned memory; freed by its destructor.
@@ -73,7 +73,7 @@ class Backend {
 
   virtual absl::StatusOr<std::unique_ptr<BackendBuffer>> Alloc(size_t bytes) = 0;
   // Makes a GGUF tensor (2-D, or 1-D as one row) usable by ops. The CPU backend points into the
-  // file mapping, so `file` must outlive the backend's use of the weight.
+  // file mapping (`tensor.data`), so the GgufFile must outlive the backend's use of the weight.
   virtual absl::StatusOr<WeightTensor> LoadWeight(const GgufTensorInfo& tensor) = 0;
   virtual void CopyToBackend(const void* host, void* dst, size_t bytes) = 0;
   virtual void CopyToHost(const void* src, void* host, size_t bytes) = 0;

@@ -32,8 +32,8 @@ void QuantizeActivations(const float* x, int64_t n, ActBlockQ8* out);
 // out[j * out_stride + r] = dot(row r of w, x[j]) with integer block dots (w: Q8_0, Q4_0 or,
 // with AVX2, Q4_K / Q5_K / Q6_K (Int8Supported); xq: m rows of w.cols / 32 blocks).
 bool Int8Supported(GgmlType type);
-void MatMulRowsInt8(const WeightTensor& w, const ActBlockQ8* xq, int m, float* out, int64_t out_stride,
-                    int64_t row_begin, int64_t row_end);
+void MatMulRowsInt8(const WeightTensor& w, const ActBlockQ8* xq, int m, float* out,
+                    int64_t out_stride, int64_t row_begin, int64_t row_end);
 // Fast dequantization of one row (n values) of a supported type.
 void DequantizeRowFast(GgmlType type, const void* src, float* dst, int64_t n);
 }  // namespace cpu

@@ -9,6 +9,7 @@
 
 namespace chorus {
 
-absl::StatusOr<std::vector<std::unique_ptr<Communicator>>> CreateNcclCommunicators(const std::vector<int>& devices);
+absl::StatusOr<std::vector<std::unique_ptr<Communicator>>> CreateNcclCommunicators(
+    const std::vector<int>& devices);
 
 }  // namespace chorus

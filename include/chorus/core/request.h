@@ -21,7 +21,13 @@ class RE2;
 
 namespace chorus {
 
-enum class MergeStrategy { kVote = 1, kConfidence = 2, kBestLogprob = 3, kFirst = 4, kSynthesize = 5 };
+enum class MergeStrategy {
+  kVote = 1,
+  kConfidence = 2,
+  kBestLogprob = 3,
+  kFirst = 4,
+  kSynthesize = 5
+};
 
 enum class FinishReason {
   kNone = 0,
@@ -41,7 +47,7 @@ struct ReasoningParams {
   // Submit (agents/elastic.h); until then `agents` is max_agents (the admission bounds).
   int min_agents = 0, max_agents = 0;
   MergeStrategy merge = MergeStrategy::kVote;
-  std::string answer_regex;      // RE2; empty = default rule
+  std::string answer_regex;  // RE2; empty = default rule
   // answer_regex compiled once, at admission (null: the default rule). Shared, immutable.
   std::shared_ptr<const re2::RE2> answer_re;
   float temperature_spread = 0;  // agent temperatures spread around the base
@@ -82,9 +88,9 @@ struct DraftResult {
   double mean_logprob() const { return num_tokens > 0 ? sum_logprob / num_tokens : -1e9; }
   std::vector<float> logprobs;  // per token
   FinishReason finish = FinishReason::kNone;
-  double finish_ms = 0;  // when it finished (runtime clock)
-  std::string answer;    // filled by the vote
-  double confidence = 0; // filled by CONFIDENCE
+  double finish_ms = 0;   // when it finished (runtime clock)
+  std::string answer;     // filled by the vote
+  double confidence = 0;  // filled by CONFIDENCE
 };
 
 struct MergeInfo {

@@ -28,10 +28,10 @@
   CHORUS_ASSIGN_OR_RETURN_IMPL(CHORUS_STATUS_CONCAT(chorus_statusor_, __LINE__), lhs, expr)
 
 // Broken internal invariant (a bug, never bad input): print and abort.
-#define CHORUS_CHECK(cond)                                                              \
-  do {                                                                                  \
-    if (!(cond)) {                                                                      \
+#define CHORUS_CHECK(cond)                                                                 \
+  do {                                                                                     \
+    if (!(cond)) {                                                                         \
       std::fprintf(stderr, "%s:%d: CHORUS_CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                     \
-    }                                                                                   \
+      std::abort();                                                                        \
+    }                                                                                      \
   } while (0)

@@ -7,8 +7,8 @@
 #pragma once
 
 #include "absl/status/status.h"
-#include "chorus/sequence/step.h"
 #include "chorus/model/executor.h"
+#include "chorus/sequence/step.h"
 
 namespace chorus {
 

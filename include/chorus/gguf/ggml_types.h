@@ -1,6 +1,6 @@
 // Tensor element types as GGUF stores them (ggml's type ids), their block layouts, and the
 // reference (scalar) conversions: float <-> F16/BF16, quantize and dequantize Q8_0 / Q4_0 here,
-// and Q4_1 / Q5_0 / Q5_1 / Q2_K..Q6_K in src/model/quants.cc.
+// and Q4_1 / Q5_0 / Q5_1 / Q2_K..Q6_K in src/gguf/quants.cc and src/gguf/dequantize.cc.
 //
 // Block layouts (little-endian, packed; f16 = IEEE half; i < 16 unless said otherwise):
 //   Q8_0: { f16 d; int8 qs[32]; }            34 bytes / 32 values, x = d * qs[i]
@@ -163,9 +163,10 @@ int64_t QuantizeRow(GgmlType type, const float* src, void* dst, int64_t n);
 // Converts n values of `type` to floats (n a multiple of the block size).
 void DequantizeRow(GgmlType type, const void* src, float* dst, int64_t n);
 
-// The per-type reference kernels behind QuantizeRow / DequantizeRow (src/model/quants.cc); n is
-// a multiple of the type's block size, quantizers return the bytes written. The quantizers are
-// plain least-squares fits (no importance weights), fine for tests and random models.
+// The per-type reference kernels behind QuantizeRow / DequantizeRow (src/gguf/quants.cc and
+// src/gguf/dequantize.cc); n is a multiple of the type's block size, quantizers return the bytes
+// written. The quantizers are plain least-squares fits (no importance weights), fine for tests and
+// random models.
 namespace quants {
 void DequantizeQ4_1(const BlockQ4_1* src, float* dst, int64_t n);
 void DequantizeQ5_0(const BlockQ5_0* src, float* dst, int64_t n);

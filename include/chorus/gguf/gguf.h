@@ -85,7 +85,7 @@ class GgufFile {
   static absl::StatusOr<std::unique_ptr<GgufFile>> Open(const std::string& path);
   // Validates an in-memory image (copied; for tests and fuzzing).
   static absl::StatusOr<std::unique_ptr<GgufFile>> FromBytes(std::string_view bytes);
-  // A file assembled in memory (src/model/gguf_parts.cc): `metadata` is a GGUF image without
+  // A file assembled in memory (src/gguf/gguf_parts.cc): `metadata` is a GGUF image without
   // tensors, validated like any file; `tensors` point at data held elsewhere (name, type,
   // n_dims, ne and data are read; element and byte counts are recomputed with the same checks
   // as a file's). `keep_alive` owns that data for the file's lifetime. The Hugging Face
@@ -120,8 +120,8 @@ class GgufFile {
 
   const uint8_t* base_ = nullptr;
   uint64_t size_ = 0;
-  void* mapping_ = nullptr;  // mmap'd region, or null
-  std::string owned_;        // FromBytes copy
+  void* mapping_ = nullptr;                 // mmap'd region, or null
+  std::string owned_;                       // FromBytes copy
   std::shared_ptr<const void> keep_alive_;  // FromParts: owner of the tensor data
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;

@@ -47,8 +47,7 @@ class BlockManager {
   int32_t Lookup(uint64_t hash, const int32_t* tokens, int32_t parent, uint64_t salt);
   // Records that `block` (fully computed) holds `tokens` after `parent` (-1: the first block,
   // of a request with `salt`), found under `hash`. A hash already taken is left as it is.
-  void Publish(int32_t block, uint64_t hash, const int32_t* tokens, int32_t parent,
-               uint64_t salt);
+  void Publish(int32_t block, uint64_t hash, const int32_t* tokens, int32_t parent, uint64_t salt);
 
  private:
   const int block_size_;
@@ -58,11 +57,11 @@ class BlockManager {
   std::unordered_map<uint64_t, int32_t> by_hash_;
   std::vector<uint64_t> hash_of_;  // 0 = none
   // What a cached block holds, checked on every hit.
-  std::vector<int32_t> tokens_of_;   // [num_blocks, block_size] (prefix cache only)
-  std::vector<int32_t> parent_of_;   // previous block of its chain, -1 for the first
-  std::vector<uint64_t> parent_gen_; // the parent's generation when published (first: salt)
-  std::vector<uint64_t> gen_;        // bumped each time a block is handed out
-  std::list<int32_t> lru_;         // unreferenced cached blocks, oldest first
+  std::vector<int32_t> tokens_of_;    // [num_blocks, block_size] (prefix cache only)
+  std::vector<int32_t> parent_of_;    // previous block of its chain, -1 for the first
+  std::vector<uint64_t> parent_gen_;  // the parent's generation when published (first: salt)
+  std::vector<uint64_t> gen_;         // bumped each time a block is handed out
+  std::list<int32_t> lru_;            // unreferenced cached blocks, oldest first
   std::vector<std::list<int32_t>::iterator> lru_pos_;
   std::vector<bool> in_lru_;
 };

@@ -21,8 +21,8 @@ class Metrics : public RuntimeObserver {
   ~Metrics() override;
   int port() const;
   void OnStep(int rows, double ms) override;
-  void OnRequestEnd(std::string_view owner, std::string_view status, double queue_ms, double ttft_ms,
-                    double e2e_ms, int completion_tokens, bool budget_cut) override;
+  void OnRequestEnd(std::string_view owner, std::string_view status, double queue_ms,
+                    double ttft_ms, double e2e_ms, int completion_tokens, bool budget_cut) override;
   // A request of `owner` refused before it ran (admission, limits, auth): `reason` is the status
   // code's name ("resource_exhausted", "invalid_argument", ...).
   void OnRejected(std::string_view owner, std::string_view reason);

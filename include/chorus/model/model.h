@@ -1,7 +1,8 @@
 // A loaded model: the GGUF file (kept mapped), its hyperparameters, tokenizer and weights as
 // backend tensors. Every tensor the architecture needs is checked for presence, type support
 // and shape before the model is returned, and every tensor in the file must be one the model
-// uses (or on a short list known to be safe to ignore): an unknown tensor is refused by name. Immutable after Load; the backend must outlive it.
+// uses (or on a short list known to be safe to ignore): an unknown tensor is refused by name.
+// Immutable after Load; the backend must outlive it.
 #pragma once
 
 #include <memory>
@@ -17,14 +18,14 @@
 namespace chorus {
 
 struct LayerWeights {
-  WeightTensor attn_norm;   // [dim]
-  WeightTensor wq, wk, wv;  // [q_dim, dim], [kv_dim, dim], [kv_dim, dim]
-  WeightTensor bq, bk, bv;  // qwen2 only: [q_dim], [kv_dim], [kv_dim]
+  WeightTensor attn_norm;       // [dim]
+  WeightTensor wq, wk, wv;      // [q_dim, dim], [kv_dim, dim], [kv_dim, dim]
+  WeightTensor bq, bk, bv;      // qwen2 only: [q_dim], [kv_dim], [kv_dim]
   WeightTensor q_norm, k_norm;  // qwen3 only: [head_dim] each, RMSNorm per head before RoPE
-  WeightTensor wo;          // [dim, q_dim]
-  WeightTensor ffn_norm;    // [dim]
-  WeightTensor gate, up;    // [ffn, dim]
-  WeightTensor down;        // [dim, ffn]
+  WeightTensor wo;              // [dim, q_dim]
+  WeightTensor ffn_norm;        // [dim]
+  WeightTensor gate, up;        // [ffn, dim]
+  WeightTensor down;            // [dim, ffn]
 };
 
 struct ModelWeights {

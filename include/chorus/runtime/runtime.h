@@ -103,7 +103,8 @@ class Runtime {
                 std::string_view log_detail = {});
   absl::Status CapacityLocked(int agents) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Elastic agents: sets params.reasoning.agents from the budget and the live load.
-  void ChooseElasticAgentsLocked(GenerateParams& params, double now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ChooseElasticAgentsLocked(GenerateParams& params, double now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ApplyStep(const StepPlan& plan, const StepOutput& out);
   void PublishStats();
 

@@ -18,8 +18,8 @@
 
 #include <vector>
 
-#include "chorus/sequence/step.h"
 #include "chorus/kv_cache/block_manager.h"
+#include "chorus/sequence/step.h"
 
 namespace chorus {
 

@@ -82,8 +82,8 @@ class Tokenizer {
   std::vector<TokenType> types_;
   std::unordered_map<std::string, int32_t> token_to_id_;
   std::unordered_map<std::string, int32_t> merge_rank_;  // "left right" -> rank
-  std::vector<int32_t> special_ids_;                      // control/user-defined, longest first
-  std::vector<int32_t> user_defined_ids_;                 // user-defined only, longest first
+  std::vector<int32_t> special_ids_;                     // control/user-defined, longest first
+  std::vector<int32_t> user_defined_ids_;                // user-defined only, longest first
   std::vector<int32_t> eog_ids_;
   int32_t bos_id_ = -1, eos_id_ = -1, unk_id_ = -1;
   int32_t byte_ids_[256];

@@ -14,8 +14,8 @@ namespace {
 
 // Angle per position of rotary pair i (backend.h: RopeConfig).
 float RopeFrequency(const RopeConfig& r, int i) {
-  float f = 1.0f / std::pow(r.freq_base,
-                            static_cast<float>(2 * i) / static_cast<float>(r.rope_dim));
+  float f =
+      1.0f / std::pow(r.freq_base, static_cast<float>(2 * i) / static_cast<float>(r.rope_dim));
   if (r.freq_scale != 1.0f) f *= r.freq_scale;
   if (r.freq_factors != nullptr) f /= r.freq_factors[i];
   return f;

@@ -34,8 +34,8 @@ float DotF32(const float* a, const float* b, int64_t n) {
 #if defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
 // 8 unsigned bytes (as int32 lanes) times d minus mn.
 static inline void Store8(float* o, __m256i q, float d, float mn) {
-  _mm256_storeu_ps(o, _mm256_fmsub_ps(_mm256_cvtepi32_ps(q), _mm256_set1_ps(d),
-                                      _mm256_set1_ps(mn)));
+  _mm256_storeu_ps(o,
+                   _mm256_fmsub_ps(_mm256_cvtepi32_ps(q), _mm256_set1_ps(d), _mm256_set1_ps(mn)));
 }
 
 // Q4_K / Q5_K super-blocks: per 64 values, 32 bytes of nibbles (low: sub-block 2c, high: 2c+1),
@@ -63,8 +63,8 @@ static void DequantizeQ45K(GgmlType type, const uint8_t* src, float* dst, int64_
         __m256i lo = _mm256_and_si256(raw, _mm256_set1_epi32(0xf));
         __m256i hi = _mm256_srli_epi32(raw, 4);
         if (five) {
-          const __m256i h = _mm256_cvtepu8_epi32(
-              _mm_loadl_epi64(reinterpret_cast<const __m128i*>(qh + l)));
+          const __m256i h =
+              _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qh + l)));
           const __m256i one = _mm256_set1_epi32(1);
           lo = _mm256_or_si256(
               lo, _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(h, 2 * c), one), 4));
@@ -119,8 +119,8 @@ static void DequantizeQ6K(const uint8_t* src, float* dst, int64_t n) {
 static void DequantizeF16Fast(const uint16_t* in, float* dst, int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(
-                                  reinterpret_cast<const __m128i*>(in + i))));
+    _mm256_storeu_ps(dst + i,
+                     _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i))));
   }
   for (; i < n; ++i) dst[i] = HalfToFloat(in[i]);
 }
@@ -128,8 +128,8 @@ static void DequantizeF16Fast(const uint16_t* in, float* dst, int64_t n) {
 static void DequantizeBf16Fast(const uint16_t* in, float* dst, int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(
-        reinterpret_cast<const __m128i*>(in + i)));
+    const __m256i v =
+        _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i)));
     _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
   }
   for (; i < n; ++i) dst[i] = Bf16ToFloat(in[i]);
@@ -246,10 +246,18 @@ template <int R>
 static void MicroKernelRows(const float* const* w, const float* const* x, int nt, int64_t n,
                             float* res) {
   switch (nt) {
-    case 1: MicroKernel<R, 1>(w, x, n, res); break;
-    case 2: MicroKernel<R, 2>(w, x, n, res); break;
-    case 3: MicroKernel<R, 3>(w, x, n, res); break;
-    default: MicroKernel<R, 4>(w, x, n, res); break;
+    case 1:
+      MicroKernel<R, 1>(w, x, n, res);
+      break;
+    case 2:
+      MicroKernel<R, 2>(w, x, n, res);
+      break;
+    case 3:
+      MicroKernel<R, 3>(w, x, n, res);
+      break;
+    default:
+      MicroKernel<R, 4>(w, x, n, res);
+      break;
   }
 }
 

@@ -1,6 +1,8 @@
 // CUDA implementation of the Backend interface (see include/chorus/backends/cuda_backend.h):
 // the backend's lifetime, device memory, copies, errors, scratch areas and graph capture. The
 // other parts are listed in cuda_backend_internal.h.
+#include "chorus/backends/cuda_backend.h"
+
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -8,7 +10,6 @@
 #include <cstddef>
 #include <memory>
 
-#include "chorus/backends/cuda_backend.h"
 #include "chorus/backends/device_plan.h"
 #include "chorus/core/str_cat.h"
 #include "cuda_backend_internal.h"
@@ -34,8 +35,8 @@ class DeviceBuffer : public BackendBuffer {
 
 }  // namespace
 
-CudaBackend::CudaBackend(int device, cudaStream_t stream, cublasHandle_t blas,
-                         void* blas_workspace, const CudaBackendOptions& options)
+CudaBackend::CudaBackend(int device, cudaStream_t stream, cublasHandle_t blas, void* blas_workspace,
+                         const CudaBackendOptions& options)
     : device_(device),
       stream_(stream),
       blas_(blas),
@@ -80,8 +81,7 @@ absl::StatusOr<WeightTensor> CudaBackend::LoadWeight(const GgufTensorInfo& t) {
   auto traits = GetTypeTraits(static_cast<uint32_t>(t.type));
   if (!traits || !traits->supported || t.n_dims > 2 ||
       k::BlockBytes(static_cast<int>(t.type)) == 0) {
-    return absl::FailedPreconditionError(StrCat("tensor '", t.name, "' has type ",
-                                                TypeName(t.type),
+    return absl::FailedPreconditionError(StrCat("tensor '", t.name, "' has type ", TypeName(t.type),
                                                 " or shape the cuda backend does not support"));
   }
   void* p = nullptr;

@@ -114,8 +114,7 @@ class CudaBackend : public Backend, public GraphDriver {
 
   // Ops (cuda_ops.cc).
   void Embed(const WeightTensor& table, const int32_t* tokens, int n, float* out) override;
-  void RmsNorm(const float* x, const WeightTensor& w, int n, int d, float eps,
-               float* out) override;
+  void RmsNorm(const float* x, const WeightTensor& w, int n, int d, float eps, float* out) override;
   void MatMul(const WeightTensor& w, const float* x, int n, float* out) override;
   void AddBias(float* x, const WeightTensor& bias, int n) override;
   void Rope(float* x, const int32_t* positions, int n, int heads, int head_dim,

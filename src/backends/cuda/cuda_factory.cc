@@ -62,9 +62,8 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(int device,
   const int count = CudaDeviceCount();
   if (device < 0 || device >= count) {
     const std::string why = CudaDeviceStatus();
-    return absl::FailedPreconditionError(StrCat("cuda: device ", device, " not available (",
-                                                count, " devices", why.empty() ? "" : "; ", why,
-                                                ")"));
+    return absl::FailedPreconditionError(StrCat("cuda: device ", device, " not available (", count,
+                                                " devices", why.empty() ? "" : "; ", why, ")"));
   }
   if (cudaSetDevice(device) != cudaSuccess) {
     cudaGetLastError();

@@ -85,8 +85,8 @@ void CudaBackend::Gemm(const WeightTensor& w, const float* x, int n, float* out)
     if (deq != nullptr) Check(k::DequantizeToHalf(dw, deq, stream_));
     const cudaDataType t = bf16 ? CUDA_R_16BF : CUDA_R_16F;
     const float one = 1.0f, zero = 0.0f;
-    Check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, kk, &one, a, t, kk, act, t, kk,
-                       &zero, out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    Check(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, kk, &one, a, t, kk, act, t, kk, &zero,
+                       out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   });
 }
 

@@ -112,8 +112,8 @@ const int32_t* CudaBackend::Device(const int32_t* host, const int32_t* cached_ho
   if (host == cached_host && cached_dev != nullptr) return cached_dev;
   Flush();
   if (!Grow(extra_, static_cast<size_t>(n) * 4)) return nullptr;
-  Check(cudaMemcpyAsync(extra_.p, host, static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice,
-                        stream_));
+  Check(
+      cudaMemcpyAsync(extra_.p, host, static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice, stream_));
   Check(cudaStreamSynchronize(stream_));
   return static_cast<const int32_t*>(extra_.p);
 }

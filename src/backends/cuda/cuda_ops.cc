@@ -58,8 +58,7 @@ void CudaBackend::MatMul(const WeightTensor& w, const float* x, int n, float* ou
 void CudaBackend::AddBias(float* x, const WeightTensor& bias, int n) {
   const auto* b = static_cast<const float*>(bias.data);
   const int d = static_cast<int>(bias.cols);
-  PushOp({kOpBias, W(x), W(b), W(n), W(d)},
-         [=, this] { Check(k::AddBias(x, b, n, d, stream_)); });
+  PushOp({kOpBias, W(x), W(b), W(n), W(d)}, [=, this] { Check(k::AddBias(x, b, n, d, stream_)); });
 }
 
 void CudaBackend::Rope(float* x, const int32_t* positions, int n, int heads, int head_dim,
@@ -89,10 +88,26 @@ void CudaBackend::KvWrite(const float* kk, const float* v, const AttentionLayout
     // RoPE of Q and K, then K and V into the cache: one kernel per step and layer.
     staged_rope_ = {};
     const k::RopeArgs rope = Dev(r.rope);
-    PushOp({kOpRopeKvWrite, W(r.a), W(r.heads), W(r.b), W(r.heads_b), W(v), W(l.positions),
-            W(l.block_tables), W(l.max_blocks_per_seq), W(l.block_size), W(l.num_tokens),
-            W(r.head_dim), W(r.rope.rope_dim), W(r.rope.freq_base), W(r.rope.freq_scale),
-            W(r.rope.freq_factors), W(r.rope.halves), W(half), W(k_cache), W(v_cache)},
+    PushOp({kOpRopeKvWrite,
+            W(r.a),
+            W(r.heads),
+            W(r.b),
+            W(r.heads_b),
+            W(v),
+            W(l.positions),
+            W(l.block_tables),
+            W(l.max_blocks_per_seq),
+            W(l.block_size),
+            W(l.num_tokens),
+            W(r.head_dim),
+            W(r.rope.rope_dim),
+            W(r.rope.freq_base),
+            W(r.rope.freq_scale),
+            W(r.rope.freq_factors),
+            W(r.rope.halves),
+            W(half),
+            W(k_cache),
+            W(v_cache)},
            [=, this] {
              Check(k::RopeKvWrite(r.a, r.heads, r.b, r.heads_b, v, l, r.head_dim, rope, half,
                                   k_cache, v_cache, stream_));
@@ -121,13 +136,30 @@ void CudaBackend::Attention(const float* q, const float* k_cache, const float* v
   auto* scratch = static_cast<float*>(attn_.p);
   const k::DeviceLayout l = layout_;
   const bool half = options_.kv_f16;
-  PushOp({kOpAttention, W(q), W(k_cache), W(v_cache), W(half), W(l.positions), W(l.block_tables),
-          W(l.max_blocks_per_seq), W(l.block_size), W(l.num_tokens), W(tiles), W(num_tiles),
-          W(rows), W(num_rows), W(heads), W(kv_heads), W(head_dim), W(scale), W(splits),
-          W(scratch), W(out)},
+  PushOp({kOpAttention,
+          W(q),
+          W(k_cache),
+          W(v_cache),
+          W(half),
+          W(l.positions),
+          W(l.block_tables),
+          W(l.max_blocks_per_seq),
+          W(l.block_size),
+          W(l.num_tokens),
+          W(tiles),
+          W(num_tiles),
+          W(rows),
+          W(num_rows),
+          W(heads),
+          W(kv_heads),
+          W(head_dim),
+          W(scale),
+          W(splits),
+          W(scratch),
+          W(out)},
          [=, this] {
-           Check(k::TiledAttention(q, k_cache, v_cache, half, l, tiles, num_tiles, heads,
-                                   kv_heads, head_dim, scale, out, stream_));
+           Check(k::TiledAttention(q, k_cache, v_cache, half, l, tiles, num_tiles, heads, kv_heads,
+                                   head_dim, scale, out, stream_));
            Check(k::Attention(q, k_cache, v_cache, half, l, rows, num_rows, heads, kv_heads,
                               head_dim, scale, splits, scratch, out, stream_));
          });
@@ -179,8 +211,8 @@ void CudaBackend::PushStaged() {
                 W(r.head_dim), W(r.rope.rope_dim), W(r.rope.freq_base), W(r.rope.freq_scale),
                 W(r.rope.freq_factors), W(r.rope.halves)},
                [=, this] {
-                 Check(k::RopePair(r.a, r.heads, r.b, r.heads_b, r.positions, r.n, r.head_dim,
-                                   rope, stream_));
+                 Check(k::RopePair(r.a, r.heads, r.b, r.heads_b, r.positions, r.n, r.head_dim, rope,
+                                   stream_));
                });
   }
   PushStagedGemv();
@@ -201,9 +233,9 @@ void CudaBackend::PushStagedGemv() {
   float* const out[kMaxFusedGemvs] = {g.out[0], g.out[1], g.out[2]};
   const int count = g.count, n = g.n;
   const float* x = g.x;
-  tape_.Push({kOpGemv, W(count), W(x), W(n), words[0], words[1], words[2], words[3], words[4],
-              words[5]},
-             [=, this] { Check(k::GemvGroup(w, out, count, x, n, stream_)); });
+  tape_.Push(
+      {kOpGemv, W(count), W(x), W(n), words[0], words[1], words[2], words[3], words[4], words[5]},
+      [=, this] { Check(k::GemvGroup(w, out, count, x, n, stream_)); });
 }
 
 }  // namespace chorus::cuda_internal

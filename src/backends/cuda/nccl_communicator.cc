@@ -4,8 +4,9 @@
 #include "chorus/backends/nccl_communicator.h"
 
 #include <cuda_runtime.h>
-#include <atomic>
 #include <nccl.h>
+
+#include <atomic>
 
 #include "chorus/core/str_cat.h"
 
@@ -34,8 +35,10 @@ class NcclCommunicator : public Communicator {
   absl::Status AllReduceSum(float* data, int64_t count) override {
     if (aborted_) return absl::AbortedError("nccl: the tensor-parallel group was aborted");
     cudaSetDevice(device_);
-    const ncclResult_t r = ncclAllReduce(data, data, static_cast<size_t>(count), ncclFloat, ncclSum, comm_, stream_);
-    if (r != ncclSuccess) return absl::InternalError(StrCat("nccl: all-reduce failed: ", ncclGetErrorString(r)));
+    const ncclResult_t r =
+        ncclAllReduce(data, data, static_cast<size_t>(count), ncclFloat, ncclSum, comm_, stream_);
+    if (r != ncclSuccess)
+      return absl::InternalError(StrCat("nccl: all-reduce failed: ", ncclGetErrorString(r)));
     const cudaError_t e = cudaStreamSynchronize(stream_);
     if (e != cudaSuccess) return absl::InternalError(StrCat("cuda: ", cudaGetErrorString(e)));
     return absl::OkStatus();
@@ -50,13 +53,15 @@ class NcclCommunicator : public Communicator {
 
 }  // namespace
 
-absl::StatusOr<std::vector<std::unique_ptr<Communicator>>> CreateNcclCommunicators(const std::vector<int>& devices) {
+absl::StatusOr<std::vector<std::unique_ptr<Communicator>>> CreateNcclCommunicators(
+    const std::vector<int>& devices) {
   const int world = static_cast<int>(devices.size());
   if (world < 1) return absl::InvalidArgumentError("nccl: no devices given");
   std::vector<ncclComm_t> comms(world);
   const ncclResult_t r = ncclCommInitAll(comms.data(), world, devices.data());
   if (r != ncclSuccess) {
-    return absl::FailedPreconditionError(StrCat("nccl: cannot initialize ", world, " ranks: ", ncclGetErrorString(r)));
+    return absl::FailedPreconditionError(
+        StrCat("nccl: cannot initialize ", world, " ranks: ", ncclGetErrorString(r)));
   }
   std::vector<std::unique_ptr<Communicator>> out;
   for (int i = 0; i < world; ++i) {
