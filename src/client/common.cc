@@ -10,9 +10,14 @@
 namespace chorus::client {
 namespace pb = chorus::v1;
 
-static bool ReadFile(const std::string& path, std::string* out) {
+// A secret file (core/secret_file.h); false with *error naming the flag and why.
+static bool ReadFile(const std::string& flag, const std::string& path, std::string* out,
+                     std::string* error) {
   auto data = ReadSecretFile(path);
-  if (!data.ok()) return false;
+  if (!data.ok()) {
+    *error = "--" + flag + ": " + std::string(data.status().message());
+    return false;
+  }
   *out = std::move(*data);
   return true;
 }
@@ -32,8 +37,8 @@ bool Connect(const tools::Flags& flags, Connection* out, std::string* error) {
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   if (flags.Has("tls") || flags.Has("tls-ca")) {
     grpc::SslCredentialsOptions ssl;
-    if (flags.Has("tls-ca") && !ReadFile(flags.Get("tls-ca"), &ssl.pem_root_certs)) {
-      *error = "--tls-ca: cannot read " + flags.Get("tls-ca");
+    if (flags.Has("tls-ca") &&
+        !ReadFile("tls-ca", flags.Get("tls-ca"), &ssl.pem_root_certs, error)) {
       return false;
     }
     creds = grpc::SslCredentials(ssl);
@@ -41,8 +46,7 @@ bool Connect(const tools::Flags& flags, Connection* out, std::string* error) {
   }
   if (flags.Has("auth-token-file")) {
     std::string token;
-    if (!ReadFile(flags.Get("auth-token-file"), &token)) {
-      *error = "--auth-token-file: cannot read " + flags.Get("auth-token-file");
+    if (!ReadFile("auth-token-file", flags.Get("auth-token-file"), &token, error)) {
       return false;
     }
     while (!token.empty() &&

@@ -27,6 +27,7 @@ constexpr char kUsage[] =
     "                   [--top-k K] [--seed S] [--stop STR] [--timeout-ms MS] [--retries N] "
     "[--drafts] [--json]\n"
     "  stream PROMPT    same options; prints tokens as they arrive, tagged [agent]\n"
+    "                   (a PROMPT that starts with '-' goes after --)\n"
     "  health           exit 0 only when the server reports SERVING\n"
     "  models, stats    print the server's model and counters\n"
     "  bench            load generator; see chorus bench --help\n"

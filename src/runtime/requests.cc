@@ -213,6 +213,9 @@ void Runtime::CheckGroups(double now) {
   const double next_step_ms = predictor_.PredictMs(std::max(1, next_rows));
   for (RequestGroup* g : all) {
     try {
+      // Finished drafts give their blocks back before the stats are published (the elastic
+      // choice reads free blocks from them); the scheduler does it.
+      scheduler_.ReleaseFinished(g);
       CheckGroup(g, now, next_step_ms);
     } catch (const std::exception& e) {  // this request fails, the others go on
       Fail(g, FromException(e, "request bookkeeping"));
@@ -280,8 +283,10 @@ bool Runtime::MaybeStartSynthesis(RequestGroup* g, double now) {
   g->synth_decided = true;
   std::vector<int32_t> prompt = SynthesisPrompt(*g, ctx_);
   if (prompt.empty()) return false;  // no drafts, or no room in the context: VOTE
-  // Only if the whole pass (its prompt and max_tokens) fits the KV blocks free now: a pass
-  // larger than the cache would preempt everything and never be re-admitted.
+  // Only if the whole pass (its prompt and max_tokens) fits the KV blocks free now (the drafts'
+  // own blocks released first): a pass larger than the cache would preempt everything and
+  // never be re-admitted.
+  scheduler_.ReleaseFinished(g);
   const int64_t bs = blocks_.block_size();
   const int64_t pass_blocks =
       (static_cast<int64_t>(prompt.size()) + g->params.max_tokens + bs - 1) / bs + 1;

@@ -120,6 +120,14 @@ void Scheduler::ReleaseFinished(RequestGroup* g) {
     for (int32_t b : a.block_table) blocks_->Unref(b);
     a.block_table.clear();
   }
+  if (g->fork_pending && LiveAgents(*g) == 0) {  // nobody left to hand the prompt to
+    PublishPrompt(g);
+    for (int32_t b : g->prompt_table) blocks_->Unref(b);
+    for (int32_t b : g->fork_blocks) blocks_->Unref(b);
+    g->prompt_table.clear();
+    g->fork_blocks.clear();
+    g->fork_pending = false;
+  }
 }
 
 void Scheduler::Remove(RequestGroup* g) {

@@ -20,7 +20,8 @@ class BlockOwnershipTest : public ::testing::Test {
   // A group of `agents` agents whose prompt is `prompt_len` tokens (distinct per `seed`).
   RequestGroup* Add(int prompt_len, int agents, int seed = 1) {
     GenerateParams p;
-    p.request_id = "r" + std::to_string(groups_.size());
+    p.request_id = "r";
+    p.request_id += std::to_string(groups_.size());
     for (int i = 0; i < prompt_len; ++i) p.prompt_tokens.push_back(seed * 100 + i);
     p.reasoning.agents = agents;
     p.max_tokens = 8;
@@ -149,6 +150,37 @@ TEST_F(BlockOwnershipTest, APreemptedForkDropsItsPlannedCopies) {
   StepPlan plan = scheduler_.Schedule();
   EXPECT_EQ(plan.block_copies.size(), 5u);
   scheduler_.Remove(big);
+  EXPECT_EQ(TotalRefs(), 0);
+}
+
+// Preemption inside Schedule() (GrowAgentTables) of a group forked in the same call: its planned
+// copies go with it, so the engine never writes into blocks the group no longer holds.
+TEST_F(BlockOwnershipTest, AGroupPreemptedRightAfterItsForkLeavesNoCopyInThePlan) {
+  RequestGroup* low = Add(10, 3, /*seed=*/1);  // 3 prompt blocks + 2 fork copies
+  RequestGroup* high = Add(8, 1, /*seed=*/2);  // 2 full prompt blocks, nothing to copy
+  high->params.priority = 5;
+  Apply(scheduler_.Schedule());  // both prefilled and forked (fork_pending)
+  ASSERT_TRUE(low->fork_pending);
+  ASSERT_TRUE(high->fork_pending);
+  // The high-priority agent needs 30 blocks: only preempting `low` frees enough.
+  auto& tokens = high->agents[0].tokens;
+  while (tokens.size() < 120) tokens.push_back(7);
+  const StepPlan plan = scheduler_.Schedule();
+  EXPECT_TRUE(plan.block_copies.empty());
+  EXPECT_EQ(scheduler_.preemptions(), 1);
+  EXPECT_EQ(low->state, GroupState::kWaiting);
+  for (const auto& a : low->agents) EXPECT_TRUE(a.block_table.empty());
+  EXPECT_EQ(high->agents[0].block_table.size(), 30u);
+  EXPECT_EQ(TotalRefs(), 30);
+}
+
+TEST_F(BlockOwnershipTest, ReleaseFinishedFreesAForkNobodyTookUp) {
+  RequestGroup* g = Add(10, 2);
+  Apply(scheduler_.Schedule());  // forked; both agents end on their first token
+  for (auto& a : g->agents) a.draft.finish = FinishReason::kLength;
+  scheduler_.ReleaseFinished(g);
+  EXPECT_FALSE(g->fork_pending);
+  EXPECT_TRUE(g->prompt_table.empty());
   EXPECT_EQ(TotalRefs(), 0);
 }
 

@@ -83,5 +83,33 @@ TEST(FlagsTest, ErrorsAreOneLineAndNameTheFlag) {
   EXPECT_EQ(error, "--threads must be a number in [1, 256], got '999'");
 }
 
+TEST(FlagsTest, SwitchesTakeNoValue) {
+  std::string error;
+  Flags f({}, {"json"});
+  Argv a({"--json=false"});
+  EXPECT_FALSE(f.Parse(a.argc(), a.argv(), &error));  // never a silent "on"
+  EXPECT_NE(error.find("json"), std::string::npos) << error;
+}
+
+TEST(FlagsTest, AnEmptyInlineValueIsEmptyAndTakesNothingElse) {
+  std::string error;
+  Flags f({"metrics", "http"}, {});
+  Argv a({"--metrics=", "--http", "127.0.0.1:8080"});
+  ASSERT_TRUE(f.Parse(a.argc(), a.argv(), &error)) << error;
+  EXPECT_TRUE(f.Has("metrics"));
+  EXPECT_EQ(f.Get("metrics", "default"), "");
+  EXPECT_EQ(f.Get("http"), "127.0.0.1:8080");
+}
+
+TEST(FlagsTest, APositionalThatStartsWithADashGoesAfterTheSeparator) {
+  std::string error;
+  Flags f({"agents"}, {});
+  f.AllowPositional();
+  Argv a({"--agents", "2", "--", "-x marks the spot"});
+  ASSERT_TRUE(f.Parse(a.argc(), a.argv(), &error)) << error;
+  ASSERT_EQ(f.positional().size(), 1u);
+  EXPECT_EQ(f.positional()[0], "-x marks the spot");
+}
+
 }  // namespace
 }  // namespace chorus::tools

@@ -40,6 +40,10 @@ class Scheduler {
   void Remove(RequestGroup* group);
   // Releases every block the group holds (its agents, prompt table, fork reserve).
   void FreeBlocks(RequestGroup* group);
+  // Frees now what the group's finished agents hold (and, when every agent finished at the
+  // fork before getting a table, the prompt and fork blocks); Schedule() does it for every
+  // running group. The runtime calls it before counting free blocks for a synthesis pass.
+  void ReleaseFinished(RequestGroup* group);
   // Blocks for a forward outside any request (the runtime's start-up calibration): up to `n`
   // fresh blocks, handed back with ReturnBlocks.
   std::vector<int32_t> LendBlocks(int n);
@@ -67,7 +71,6 @@ class Scheduler {
   // Step 0 above, for one running group.
   void PublishPrompt(RequestGroup* g);
   void Fork(RequestGroup* g);
-  void ReleaseFinished(RequestGroup* g);
 
   SchedulerLimits limits_;
   BlockManager* blocks_;
