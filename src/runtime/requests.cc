@@ -8,6 +8,7 @@
 #include "chorus/core/log_safe.h"
 #include "chorus/core/status.h"
 #include "chorus/core/str_cat.h"
+#include "chorus/runtime/group_policy.h"
 #include "chorus/runtime/runtime.h"
 #include "runtime_internal.h"
 
@@ -55,8 +56,8 @@ absl::Status Runtime::Submit(GenerateParams params, std::shared_ptr<ResultSink> 
     return absl::AlreadyExistsError(
         StrCat("request_id '", params.request_id, "' is already in flight"));
   }
-  const double prefill = prefill_ms_per_token_ * static_cast<double>(params.prompt_tokens.size());
-  if (!PrefillFits(now, params.deadline_ms, prefill, predictor_.PredictMs(agents),
+  const double prefill = latency_.PrefillMs(static_cast<int>(params.prompt_tokens.size()));
+  if (!PrefillFits(now, params.deadline_ms, prefill, latency_.StepMs(agents),
                    options_.merge_reserve_ms)) {
     return absl::DeadlineExceededError(
         StrCat("latency budget of ", static_cast<int64_t>(params.deadline_ms - params.arrival_ms),
@@ -90,7 +91,7 @@ void Runtime::ChooseElasticAgentsLocked(GenerateParams& params, double now) {
   req.min_agents = r.min_agents;
   req.max_agents = r.max_agents;
   req.budget_ms = params.deadline_ms - now;
-  req.prefill_ms = prefill_ms_per_token_ * static_cast<double>(params.prompt_tokens.size());
+  req.prefill_ms = latency_.PrefillMs(static_cast<int>(params.prompt_tokens.size()));
   req.max_tokens = params.max_tokens;
   req.merge_reserve_ms = options_.merge_reserve_ms;
   req.blocks_per_agent =
@@ -100,9 +101,9 @@ void Runtime::ChooseElasticAgentsLocked(GenerateParams& params, double now) {
   load.queued_agents = queued_agents_;
   load.max_running_agents = options_.scheduler.max_running_agents;
   load.free_kv_blocks = stats_.kv_blocks_total - stats_.kv_blocks_used;
-  const double overhead = iteration_overhead_ms_;
-  r.agents = ChooseAgents(
-      req, load, [this, overhead](int rows) { return predictor_.PredictMs(rows) + overhead; });
+  const double overhead = latency_.IterationOverheadMs();
+  r.agents = ChooseAgents(req, load,
+                          [this, overhead](int rows) { return latency_.StepMs(rows) + overhead; });
   if (options_.observer != nullptr) options_.observer->OnElasticChoice(r.agents, r.max_agents);
 }
 
@@ -210,7 +211,7 @@ void Runtime::CheckGroups(double now) {
     if (g->state != GroupState::kDecode) continue;
     for (const auto& a : g->agents) next_rows += a.finished() ? 0 : 1;
   }
-  const double next_step_ms = predictor_.PredictMs(std::max(1, next_rows));
+  const double next_step_ms = latency_.StepMs(std::max(1, next_rows));
   for (RequestGroup* g : all) {
     try {
       // Finished drafts give their blocks back before the stats are published (the elastic
@@ -224,53 +225,41 @@ void Runtime::CheckGroups(double now) {
 }
 
 void Runtime::CheckGroup(RequestGroup* g, double now, double next_step_ms) {
-  if (g->cancelled || g->sink->Cancelled()) {
-    for (auto& a : g->agents) {
-      if (!a.finished()) FinishAgent(*g, a, FinishReason::kCancelled, ctx_);
-    }
-    Complete(g, absl::CancelledError(StrCat("request '", g->params.request_id, "' was cancelled")));
-    return;
-  }
-  const bool has_drafts = g->forked;
-  if (g->state == GroupState::kDecode) {
-    if (ShouldStopDrafting(now, g->params.deadline_ms, next_step_ms, options_.merge_reserve_ms)) {
+  GroupTiming t;
+  t.next_step_ms = next_step_ms;
+  t.prefill_left_ms =
+      latency_.PrefillMs(static_cast<int>(g->params.prompt_tokens.size()) - g->prompt_computed);
+  t.one_row_step_ms = latency_.StepMs(1);
+  t.merge_reserve_ms = options_.merge_reserve_ms;
+  t.max_queue_delay_ms = options_.max_queue_delay_ms;
+  const std::string& id = g->params.request_id;
+  switch (DecideGroup(*g, now, t)) {
+    case GroupAction::kCancel:
+      for (auto& a : g->agents) {
+        if (!a.finished()) FinishAgent(*g, a, FinishReason::kCancelled, ctx_);
+      }
+      Complete(g, absl::CancelledError(StrCat("request '", id, "' was cancelled")));
+      return;
+    case GroupAction::kShed:
+      Complete(g,
+               absl::ResourceExhaustedError(StrCat(
+                   "request '", id, "' waited ", static_cast<int64_t>(now - g->params.arrival_ms),
+                   " ms without starting (max_queue_delay_ms ",
+                   static_cast<int64_t>(options_.max_queue_delay_ms),
+                   "): the server is at capacity; retry later or on another replica")));
+      return;
+    case GroupAction::kExpire:
+      Complete(g, absl::DeadlineExceededError(StrCat("latency budget ended before request '", id,
+                                                     "' finished its prefill")));
+      return;
+    case GroupAction::kCutBudget:
       g->budget_cut = true;
       for (auto& a : g->agents) {
         if (!a.finished()) FinishAgent(*g, a, FinishReason::kBudget, ctx_);
       }
-    }
-  } else {
-    // Never scheduled and waited too long: shed (the server is at capacity).
-    if (g->first_scheduled_ms < 0 && options_.max_queue_delay_ms > 0 &&
-        now - g->params.arrival_ms > options_.max_queue_delay_ms) {
-      Complete(g, absl::ResourceExhaustedError(
-                      StrCat("request '", g->params.request_id, "' waited ",
-                             static_cast<int64_t>(now - g->params.arrival_ms),
-                             " ms without starting (max_queue_delay_ms ",
-                             static_cast<int64_t>(options_.max_queue_delay_ms),
-                             "): the server is at capacity; retry later or on another replica")));
-      return;
-    }
-    // Waiting or prefilling: can the prefill still finish in time?
-    const int left = static_cast<int>(g->params.prompt_tokens.size()) - g->prompt_computed;
-    double prefill_ms;
-    {
-      MutexLock lock(&mu_);
-      prefill_ms = prefill_ms_per_token_ * left;
-    }
-    if (!PrefillFits(now, g->params.deadline_ms, prefill_ms, predictor_.PredictMs(1),
-                     options_.merge_reserve_ms)) {
-      if (!has_drafts) {
-        Complete(
-            g, absl::DeadlineExceededError(StrCat("latency budget ended before request '",
-                                                  g->params.request_id, "' finished its prefill")));
-        return;
-      }
-      g->budget_cut = true;  // preempted after drafting: merge what exists
-      for (auto& a : g->agents) {
-        if (!a.finished()) FinishAgent(*g, a, FinishReason::kBudget, ctx_);
-      }
-    }
+      break;
+    case GroupAction::kContinue:
+      break;
   }
   if (AllAgentsFinished(*g) && MaybeStartSynthesis(g, now)) return;
   if (AllAgentsFinished(*g)) Complete(g, BuildResult(*g, now));
@@ -284,21 +273,16 @@ bool Runtime::MaybeStartSynthesis(RequestGroup* g, double now) {
   std::vector<int32_t> prompt = SynthesisPrompt(*g, ctx_);
   if (prompt.empty()) return false;  // no drafts, or no room in the context: VOTE
   // Only if the whole pass (its prompt and max_tokens) fits the KV blocks free now (the drafts'
-  // own blocks released first): a pass larger than the cache would preempt everything and
-  // never be re-admitted.
+  // own blocks released first: a pass larger than the cache would preempt everything and never
+  // be re-admitted) and the budget (its prefill, its tokens, the merge reserve).
   scheduler_.ReleaseFinished(g);
   const int64_t bs = blocks_.block_size();
   const int64_t pass_blocks =
       (static_cast<int64_t>(prompt.size()) + g->params.max_tokens + bs - 1) / bs + 1;
-  if (pass_blocks > blocks_.num_available()) return false;
-  // Only if the whole pass fits the budget: its prefill, its tokens, the merge reserve.
-  double prefill_ms;
-  {
-    MutexLock lock(&mu_);
-    prefill_ms = prefill_ms_per_token_ * static_cast<double>(prompt.size());
-  }
-  const double decode_ms = predictor_.PredictMs(1) * g->params.max_tokens;
-  if (!PrefillFits(now, g->params.deadline_ms, prefill_ms, decode_ms, options_.merge_reserve_ms)) {
+  if (!SynthesisFits(now, g->params.deadline_ms,
+                     latency_.PrefillMs(static_cast<int>(prompt.size())),
+                     latency_.StepMs(1) * g->params.max_tokens, options_.merge_reserve_ms,
+                     pass_blocks, blocks_.num_available())) {
     return false;
   }
   StartSynthesis(*g, std::move(prompt));

@@ -85,12 +85,7 @@ void Runtime::Calibrate() {
     const double prefill = run(0, 32);
     const double one = run(32, 1);
     const double eight = run(33, 8);
-    if (prefill > 0 && one > 0 && eight > 0) {
-      MutexLock lock(&mu_);
-      prefill_ms_per_token_ = prefill / 32;
-      predictor_.Observe(1, one);
-      predictor_.Observe(8, eight);
-    }
+    if (prefill > 0 && one > 0 && eight > 0) latency_.Calibrate(32, prefill, one, eight);
   }
   scheduler_.ReturnBlocks(table);
 }
@@ -194,15 +189,12 @@ void Runtime::RunStep(const StepPlan& plan, StepOutput& out) {
   }
   const double dt = clock_->NowMs() - t0;
   last_step_ms_ = dt;
-  if (plan.num_rows() > 0) predictor_.Observe(plan.num_rows(), dt);
+  latency_.ObserveStep(plan.num_rows(), prefill_rows, dt);
   if (options_.observer != nullptr) options_.observer->OnStep(plan.num_rows(), dt);
   {
     MutexLock lock(&mu_);
     stats_.steps_run++;
     stats_.prompt_tokens_computed += prefill_rows;
-    if (prefill_rows >= 16) {
-      prefill_ms_per_token_ += 0.3 * (dt / plan.num_rows() - prefill_ms_per_token_);
-    }
   }
   if (st.ok()) {
     ApplyStep(plan, out);
@@ -248,9 +240,8 @@ void Runtime::Loop() {
       if (ran && last_step_ms_ >= 0) {
         // What an iteration costs beyond its forward step (scheduling, sampling, stops, sinks):
         // the elastic choice predicts whole iterations, not just forward passes.
-        const double overhead = std::max(0.0, clock_->NowMs() - iteration_start - last_step_ms_);
-        MutexLock lock(&mu_);
-        iteration_overhead_ms_ += 0.1 * (overhead - iteration_overhead_ms_);
+        latency_.ObserveIterationOverhead(
+            std::max(0.0, clock_->NowMs() - iteration_start - last_step_ms_));
       }
     } catch (const std::exception& e) {
       // Outside any one request (inbox, scheduling): fail what is in flight, keep the process.

@@ -21,6 +21,7 @@
 #include "chorus/core/observer.h"
 #include "chorus/core/stats.h"
 #include "chorus/engine/engine.h"
+#include "chorus/runtime/latency_model.h"
 #include "chorus/scheduler/scheduler.h"
 
 namespace chorus {
@@ -116,7 +117,7 @@ class Runtime {
   Scheduler scheduler_;
   Engine engine_;
   AgentContext ctx_;
-  StepTimePredictor predictor_;  // thread-safe: engine thread observes, Submit predicts
+  LatencyModel latency_;  // its own lock: the engine thread observes, Submit predicts
   std::thread thread_;
 
   mutable Mutex mu_;
@@ -132,9 +133,6 @@ class Runtime {
   int queued_agents_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;
   RuntimeStats stats_ ABSL_GUARDED_BY(mu_);
-  double prefill_ms_per_token_ ABSL_GUARDED_BY(mu_) = 0.5;  // EMA of measured prefill steps
-  // EMA of a busy loop iteration's time beyond its forward step (for the elastic choice).
-  double iteration_overhead_ms_ ABSL_GUARDED_BY(mu_) = 0;
 
   std::atomic<double> last_progress_ms_{0};
 
