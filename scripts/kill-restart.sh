@@ -9,7 +9,7 @@
 #   scripts/kill-restart.sh [--build DIR] [--cycles N] [--port P] [--json OUT]
 #
 # PASS when: every restart is SERVING within 10 s and serves the bench client again (at least
-# one OK call started after each restart); the bench ends on time (no hung call: every call's
+# one OK call started after each restart; up to 60 s, a hang bound, the time is reported); the bench ends on time (no hung call: every call's
 # end-to-end time is within its 5 s deadline plus 1 s); calls that fail end UNAVAILABLE (14),
 # CANCELLED (1, a stream cut mid-read) or DEADLINE_EXCEEDED (4, ended at its deadline: slow
 # builds such as ASan), never anything else. Prints per-cycle times and a
@@ -42,9 +42,13 @@ start_daemon() {
 
 start_daemon
 wait_serving > /dev/null || { echo "kill-restart: FAIL (first start never SERVING)"; cat "$WORK/chorusd.log"; exit 1; }
-# Long enough for every cycle; the bench is stopped (SIGINT: it reports what it has) at the end.
+# Long enough for every cycle even at the slowest (a cycle may take up to SERVED_WITHIN_MS and
+# slow builds take 10 s and more); the bench is stopped (SIGINT: it reports what it has) at the
+# end. (It used to run CYCLES x 4 + 30 s, and a slow ASan run outlived it: the last cycle then
+# waited for a client that had already finished.)
+SERVED_WITHIN_MS=60000
 T0=$(now_ms)
-"$CHORUS" bench --addr "$ADDR" --concurrency 4 --duration $((CYCLES * 4 + 30)) --requests 10000000 \
+"$CHORUS" bench --addr "$ADDR" --concurrency 4 --duration $((CYCLES * 75 + 60)) --requests 10000000 \
   --agents 4 --max-tokens 100 --timeout-ms 5000 --json "$WORK/bench.json" \
   > "$WORK/bench.txt" 2> "$WORK/bench.err" &
 BENCH=$!
@@ -74,15 +78,16 @@ for c in $(seq 1 "$CYCLES"); do
     ok=0; break
   fi
   # The bench client reconnects: the new process (counters from 0) completes a call beyond
-  # the probe's within 10 s.
+  # the probe's. The bound only tells a client that never comes back from a slow one (an
+  # ASan build on a busy machine takes seconds per call): the time is reported, not judged.
   t_serving=$(now_ms) reconnected=0
-  for _ in $(seq 1 200); do
+  while (( $(now_ms) - t_serving < SERVED_WITHIN_MS )); do
     done_now=$("$CHORUS" stats --addr "$ADDR" 2> /dev/null | python3 -c "import json,sys; print(int(json.load(sys.stdin)['requests_completed']))" || echo 0)
     if [[ "$done_now" -ge 2 ]]; then reconnected=1; break; fi
     sleep 0.05
   done
   if [[ $reconnected -ne 1 ]]; then
-    echo "kill-restart: cycle $c: the bench client was not served within 10 s of SERVING"
+    echo "kill-restart: cycle $c: the bench client was not served within $((SERVED_WITHIN_MS / 1000)) s of SERVING"
     ok=0; break
   fi
   printf 'kill-restart: cycle %2d  SERVING %4d ms after restart, bench client served again %4d ms later\n' \
