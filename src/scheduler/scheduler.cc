@@ -42,16 +42,16 @@ void Scheduler::FreeBlocks(RequestGroup* g) {
       return std::find(a.block_table.begin(), a.block_table.end(), c.second) != a.block_table.end();
     });
   }
-  for (int32_t b : g->prompt_table) blocks_->Unref(b);
-  for (int32_t b : g->fork_blocks) blocks_->Unref(b);
-  g->prompt_table.clear();
-  g->fork_blocks.clear();
-  for (auto& a : g->agents) {
-    for (int32_t b : a.block_table) blocks_->Unref(b);
-    a.block_table.clear();
-  }
+  UnrefAll(g->prompt_table);
+  UnrefAll(g->fork_blocks);
+  for (auto& a : g->agents) UnrefAll(a.block_table);
   g->fork_pending = false;
   g->prompt_published = 0;
+}
+
+void Scheduler::UnrefAll(std::vector<int32_t>& table) {
+  for (int32_t b : table) blocks_->Unref(b);
+  table.clear();
 }
 
 std::vector<int32_t> Scheduler::LendBlocks(int n) {
@@ -116,16 +116,12 @@ void Scheduler::Fork(RequestGroup* g) {
 
 void Scheduler::ReleaseFinished(RequestGroup* g) {
   for (auto& a : g->agents) {
-    if (!a.finished() || a.block_table.empty()) continue;
-    for (int32_t b : a.block_table) blocks_->Unref(b);
-    a.block_table.clear();
+    if (a.finished()) UnrefAll(a.block_table);
   }
   if (g->fork_pending && LiveAgents(*g) == 0) {  // nobody left to hand the prompt to
     PublishPrompt(g);
-    for (int32_t b : g->prompt_table) blocks_->Unref(b);
-    for (int32_t b : g->fork_blocks) blocks_->Unref(b);
-    g->prompt_table.clear();
-    g->fork_blocks.clear();
+    UnrefAll(g->prompt_table);
+    UnrefAll(g->fork_blocks);
     g->fork_pending = false;
   }
 }

@@ -71,6 +71,8 @@ class Scheduler {
   // Step 0 above, for one running group.
   void PublishPrompt(RequestGroup* g);
   void Fork(RequestGroup* g);
+  // Drops one reference to each block of `table` and empties it.
+  void UnrefAll(std::vector<int32_t>& table);
 
   SchedulerLimits limits_;
   BlockManager* blocks_;
