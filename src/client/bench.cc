@@ -286,6 +286,7 @@ class LoadRun {
     canceller.Finish();
     r->e2e_ms = Ms(start, Clock::now());
     r->code = s.error_code();
+    if (!s.ok()) r->error = s.error_message().substr(0, 200);
     if (!s.ok() && !(r->cancelled_by_us && s.error_code() == grpc::CANCELLED)) failed_++;
     done_++;
     // No server (UNAVAILABLE fails at once): pause this worker instead of spinning through

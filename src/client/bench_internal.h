@@ -29,6 +29,7 @@ struct Record {
   double start_ms = 0, ttft_ms = -1, e2e_ms = 0;
   int output_tokens = 0, agents_finished = 0, retries = 0, agents_used = 0;
   int code = 0;
+  std::string error;  // the final status message of a failed request
   bool cancelled_by_us = false, budget_cut = false, warmup = false;
   std::vector<double> itl_ms;
 };
@@ -107,7 +108,8 @@ struct BenchReport {
   int64_t agents_sum = 0, out_tokens = 0;
   double agents_mean = 0, budget_cut_fraction = 0;
   Percentiles ttft, itl, tpot, e2e;
-  std::map<int, int> by_code;  // status code -> requests
+  std::map<int, int> by_code;                   // status code -> requests
+  std::map<std::string, int> failure_messages;  // "code: message" -> requests (first 5 kinds)
 };
 
 BenchReport Aggregate(const BenchConfig& cfg, RecordStore& records, int sent, double wall_s);

@@ -120,6 +120,10 @@ BenchReport Aggregate(const BenchConfig& cfg, RecordStore& records, int sent, do
       ++rep.cancelled;
     } else {
       ++rep.failures;
+      const std::string kind = std::to_string(r.code) + ": " + r.error;
+      if (rep.failure_messages.count(kind) || rep.failure_messages.size() < 5) {
+        rep.failure_messages[kind]++;
+      }
     }
   }
   rep.ttft = Summarize(std::move(ttft));
@@ -150,12 +154,16 @@ void PrintReport(const BenchConfig& cfg, const BenchReport& rep,
   std::printf("budget-cut fraction    %.3f\n", rep.budget_cut_fraction);
   std::printf("agents per request     %.2f\n", rep.agents_mean);
   if (cfg.retries > 0) {
-    std::printf("retries                %d (UNAVAILABLE or a broken connection, --retries %d)\n",
-                rep.retried, cfg.retries);
+    std::printf(
+        "retries                %d (UNAVAILABLE, a reset or a broken connection, --retries %d)\n",
+        rep.retried, cfg.retries);
   }
   std::printf("status codes          ");
   for (auto [c, n] : rep.by_code) std::printf(" %d:%d", c, n);
   std::printf("\n");
+  for (const auto& [kind, n] : rep.failure_messages) {
+    std::printf("failed                 %d x %s\n", n, kind.c_str());
+  }
   if (server) {
     std::printf(
         "server counters        completed +%lld, cancelled +%lld, failed +%lld, tokens +%lld\n",

@@ -31,8 +31,10 @@ std::set<std::string> ConnectionFlags();
 bool BuildRequest(const tools::Flags& flags, const std::string& prompt,
                   chorus::v1::GenerateRequest* req, std::string* error);
 // --retries: a call is retried when it failed before the server took it or because the server
-// went away: UNAVAILABLE (draining replica, connection refused or reset), or a stream broken
-// by the transport (RST_STREAM, socket closed) reported as UNKNOWN or INTERNAL.
+// went away: UNAVAILABLE (draining replica, connection refused or reset), CANCELLED from the
+// other side (a proxy's RST_STREAM CANCEL for a backend that died, a replica stopping; callers
+// never ask about their own cancels), or a stream broken by the transport (RST_STREAM, socket
+// closed) reported as UNKNOWN or INTERNAL.
 bool Retryable(const grpc::Status& s);
 // Sleeps before retry `attempt` (0-based): 50 ms doubling to 1 s, with jitter.
 void RetryBackoff(int attempt);

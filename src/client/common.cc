@@ -60,13 +60,20 @@ bool Connect(const tools::Flags& flags, Connection* out, std::string* error) {
 }
 
 bool Retryable(const grpc::Status& s) {
-  if (s.error_code() == grpc::StatusCode::UNAVAILABLE) return true;
-  // A stream reset by a proxy in front of a replica that went away (HAProxy answers a backend
-  // that closed mid-call with RST_STREAM CANCEL) reads as CANCELLED; our own cancels never get
-  // here.
-  if (s.error_code() != grpc::StatusCode::UNKNOWN && s.error_code() != grpc::StatusCode::INTERNAL &&
-      s.error_code() != grpc::StatusCode::CANCELLED) {
-    return false;
+  switch (s.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+      return true;
+    case grpc::StatusCode::CANCELLED:
+      // Callers never ask about a cancel of their own (they stop first), so this one came from
+      // the other side: a proxy resetting the stream of a backend that went away (HAProxy answers
+      // with RST_STREAM CANCEL), or a replica that stopped with the call unfinished. A Generate
+      // call has no side effects; another replica can answer it.
+      return true;
+    case grpc::StatusCode::UNKNOWN:
+    case grpc::StatusCode::INTERNAL:
+      break;
+    default:
+      return false;
   }
   const std::string& m = s.error_message();
   for (const char* transport :

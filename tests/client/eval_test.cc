@@ -9,6 +9,8 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "client.h"
+
 namespace chorus::client {
 namespace {
 
@@ -142,6 +144,21 @@ TEST(Eval, RunsEverySettingAgainstAFakeServer) {
   EXPECT_EQ(svg.rfind("<svg", 0), 0u);
   EXPECT_NE(svg.find("4 confidence"), std::string::npos);
   EXPECT_NE(FormatTable(rows).find("elastic 2-8 vote"), std::string::npos);
+}
+
+// --retries: what the other side did (a proxy reset, a replica gone) is retried; what the request
+// itself did wrong is not.
+TEST(RetryableTest, RetriesTheOtherSidesFailuresOnly) {
+  using grpc::Status;
+  using grpc::StatusCode;
+  EXPECT_TRUE(Retryable(Status(StatusCode::UNAVAILABLE, "server is draining")));
+  EXPECT_TRUE(Retryable(Status(StatusCode::CANCELLED, "Cancelled")));
+  EXPECT_TRUE(Retryable(Status(StatusCode::UNKNOWN, "Stream removed")));
+  EXPECT_TRUE(Retryable(Status(StatusCode::INTERNAL, "Received RST_STREAM with error code 2")));
+  EXPECT_FALSE(Retryable(Status(StatusCode::INTERNAL, "engine failed: out of memory")));
+  EXPECT_FALSE(Retryable(Status(StatusCode::INVALID_ARGUMENT, "max_tokens 0: must be 1..4096")));
+  EXPECT_FALSE(Retryable(Status(StatusCode::RESOURCE_EXHAUSTED, "queue full")));
+  EXPECT_FALSE(Retryable(Status(StatusCode::DEADLINE_EXCEEDED, "Deadline Exceeded")));
 }
 
 }  // namespace
