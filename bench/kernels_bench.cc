@@ -1,7 +1,10 @@
 // Google Benchmark: the CPU matmul kernel (one decode row, GEMV) per weight type, with bytes of
-// weights read per second, to compare against the machine's memory bandwidth.
+// weights read per second, to compare against the machine's memory bandwidth; and that bandwidth
+// itself (BM_ReadBandwidth: threads summing their slices of a 1 GiB buffer, far beyond the
+// caches), the roofline scripts/bench-vs-llamacpp.sh reports decode speeds against.
 #include <benchmark/benchmark.h>
 
+#include <cstdint>
 #include <random>
 #include <vector>
 
@@ -43,6 +46,32 @@ BENCHMARK(BM_MatVec)
     ->Args({2, 2048, 2048, 1})
     ->Args({8, 2048, 2048, 8})
     ->Unit(benchmark::kMicrosecond);
+
+// The read-bandwidth probe: the buffer is filled once (pages touched) and shared by the threads;
+// thread t sums slice t with 4 independent accumulators, so loads, not adds, bound the loop.
+void BM_ReadBandwidth(benchmark::State& state) {
+  constexpr size_t kBytes = size_t{1} << 30;
+  static std::vector<uint64_t>* buffer = [] {
+    auto* b = new std::vector<uint64_t>(kBytes / sizeof(uint64_t));
+    for (size_t i = 0; i < b->size(); ++i) (*b)[i] = i * 0x9e3779b97f4a7c15ull;
+    return b;
+  }();
+  const size_t n = buffer->size() / static_cast<size_t>(state.threads());
+  const uint64_t* p = buffer->data() + n * static_cast<size_t>(state.thread_index());
+  for (auto _ : state) {
+    uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    for (size_t i = 0; i + 4 <= n; i += 4) {
+      a0 += p[i];
+      a1 += p[i + 1];
+      a2 += p[i + 2];
+      a3 += p[i + 3];
+    }
+    benchmark::DoNotOptimize(a0 + a1 + a2 + a3);
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(n * sizeof(uint64_t)));
+}
+
+BENCHMARK(BM_ReadBandwidth)->Threads(1)->Threads(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace chorus

@@ -1,17 +1,25 @@
 // chorus-bench-model: prefill and decode throughput of the CPU forward pass on a GGUF model.
 //
 //   chorus-bench-model --model FILE [--backend cpu|cuda] [--threads N] [--prompt-tokens P]
-//   [--decode-tokens D]
-//                      [--batch B] [--repeats R]
+//                      [--decode-tokens D] [--batch B] [--repeats R] [--context C] [--exact]
+//   chorus-bench-model --model FILE --logit-diff [--prompt-tokens P] [--threads N]
 // Prefill: one forward over P prompt tokens (tokens/s = P / time). Decode: D single-token steps
 // for each of B sequences decoded together in one batched forward per step (tokens/s counts
-// all B sequences). Reports the best of R repeats; prints one JSON line per measurement.
+// all B sequences), starting at position max(P, C): --context 4096 times decode steps whose
+// attention reads 4096 cached positions without prefilling them (the cost does not depend on
+// the cached values). Reports the best of R repeats; prints one JSON line per measurement.
+// The CPU backend runs quantized weights with int8 activations unless --exact (the server's
+// default, cpu_int8_activations). --logit-diff compares the two paths' logits over the P
+// prompt positions instead: largest difference relative to the largest exact logit, and how
+// often the two agree on the top token.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include "../src/tools/flags.h"
 #include "chorus/backends/cpu_backend.h"
@@ -27,7 +35,7 @@ double Now() {
 }
 
 struct Args {
-  int threads = 1, prompt = 0, decode = 0, batch = 1, repeats = 1;
+  int threads = 1, prompt = 0, decode = 0, batch = 1, repeats = 1, context = 0;
 };
 
 // Bytes a decode step must read: every weight except the embedding table (one row per token),
@@ -82,6 +90,7 @@ bool TimeRuns(Transformer& tf, const ModelConfig& c, const Args& a, int per_seq,
       if (!tf.Forward(b, &logits).ok()) return false;
       if (s == 0) *best_prefill = std::min(*best_prefill, Now() - t0);
     }
+    const int first = std::max(a.prompt, a.context);  // decode positions start here
     const double t0 = Now();
     for (int step = 0; step < a.decode; ++step) {
       b.tokens.clear();
@@ -90,7 +99,7 @@ bool TimeRuns(Transformer& tf, const ModelConfig& c, const Args& a, int per_seq,
       b.logit_rows.clear();
       for (int s = 0; s < a.batch; ++s) {
         b.tokens.push_back((step * 31 + s) % c.vocab_size);
-        b.positions.push_back(a.prompt + step);
+        b.positions.push_back(first + step);
         b.seq_of_token.push_back(s);
         b.logit_rows.push_back(s);
       }
@@ -106,10 +115,58 @@ int Fail(std::string_view what) {
   return 1;
 }
 
+// --logit-diff: the exact and int8-activation CPU paths on the same prompt; one JSON line.
+int LogitDiff(const std::string& path, const Args& a) {
+  std::vector<float> logits[2];
+  int vocab = 0;
+  for (int mode = 0; mode < 2; ++mode) {  // 0 exact, 1 int8 activations
+    auto backend = CreateCpuBackend(a.threads, mode == 1);
+    auto model = Model::Load(path, backend.get());
+    if (!model.ok()) return Fail(std::string(model.status().message()));
+    const ModelConfig& c = (*model)->config();
+    vocab = c.vocab_size;
+    constexpr int kBlock = 16;
+    const int blocks = (a.prompt + kBlock - 1) / kBlock;
+    auto kv = KvCache::Create(backend.get(), c, blocks, kBlock);
+    if (!kv.ok()) return Fail(std::string(kv.status().message()));
+    Transformer tf(model->get(), backend.get(), kv->get());
+    ForwardBatch b;
+    b.max_blocks_per_seq = blocks;
+    for (int i = 0; i < blocks; ++i) b.block_tables.push_back(i);
+    for (int t = 0; t < a.prompt; ++t) {
+      b.tokens.push_back((t * 7919 + 1) % c.vocab_size);
+      b.positions.push_back(t);
+      b.seq_of_token.push_back(0);
+      b.logit_rows.push_back(t);
+    }
+    if (auto s = tf.Forward(b, &logits[mode]); !s.ok()) return Fail(std::string(s.message()));
+  }
+  double worst_rel = 0, sum_rel = 0;
+  int agree = 0;
+  for (int r = 0; r < a.prompt; ++r) {
+    const float* e = logits[0].data() + static_cast<size_t>(r) * vocab;
+    const float* q = logits[1].data() + static_cast<size_t>(r) * vocab;
+    double diff = 0, scale = 0;
+    for (int v = 0; v < vocab; ++v) {
+      diff = std::max(diff, static_cast<double>(std::fabs(e[v] - q[v])));
+      scale = std::max(scale, static_cast<double>(std::fabs(e[v])));
+    }
+    const double rel = scale > 0 ? diff / scale : 0;
+    worst_rel = std::max(worst_rel, rel);
+    sum_rel += rel;
+    agree += std::max_element(e, e + vocab) - e == std::max_element(q, q + vocab) - q;
+  }
+  std::printf(
+      "{\"model\": \"%s\", \"positions\": %d, \"max_rel_logit_diff\": %.5f, "
+      "\"mean_rel_logit_diff\": %.5f, \"top1_agreement\": %.4f}\n",
+      path.c_str(), a.prompt, worst_rel, sum_rel / a.prompt, static_cast<double>(agree) / a.prompt);
+  return 0;
+}
+
 int Run(int argc, char** argv) {
-  tools::Flags flags(
-      {"model", "threads", "prompt-tokens", "decode-tokens", "batch", "repeats", "backend"},
-      {"int8-activations"});
+  tools::Flags flags({"model", "threads", "prompt-tokens", "decode-tokens", "batch", "repeats",
+                      "backend", "context"},
+                     {"int8-activations", "exact", "logit-diff"});
   std::string error;
   Args a;
   if (!flags.Parse(argc, argv, &error) ||
@@ -118,20 +175,22 @@ int Run(int argc, char** argv) {
       !flags.GetNumber("prompt-tokens", 128, 1, 1 << 16, &a.prompt, &error) ||
       !flags.GetNumber("decode-tokens", 32, 1, 1 << 16, &a.decode, &error) ||
       !flags.GetNumber("batch", 1, 1, 1024, &a.batch, &error) ||
-      !flags.GetNumber("repeats", 3, 1, 100, &a.repeats, &error) || !flags.Has("model")) {
+      !flags.GetNumber("repeats", 3, 1, 100, &a.repeats, &error) ||
+      !flags.GetNumber("context", 0, 0, 1 << 20, &a.context, &error) || !flags.Has("model")) {
     return Fail(error.empty() ? "--model is required" : error);
   }
-  auto backend_or =
-      flags.Has("int8-activations")
-          ? absl::StatusOr<std::unique_ptr<Backend>>(CreateCpuBackend(a.threads, true))
-          : CreateBackend(flags.Get("backend", "cpu"), a.threads);
+  if (flags.Has("logit-diff")) return LogitDiff(flags.Get("model"), a);
+  const std::string backend_name = flags.Get("backend", "cpu");
+  auto backend_or = backend_name == "cpu" ? absl::StatusOr<std::unique_ptr<Backend>>(
+                                                CreateCpuBackend(a.threads, !flags.Has("exact")))
+                                          : CreateBackend(backend_name, a.threads);
   if (!backend_or.ok()) return Fail(std::string(backend_or.status().message()));
   auto backend = std::move(*backend_or);
   auto model = Model::Load(flags.Get("model"), backend.get());
   if (!model.ok()) return Fail(std::string(model.status().message()));
   const ModelConfig& c = (*model)->config();
   constexpr int kBlock = 16;
-  const int per_seq = (a.prompt + a.decode + kBlock - 1) / kBlock;
+  const int per_seq = (std::max(a.prompt, a.context) + a.decode + kBlock - 1) / kBlock;
   auto kv = KvCache::Create(backend.get(), c, per_seq * a.batch, kBlock);
   if (!kv.ok()) return 1;
   Transformer tf(model->get(), backend.get(), kv->get());
@@ -144,13 +203,14 @@ int Run(int argc, char** argv) {
                                2.0 * 2.0 * c.n_layers * c.q_dim() * a.prompt * a.prompt / 2.0;
   // KV cache read by attention per decode step, averaged over the steps.
   const double kv_bytes_per_step = 2.0 * c.n_layers * c.kv_dim() * backend->KvBytesPerValue() *
-                                   a.batch * (a.prompt + (a.decode - 1) / 2.0);
+                                   a.batch * (std::max(a.prompt, a.context) + (a.decode - 1) / 2.0);
   double best_prefill = 0, best_decode = 0;
   if (!TimeRuns(tf, c, a, per_seq, &best_prefill, &best_decode)) return 1;
   const CudaGraphStats graphs = GetCudaGraphStats(*backend);
   std::printf(
       "{\"model\": \"%s\", \"backend\": \"%s\", \"threads\": %d, \"weight_bytes\": %lld, "
-      "\"step_weight_bytes\": %lld, \"kv_bytes_per_step\": %.0f, \"prompt_tokens\": %d, "
+      "\"step_weight_bytes\": %lld, \"kv_bytes_per_step\": %.0f, \"int8_activations\": %s, "
+      "\"context\": %d, \"prompt_tokens\": %d, "
       "\"prefill_tokens_per_s\": %.1f, \"prefill_tflops\": %.2f, \"batch\": %d, \"decode_steps\": "
       "%d, "
       "\"decode_tokens_per_s\": %.2f, \"decode_step_ms\": %.3f, "
@@ -158,10 +218,12 @@ int Run(int argc, char** argv) {
       "\"dequantized_bytes\": %lld}\n",
       flags.Get("model").c_str(), std::string(backend->name()).c_str(), a.threads,
       static_cast<long long>(w.weight_bytes), static_cast<long long>(w.step_weight_bytes),
-      kv_bytes_per_step, a.prompt, a.prompt / best_prefill, prefill_flops / best_prefill / 1e12,
-      a.batch, a.decode, a.decode * a.batch / best_decode, best_decode / a.decode * 1e3,
-      w.step_weight_bytes * a.decode / best_decode / 1e9, static_cast<long long>(graphs.captured),
-      static_cast<long long>(graphs.replayed), static_cast<long long>(graphs.dequantized_bytes));
+      kv_bytes_per_step, backend_name == "cpu" && !flags.Has("exact") ? "true" : "false",
+      std::max(a.prompt, a.context), a.prompt, a.prompt / best_prefill,
+      prefill_flops / best_prefill / 1e12, a.batch, a.decode, a.decode * a.batch / best_decode,
+      best_decode / a.decode * 1e3, w.step_weight_bytes * a.decode / best_decode / 1e9,
+      static_cast<long long>(graphs.captured), static_cast<long long>(graphs.replayed),
+      static_cast<long long>(graphs.dequantized_bytes));
   return 0;
 }
 

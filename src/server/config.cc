@@ -23,6 +23,7 @@ chorus::v1::ServerConfig DefaultServerConfig() {
   c.set_model_path("models/stories260K.gguf");
   c.set_num_threads(0);
   c.set_backend("cpu");
+  c.set_cpu_int8_activations(true);
   c.set_tensor_parallel_size(1);
   c.set_cuda_graphs(true);
   c.set_cuda_kv_cache_f16(true);

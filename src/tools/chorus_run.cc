@@ -36,7 +36,8 @@ namespace {
 constexpr char kUsage[] =
     "usage: chorus-run --model FILE --prompt TEXT [--max-tokens N] [--temperature T] [--seed S]\n"
     "                  [--top-k K] [--top-p P] [--min-p M] [--repeat-penalty R] [--threads N]\n"
-    "                  [--backend cpu|cuda] [--int8-activations]\n"
+    "                  [--backend cpu|cuda] [--exact]\n"
+    "  --exact: quantized weights dequantized to float (default: int8 activations, as llama.cpp)\n"
     "       chorus-run --model FILE --tokenize < text\n";
 
 int Fail(const std::string& msg) {
@@ -87,7 +88,7 @@ bool ReadOptions(const tools::Flags& flags, RunOptions* opt, std::string* error)
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const tools::Flags& flags, int threads) {
   if (flags.Get("backend", "cpu") == "cpu") {
-    return CreateCpuBackend(threads, flags.Has("int8-activations"));
+    return CreateCpuBackend(threads, !flags.Has("exact"));
   }
   return CreateBackend(flags.Get("backend"), threads);
 }
@@ -166,7 +167,7 @@ absl::Status Decode(const Model& model, Backend* backend, const RunOptions& opt,
 int Run(int argc, char** argv) {
   tools::Flags flags({"model", "prompt", "max-tokens", "temperature", "seed", "top-k", "top-p",
                       "min-p", "repeat-penalty", "threads", "backend"},
-                     {"tokenize", "help", "int8-activations"});
+                     {"tokenize", "help", "exact", "int8-activations"});
   std::string error;
   if (!flags.Parse(argc, argv, &error)) return Fail(error + " (see --help)");
   if (flags.Has("help")) {

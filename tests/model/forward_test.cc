@@ -15,6 +15,7 @@
 #include "chorus/model/transformer.h"
 #include "random_model_file.h"
 #include "reference_forward.h"
+#include "src/backends/cpu/cpu_int8_packed.h"
 
 namespace chorus {
 namespace {
@@ -331,38 +332,58 @@ TEST(Int8ActivationTest, QuantizedMatmulsStayCloseToTheExactPath) {
   }
 }
 
+// Every token count the kernel specializes (1-4 rows per pass, then the remainder) and, for
+// the 32-value types, an odd block count (the one-token loop takes blocks in pairs); Q8_0 and
+// Q4_0 also from the 8-row packed copy (where the build has VNNI), rows 8..15 only as well.
 TEST(Int8ActivationTest, BlockDotMatchesScalarIntegerArithmetic) {
   std::mt19937 rng(9);
   std::uniform_real_distribution<float> dist(-2, 2);
-  const int64_t cols = 512, rows = 5;
+  const int64_t rows = 16;
   for (GgmlType type :
        {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
     if (!cpu::Int8Supported(type)) continue;
-    std::vector<float> wf(rows * cols), x(3 * cols);
-    for (auto& v : wf) v = dist(rng);
-    for (auto& v : x) v = dist(rng);
     auto traits = GetTypeTraits(static_cast<uint32_t>(type));
-    const int64_t row_bytes = cols / traits->block_size * traits->type_size;
-    std::vector<uint8_t> wq(rows * row_bytes);
-    for (int64_t r = 0; r < rows; ++r)
-      QuantizeRow(type, wf.data() + r * cols, wq.data() + r * row_bytes, cols);
-    std::vector<cpu::ActBlockQ8> xq(3 * cols / 32);
-    for (int t = 0; t < 3; ++t)
-      cpu::QuantizeActivations(x.data() + t * cols, cols, xq.data() + t * cols / 32);
-    WeightTensor w{type, rows, cols, wq.data(), row_bytes};
-    std::vector<float> out(3 * rows, NAN);
-    cpu::MatMulRowsInt8(w, xq.data(), 3, out.data(), rows, 0, rows);
-    // Independent oracle: dequantize both sides exactly and sum in double.
-    std::vector<float> wd(cols);
-    for (int64_t r = 0; r < rows; ++r) {
-      DequantizeRow(type, wq.data() + r * row_bytes, wd.data(), cols);
-      for (int t = 0; t < 3; ++t) {
-        double want = 0;
-        for (int64_t i = 0; i < cols; ++i) {
-          const auto& b = xq[t * cols / 32 + i / 32];
-          want += static_cast<double>(wd[i]) * b.d * b.qs[i % 32];
+    const int64_t cols = traits->block_size == 32 ? 544 : 512;
+    for (int m : {1, 2, 3, 4, 5, 8}) {
+      std::vector<float> wf(rows * cols), x(m * cols);
+      for (auto& v : wf) v = dist(rng);
+      for (auto& v : x) v = dist(rng);
+      const int64_t row_bytes = cols / traits->block_size * traits->type_size;
+      std::vector<uint8_t> wq(rows * row_bytes);
+      for (int64_t r = 0; r < rows; ++r)
+        QuantizeRow(type, wf.data() + r * cols, wq.data() + r * row_bytes, cols);
+      std::vector<cpu::ActBlockQ8> xq(m * cols / 32);
+      for (int t = 0; t < m; ++t)
+        cpu::QuantizeActivations(x.data() + t * cols, cols, xq.data() + t * cols / 32);
+      WeightTensor w{type, rows, cols, wq.data(), row_bytes};
+      std::vector<float> out(m * rows, NAN), packed_out(m * rows, NAN);
+      cpu::MatMulRowsInt8(w, xq.data(), m, out.data(), rows, 0, rows);
+      const bool packed = cpu::Int8PackSupported(w);
+      EXPECT_EQ(packed, CHORUS_INT8_PACKED && traits->block_size == 32) << TypeName(type);
+      if (packed) {
+        std::vector<uint8_t> pw(cpu::Int8PackedBytes(w));
+        ASSERT_EQ(pw.size(), wq.size());
+        cpu::PackInt8Rows(w, 0, rows / 8, pw.data());
+        cpu::MatMulRowsInt8Packed(w, pw.data(), xq.data(), m, packed_out.data(), rows, 8, rows);
+        cpu::MatMulRowsInt8Packed(w, pw.data(), xq.data(), m, packed_out.data(), rows, 0, 8);
+      }
+      // Independent oracle: dequantize both sides exactly and sum in double.
+      std::vector<float> wd(cols);
+      for (int64_t r = 0; r < rows; ++r) {
+        DequantizeRow(type, wq.data() + r * row_bytes, wd.data(), cols);
+        for (int t = 0; t < m; ++t) {
+          double want = 0;
+          for (int64_t i = 0; i < cols; ++i) {
+            const auto& b = xq[t * cols / 32 + i / 32];
+            want += static_cast<double>(wd[i]) * b.d * b.qs[i % 32];
+          }
+          EXPECT_NEAR(out[t * rows + r], want, 1e-4 * (1 + std::fabs(want)))
+              << TypeName(type) << " m=" << m << " row " << r << " token " << t;
+          if (packed) {
+            EXPECT_NEAR(packed_out[t * rows + r], want, 1e-4 * (1 + std::fabs(want)))
+                << "packed " << TypeName(type) << " m=" << m << " row " << r << " token " << t;
+          }
         }
-        EXPECT_NEAR(out[t * rows + r], want, 1e-4 * (1 + std::fabs(want))) << TypeName(type);
       }
     }
   }

@@ -3,11 +3,13 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <unordered_map>
 #include <vector>
 
 #include "chorus/core/str_cat.h"
 #include "chorus/core/thread_pool.h"
 #include "src/backends/cpu/cpu_attention.h"
+#include "src/backends/cpu/cpu_int8_packed.h"
 
 namespace chorus {
 namespace {
@@ -67,6 +69,17 @@ class CpuBackend : public Backend {
     w.rows = t.n_dims == 2 ? t.ne[1] : 1;
     w.row_bytes = w.cols / traits->block_size * traits->type_size;
     w.data = t.data;
+    if (int8_activations_ && cpu::Int8PackSupported(w) && !packed_.count(w.data)) {
+      // The int8 kernels read Q8_0 / Q4_0 from an 8-row interleaved copy (cpu_int8_packed.h);
+      // Embed keeps reading the original rows.
+      auto buf = Alloc(cpu::Int8PackedBytes(w));
+      if (!buf.ok()) return buf.status();
+      auto* dst = static_cast<uint8_t*>((*buf)->data());
+      pool_.ParallelFor(
+          w.rows / 8, [&](int64_t b, int64_t e) { cpu::PackInt8Rows(w, b, e, dst); },
+          w.rows * w.cols);
+      packed_[w.data] = std::move(*buf);
+    }
     return w;
   }
 
@@ -117,11 +130,18 @@ class CpuBackend : public Backend {
           },
           static_cast<int64_t>(n) * w.cols);
       const int64_t tasks = (w.rows + kRowsPerTask - 1) / kRowsPerTask;
+      const auto packed = packed_.find(w.data);
+      const auto* packed_data =
+          packed == packed_.end() ? nullptr : static_cast<const uint8_t*>(packed->second->data());
       pool_.ParallelFor(
           tasks,
           [&](int64_t b, int64_t e) {
-            cpu::MatMulRowsInt8(w, act_.data(), n, out, w.rows, b * kRowsPerTask,
-                                std::min(w.rows, e * kRowsPerTask));
+            const int64_t rb = b * kRowsPerTask, re = std::min(w.rows, e * kRowsPerTask);
+            if (packed_data != nullptr) {
+              cpu::MatMulRowsInt8Packed(w, packed_data, act_.data(), n, out, w.rows, rb, re);
+            } else {
+              cpu::MatMulRowsInt8(w, act_.data(), n, out, w.rows, rb, re);
+            }
           },
           w.rows * w.cols * n);
       return;
@@ -221,6 +241,8 @@ class CpuBackend : public Backend {
   ThreadPool pool_;
   const bool int8_activations_;
   std::vector<cpu::ActBlockQ8> act_;  // quantized activations of the current matmul
+  // Packed copies of Q8_0 / Q4_0 weights for the int8 kernels, by the weight's data pointer.
+  std::unordered_map<const void*, std::unique_ptr<BackendBuffer>> packed_;
   RowSampler rule_;
 };
 

@@ -30,6 +30,7 @@ void QuantizeActivations(const float* x, int64_t n, ActBlockQ8* out) {
   }
 }
 
+#if !(defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
 // 32 int8 weights of block b of a Q8_0 / Q4_0 row, and the block's scale.
 static inline void LoadWeightBlock(GgmlType type, const uint8_t* row, int64_t b, int8_t* q,
                                    float* d) {
@@ -46,29 +47,102 @@ static inline void LoadWeightBlock(GgmlType type, const uint8_t* row, int64_t b,
     *d = HalfToFloat(blk->d);
   }
 }
+#endif
 
-#if defined(__AVX2__) && defined(__FMA__)
-// Sum of the 32 products of two int8 blocks, as 8 partial int32 sums converted to float.
-static inline __m256 BlockDotI8(__m256i w, __m256i x) {
-  const __m256i aw = _mm256_sign_epi8(w, w);  // |w| (weights never hold -128)
-  const __m256i sx = _mm256_sign_epi8(x, w);  // x with w's sign
-  const __m256i p16 = _mm256_maddubs_epi16(aw, sx);
-  return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+static inline __m256i LoadXBlock(const ActBlockQ8& b) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
 }
 
-static inline __m256i LoadWeightBlockVec(GgmlType type, const uint8_t* row, int64_t b, float* d) {
-  if (type == GgmlType::kQ8_0) {
+// 8 int32 partial sums of the 32 products of two int8 blocks (|w| <= 127, never -128): one
+// VNNI dpbusd where the CPU has it, else maddubs + madd.
+static inline __m256i BlockDotI8Lanes(__m256i w, __m256i x) {
+  const __m256i aw = _mm256_sign_epi8(w, w);  // |w|
+  const __m256i sx = _mm256_sign_epi8(x, w);  // x with w's sign
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, sx);
+#else
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1));
+#endif
+}
+
+template <GgmlType kType>
+static inline __m256i LoadWeightBlockVec(const uint8_t* row, int64_t b, float* d) {
+  if constexpr (kType == GgmlType::kQ8_0) {
     const auto* blk = reinterpret_cast<const BlockQ8_0*>(row) + b;
     *d = _cvtsh_ss(blk->d);
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->qs));
+  } else {
+    const auto* blk = reinterpret_cast<const BlockQ4_0*>(row) + b;
+    *d = _cvtsh_ss(blk->d);
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->qs));
+    const __m128i mask = _mm_set1_epi8(0x0f);
+    const __m128i lo = _mm_and_si128(raw, mask);
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+    return _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
   }
-  const auto* blk = reinterpret_cast<const BlockQ4_0*>(row) + b;
-  *d = _cvtsh_ss(blk->d);
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->qs));
-  const __m128i mask = _mm_set1_epi8(0x0f);
-  const __m128i lo = _mm_and_si128(raw, mask);
-  const __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
-  return _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
+}
+
+// One weight row against kNt activation rows (x[t] = row t's blocks). The accumulators are
+// locals indexed by compile-time constants, so they stay in registers (a runtime token count
+// put them on the stack: a store-to-load round trip per block, which bounded the old kernel at
+// ~12 GB/s of Q4_0 on 2 cores). One token: two accumulators over alternating blocks, so the
+// FMA latency chain does not bound the loop either.
+template <GgmlType kType, int kNt>
+static inline void RowDotsInt8(const uint8_t* row, const ActBlockQ8* const* x, int64_t nb,
+                               float* res) {
+  if constexpr (kNt == 1) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    const ActBlockQ8* x0 = x[0];
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+      float d0, d1;
+      const __m256i w0 = LoadWeightBlockVec<kType>(row, b, &d0);
+      const __m256i w1 = LoadWeightBlockVec<kType>(row, b + 1, &d1);
+      const __m256i p0 = BlockDotI8Lanes(w0, LoadXBlock(x0[b]));
+      const __m256i p1 = BlockDotI8Lanes(w1, LoadXBlock(x0[b + 1]));
+      a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(d0 * x0[b].d), a0);
+      a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(d1 * x0[b + 1].d), a1);
+    }
+    for (; b < nb; ++b) {
+      float d0;
+      const __m256i w0 = LoadWeightBlockVec<kType>(row, b, &d0);
+      const __m256i p0 = BlockDotI8Lanes(w0, LoadXBlock(x0[b]));
+      a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(d0 * x0[b].d), a0);
+    }
+    res[0] = Hsum(_mm256_add_ps(a0, a1));
+  } else {
+    __m256 acc[kNt];
+#pragma GCC unroll 4
+    for (int t = 0; t < kNt; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      float dw;
+      const __m256i wv = LoadWeightBlockVec<kType>(row, b, &dw);
+#pragma GCC unroll 4
+      for (int t = 0; t < kNt; ++t) {
+        const __m256i p = BlockDotI8Lanes(wv, LoadXBlock(x[t][b]));
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * x[t][b].d), acc[t]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < kNt; ++t) res[t] = Hsum(acc[t]);
+  }
+}
+
+template <GgmlType kType>
+static void MatMulRowsInt8Q(const WeightTensor& w, const ActBlockQ8* xq, int m, float* out,
+                            int64_t out_stride, int64_t row_begin, int64_t row_end) {
+  const int64_t nb = w.cols / kQK;
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const uint8_t* row = base + r * w.row_bytes;
+    ForTokenTiles(xq, nb, m, [&](auto nt, int j, const ActBlockQ8* const* x) {
+      float res[4];
+      RowDotsInt8<kType, decltype(nt)::value>(row, x, nb, res);
+      for (int t = 0; t < decltype(nt)::value; ++t)
+        out[static_cast<int64_t>(j + t) * out_stride + r] = res[t];
+    });
+  }
 }
 #endif
 
@@ -85,8 +159,10 @@ static inline __m256i LoadX(const ActBlockQ8& b) {
 
 // Q4_K / Q5_K: sub-block j of a super-block is one activation block; weights 0..31 unsigned,
 // x = d * sc * q - dmin * m, so dot = d * sc * dx * sum(q * xq) - dmin * m * (dx * sum(xq)).
-static void SuperBlockQ45K(bool five, const uint8_t* blk, const ActBlockQ8* const* x, int nt,
-                           __m256* acc, float* mins) {
+template <int kNt>
+__attribute__((always_inline)) static inline void SuperBlockQ45K(bool five, const uint8_t* blk,
+                                                                 const ActBlockQ8* const* x,
+                                                                 __m256* acc, float* mins) {
   uint16_t dh, mh;
   std::memcpy(&dh, blk, 2);
   std::memcpy(&mh, blk + 2, 2);
@@ -107,7 +183,8 @@ static void SuperBlockQ45K(bool five, const uint8_t* blk, const ActBlockQ8* cons
       int sc, mn;
       ScaleMinK4(2 * c + k, scales, &sc, &mn);
       const float ds = d * static_cast<float>(sc), dm = dmin * static_cast<float>(mn);
-      for (int t = 0; t < nt; ++t) {
+#pragma GCC unroll 4
+      for (int t = 0; t < kNt; ++t) {
         const ActBlockQ8& xb = x[t][2 * c + k];
         const __m256i p = DotI8Lanes(q[k], LoadX(xb));
         acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(ds * xb.d), acc[t]);
@@ -118,7 +195,10 @@ static void SuperBlockQ45K(bool five, const uint8_t* blk, const ActBlockQ8* cons
 }
 
 // Q6_K: 6-bit weights minus 32, one int8 scale per 16 values (two per activation block).
-static void SuperBlockQ6K(const uint8_t* blk, const ActBlockQ8* const* x, int nt, __m256* acc) {
+template <int kNt>
+__attribute__((always_inline)) static inline void SuperBlockQ6K(const uint8_t* blk,
+                                                                const ActBlockQ8* const* x,
+                                                                __m256* acc) {
   const auto* b = reinterpret_cast<const BlockQ6_K*>(blk);
   const float d = _cvtsh_ss(b->d);
   const __m256i nib = _mm256_set1_epi8(0x0f), two = _mm256_set1_epi8(3);
@@ -135,7 +215,8 @@ static void SuperBlockQ6K(const uint8_t* blk, const ActBlockQ8* const* x, int nt
       const __m256i q = _mm256_sub_epi8(_mm256_or_si256(lo[g], _mm256_slli_epi16(hi, 4)), off);
       const int8_t* sc = b->scales + 8 * half + 2 * g;
       const __m256 scv = _mm256_setr_ps(sc[0], sc[0], sc[0], sc[0], sc[1], sc[1], sc[1], sc[1]);
-      for (int t = 0; t < nt; ++t) {
+#pragma GCC unroll 4
+      for (int t = 0; t < kNt; ++t) {
         const ActBlockQ8& xb = x[t][4 * half + g];
         const __m256i p = DotI8Lanes(q, LoadX(xb));
         acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
@@ -145,7 +226,34 @@ static void SuperBlockQ6K(const uint8_t* blk, const ActBlockQ8* const* x, int nt
   }
 }
 
+// One Q4_K / Q5_K / Q6_K row against kNt activation rows; accumulators in registers (see
+// RowDotsInt8).
+template <GgmlType kType, int kNt>
+static void RowDotsInt8K(const uint8_t* row, const ActBlockQ8* const* xrows, int64_t nsb,
+                         int64_t sb_bytes, float* res) {
+  __m256 acc[kNt];
+  float mins[kNt];
+#pragma GCC unroll 4
+  for (int t = 0; t < kNt; ++t) {
+    acc[t] = _mm256_setzero_ps();
+    mins[t] = 0;
+  }
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    const ActBlockQ8* x[kNt];
+#pragma GCC unroll 4
+    for (int t = 0; t < kNt; ++t) x[t] = xrows[t] + sb * (kQK_K / kQK);
+    if constexpr (kType == GgmlType::kQ6_K) {
+      SuperBlockQ6K<kNt>(row + sb * sb_bytes, x, acc);
+    } else {
+      SuperBlockQ45K<kNt>(kType == GgmlType::kQ5_K, row + sb * sb_bytes, x, acc, mins);
+    }
+  }
+#pragma GCC unroll 4
+  for (int t = 0; t < kNt; ++t) res[t] = Hsum(acc[t]) - mins[t];
+}
+
 // Rows of a Q4_K / Q5_K / Q6_K matrix against up to 4 quantized activation rows at a time.
+template <GgmlType kType>
 static void MatMulRowsInt8K(const WeightTensor& w, const ActBlockQ8* xq, int m, float* out,
                             int64_t out_stride, int64_t row_begin, int64_t row_end) {
   const int64_t nb = w.cols / kQK, nsb = w.cols / kQK_K;
@@ -153,24 +261,12 @@ static void MatMulRowsInt8K(const WeightTensor& w, const ActBlockQ8* xq, int m, 
   const auto* base = static_cast<const uint8_t*>(w.data);
   for (int64_t r = row_begin; r < row_end; ++r) {
     const uint8_t* row = base + r * w.row_bytes;
-    for (int j = 0; j < m; j += 4) {
-      const int nt = std::min(4, m - j);
-      __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                       _mm256_setzero_ps()};
-      float mins[4] = {0, 0, 0, 0};
-      for (int64_t sb = 0; sb < nsb; ++sb) {
-        const ActBlockQ8* x[4];
-        for (int t = 0; t < nt; ++t) x[t] = xq + (j + t) * nb + sb * (kQK_K / kQK);
-        if (w.type == GgmlType::kQ6_K) {
-          SuperBlockQ6K(row + sb * sb_bytes, x, nt, acc);
-        } else {
-          SuperBlockQ45K(w.type == GgmlType::kQ5_K, row + sb * sb_bytes, x, nt, acc, mins);
-        }
-      }
-      for (int t = 0; t < nt; ++t) {
-        out[static_cast<int64_t>(j + t) * out_stride + r] = Hsum(acc[t]) - mins[t];
-      }
-    }
+    ForTokenTiles(xq, nb, m, [&](auto nt, int j, const ActBlockQ8* const* x) {
+      float res[4];
+      RowDotsInt8K<kType, decltype(nt)::value>(row, x, nsb, sb_bytes, res);
+      for (int t = 0; t < decltype(nt)::value; ++t)
+        out[static_cast<int64_t>(j + t) * out_stride + r] = res[t];
+    });
   }
 }
 #endif
@@ -187,11 +283,18 @@ bool Int8Supported(GgmlType type) {
 void MatMulRowsInt8(const WeightTensor& w, const ActBlockQ8* xq, int m, float* out,
                     int64_t out_stride, int64_t row_begin, int64_t row_end) {
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-  if (w.type == GgmlType::kQ4_K || w.type == GgmlType::kQ5_K || w.type == GgmlType::kQ6_K) {
-    MatMulRowsInt8K(w, xq, m, out, out_stride, row_begin, row_end);
-    return;
+  if (w.type == GgmlType::kQ4_K) {
+    MatMulRowsInt8K<GgmlType::kQ4_K>(w, xq, m, out, out_stride, row_begin, row_end);
+  } else if (w.type == GgmlType::kQ5_K) {
+    MatMulRowsInt8K<GgmlType::kQ5_K>(w, xq, m, out, out_stride, row_begin, row_end);
+  } else if (w.type == GgmlType::kQ6_K) {
+    MatMulRowsInt8K<GgmlType::kQ6_K>(w, xq, m, out, out_stride, row_begin, row_end);
+  } else if (w.type == GgmlType::kQ8_0) {
+    MatMulRowsInt8Q<GgmlType::kQ8_0>(w, xq, m, out, out_stride, row_begin, row_end);
+  } else {
+    MatMulRowsInt8Q<GgmlType::kQ4_0>(w, xq, m, out, out_stride, row_begin, row_end);
   }
-#endif
+#else
   const int64_t nb = w.cols / kQK;
   const auto* base = static_cast<const uint8_t*>(w.data);
   for (int64_t r = row_begin; r < row_end; ++r) {
@@ -199,20 +302,6 @@ void MatMulRowsInt8(const WeightTensor& w, const ActBlockQ8* xq, int m, float* o
     for (int j = 0; j < m; j += 4) {
       const int nt = std::min(4, m - j);
       float res[4] = {0, 0, 0, 0};
-#if defined(__AVX2__) && defined(__FMA__)
-      __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                       _mm256_setzero_ps()};
-      for (int64_t b = 0; b < nb; ++b) {
-        float dw;
-        const __m256i wv = LoadWeightBlockVec(w.type, row, b, &dw);
-        for (int t = 0; t < nt; ++t) {
-          const ActBlockQ8& xb = xq[(j + t) * nb + b];
-          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.qs));
-          acc[t] = _mm256_fmadd_ps(BlockDotI8(wv, xv), _mm256_set1_ps(dw * xb.d), acc[t]);
-        }
-      }
-      for (int t = 0; t < nt; ++t) res[t] = Hsum(acc[t]);
-#else
       for (int64_t b = 0; b < nb; ++b) {
         int8_t q[32];
         float dw;
@@ -224,10 +313,10 @@ void MatMulRowsInt8(const WeightTensor& w, const ActBlockQ8* xq, int m, float* o
           res[t] += dw * xb.d * static_cast<float>(sum);
         }
       }
-#endif
       for (int t = 0; t < nt; ++t) out[static_cast<int64_t>(j + t) * out_stride + r] = res[t];
     }
   }
+#endif
 }
 
 }  // namespace chorus::cpu
