@@ -87,7 +87,10 @@ bool TimeRuns(Transformer& tf, const ModelConfig& c, const Args& a, int per_seq,
       }
       b.logit_rows = {a.prompt - 1};
       const double t0 = Now();
-      if (!tf.Forward(b, &logits).ok()) return false;
+      if (auto st = tf.Forward(b, &logits); !st.ok()) {
+        std::fprintf(stderr, "chorus-bench-model: %s\n", std::string(st.message()).c_str());
+        return false;
+      }
       if (s == 0) *best_prefill = std::min(*best_prefill, Now() - t0);
     }
     const int first = std::max(a.prompt, a.context);  // decode positions start here
@@ -103,7 +106,10 @@ bool TimeRuns(Transformer& tf, const ModelConfig& c, const Args& a, int per_seq,
         b.seq_of_token.push_back(s);
         b.logit_rows.push_back(s);
       }
-      if (!tf.Forward(b, &logits).ok()) return false;
+      if (auto st = tf.Forward(b, &logits); !st.ok()) {
+        std::fprintf(stderr, "chorus-bench-model: %s\n", std::string(st.message()).c_str());
+        return false;
+      }
     }
     *best_decode = std::min(*best_decode, Now() - t0);
   }
@@ -192,7 +198,7 @@ int Run(int argc, char** argv) {
   constexpr int kBlock = 16;
   const int per_seq = (std::max(a.prompt, a.context) + a.decode + kBlock - 1) / kBlock;
   auto kv = KvCache::Create(backend.get(), c, per_seq * a.batch, kBlock);
-  if (!kv.ok()) return 1;
+  if (!kv.ok()) return Fail(std::string(kv.status().message()));
   Transformer tf(model->get(), backend.get(), kv->get());
   const WeightStats w = CountWeights(**model);
   // Prefill work: 2 flops per weight per token (the output matrix for the last token only) plus
@@ -205,7 +211,7 @@ int Run(int argc, char** argv) {
   const double kv_bytes_per_step = 2.0 * c.n_layers * c.kv_dim() * backend->KvBytesPerValue() *
                                    a.batch * (std::max(a.prompt, a.context) + (a.decode - 1) / 2.0);
   double best_prefill = 0, best_decode = 0;
-  if (!TimeRuns(tf, c, a, per_seq, &best_prefill, &best_decode)) return 1;
+  if (!TimeRuns(tf, c, a, per_seq, &best_prefill, &best_decode)) return Fail("forward failed");
   const CudaGraphStats graphs = GetCudaGraphStats(*backend);
   std::printf(
       "{\"model\": \"%s\", \"backend\": \"%s\", \"threads\": %d, \"weight_bytes\": %lld, "

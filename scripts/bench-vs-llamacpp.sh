@@ -57,7 +57,7 @@ make_model() {  # name -> path (made once)
       110m-f32) "$MK" --out "$path" --dim 768 --layers 12 --heads 12 --ffn 2048 \
                   --vocab-size 32000 --type f32 >&2 ;;
       1b-*) "$MK" --out "$path" --dim 2048 --layers 16 --heads 32 --kv-heads 8 --ffn 8192 \
-              --vocab-size 128256 --type "${name#1b-}" --rope-base 500000 --tied >&2 ;;
+              --vocab-size 128256 --type "${name#1b-}" --rope-base 500000 --tied --context 8192 >&2 ;;
       *) echo "bench-vs-llamacpp: unknown model $name" >&2; exit 2 ;;
     esac
   fi

@@ -1,4 +1,10 @@
+// CPU attention over the paged KV cache. One work item is one (token, KV head): the query heads
+// of the GQA group that share the KV head are scored together, so each cached K and V row is read
+// once per item, not once per query head; keys are walked block by block (the block table is
+// read once per block, not per position); scores, softmax and the value sum are vectorized.
 #include "src/backends/cpu/cpu_attention.h"
+
+#include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
@@ -7,13 +13,73 @@
 #include "chorus/backends/cpu_backend.h"
 
 namespace chorus::cpu {
+namespace {
+
+#if defined(__AVX2__) && defined(__FMA__)
+// e^x for x <= 0 (scores minus their maximum), Cephes' expf polynomial: relative error ~2e-7.
+inline __m256 ExpNonPositive(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i e =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+#endif
+
+// scores[i] = exp(scores[i] - max) for i < n; returns their sum.
+float SoftmaxNumerators(float* scores, int n, float max_score) {
+  int i = 0;
+  float sum = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  const __m256 m = _mm256_set1_ps(max_score);
+  __m256 s = _mm256_setzero_ps();
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = ExpNonPositive(_mm256_sub_ps(_mm256_loadu_ps(scores + i), m));
+    _mm256_storeu_ps(scores + i, e);
+    s = _mm256_add_ps(s, e);
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, s);
+  for (float v : lanes) sum += v;
+#endif
+  for (; i < n; ++i) {
+    scores[i] = std::exp(scores[i] - max_score);
+    sum += scores[i];
+  }
+  return sum;
+}
+
+// o[d] += a * v[d] for d < n.
+inline void Axpy(float a, const float* v, float* o, int n) {
+  int d = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  const __m256 av = _mm256_set1_ps(a);
+  for (; d + 8 <= n; d += 8) {
+    _mm256_storeu_ps(o + d, _mm256_fmadd_ps(av, _mm256_loadu_ps(v + d), _mm256_loadu_ps(o + d)));
+  }
+#endif
+  for (; d < n; ++d) o[d] += a * v[d];
+}
+
+}  // namespace
 
 void Attention(ThreadPool& pool, const float* q, const float* k_cache, const float* v_cache,
                const AttentionLayout& layout, int heads, int kv_heads, int head_dim, float scale,
                float* out) {
   const int group = heads / kv_heads;
   const int kv_dim = kv_heads * head_dim;
-  const int64_t work = static_cast<int64_t>(layout.num_tokens) * heads;
+  const int bs = layout.block_size;
+  const int64_t work = static_cast<int64_t>(layout.num_tokens) * kv_heads;
   int64_t cost = 0;  // dot products of q with every cached key, and the value sums
   for (int t = 0; t < layout.num_tokens; ++t) {
     cost += static_cast<int64_t>(layout.positions[t] + 1) * heads * head_dim * 2;
@@ -21,32 +87,47 @@ void Attention(ThreadPool& pool, const float* q, const float* k_cache, const flo
   pool.ParallelFor(
       work,
       [&](int64_t begin, int64_t end) {
-        std::vector<float> scores;
+        std::vector<float> scores;  // [group][n]
+        std::vector<float> max_score(group), inv(group);
         for (int64_t w = begin; w < end; ++w) {
-          const int t = static_cast<int>(w / heads);
-          const int h = static_cast<int>(w % heads);
-          const int kvh = h / group;
-          const int pos = layout.positions[t];
-          const float* qh = q + w * head_dim;
-          scores.resize(pos + 1);
-          float max_score = -INFINITY;
-          for (int p = 0; p <= pos; ++p) {
-            const int64_t slot = CacheSlot(layout, t, p);
-            scores[p] = DotF32(qh, k_cache + slot * kv_dim + kvh * head_dim, head_dim) * scale;
-            max_score = std::max(max_score, scores[p]);
+          const int t = static_cast<int>(w / kv_heads);
+          const int kvh = static_cast<int>(w % kv_heads);
+          const int n = layout.positions[t] + 1;
+          const int32_t* table =
+              layout.block_tables +
+              static_cast<int64_t>(layout.seq_of_token[t]) * layout.max_blocks_per_seq;
+          const int64_t first_head = static_cast<int64_t>(t) * heads + kvh * group;
+          const float* qg = q + first_head * head_dim;  // the group's query heads, contiguous
+          scores.resize(static_cast<size_t>(group) * n);
+          std::fill(max_score.begin(), max_score.end(), -INFINITY);
+          for (int p0 = 0; p0 < n; p0 += bs) {
+            const int64_t base = static_cast<int64_t>(table[p0 / bs]) * bs;
+            const int count = std::min(bs, n - p0);
+            for (int i = 0; i < count; ++i) {
+              const float* k = k_cache + (base + i) * kv_dim + kvh * head_dim;
+              for (int g = 0; g < group; ++g) {
+                const float s = DotF32(qg + g * head_dim, k, head_dim) * scale;
+                scores[static_cast<size_t>(g) * n + p0 + i] = s;
+                max_score[g] = std::max(max_score[g], s);
+              }
+            }
           }
-          float sum = 0;
-          for (int p = 0; p <= pos; ++p) {
-            scores[p] = std::exp(scores[p] - max_score);
-            sum += scores[p];
+          for (int g = 0; g < group; ++g) {
+            inv[g] = 1.0f /
+                     SoftmaxNumerators(scores.data() + static_cast<size_t>(g) * n, n, max_score[g]);
           }
-          float* o = out + w * head_dim;
-          std::fill(o, o + head_dim, 0.0f);
-          const float inv = 1.0f / sum;
-          for (int p = 0; p <= pos; ++p) {
-            const float* vh = v_cache + CacheSlot(layout, t, p) * kv_dim + kvh * head_dim;
-            const float a = scores[p] * inv;
-            for (int d = 0; d < head_dim; ++d) o[d] += a * vh[d];
+          float* og = out + first_head * head_dim;
+          std::fill(og, og + static_cast<int64_t>(group) * head_dim, 0.0f);
+          for (int p0 = 0; p0 < n; p0 += bs) {
+            const int64_t base = static_cast<int64_t>(table[p0 / bs]) * bs;
+            const int count = std::min(bs, n - p0);
+            for (int i = 0; i < count; ++i) {
+              const float* v = v_cache + (base + i) * kv_dim + kvh * head_dim;
+              for (int g = 0; g < group; ++g) {
+                Axpy(scores[static_cast<size_t>(g) * n + p0 + i] * inv[g], v, og + g * head_dim,
+                     head_dim);
+              }
+            }
           }
         }
       },
