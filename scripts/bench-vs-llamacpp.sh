@@ -2,13 +2,13 @@
 # Chorus against llama.cpp on the same GGUF files, side by side in one run (issue 13).
 #
 #   LLAMA_CPP_BIN=/path/to/llama.cpp/build/bin scripts/bench-vs-llamacpp.sh [--rounds 3]
-#       [--models 110m-f32,1b-q8_0,1b-q4_0,1b-q4_k_m] [--threads 2] [--long]
+#       [--models 110m-f32,l1b-q8_0,l1b-q4_0,l1b-q4_k_m] [--threads 2] [--long]
 #
 # LLAMA_CPP_BIN holds llama-bench and llama-batched-bench from a CPU build of llama.cpp made
 # outside this repository (docs/PERFORMANCE.md says how). This is a measurement tool, never a
 # test dependency. It
-#   1. makes the models with chorus-mkmodel into $BUILD/bench-models (random weights; the 1B ones
-#      are Llama-3.2-1B-shaped with tied embeddings, as the real model),
+#   1. makes the models with chorus-mkmodel into $BUILD/bench-models (random weights; l1b-* are
+#      Llama-3.2-1B-shaped, 1.24B parameters, tied embeddings as the real model, 8192 context),
 #   2. probes the read bandwidth with $THREADS threads (chorus-bench-kernels BM_ReadBandwidth),
 #   3. alternates llama-bench and chorus-bench-model per model, --rounds times (prefill of 128
 #      tokens, 32 decode steps, $THREADS threads), and takes medians,
@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 THREADS=${THREADS:-2}
 ROUNDS=3
-MODELS=110m-f32,1b-q8_0,1b-q4_0,1b-q4_k_m
+MODELS=110m-f32,l1b-q8_0,l1b-q4_0,l1b-q4_k_m
 LONG=0
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -56,8 +56,8 @@ make_model() {  # name -> path (made once)
     case $name in
       110m-f32) "$MK" --out "$path" --dim 768 --layers 12 --heads 12 --ffn 2048 \
                   --vocab-size 32000 --type f32 >&2 ;;
-      1b-*) "$MK" --out "$path" --dim 2048 --layers 16 --heads 32 --kv-heads 8 --ffn 8192 \
-              --vocab-size 128256 --type "${name#1b-}" --rope-base 500000 --tied --context 8192 >&2 ;;
+      l1b-*) "$MK" --out "$path" --dim 2048 --layers 16 --heads 32 --kv-heads 8 --ffn 8192 \
+              --vocab-size 128256 --type "${name#l1b-}" --rope-base 500000 --tied --context 8192 >&2 ;;
       *) echo "bench-vs-llamacpp: unknown model $name" >&2; exit 2 ;;
     esac
   fi
@@ -105,24 +105,24 @@ for ((round = 1; round <= ROUNDS; ++round)); do
 done
 
 # Batched decode on 1B Q8_0: an 8-row step against a 1-row step, in both engines.
-if [[ -n ${PATHS[1b-q8_0]:-} ]]; then
-  m=${PATHS[1b-q8_0]}
+if [[ -n ${PATHS[l1b-q8_0]:-} ]]; then
+  m=${PATHS[l1b-q8_0]}
   for ((round = 1; round <= ROUNDS; ++round)); do
     echo "bench-vs-llamacpp: batched round $round/$ROUNDS" >&2
     while read -r line; do
-      [[ $line == '{'* ]] && record llama.cpp 1b-q8_0 batched "$line"
+      [[ $line == '{'* ]] && record llama.cpp l1b-q8_0 batched "$line"
     done < <("$LLAMA_CPP_BIN/llama-batched-bench" -m "$m" -t "$THREADS" -c 2048 -b 512 -ub 512 \
       -npp 32 -ntg 16 -npl 1,8 --output-format jsonl 2>&1)
     for b in 1 8; do
-      record chorus 1b-q8_0 batched "$("$BENCH_MODEL" --model "$m" --threads "$THREADS" \
+      record chorus l1b-q8_0 batched "$("$BENCH_MODEL" --model "$m" --threads "$THREADS" \
         --prompt-tokens 32 --decode-tokens 16 --batch "$b" --repeats 1)"
     done
   done
   if ((LONG)); then
     echo "bench-vs-llamacpp: decode at 4096 positions of context" >&2
-    while read -r line; do record llama.cpp 1b-q8_0 long "$line"; done \
+    while read -r line; do record llama.cpp l1b-q8_0 long "$line"; done \
       < <(llama_bench "$m" -p 0 -n 16 -d 4096)
-    record chorus 1b-q8_0 long "$("$BENCH_MODEL" --model "$m" --threads "$THREADS" \
+    record chorus l1b-q8_0 long "$("$BENCH_MODEL" --model "$m" --threads "$THREADS" \
       --prompt-tokens 16 --context 4096 --decode-tokens 16 --repeats 2)"
   fi
 fi
@@ -175,14 +175,14 @@ if b:
     def step_ms_chorus(batch):
         return med([r["decode_step_ms"] for r in b if r["engine"] == "chorus" and r["batch"] == batch])
     l1, l8, c1, c8 = step_ms_llama(1), step_ms_llama(8), step_ms_chorus(1), step_ms_chorus(8)
-    print(f"\nbatched decode, 1b-q8_0: llama.cpp 1-row {l1:.1f} ms, 8-row {l8:.1f} ms ({l8/l1:.2f}x; "
+    print(f"\nbatched decode, l1b-q8_0: llama.cpp 1-row {l1:.1f} ms, 8-row {l8:.1f} ms ({l8/l1:.2f}x; "
           f"{1000/l1:.1f} -> {8000/l8:.1f} tok/s); Chorus 1-row {c1:.1f} ms, 8-row {c8:.1f} ms "
           f"({c8/c1:.2f}x; {1000/c1:.1f} -> {8000/c8:.1f} tok/s)")
 lg = [r for r in rows if r["kind"] == "long"]
 if lg:
     l = med([1000.0 / r["avg_ts"] for r in lg if r["engine"] == "llama.cpp"])
     c = med([r["decode_step_ms"] for r in lg if r["engine"] == "chorus"])
-    print(f"decode step at 4096 positions, 1b-q8_0: llama.cpp {l:.1f} ms, Chorus {c:.1f} ms ({l/c:.2f}x)")
+    print(f"decode step at 4096 positions, l1b-q8_0: llama.cpp {l:.1f} ms, Chorus {c:.1f} ms ({l/c:.2f}x)")
 for r in rows:
     if r["kind"] == "logit-diff":
         print(f"int8 vs exact logits, {r['name']}: max {100*r['max_rel_logit_diff']:.2f}% / mean "

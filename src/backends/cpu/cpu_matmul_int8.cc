@@ -187,7 +187,8 @@ __attribute__((always_inline)) static inline void SuperBlockQ45K(bool five, cons
       for (int t = 0; t < kNt; ++t) {
         const ActBlockQ8& xb = x[t][2 * c + k];
         const __m256i p = DotI8Lanes(q[k], LoadX(xb));
-        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(ds * xb.d), acc[t]);
+        __m256& a = acc[k * kNt + t];  // two accumulator chains: FMA latency is not the bound
+        a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(ds * xb.d), a);
         mins[t] += dm * xb.s;
       }
     }
@@ -213,14 +214,18 @@ __attribute__((always_inline)) static inline void SuperBlockQ6K(const uint8_t* b
     for (int g = 0; g < 4; ++g) {
       const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * g), two);
       const __m256i q = _mm256_sub_epi8(_mm256_or_si256(lo[g], _mm256_slli_epi16(hi, 4)), off);
+      // The two 16-value scales go into the pair sums' madd (int16 lanes 0-7: values 0-15,
+      // lanes 8-15: values 16-31): |2 * 32 * 127 * 127| fits int32, and no float multiply.
       const int8_t* sc = b->scales + 8 * half + 2 * g;
-      const __m256 scv = _mm256_setr_ps(sc[0], sc[0], sc[0], sc[0], sc[1], sc[1], sc[1], sc[1]);
+      const __m256i sc16 = _mm256_set_m128i(_mm_set1_epi16(sc[1]), _mm_set1_epi16(sc[0]));
+      const __m256i aq = _mm256_sign_epi8(q, q);
 #pragma GCC unroll 4
       for (int t = 0; t < kNt; ++t) {
         const ActBlockQ8& xb = x[t][4 * half + g];
-        const __m256i p = DotI8Lanes(q, LoadX(xb));
-        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
-                                 _mm256_mul_ps(scv, _mm256_set1_ps(d * xb.d)), acc[t]);
+        const __m256i p16 = _mm256_maddubs_epi16(aq, _mm256_sign_epi8(LoadX(xb), q));
+        const __m256i p = _mm256_madd_epi16(p16, sc16);
+        __m256& a = acc[(g & 1) * kNt + t];  // two accumulator chains, as in SuperBlockQ45K
+        a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * xb.d), a);
       }
     }
   }
@@ -231,13 +236,12 @@ __attribute__((always_inline)) static inline void SuperBlockQ6K(const uint8_t* b
 template <GgmlType kType, int kNt>
 static void RowDotsInt8K(const uint8_t* row, const ActBlockQ8* const* xrows, int64_t nsb,
                          int64_t sb_bytes, float* res) {
-  __m256 acc[kNt];
+  __m256 acc[2 * kNt];  // [chain][token]
   float mins[kNt];
+#pragma GCC unroll 8
+  for (int t = 0; t < 2 * kNt; ++t) acc[t] = _mm256_setzero_ps();
 #pragma GCC unroll 4
-  for (int t = 0; t < kNt; ++t) {
-    acc[t] = _mm256_setzero_ps();
-    mins[t] = 0;
-  }
+  for (int t = 0; t < kNt; ++t) mins[t] = 0;
   for (int64_t sb = 0; sb < nsb; ++sb) {
     const ActBlockQ8* x[kNt];
 #pragma GCC unroll 4
@@ -249,7 +253,7 @@ static void RowDotsInt8K(const uint8_t* row, const ActBlockQ8* const* xrows, int
     }
   }
 #pragma GCC unroll 4
-  for (int t = 0; t < kNt; ++t) res[t] = Hsum(acc[t]) - mins[t];
+  for (int t = 0; t < kNt; ++t) res[t] = Hsum(_mm256_add_ps(acc[t], acc[kNt + t])) - mins[t];
 }
 
 // Rows of a Q4_K / Q5_K / Q6_K matrix against up to 4 quantized activation rows at a time.
