@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "chorus/backends/cpu_backend.h"
+#include "src/backends/cpu/cpu_simd.h"
 
 namespace chorus::cpu {
 namespace {
@@ -71,6 +72,73 @@ inline void Axpy(float a, const float* v, float* o, int n) {
   for (; d < n; ++d) o[d] += a * v[d];
 }
 
+#if defined(__AVX2__) && defined(__FMA__)
+// Head sizes 64 and 128 as compile-time constants: one query head's vector (or the output row)
+// stays in registers while the keys (values) of a block stream past it.
+template <int kHd>
+void ScoreBlock(const float* qh, const float* k_first, int64_t k_stride, int count, float scale,
+                float* scores, float* max_score) {
+  __m256 qv[kHd / 8];
+#pragma GCC unroll 16
+  for (int i = 0; i < kHd / 8; ++i) qv[i] = _mm256_loadu_ps(qh + 8 * i);
+  float mx = *max_score;
+  for (int p = 0; p < count; ++p) {
+    const float* k = k_first + p * k_stride;
+    __m256 a0 = _mm256_mul_ps(qv[0], _mm256_loadu_ps(k));
+    __m256 a1 = _mm256_mul_ps(qv[1], _mm256_loadu_ps(k + 8));
+#pragma GCC unroll 16
+    for (int i = 2; i < kHd / 8; i += 2) {
+      a0 = _mm256_fmadd_ps(qv[i], _mm256_loadu_ps(k + 8 * i), a0);
+      a1 = _mm256_fmadd_ps(qv[i + 1], _mm256_loadu_ps(k + 8 * i + 8), a1);
+    }
+    const float sc = Hsum(_mm256_add_ps(a0, a1)) * scale;
+    scores[p] = sc;
+    mx = std::max(mx, sc);
+  }
+  *max_score = mx;
+}
+
+template <int kHd>
+void AccumulateBlock(const float* weights, const float* v_first, int64_t v_stride, int count,
+                     float* o) {
+  __m256 ov[kHd / 8];
+#pragma GCC unroll 16
+  for (int i = 0; i < kHd / 8; ++i) ov[i] = _mm256_loadu_ps(o + 8 * i);
+  for (int p = 0; p < count; ++p) {
+    const __m256 a = _mm256_set1_ps(weights[p]);
+    const float* v = v_first + p * v_stride;
+#pragma GCC unroll 16
+    for (int i = 0; i < kHd / 8; ++i) ov[i] = _mm256_fmadd_ps(a, _mm256_loadu_ps(v + 8 * i), ov[i]);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < kHd / 8; ++i) _mm256_storeu_ps(o + 8 * i, ov[i]);
+}
+#endif
+
+// Scores of query head qh against `count` keys from k_first (k_stride floats apart); keeps the
+// running maximum.
+void Scores(int hd, const float* qh, const float* k_first, int64_t k_stride, int count, float scale,
+            float* scores, float* max_score) {
+#if defined(__AVX2__) && defined(__FMA__)
+  if (hd == 64) return ScoreBlock<64>(qh, k_first, k_stride, count, scale, scores, max_score);
+  if (hd == 128) return ScoreBlock<128>(qh, k_first, k_stride, count, scale, scores, max_score);
+#endif
+  for (int p = 0; p < count; ++p) {
+    scores[p] = DotF32(qh, k_first + p * k_stride, hd) * scale;
+    *max_score = std::max(*max_score, scores[p]);
+  }
+}
+
+// o += sum_p weights[p] * v_p over `count` values from v_first.
+void Accumulate(int hd, const float* weights, const float* v_first, int64_t v_stride, int count,
+                float* o) {
+#if defined(__AVX2__) && defined(__FMA__)
+  if (hd == 64) return AccumulateBlock<64>(weights, v_first, v_stride, count, o);
+  if (hd == 128) return AccumulateBlock<128>(weights, v_first, v_stride, count, o);
+#endif
+  for (int p = 0; p < count; ++p) Axpy(weights[p], v_first + p * v_stride, o, hd);
+}
+
 }  // namespace
 
 void Attention(ThreadPool& pool, const float* q, const float* k_cache, const float* v_cache,
@@ -88,7 +156,7 @@ void Attention(ThreadPool& pool, const float* q, const float* k_cache, const flo
       work,
       [&](int64_t begin, int64_t end) {
         std::vector<float> scores;  // [group][n]
-        std::vector<float> max_score(group), inv(group);
+        std::vector<float> max_score(group);
         for (int64_t w = begin; w < end; ++w) {
           const int t = static_cast<int>(w / kv_heads);
           const int kvh = static_cast<int>(w % kv_heads);
@@ -103,30 +171,26 @@ void Attention(ThreadPool& pool, const float* q, const float* k_cache, const flo
           for (int p0 = 0; p0 < n; p0 += bs) {
             const int64_t base = static_cast<int64_t>(table[p0 / bs]) * bs;
             const int count = std::min(bs, n - p0);
-            for (int i = 0; i < count; ++i) {
-              const float* k = k_cache + (base + i) * kv_dim + kvh * head_dim;
-              for (int g = 0; g < group; ++g) {
-                const float s = DotF32(qg + g * head_dim, k, head_dim) * scale;
-                scores[static_cast<size_t>(g) * n + p0 + i] = s;
-                max_score[g] = std::max(max_score[g], s);
-              }
+            const float* k = k_cache + base * kv_dim + kvh * head_dim;
+            for (int g = 0; g < group; ++g) {
+              Scores(head_dim, qg + g * head_dim, k, kv_dim, count, scale,
+                     scores.data() + static_cast<size_t>(g) * n + p0, &max_score[g]);
             }
           }
-          for (int g = 0; g < group; ++g) {
-            inv[g] = 1.0f /
-                     SoftmaxNumerators(scores.data() + static_cast<size_t>(g) * n, n, max_score[g]);
+          for (int g = 0; g < group; ++g) {  // normalized weights in place of the scores
+            float* sg = scores.data() + static_cast<size_t>(g) * n;
+            const float inv = 1.0f / SoftmaxNumerators(sg, n, max_score[g]);
+            for (int p = 0; p < n; ++p) sg[p] *= inv;
           }
           float* og = out + first_head * head_dim;
           std::fill(og, og + static_cast<int64_t>(group) * head_dim, 0.0f);
           for (int p0 = 0; p0 < n; p0 += bs) {
             const int64_t base = static_cast<int64_t>(table[p0 / bs]) * bs;
             const int count = std::min(bs, n - p0);
-            for (int i = 0; i < count; ++i) {
-              const float* v = v_cache + (base + i) * kv_dim + kvh * head_dim;
-              for (int g = 0; g < group; ++g) {
-                Axpy(scores[static_cast<size_t>(g) * n + p0 + i] * inv[g], v, og + g * head_dim,
-                     head_dim);
-              }
+            const float* v = v_cache + base * kv_dim + kvh * head_dim;
+            for (int g = 0; g < group; ++g) {
+              Accumulate(head_dim, scores.data() + static_cast<size_t>(g) * n + p0, v, kv_dim,
+                         count, og + g * head_dim);
             }
           }
         }
