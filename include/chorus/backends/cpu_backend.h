@@ -1,6 +1,7 @@
 // The CPU backend: multi-threaded (ThreadPool) SIMD kernels over host memory. It is a real
 // serving backend and the oracle the CUDA backend is checked against. Weights stay in the GGUF
-// mapping (zero copy). Not thread-safe: one engine thread drives it.
+// mapping (zero copy), except the packed copies the int8 path makes of Q8_0/Q4_0 matrices.
+// Not thread-safe: one engine thread drives it.
 #pragma once
 
 #include <memory>
@@ -10,9 +11,11 @@
 namespace chorus {
 
 std::unique_ptr<Backend> CreateCpuBackend(int num_threads);
-// int8_activations: matmuls with Q8_0/Q4_0 weights round each 32-value block of the activations
-// to int8 (scale per block) and use integer dot products, several times faster than
-// dequantize-then-FMA at ~1e-3 relative error. Off by default: the exact path is the oracle.
+// int8_activations: matmuls with quantized weights (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) round each
+// 32-value block of the activations to int8 (scale per block) and use integer dot products, 2-4x
+// faster than dequantize-then-FMA with logits within ~0.4% of the largest (docs/PERFORMANCE.md);
+// Q8_0/Q4_0 matrices get an 8-row packed copy on first use (cpu_int8_packed.h). The server's
+// default (cpu_int8_activations); the one-argument overload is the exact path, the oracle.
 std::unique_ptr<Backend> CreateCpuBackend(int num_threads, bool int8_activations);
 
 namespace cpu {

@@ -19,7 +19,7 @@ namespace {
 #if defined(__AVX2__) && defined(__FMA__)
 // e^x for x <= 0 (scores minus their maximum), Cephes' expf polynomial: relative error ~2e-7.
 inline __m256 ExpNonPositive(__m256 x) {
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  x = _mm256_max_ps(_mm256_set1_ps(-87.0f), x);  // a NaN x stays NaN (maxps returns operand 2)
   const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);

@@ -82,17 +82,7 @@ class CpuBackend : public Backend {
     w.rows = t.n_dims == 2 ? t.ne[1] : 1;
     w.row_bytes = w.cols / traits->block_size * traits->type_size;
     w.data = t.data;
-    if (int8_activations_ && cpu::Int8PackSupported(w) && !packed_.count(w.data)) {
-      // The int8 kernels read Q8_0 / Q4_0 from an 8-row interleaved copy (cpu_int8_packed.h);
-      // Embed keeps reading the original rows.
-      auto buf = Alloc(cpu::Int8PackedBytes(w));
-      if (!buf.ok()) return buf.status();
-      auto* dst = static_cast<uint8_t*>((*buf)->data());
-      pool_.ParallelFor(
-          w.rows / 8, [&](int64_t b, int64_t e) { cpu::PackInt8Rows(w, b, e, dst); },
-          w.rows * w.cols);
-      packed_[w.data] = std::move(*buf);
-    }
+    packed_.erase(w.data);  // new weights at this address: an old packed copy is stale
     return w;
   }
 
@@ -143,9 +133,7 @@ class CpuBackend : public Backend {
           },
           static_cast<int64_t>(n) * w.cols);
       const int64_t tasks = (w.rows + kRowsPerTask - 1) / kRowsPerTask;
-      const auto packed = packed_.find(w.data);
-      const auto* packed_data =
-          packed == packed_.end() ? nullptr : static_cast<const uint8_t*>(packed->second->data());
+      const uint8_t* packed_data = PackedFor(w);
       pool_.ParallelFor(
           tasks,
           [&](int64_t b, int64_t e) {
@@ -253,9 +241,36 @@ class CpuBackend : public Backend {
  private:
   ThreadPool pool_;
   const bool int8_activations_;
+  // The int8 kernels read Q8_0 / Q4_0 matrices from an 8-row interleaved copy
+  // (cpu_int8_packed.h), made on the matrix's first matmul, so an embedding table that only
+  // Embed reads (it reads the original rows) is never copied; nullptr: no copy for w (another
+  // type, rows not a multiple of 8, or no memory for it: the row kernel runs instead).
+  const uint8_t* PackedFor(const WeightTensor& w) {
+    if (!cpu::Int8PackSupported(w)) return nullptr;
+    auto it = packed_.find(w.data);
+    if (it != packed_.end() && it->second.type == w.type && it->second.rows == w.rows &&
+        it->second.cols == w.cols) {
+      return static_cast<const uint8_t*>(it->second.buffer->data());
+    }
+    auto buf = Alloc(cpu::Int8PackedBytes(w));
+    if (!buf.ok()) return nullptr;
+    auto* dst = static_cast<uint8_t*>((*buf)->data());
+    pool_.ParallelFor(
+        w.rows / 8, [&](int64_t b, int64_t e) { cpu::PackInt8Rows(w, b, e, dst); },
+        w.rows * w.cols);
+    packed_[w.data] = PackedWeight{w.type, w.rows, w.cols, std::move(*buf)};
+    return dst;
+  }
+
   std::vector<cpu::ActBlockQ8> act_;  // quantized activations of the current matmul
-  // Packed copies of Q8_0 / Q4_0 weights for the int8 kernels, by the weight's data pointer.
-  std::unordered_map<const void*, std::unique_ptr<BackendBuffer>> packed_;
+  struct PackedWeight {
+    GgmlType type;
+    int64_t rows, cols;
+    std::unique_ptr<BackendBuffer> buffer;
+  };
+  // Packed copies by the weight's data pointer; LoadWeight drops the entry of an address it
+  // hands out again.
+  std::unordered_map<const void*, PackedWeight> packed_;
   RowSampler rule_;
 };
 

@@ -1,7 +1,8 @@
 // CPU matmul kernels, int8 path: activations rounded to int8 blocks (QuantizeActivations) and
 // integer block dots against Q8_0 / Q4_0 weights, and with AVX2 against Q4_K / Q5_K / Q6_K
-// super-blocks. Opt-in (CreateCpuBackend's int8_activations); the float path is
-// cpu_matmul.cc.
+// super-blocks, over the weights' own layout (Q8_0/Q4_0 with VNNI usually run from the packed
+// copy instead: cpu_matmul_packed.cc). The default for quantized weights (CreateCpuBackend's
+// int8_activations); the exact float path is cpu_matmul.cc.
 #include <immintrin.h>
 
 #include <algorithm>

@@ -12,6 +12,7 @@
 // offset * sum(x) per block, which the activation block carries (ActBlockQ8::s = d * sum).
 #include <immintrin.h>
 
+#include <cassert>
 #include <cstring>
 
 #include "src/backends/cpu/cpu_int8_packed.h"
@@ -90,6 +91,7 @@ void MatMulPacked(const WeightTensor& w, const uint8_t* packed, const ActBlockQ8
                   float* out, int64_t out_stride, int64_t row_begin, int64_t row_end) {
   const int64_t nb = w.cols / kQK;
   constexpr int64_t kRec = kType == GgmlType::kQ8_0 ? 16 + 256 : 16 + 128;
+  assert(row_begin % 8 == 0 && row_end % 8 == 0);  // a partial group would touch others' rows
   for (int64_t g = row_begin / 8; g < row_end / 8; ++g) {
     const uint8_t* rec = packed + g * nb * kRec;
     ForTokenTiles(xq, nb, m, [&](auto nt, int j, const ActBlockQ8* const* x) {
