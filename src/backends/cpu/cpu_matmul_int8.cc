@@ -51,13 +51,14 @@ static inline void LoadWeightBlock(GgmlType type, const uint8_t* row, int64_t b,
 #endif
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-static inline __m256i LoadXBlock(const ActBlockQ8& b) {
+static inline __m256i LoadX(const ActBlockQ8& b) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
 }
 
-// 8 int32 partial sums of the 32 products of two int8 blocks (|w| <= 127, never -128): one
-// VNNI dpbusd where the CPU has it, else maddubs + madd.
-static inline __m256i BlockDotI8Lanes(__m256i w, __m256i x) {
+// 8 int32 partial sums of the 32 products of two int8 blocks (|w| <= 127, never -128; lanes 0-3
+// cover values 0-15, lanes 4-7 values 16-31): one VNNI dpbusd where the CPU has it, else
+// maddubs + madd.
+static inline __m256i DotI8Lanes(__m256i w, __m256i x) {
   const __m256i aw = _mm256_sign_epi8(w, w);  // |w|
   const __m256i sx = _mm256_sign_epi8(x, w);  // x with w's sign
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
@@ -100,15 +101,15 @@ static inline void RowDotsInt8(const uint8_t* row, const ActBlockQ8* const* x, i
       float d0, d1;
       const __m256i w0 = LoadWeightBlockVec<kType>(row, b, &d0);
       const __m256i w1 = LoadWeightBlockVec<kType>(row, b + 1, &d1);
-      const __m256i p0 = BlockDotI8Lanes(w0, LoadXBlock(x0[b]));
-      const __m256i p1 = BlockDotI8Lanes(w1, LoadXBlock(x0[b + 1]));
+      const __m256i p0 = DotI8Lanes(w0, LoadX(x0[b]));
+      const __m256i p1 = DotI8Lanes(w1, LoadX(x0[b + 1]));
       a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(d0 * x0[b].d), a0);
       a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(d1 * x0[b + 1].d), a1);
     }
     for (; b < nb; ++b) {
       float d0;
       const __m256i w0 = LoadWeightBlockVec<kType>(row, b, &d0);
-      const __m256i p0 = BlockDotI8Lanes(w0, LoadXBlock(x0[b]));
+      const __m256i p0 = DotI8Lanes(w0, LoadX(x0[b]));
       a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(d0 * x0[b].d), a0);
     }
     res[0] = Hsum(_mm256_add_ps(a0, a1));
@@ -121,7 +122,7 @@ static inline void RowDotsInt8(const uint8_t* row, const ActBlockQ8* const* x, i
       const __m256i wv = LoadWeightBlockVec<kType>(row, b, &dw);
 #pragma GCC unroll 4
       for (int t = 0; t < kNt; ++t) {
-        const __m256i p = BlockDotI8Lanes(wv, LoadXBlock(x[t][b]));
+        const __m256i p = DotI8Lanes(wv, LoadX(x[t][b]));
         acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * x[t][b].d), acc[t]);
       }
     }
@@ -130,33 +131,37 @@ static inline void RowDotsInt8(const uint8_t* row, const ActBlockQ8* const* x, i
   }
 }
 
-template <GgmlType kType>
-static void MatMulRowsInt8Q(const WeightTensor& w, const ActBlockQ8* xq, int m, float* out,
-                            int64_t out_stride, int64_t row_begin, int64_t row_end) {
+// out[j * out_stride + r] for rows [row_begin, row_end) and every activation row j:
+// dots(row, nt, x, res) fills res[0..nt) for one weight row against a tile of nt rows.
+template <typename RowDots>
+static void ForRowsAndTiles(const WeightTensor& w, const ActBlockQ8* xq, int m, float* out,
+                            int64_t out_stride, int64_t row_begin, int64_t row_end,
+                            RowDots&& dots) {
   const int64_t nb = w.cols / kQK;
   const auto* base = static_cast<const uint8_t*>(w.data);
   for (int64_t r = row_begin; r < row_end; ++r) {
     const uint8_t* row = base + r * w.row_bytes;
     ForTokenTiles(xq, nb, m, [&](auto nt, int j, const ActBlockQ8* const* x) {
       float res[4];
-      RowDotsInt8<kType, decltype(nt)::value>(row, x, nb, res);
+      dots(row, nt, x, res);
       for (int t = 0; t < decltype(nt)::value; ++t)
         out[static_cast<int64_t>(j + t) * out_stride + r] = res[t];
     });
   }
 }
+
+template <GgmlType kType>
+static void MatMulRowsInt8Q(const WeightTensor& w, const ActBlockQ8* xq, int m, float* out,
+                            int64_t out_stride, int64_t row_begin, int64_t row_end) {
+  const int64_t nb = w.cols / kQK;
+  ForRowsAndTiles(w, xq, m, out, out_stride, row_begin, row_end,
+                  [&](const uint8_t* row, auto nt, const ActBlockQ8* const* x, float* res) {
+                    RowDotsInt8<kType, decltype(nt)::value>(row, x, nb, res);
+                  });
+}
 #endif
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-// 8 int32 partial sums of 32 products of signed weights (|w| <= 63) and signed activations:
-// lanes 0-3 cover values 0-15, lanes 4-7 values 16-31.
-static inline __m256i DotI8Lanes(__m256i w, __m256i x) {
-  const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-  return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
-}
-static inline __m256i LoadX(const ActBlockQ8& b) {
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
-}
 
 // Q4_K / Q5_K: sub-block j of a super-block is one activation block; weights 0..31 unsigned,
 // x = d * sc * q - dmin * m, so dot = d * sc * dx * sum(q * xq) - dmin * m * (dx * sum(xq)).
@@ -261,18 +266,11 @@ static void RowDotsInt8K(const uint8_t* row, const ActBlockQ8* const* xrows, int
 template <GgmlType kType>
 static void MatMulRowsInt8K(const WeightTensor& w, const ActBlockQ8* xq, int m, float* out,
                             int64_t out_stride, int64_t row_begin, int64_t row_end) {
-  const int64_t nb = w.cols / kQK, nsb = w.cols / kQK_K;
-  const int64_t sb_bytes = w.row_bytes / nsb;
-  const auto* base = static_cast<const uint8_t*>(w.data);
-  for (int64_t r = row_begin; r < row_end; ++r) {
-    const uint8_t* row = base + r * w.row_bytes;
-    ForTokenTiles(xq, nb, m, [&](auto nt, int j, const ActBlockQ8* const* x) {
-      float res[4];
-      RowDotsInt8K<kType, decltype(nt)::value>(row, x, nsb, sb_bytes, res);
-      for (int t = 0; t < decltype(nt)::value; ++t)
-        out[static_cast<int64_t>(j + t) * out_stride + r] = res[t];
-    });
-  }
+  const int64_t nsb = w.cols / kQK_K, sb_bytes = w.row_bytes / nsb;
+  ForRowsAndTiles(w, xq, m, out, out_stride, row_begin, row_end,
+                  [&](const uint8_t* row, auto nt, const ActBlockQ8* const* x, float* res) {
+                    RowDotsInt8K<kType, decltype(nt)::value>(row, x, nsb, sb_bytes, res);
+                  });
 }
 #endif
 

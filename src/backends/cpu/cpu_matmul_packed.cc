@@ -23,7 +23,7 @@ namespace {
 
 constexpr int kSlotRow[8] = {0, 1, 4, 5, 2, 3, 6, 7};
 
-int64_t RecordBytes(GgmlType type) { return 16 + (type == GgmlType::kQ8_0 ? 256 : 128); }
+constexpr int64_t RecordBytes(GgmlType type) { return 16 + (type == GgmlType::kQ8_0 ? 256 : 128); }
 
 #if CHORUS_INT8_PACKED
 inline __m256i Dpbusd(__m256i acc, __m256i u, __m256i s) {
@@ -38,7 +38,7 @@ inline __m256i Dpbusd(__m256i acc, __m256i u, __m256i s) {
 template <GgmlType kType, int kNt>
 void GroupDots(const uint8_t* rec, int64_t nb, const ActBlockQ8* const* x, float* res,
                int64_t out_stride) {
-  constexpr int64_t kRec = kType == GgmlType::kQ8_0 ? 16 + 256 : 16 + 128;
+  constexpr int64_t kRec = RecordBytes(kType);
   constexpr float kOffset = kType == GgmlType::kQ8_0 ? 128.0f : 8.0f;
   __m256 acc[kNt];
 #pragma GCC unroll 4
@@ -90,7 +90,7 @@ template <GgmlType kType>
 void MatMulPacked(const WeightTensor& w, const uint8_t* packed, const ActBlockQ8* xq, int m,
                   float* out, int64_t out_stride, int64_t row_begin, int64_t row_end) {
   const int64_t nb = w.cols / kQK;
-  constexpr int64_t kRec = kType == GgmlType::kQ8_0 ? 16 + 256 : 16 + 128;
+  constexpr int64_t kRec = RecordBytes(kType);
   assert(row_begin % 8 == 0 && row_end % 8 == 0);  // a partial group would touch others' rows
   for (int64_t g = row_begin / 8; g < row_end / 8; ++g) {
     const uint8_t* rec = packed + g * nb * kRec;
