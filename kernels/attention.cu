@@ -150,6 +150,33 @@ size_t DecodeSharedBytes(int hd, int group) {
          sizeof(float) * static_cast<size_t>(kDecodeWarps) * group * (hd + 2);
 }
 
+// One merge per (head, dim) across the warps' states in `part` ([warps, group, hd + 2]):
+// the normalized output (final_out), or the split's values, max and sum (scratch).
+__device__ void MergeWarpStates(const float* part, int hd, int group, int kvh, int heads, int t,
+                                int row, int split, int splits, float* scratch, float* final_out) {
+  for (int idx = threadIdx.x; idx < group * hd; idx += blockDim.x) {
+    const int g = idx / hd, d = idx % hd;
+    float m = -CUDART_INF_F;
+    for (int w = 0; w < kDecodeWarps; ++w) m = fmaxf(m, part[(w * group + g) * (hd + 2) + hd]);
+    float total = 0.0f, v = 0.0f;
+    for (int w = 0; w < kDecodeWarps; ++w) {
+      const float* pw = part + (w * group + g) * (hd + 2);
+      if (pw[hd] == -CUDART_INF_F) continue;  // this warp saw no key
+      const float c = expf(pw[hd] - m);
+      total += pw[hd + 1] * c;
+      v += pw[d] * c;
+    }
+    const int h = kvh * group + g;
+    if (final_out != nullptr) {
+      final_out[(static_cast<int64_t>(t) * heads + h) * hd + d] = v / total;
+      continue;
+    }
+    float* out = scratch + ((static_cast<int64_t>(row) * heads + h) * splits + split) * (hd + 2);
+    out[d] = v;  // the merge kernel's layout: values, then max and sum
+    if (d == 0) out[hd] = m, out[hd + 1] = total;
+  }
+}
+
 template <typename T, int kVec>
 __global__ void __launch_bounds__(kDecodeWarps * 32)
     DecodeAttentionKernel(const float* q, const T* kc, const T* vc, DeviceLayout l,
@@ -157,7 +184,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
                           float* scratch, float* final_out) {
   constexpr int hd = 32 * kVec;
   extern __shared__ float smem[];
-  int64_t* slots = reinterpret_cast<int64_t*>(smem);             // [kAttentionChunk]
+  int64_t* slots = reinterpret_cast<int64_t*>(smem);                // [kAttentionChunk]
   float* part = reinterpret_cast<float*>(slots + kAttentionChunk);  // [warps, group, hd + 2]
   const int split = blockIdx.x, kvh = blockIdx.y, row = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -178,10 +205,11 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
 #pragma unroll
     for (int i = 0; i < kVec; ++i) {
       st[g].acc[i] = 0.0f;
-      qv[g][i] = g < group
-                     ? q[(static_cast<int64_t>(t) * heads + kvh * group + g) * hd + lane * kVec + i] *
-                           scale
-                     : 0.0f;
+      qv[g][i] =
+          g < group
+              ? q[(static_cast<int64_t>(t) * heads + kvh * group + g) * hd + lane * kVec + i] *
+                    scale
+              : 0.0f;
     }
   }
   __syncthreads();  // slots are resolved
@@ -219,27 +247,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     if (lane == 0) w[hd] = st[g].m, w[hd + 1] = st[g].sum;
   }
   __syncthreads();
-  for (int idx = threadIdx.x; idx < group * hd; idx += blockDim.x) {
-    const int g = idx / hd, d = idx % hd;
-    float m = -CUDART_INF_F;
-    for (int w = 0; w < kDecodeWarps; ++w) m = fmaxf(m, part[(w * group + g) * (hd + 2) + hd]);
-    float total = 0.0f, v = 0.0f;
-    for (int w = 0; w < kDecodeWarps; ++w) {
-      const float* pw = part + (w * group + g) * (hd + 2);
-      if (pw[hd] == -CUDART_INF_F) continue;  // this warp saw no key
-      const float c = expf(pw[hd] - m);
-      total += pw[hd + 1] * c;
-      v += pw[d] * c;
-    }
-    const int h = kvh * group + g;
-    if (final_out != nullptr) {
-      final_out[(static_cast<int64_t>(t) * heads + h) * hd + d] = v / total;
-      continue;
-    }
-    float* out = scratch + ((static_cast<int64_t>(row) * heads + h) * splits + split) * (hd + 2);
-    out[d] = v;  // the merge kernel's layout: values, then max and sum
-    if (d == 0) out[hd] = m, out[hd + 1] = total;
-  }
+  MergeWarpStates(part, hd, group, kvh, heads, t, row, split, splits, scratch, final_out);
 }
 
 template <typename T>
@@ -269,6 +277,26 @@ size_t TiledSharedBytes(int hd) {
   return sizeof(float) *
          (static_cast<size_t>(kQueryTile) * hd + static_cast<size_t>(kKeyTile) * (hd + 1) +
           static_cast<size_t>(kKeyTile) * hd);
+}
+
+// Keys kb .. kb + kKeyTile - 1 (zero past `last`) of one KV head into shared memory:
+// ks [kKeyTile, hd + 1] (padded), vs [kKeyTile, hd].
+template <typename T>
+__device__ void StageKeyTile(const T* kc, const T* vc, const int32_t* table, int block_size,
+                             int kv_dim, int kvh, int hd, int kb, int last, float* ks, float* vs) {
+  const int kstride = hd + 1;
+  for (int i = threadIdx.x; i < kKeyTile * hd; i += blockDim.x) {
+    const int r = i / hd, d = i % hd;
+    const int p = kb + r;
+    float kv = 0.0f, vv = 0.0f;
+    if (p <= last) {
+      const int64_t off = Slot(table, p, block_size) * kv_dim + kvh * hd + d;
+      kv = KvLoad(kc + off);
+      vv = KvLoad(vc + off);
+    }
+    ks[r * kstride + d] = kv;
+    vs[r * hd + d] = vv;
+  }
 }
 
 template <typename T>
@@ -303,18 +331,7 @@ __global__ void TiledAttentionKernel(const float* q, const T* kc, const T* vc, D
   }
   for (int kb = 0; kb <= last; kb += kKeyTile) {
     __syncthreads();  // the previous key tile is consumed (first pass: queries are staged)
-    for (int i = threadIdx.x; i < kKeyTile * hd; i += blockDim.x) {
-      const int r = i / hd, d = i % hd;
-      const int p = kb + r;
-      float kv = 0.0f, vv = 0.0f;
-      if (p <= last) {
-        const int64_t off = Slot(table, p, l.block_size) * kv_dim + kvh * hd + d;
-        kv = KvLoad(kc + off);
-        vv = KvLoad(vc + off);
-      }
-      ks[r * kstride + d] = kv;
-      vs[r * hd + d] = vv;
-    }
+    StageKeyTile(kc, vc, table, l.block_size, kv_dim, kvh, hd, kb, last, ks, vs);
     __syncthreads();
 #pragma unroll
     for (int qi = 0; qi < kQueriesPerWarp; ++qi) {
@@ -377,12 +394,11 @@ cudaError_t Attention(const float* q, const void* k_cache, const void* v_cache, 
   // With one split the first kernel writes the output itself.
   float* direct = num_splits == 1 ? out : nullptr;
   cudaError_t e = cudaSuccess;
-  if ((head_dim == 64 || head_dim == 128) && heads / kv_heads <= kMaxGroup &&
-      kv_heads <= 65535) {
-    e = half_kv ? LaunchDecode<__half>(q, k_cache, v_cache, layout, rows, num_rows, heads,
-                                       kv_heads, head_dim, scale, num_splits, scratch, direct, s)
-                : LaunchDecode<float>(q, k_cache, v_cache, layout, rows, num_rows, heads,
-                                      kv_heads, head_dim, scale, num_splits, scratch, direct, s);
+  if ((head_dim == 64 || head_dim == 128) && heads / kv_heads <= kMaxGroup && kv_heads <= 65535) {
+    e = half_kv ? LaunchDecode<__half>(q, k_cache, v_cache, layout, rows, num_rows, heads, kv_heads,
+                                       head_dim, scale, num_splits, scratch, direct, s)
+                : LaunchDecode<float>(q, k_cache, v_cache, layout, rows, num_rows, heads, kv_heads,
+                                      head_dim, scale, num_splits, scratch, direct, s);
     if (e != cudaSuccess || direct != nullptr) return e;
     AttentionMergeKernel<<<dim3(heads, num_rows), 128, 0, s>>>(scratch, rows, heads, head_dim,
                                                                num_splits, out);

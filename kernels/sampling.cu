@@ -40,6 +40,100 @@ __device__ double BlockSum(double v, double* sh) {
   return sh[0];
 }
 
+// top-k: the largest threshold on l * inv_t that still keeps k tokens (bisection over [mn, ms]).
+__device__ float TopKThreshold(const float* l, int vocab, float inv_t, float mn, float ms,
+                               int top_k, double* shd) {
+  float lo = mn, hi = ms;
+  for (int it = 0; it < kSearchSteps; ++it) {
+    const float mid = 0.5f * (lo + hi);
+    double cnt = 0;
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) cnt += (l[i] * inv_t >= mid) ? 1.0 : 0.0;
+    if (BlockSum(cnt, shd) >= top_k)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+// top-p: the largest threshold whose kept mass is still >= top_p of the mass above tau_k.
+__device__ float TopPThreshold(const float* l, int vocab, float inv_t, float mn, float ms,
+                               float tau_k, float top_p, double* shd) {
+  double zk = 0;
+  for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+    const float s = l[i] * inv_t;
+    if (s >= tau_k) zk += expf(s - ms);
+  }
+  zk = BlockSum(zk, shd);
+  float lo = fmaxf(mn, tau_k), hi = ms;
+  for (int it = 0; it < kSearchSteps; ++it) {
+    const float mid = 0.5f * (lo + hi);
+    double mass = 0;
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+      const float s = l[i] * inv_t;
+      if (s >= mid && s >= tau_k) mass += expf(s - ms);
+    }
+    if (BlockSum(mass, shd) >= top_p * zk)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+// Inverse CDF in vocabulary order over the kept tokens (score >= tau, weight >= min_p):
+// contiguous chunks per thread, a prefix over threads. Writes the token to *picked.
+__device__ void PickInverseCdf(const float* l, int vocab, float inv_t, float ms, float tau,
+                               const SamplingRow& p, double* prefix, double* shd, int* picked) {
+  const int t = threadIdx.x;
+  const int chunk = (vocab + blockDim.x - 1) / blockDim.x;
+  const int begin = min(vocab, t * chunk), end = min(vocab, begin + chunk);
+  double mine = 0;
+  int last_kept = -1;
+  for (int i = begin; i < end; ++i) {
+    const float s = l[i] * inv_t;
+    const float w = expf(s - ms);
+    if (s >= tau && w >= p.min_p) {
+      mine += w;
+      last_kept = i;
+    }
+  }
+  prefix[t] = mine;
+  __syncthreads();
+  if (t == 0) {
+    double run = 0;
+    for (int k = 0; k < blockDim.x; ++k) {
+      const double v = prefix[k];
+      prefix[k] = run;
+      run += v;
+    }
+    shd[0] = run;  // total kept mass
+  }
+  __syncthreads();
+  const double target = p.uniform * shd[0];
+  if (mine > 0 && target >= prefix[t] && target < prefix[t] + mine) {
+    double cum = prefix[t];
+    for (int i = begin; i < end; ++i) {
+      const float s = l[i] * inv_t;
+      const float w = expf(s - ms);
+      if (s >= tau && w >= p.min_p) {
+        cum += w;
+        if (target < cum) {
+          *picked = i;
+          break;
+        }
+      }
+    }
+  }
+  __syncthreads();
+  // Rounding can leave the target at the very top: take the last kept token (the largest
+  // kept index of all threads). Every thread reads `picked` between two barriers, before any
+  // thread changes it, so the fallback does not depend on which thread runs first.
+  const bool none = *picked < 0;
+  __syncthreads();
+  if (none && last_kept >= 0) atomicMax(picked, last_kept);
+}
+
 __global__ void __launch_bounds__(kSampleThreads)
     SampleKernel(const float* logits, int vocab, const SamplingRow* params, int32_t* tokens,
                  float* logprobs) {
@@ -73,93 +167,12 @@ __global__ void __launch_bounds__(kSampleThreads)
     float mn = CUDART_INF_F;
     for (int i = t; i < vocab; i += blockDim.x) mn = fminf(mn, l[i] * inv_t);
     mn = -BlockMax(-mn, shf);
-    // top-k: the largest threshold that still keeps k tokens.
-    float tau_k = -CUDART_INF_F;
-    if (p.top_k > 0 && p.top_k < vocab) {
-      float lo = mn, hi = ms;
-      for (int it = 0; it < kSearchSteps; ++it) {
-        const float mid = 0.5f * (lo + hi);
-        double cnt = 0;
-        for (int i = t; i < vocab; i += blockDim.x) cnt += (l[i] * inv_t >= mid) ? 1.0 : 0.0;
-        if (BlockSum(cnt, shd) >= p.top_k)
-          lo = mid;
-        else
-          hi = mid;
-      }
-      tau_k = lo;
-    }
-    // top-p: the largest threshold whose kept mass is still >= top_p of the top-k mass.
-    float tau_p = -CUDART_INF_F;
-    if (p.top_p < 1.0f) {
-      double zk = 0;
-      for (int i = t; i < vocab; i += blockDim.x) {
-        const float s = l[i] * inv_t;
-        if (s >= tau_k) zk += expf(s - ms);
-      }
-      zk = BlockSum(zk, shd);
-      float lo = fmaxf(mn, tau_k), hi = ms;
-      for (int it = 0; it < kSearchSteps; ++it) {
-        const float mid = 0.5f * (lo + hi);
-        double mass = 0;
-        for (int i = t; i < vocab; i += blockDim.x) {
-          const float s = l[i] * inv_t;
-          if (s >= mid && s >= tau_k) mass += expf(s - ms);
-        }
-        if (BlockSum(mass, shd) >= p.top_p * zk)
-          lo = mid;
-        else
-          hi = mid;
-      }
-      tau_p = lo;
-    }
-    const float tau = fmaxf(tau_k, tau_p);
-    // Inverse CDF in vocabulary order: contiguous chunks per thread, a prefix over threads.
-    const int chunk = (vocab + blockDim.x - 1) / blockDim.x;
-    const int begin = min(vocab, t * chunk), end = min(vocab, begin + chunk);
-    double mine = 0;
-    int last_kept = -1;
-    for (int i = begin; i < end; ++i) {
-      const float s = l[i] * inv_t;
-      const float w = expf(s - ms);
-      if (s >= tau && w >= p.min_p) {
-        mine += w;
-        last_kept = i;
-      }
-    }
-    prefix[t] = mine;
-    __syncthreads();
-    if (t == 0) {
-      double run = 0;
-      for (int k = 0; k < blockDim.x; ++k) {
-        const double v = prefix[k];
-        prefix[k] = run;
-        run += v;
-      }
-      shd[0] = run;  // total kept mass
-    }
-    __syncthreads();
-    const double target = p.uniform * shd[0];
-    if (mine > 0 && target >= prefix[t] && target < prefix[t] + mine) {
-      double cum = prefix[t];
-      for (int i = begin; i < end; ++i) {
-        const float s = l[i] * inv_t;
-        const float w = expf(s - ms);
-        if (s >= tau && w >= p.min_p) {
-          cum += w;
-          if (target < cum) {
-            picked = i;
-            break;
-          }
-        }
-      }
-    }
-    __syncthreads();
-    // Rounding can leave the target at the very top: take the last kept token (the largest
-    // kept index of all threads). Every thread reads `picked` between two barriers, before any
-    // thread changes it, so the fallback does not depend on which thread runs first.
-    const bool none = picked < 0;
-    __syncthreads();
-    if (none && last_kept >= 0) atomicMax(&picked, last_kept);
+    const float tau_k = p.top_k > 0 && p.top_k < vocab
+                            ? TopKThreshold(l, vocab, inv_t, mn, ms, p.top_k, shd)
+                            : -CUDART_INF_F;
+    const float tau_p = p.top_p < 1.0f ? TopPThreshold(l, vocab, inv_t, mn, ms, tau_k, p.top_p, shd)
+                                       : -CUDART_INF_F;
+    PickInverseCdf(l, vocab, inv_t, ms, fmaxf(tau_k, tau_p), p, prefix, shd, &picked);
   }
   __syncthreads();
   if (t == 0) {

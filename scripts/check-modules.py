@@ -9,6 +9,9 @@ too). This reads every #include "chorus/<module>/..." in src/, include/ and kern
      conditions such as if(CHORUS_HAVE_CUDA) are ignored: a link stated anywhere counts).
   3. code outside scheduler/ and kv_cache/ calls a BlockManager mutator (Allocate, Ref, Unref,
      Lookup, Publish): the scheduler is the one owner of KV blocks.
+  4. a source file (src/, include/, kernels/) is over 450 lines, or a function body over 80 lines
+     (found by brace matching after string and character literals are blanked: a signature line
+     ending in `) {`), so that every function fits on a screen.
 Prints the module graph on success.
 """
 import collections
@@ -68,6 +71,38 @@ def parse_cmake():
                     if w.startswith('chorus'):
                         links[name].add(w)
     return sources, links
+
+
+MAX_FILE_LINES, MAX_FUNCTION_LINES = 450, 80
+SIGNATURE = re.compile(r'\)\s*(const)?\s*(override)?\s*(noexcept)?\s*(->\s*[\w:<>]+)?\s*\{$')
+CONTROL = re.compile(r'(if|for|while|switch|else|do|catch)\b')
+
+
+def blank_literals(line):
+    line = re.sub(r'"(\\.|[^"\\])*"', '""', line)
+    return re.sub(r"'(\\.|[^'\\])'", "' '", line)
+
+
+def size_problems(rel):
+    lines = [blank_literals(x) for x in open(os.path.join(ROOT, rel), errors='ignore').read().split('\n')]
+    if len(lines) - 1 > MAX_FILE_LINES:
+        yield f'{rel}: {len(lines) - 1} lines (at most {MAX_FILE_LINES})'
+    i = 0
+    while i < len(lines):
+        s = lines[i].strip()
+        if not (SIGNATURE.search(s) and not CONTROL.match(s) and not s.startswith('}')):
+            i += 1
+            continue
+        depth, j = 0, i
+        while j < len(lines):
+            depth += lines[j].count('{') - lines[j].count('}')
+            if depth <= 0:
+                break
+            j += 1
+        if j - i + 1 > MAX_FUNCTION_LINES:
+            yield f'{rel}:{i + 1}: function of {j - i + 1} lines (at most {MAX_FUNCTION_LINES}): {s[:60]}'
+            i = j
+        i += 1
 
 
 def main():
@@ -169,6 +204,9 @@ def main():
                 if mutator.search(line):
                     errors.append(f'{rel}:{n}: BlockManager mutator outside the scheduler: '
                                   f'{line.strip()}')
+    # 4. files and functions that fit on a screen.
+    for rel in files():
+        errors.extend(size_problems(rel))
     if errors:
         print('\n'.join(errors))
         print(f'check-modules: FAILED ({len(errors)} problems)')
@@ -176,7 +214,8 @@ def main():
     for m in sorted(edges):
         print(f'  {m} -> {", ".join(sorted(edges[m]))}')
     print(f'check-modules: {len(nodes)} modules, no include cycle, every include linked, '
-          'KV blocks changed by the scheduler only')
+          'KV blocks changed by the scheduler only, '
+          f'files <= {MAX_FILE_LINES} lines, functions <= {MAX_FUNCTION_LINES} lines')
     return 0
 
 

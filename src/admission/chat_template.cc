@@ -121,115 +121,146 @@ bool ChatTemplateHasToolCalls(ChatTemplate t) {
 
 bool ChatTemplateListsTools(ChatTemplate t) { return t == ChatTemplate::kChatMlThinking; }
 
+namespace {
+
+// Token ids of a rendered conversation: special markers parsed as special tokens, message
+// text never (so a user cannot forge a marker).
+class ChatTokens {
+ public:
+  explicit ChatTokens(const Tokenizer& tok) : tok_(tok) {}
+  void Special(std::string_view s) { Append(tok_.Encode(s, false, /*parse_special=*/true)); }
+  void Plain(std::string_view s) { Append(tok_.Encode(s, false, /*parse_special=*/false)); }
+  void Id(int32_t id) {
+    if (id >= 0) out_.push_back(id);
+  }
+  const Tokenizer& tok() const { return tok_; }
+  std::vector<int32_t> Take() { return std::move(out_); }
+
+ private:
+  void Append(const std::vector<int32_t>& ids) { out_.insert(out_.end(), ids.begin(), ids.end()); }
+  const Tokenizer& tok_;
+  std::vector<int32_t> out_;
+};
+
+void RenderLlama3(const Messages& messages, ChatTokens& out) {
+  out.Id(out.tok().bos_id());
+  for (const ChatMessage& m : messages) {
+    out.Special("<|start_header_id|>");
+    out.Plain(m.role);
+    out.Special("<|end_header_id|>");
+    out.Plain("\n\n" + Trim(m.content));
+    out.Special("<|eot_id|>");
+  }
+  // The template opens the assistant's turn whatever add_generation_prompt says.
+  out.Special("<|start_header_id|>");
+  out.Plain("assistant");
+  out.Special("<|end_header_id|>");
+  out.Plain("\n\n");
+}
+
+// One ChatML turn: <|im_start|>{text}<|im_end|>\n.
+void ChatMlTurn(const std::string& text, ChatTokens& out) {
+  out.Special("<|im_start|>");
+  out.Plain(text);
+  out.Special("<|im_end|>");
+  out.Plain("\n");
+}
+
+// Qwen3: the system turn lists the tools (after the system message, if any).
+void ChatMlToolsTurn(const Messages& messages, const std::vector<std::string>& tools,
+                     ChatTokens& out) {
+  std::string sys = "system\n";
+  if (!messages.empty() && messages[0].role == "system") sys += messages[0].content + "\n\n";
+  sys +=
+      "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+      "You are provided with function signatures within <tools></tools> XML tags:\n<tools>";
+  for (const std::string& tool : tools) sys += "\n" + tool;
+  sys +=
+      "\n</tools>\n\nFor each function call, return a json object with function name and "
+      "arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": "
+      "<function-name>, \"arguments\": <args-json-object>}\n</tool_call>";
+  ChatMlTurn(sys, out);
+}
+
+void RenderChatMl(bool thinking, const Messages& messages, const ChatOptions& options,
+                  ChatTokens& out) {
+  const size_t last_user = LastUserQuery(messages);
+  const bool tools = thinking && !options.tools.empty();
+  const bool system_first = !messages.empty() && messages[0].role == "system";
+  if (tools) ChatMlToolsTurn(messages, options.tools, out);
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const ChatMessage& m = messages[i];
+    if (tools && i == 0 && system_first) continue;  // already in the tools turn
+    if (thinking && m.role == "tool") {
+      // Consecutive tool results share one user turn of <tool_response> blocks.
+      if (i == 0 || messages[i - 1].role != "tool") {
+        out.Special("<|im_start|>");
+        out.Plain("user");
+      }
+      out.Plain("\n<tool_response>\n" + m.content + "\n</tool_response>");
+      if (i + 1 == messages.size() || messages[i + 1].role != "tool") {
+        out.Special("<|im_end|>");
+        out.Plain("\n");
+      }
+      continue;
+    }
+    std::string body = m.content;
+    if (thinking && m.role == "assistant") {
+      std::string answer;
+      body = ThinkingAssistantContent(messages, i, last_user, &answer);
+      // A newline before the first call only after answer text (not after a think block).
+      body += ToolCallsText(m.tool_calls, !answer.empty());
+    }
+    ChatMlTurn(m.role + "\n" + body, out);
+  }
+  if (options.add_generation_prompt) {
+    out.Special("<|im_start|>");
+    out.Plain("assistant\n");
+    if (thinking && options.enable_thinking == false) out.Plain("<think>\n\n</think>\n\n");
+  }
+}
+
+// [INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {assistant} </s><s>[INST] ...
+void RenderLlama2(const Messages& messages, ChatTokens& out) {
+  std::string system;
+  bool first_user = true;
+  for (const auto& [role, content, reasoning, calls] : messages) {
+    if (role == "system") {
+      system = content;
+    } else if (role == "user") {
+      out.Id(out.tok().bos_id());
+      std::string text = "[INST] ";
+      if (first_user && !system.empty()) text += "<<SYS>>\n" + system + "\n<</SYS>>\n\n";
+      first_user = false;
+      out.Plain(text + content + " [/INST]");
+    } else {
+      out.Plain(" " + content + " ");
+      out.Id(out.tok().eos_id());
+    }
+  }
+}
+
+}  // namespace
+
 std::vector<int32_t> RenderChat(ChatTemplate t, const Tokenizer& tok,
                                 const std::vector<ChatMessage>& messages,
                                 const ChatOptions& options) {
-  std::vector<int32_t> out;
-  auto special = [&](std::string_view s) {
-    const auto ids = tok.Encode(s, false, /*parse_special=*/true);
-    out.insert(out.end(), ids.begin(), ids.end());
-  };
-  auto plain = [&](std::string_view s) {
-    const auto ids = tok.Encode(s, false, /*parse_special=*/false);
-    out.insert(out.end(), ids.begin(), ids.end());
-  };
+  ChatTokens out(tok);
   switch (t) {
     case ChatTemplate::kLlama3:
-      if (tok.bos_id() >= 0) out.push_back(tok.bos_id());
-      for (const ChatMessage& m : messages) {
-        special("<|start_header_id|>");
-        plain(m.role);
-        special("<|end_header_id|>");
-        plain("\n\n" + Trim(m.content));
-        special("<|eot_id|>");
-      }
-      // The template opens the assistant's turn whatever add_generation_prompt says.
-      special("<|start_header_id|>");
-      plain("assistant");
-      special("<|end_header_id|>");
-      plain("\n\n");
+      RenderLlama3(messages, out);
       break;
     case ChatTemplate::kChatMl:
-    case ChatTemplate::kChatMlThinking: {
-      const bool thinking = t == ChatTemplate::kChatMlThinking;
-      const size_t last_user = LastUserQuery(messages);
-      const bool tools = thinking && !options.tools.empty();
-      const bool system_first = !messages.empty() && messages[0].role == "system";
-      if (tools) {  // Qwen3: the system turn lists the tools (after the system message, if any)
-        std::string sys = "system\n";
-        if (system_first) sys += messages[0].content + "\n\n";
-        sys +=
-            "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
-            "You are provided with function signatures within <tools></tools> XML tags:\n<tools>";
-        for (const std::string& tool : options.tools) sys += "\n" + tool;
-        sys +=
-            "\n</tools>\n\nFor each function call, return a json object with function name and "
-            "arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": "
-            "<function-name>, \"arguments\": <args-json-object>}\n</tool_call>";
-        special("<|im_start|>");
-        plain(sys);
-        special("<|im_end|>");
-        plain("\n");
-      }
-      for (size_t i = 0; i < messages.size(); ++i) {
-        const ChatMessage& m = messages[i];
-        if (tools && i == 0 && system_first) continue;  // already in the tools turn
-        if (thinking && m.role == "tool") {
-          // Consecutive tool results share one user turn of <tool_response> blocks.
-          if (i == 0 || messages[i - 1].role != "tool") {
-            special("<|im_start|>");
-            plain("user");
-          }
-          plain("\n<tool_response>\n" + m.content + "\n</tool_response>");
-          if (i + 1 == messages.size() || messages[i + 1].role != "tool") {
-            special("<|im_end|>");
-            plain("\n");
-          }
-          continue;
-        }
-        std::string body = m.content;
-        if (thinking && m.role == "assistant") {
-          std::string answer;
-          body = ThinkingAssistantContent(messages, i, last_user, &answer);
-          // A newline before the first call only after answer text (not after a think block).
-          body += ToolCallsText(m.tool_calls, !answer.empty());
-        }
-        special("<|im_start|>");
-        plain(m.role + "\n" + body);
-        special("<|im_end|>");
-        plain("\n");
-      }
-      if (options.add_generation_prompt) {
-        special("<|im_start|>");
-        plain("assistant\n");
-        if (thinking && options.enable_thinking == false) plain("<think>\n\n</think>\n\n");
-      }
+    case ChatTemplate::kChatMlThinking:
+      RenderChatMl(t == ChatTemplate::kChatMlThinking, messages, options, out);
       break;
-    }
-    case ChatTemplate::kLlama2: {
-      // [INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {assistant} </s><s>[INST] ...
-      std::string system;
-      bool first_user = true;
-      for (const auto& [role, content, reasoning, calls] : messages) {
-        if (role == "system") {
-          system = content;
-        } else if (role == "user") {
-          if (tok.bos_id() >= 0) out.push_back(tok.bos_id());
-          std::string text = "[INST] ";
-          if (first_user && !system.empty()) text += "<<SYS>>\n" + system + "\n<</SYS>>\n\n";
-          first_user = false;
-          plain(text + content + " [/INST]");
-        } else {
-          plain(" " + content + " ");
-          if (tok.eos_id() >= 0) out.push_back(tok.eos_id());
-        }
-      }
+    case ChatTemplate::kLlama2:
+      RenderLlama2(messages, out);
       break;
-    }
     case ChatTemplate::kNone:
       break;
   }
-  return out;
+  return out.Take();
 }
 
 }  // namespace chorus

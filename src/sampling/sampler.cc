@@ -87,35 +87,37 @@ SampledToken Sampler::Sample(std::span<const float> logits, std::span<const int3
 
 SampledToken RowSampler::Sample(std::span<const float> processed, std::span<const float> raw,
                                 const RowSampling& p) {
-  const int32_t vocab = static_cast<int32_t>(processed.size());
   SampledToken out;
   if (p.temperature <= 0.0f) {
     out.token = static_cast<int32_t>(std::max_element(processed.begin(), processed.end()) -
                                      processed.begin());
-    out.logprob = TokenLogprob(raw, out.token);
-    return out;
+  } else if (p.top_k <= 0 && p.top_p >= 1.0f && p.min_p <= 0.0f) {
+    out.token = SampleTemperature(processed, p);
+  } else {
+    out.token = SampleFiltered(processed, p);
   }
+  out.logprob = TokenLogprob(raw, out.token);
+  return out;
+}
 
-  if (p.top_k <= 0 && p.top_p >= 1.0f && p.min_p <= 0.0f) {
-    // Plain temperature sampling: inverse CDF over the softmax, no sort (O(vocab)).
-    const float inv_t = 1.0f / p.temperature;
-    const float max = *std::max_element(processed.begin(), processed.end()) * inv_t;
-    work_.resize(vocab);
-    double total = 0;
-    for (int32_t i = 0; i < vocab; ++i) total += work_[i] = std::exp(processed[i] * inv_t - max);
-    const double r = p.uniform * total;
-    double cum = 0;
-    out.token = vocab - 1;
-    for (int32_t i = 0; i < vocab; ++i) {
-      cum += work_[i];
-      if (r < cum) {
-        out.token = i;
-        break;
-      }
-    }
-    out.logprob = TokenLogprob(raw, out.token);
-    return out;
+int32_t RowSampler::SampleTemperature(std::span<const float> processed, const RowSampling& p) {
+  const int32_t vocab = static_cast<int32_t>(processed.size());
+  const float inv_t = 1.0f / p.temperature;
+  const float max = *std::max_element(processed.begin(), processed.end()) * inv_t;
+  work_.resize(vocab);
+  double total = 0;
+  for (int32_t i = 0; i < vocab; ++i) total += work_[i] = std::exp(processed[i] * inv_t - max);
+  const double r = p.uniform * total;
+  double cum = 0;
+  for (int32_t i = 0; i < vocab; ++i) {
+    cum += work_[i];
+    if (r < cum) return i;
   }
+  return vocab - 1;
+}
+
+int32_t RowSampler::SampleFiltered(std::span<const float> processed, const RowSampling& p) {
+  const int32_t vocab = static_cast<int32_t>(processed.size());
   cand_.resize(vocab);
   for (int32_t i = 0; i < vocab; ++i) cand_[i] = {processed[i] / p.temperature, i};
   auto by_logit = [](const auto& a, const auto& b) {
@@ -159,16 +161,11 @@ SampledToken RowSampler::Sample(std::span<const float> processed, std::span<cons
   for (const auto& k : kept_) total += k.second;
   const double r = p.uniform * total;
   double cum = 0;
-  out.token = kept_.back().first;
   for (const auto& k : kept_) {
     cum += k.second;
-    if (r < cum) {
-      out.token = k.first;
-      break;
-    }
+    if (r < cum) return k.first;
   }
-  out.logprob = TokenLogprob(raw, out.token);
-  return out;
+  return kept_.back().first;
 }
 
 }  // namespace chorus

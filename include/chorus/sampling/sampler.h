@@ -53,6 +53,11 @@ class RowSampler {
                       const RowSampling& r);
 
  private:
+  // Plain temperature sampling (no top-k/top-p/min-p): inverse CDF over the softmax, no sort.
+  int32_t SampleTemperature(std::span<const float> processed, const RowSampling& p);
+  // top-k, then top-p and min-p over the sorted candidates, then the inverse CDF.
+  int32_t SampleFiltered(std::span<const float> processed, const RowSampling& p);
+
   std::vector<float> work_;
   std::vector<std::pair<float, int32_t>> cand_;
   std::vector<std::pair<int32_t, double>> kept_;
