@@ -2,6 +2,7 @@
 //
 //   chorus-bench-model --model FILE [--backend cpu|cuda] [--threads N] [--prompt-tokens P]
 //                      [--decode-tokens D] [--batch B] [--repeats R] [--context C] [--exact]
+//                      [--no-pack]
 //   chorus-bench-model --model FILE --logit-diff [--prompt-tokens P] [--threads N]
 // Prefill: one forward over P prompt tokens (tokens/s = P / time). Decode: D single-token steps
 // for each of B sequences decoded together in one batched forward per step (tokens/s counts
@@ -9,9 +10,10 @@
 // attention reads 4096 cached positions without prefilling them (the cost does not depend on
 // the cached values). Reports the best of R repeats; prints one JSON line per measurement.
 // The CPU backend runs quantized weights with int8 activations unless --exact (the server's
-// default, cpu_int8_activations). --logit-diff compares the two paths' logits over the P
-// prompt positions instead: largest difference relative to the largest exact logit, and how
-// often the two agree on the top token.
+// default, cpu_int8_activations); --no-pack keeps them out of the packed copies (the row
+// kernels over the GGUF layout: the A/B for the packed kernels). --logit-diff compares the two
+// paths' logits over the P prompt positions instead: largest difference relative to the largest
+// exact logit, and how often the two agree on the top token.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -187,7 +189,7 @@ int LogitDiff(const std::string& path, const Args& a) {
 int Run(int argc, char** argv) {
   tools::Flags flags({"model", "threads", "prompt-tokens", "decode-tokens", "batch", "repeats",
                       "backend", "context"},
-                     {"int8-activations", "exact", "logit-diff"});
+                     {"int8-activations", "exact", "logit-diff", "no-pack"});
   std::string error;
   Args a;
   if (!flags.Parse(argc, argv, &error) ||
@@ -202,9 +204,10 @@ int Run(int argc, char** argv) {
   }
   if (flags.Has("logit-diff")) return LogitDiff(flags.Get("model"), a);
   const std::string backend_name = flags.Get("backend", "cpu");
-  auto backend_or = backend_name == "cpu" ? absl::StatusOr<std::unique_ptr<Backend>>(
-                                                CreateCpuBackend(a.threads, !flags.Has("exact")))
-                                          : CreateBackend(backend_name, a.threads);
+  auto backend_or = backend_name == "cpu"
+                        ? absl::StatusOr<std::unique_ptr<Backend>>(CreateCpuBackend(
+                              a.threads, !flags.Has("exact"), !flags.Has("no-pack")))
+                        : CreateBackend(backend_name, a.threads);
   if (!backend_or.ok()) return Fail(std::string(backend_or.status().message()));
   auto backend = std::move(*backend_or);
   auto model = Model::Load(flags.Get("model"), backend.get());

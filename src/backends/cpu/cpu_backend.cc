@@ -53,8 +53,8 @@ class HostBuffer : public BackendBuffer {
 
 class CpuBackend : public Backend {
  public:
-  CpuBackend(int num_threads, bool int8_activations)
-      : pool_(num_threads), int8_activations_(int8_activations) {}
+  CpuBackend(int num_threads, bool int8_activations, bool packed_weights)
+      : pool_(num_threads), int8_activations_(int8_activations), packed_weights_(packed_weights) {}
   std::string_view name() const override { return "cpu"; }
 
   absl::StatusOr<std::unique_ptr<BackendBuffer>> Alloc(size_t bytes) override {
@@ -241,12 +241,13 @@ class CpuBackend : public Backend {
  private:
   ThreadPool pool_;
   const bool int8_activations_;
+  const bool packed_weights_;
   // The int8 kernels read Q8_0 / Q4_0 matrices from an 8-row interleaved copy
   // (cpu_int8_packed.h), made on the matrix's first matmul, so an embedding table that only
   // Embed reads (it reads the original rows) is never copied; nullptr: no copy for w (another
   // type, rows not a multiple of 8, or no memory for it: the row kernel runs instead).
   const uint8_t* PackedFor(const WeightTensor& w) {
-    if (!cpu::Int8PackSupported(w)) return nullptr;
+    if (!packed_weights_ || !cpu::Int8PackSupported(w)) return nullptr;
     auto it = packed_.find(w.data);
     if (it != packed_.end() && it->second.type == w.type && it->second.rows == w.rows &&
         it->second.cols == w.cols) {
@@ -277,11 +278,12 @@ class CpuBackend : public Backend {
 }  // namespace
 
 std::unique_ptr<Backend> CreateCpuBackend(int num_threads) {
-  return std::make_unique<CpuBackend>(num_threads, false);
+  return std::make_unique<CpuBackend>(num_threads, false, false);
 }
 
-std::unique_ptr<Backend> CreateCpuBackend(int num_threads, bool int8_activations) {
-  return std::make_unique<CpuBackend>(num_threads, int8_activations);
+std::unique_ptr<Backend> CreateCpuBackend(int num_threads, bool int8_activations,
+                                          bool packed_weights) {
+  return std::make_unique<CpuBackend>(num_threads, int8_activations, packed_weights);
 }
 
 }  // namespace chorus

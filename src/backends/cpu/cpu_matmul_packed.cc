@@ -10,6 +10,12 @@
 //            a record is the same size as the 8 original blocks.
 // dpbusd multiplies unsigned weights by signed activations; the offset comes back out as
 // offset * sum(x) per block, which the activation block carries (ActBlockQ8::s = d * sum).
+//
+// Q4_K: row group g, super-block sb is a super-record at (g * nsb + sb) * 1184 bytes: d[8] and
+// dmin[8] (f16, slot order), then one 144-byte record per sub-block j: sc[8] and m[8] (the 6-bit
+// scale and min, u8, slot order) and the 32 nibbles of each row as Q4_0's quants. A value is
+// d * sc * q - dmin * m, so a sub-block adds d * sc * dx * dot(q, xq) - dmin * m * (dx * sum(xq));
+// d * sc and dmin * m are formed in float from the integers (exact), as the row kernel does.
 #include <immintrin.h>
 
 #include <cassert>
@@ -24,6 +30,18 @@ namespace {
 constexpr int kSlotRow[8] = {0, 1, 4, 5, 2, 3, 6, 7};
 
 constexpr int64_t RecordBytes(GgmlType type) { return 16 + (type == GgmlType::kQ8_0 ? 256 : 128); }
+constexpr int64_t kSuperRecordBytes = 32 + 8 * RecordBytes(GgmlType::kQ4_K);  // Q4_K
+
+// Record quants from 8 rows' Q4_0-style nibbles (qs[k]: byte i holds values i (low) and i + 16
+// (high)): chunks p and p + 2 share a byte.
+void PackNibbles(const uint8_t* const qs[8], uint8_t* quants) {
+  for (int h = 0; h < 2; ++h) {
+    for (int k = 0; k < 4; ++k) {
+      for (int p = 0; p < 2; ++p)
+        std::memcpy(quants + (h * 2 + p) * 32 + 8 * k, qs[4 * h + k] + 8 * p, 8);
+    }
+  }
+}
 
 #if CHORUS_INT8_PACKED
 inline __m256i Dpbusd(__m256i acc, __m256i u, __m256i s) {
@@ -34,50 +52,41 @@ inline __m256i Dpbusd(__m256i acc, __m256i u, __m256i s) {
 #endif
 }
 
-// One row group against kNt activation rows; acc lane s accumulates row kSlotRow[s].
-template <GgmlType kType, int kNt>
-void GroupDots(const uint8_t* rec, int64_t nb, const ActBlockQ8* const* x, float* res,
-               int64_t out_stride) {
-  constexpr int64_t kRec = RecordBytes(kType);
-  constexpr float kOffset = kType == GgmlType::kQ8_0 ? 128.0f : 8.0f;
-  __m256 acc[kNt];
-#pragma GCC unroll 4
-  for (int t = 0; t < kNt; ++t) acc[t] = _mm256_setzero_ps();
-  const __m256i nib = _mm256_set1_epi8(0x0f);
-  for (int64_t b = 0; b < nb; ++b, rec += kRec) {
-    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec)));
-    __m256i wv[2][4];
-    if constexpr (kType == GgmlType::kQ8_0) {
+// A record's quants as dpbusd operands: wv[h][c] = rows 4h..4h+3, chunk c (values 8c..8c+7).
+template <GgmlType kType>
+inline void LoadQuants(const uint8_t* q, __m256i wv[2][4]) {
+  if constexpr (kType == GgmlType::kQ8_0) {
 #pragma GCC unroll 8
-      for (int i = 0; i < 8; ++i) {
-        wv[i / 4][i % 4] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rec + 16 + 32 * i));
-      }
-    } else {
+    for (int i = 0; i < 8; ++i)
+      wv[i / 4][i % 4] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * i));
+  } else {
+    const __m256i nib = _mm256_set1_epi8(0x0f);
 #pragma GCC unroll 4
-      for (int i = 0; i < 4; ++i) {
-        const __m256i l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rec + 16 + 32 * i));
-        wv[i / 2][i % 2] = _mm256_and_si256(l, nib);
-        wv[i / 2][i % 2 + 2] = _mm256_and_si256(_mm256_srli_epi16(l, 4), nib);
-      }
-    }
-#pragma GCC unroll 4
-    for (int t = 0; t < kNt; ++t) {
-      const ActBlockQ8& xb = x[t][b];
-      __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
-#pragma GCC unroll 4
-      for (int c = 0; c < 4; ++c) {
-        int64_t chunk;
-        std::memcpy(&chunk, xb.qs + 8 * c, 8);
-        const __m256i xc = _mm256_set1_epi64x(chunk);
-        s0 = Dpbusd(s0, wv[0][c], xc);
-        s1 = Dpbusd(s1, wv[1][c], xc);
-      }
-      // [r0 r0 r1 r1 | r2 r2 r3 r3] + [r4 r4 r5 r5 | r6 r6 r7 r7] -> [r0 r1 r4 r5 | r2 r3 r6 r7]
-      const __m256 dot = _mm256_cvtepi32_ps(_mm256_hadd_epi32(s0, s1));
-      const __m256 v = _mm256_fmsub_ps(dot, _mm256_set1_ps(xb.d), _mm256_set1_ps(kOffset * xb.s));
-      acc[t] = _mm256_fmadd_ps(dw, v, acc[t]);
+    for (int i = 0; i < 4; ++i) {
+      const __m256i l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * i));
+      wv[i / 2][i % 2] = _mm256_and_si256(l, nib);
+      wv[i / 2][i % 2 + 2] = _mm256_and_si256(_mm256_srli_epi16(l, 4), nib);
     }
   }
+}
+
+// The 8 rows' integer dots with one activation block, as floats in slot order.
+inline __m256 RecordDot(const __m256i wv[2][4], const ActBlockQ8& xb) {
+  __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+#pragma GCC unroll 4
+  for (int c = 0; c < 4; ++c) {
+    int64_t chunk;
+    std::memcpy(&chunk, xb.qs + 8 * c, 8);
+    const __m256i xc = _mm256_set1_epi64x(chunk);
+    s0 = Dpbusd(s0, wv[0][c], xc);
+    s1 = Dpbusd(s1, wv[1][c], xc);
+  }
+  // [r0 r0 r1 r1 | r2 r2 r3 r3] + [r4 r4 r5 r5 | r6 r6 r7 r7] -> [r0 r1 r4 r5 | r2 r3 r6 r7]
+  return _mm256_cvtepi32_ps(_mm256_hadd_epi32(s0, s1));
+}
+
+template <int kNt>
+inline void StoreSlots(const __m256* acc, float* res, int64_t out_stride) {
 #pragma GCC unroll 4
   for (int t = 0; t < kNt; ++t) {
     alignas(32) float lanes[8];
@@ -86,17 +95,85 @@ void GroupDots(const uint8_t* rec, int64_t nb, const ActBlockQ8* const* x, float
   }
 }
 
+// One Q8_0 / Q4_0 row group against kNt activation rows; acc lane s accumulates row kSlotRow[s].
+template <GgmlType kType, int kNt>
+void GroupDots(const uint8_t* rec, int64_t nb, const ActBlockQ8* const* x, float* res,
+               int64_t out_stride) {
+  constexpr int64_t kRec = RecordBytes(kType);
+  constexpr float kOffset = kType == GgmlType::kQ8_0 ? 128.0f : 8.0f;
+  __m256 acc[kNt];
+#pragma GCC unroll 4
+  for (int t = 0; t < kNt; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b, rec += kRec) {
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec)));
+    __m256i wv[2][4];
+    LoadQuants<kType>(rec + 16, wv);
+#pragma GCC unroll 4
+    for (int t = 0; t < kNt; ++t) {
+      const ActBlockQ8& xb = x[t][b];
+      const __m256 v =
+          _mm256_fmsub_ps(RecordDot(wv, xb), _mm256_set1_ps(xb.d), _mm256_set1_ps(kOffset * xb.s));
+      acc[t] = _mm256_fmadd_ps(dw, v, acc[t]);
+    }
+  }
+  StoreSlots<kNt>(acc, res, out_stride);
+}
+
+// 8 u8 lanes (slot order) as floats.
+inline __m256 U8Lanes(const uint8_t* p) {
+  return _mm256_cvtepi32_ps(
+      _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
+// One Q4_K row group against kNt activation rows: per sub-block, d * sc and dmin * m as
+// vectors over the 8 rows, the scaled dots in acc and the min terms in a second chain.
+template <int kNt>
+void GroupDotsQ4K(const uint8_t* rec, int64_t nsb, const ActBlockQ8* const* x, float* res,
+                  int64_t out_stride) {
+  constexpr int64_t kRec = RecordBytes(GgmlType::kQ4_K);
+  __m256 acc[kNt], mins[kNt];
+#pragma GCC unroll 4
+  for (int t = 0; t < kNt; ++t) acc[t] = mins[t] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < nsb; ++sb, rec += kSuperRecordBytes) {
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec)));
+    const __m256 dmin =
+        _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec + 16)));
+    const uint8_t* sub = rec + 32;
+    for (int j = 0; j < 8; ++j, sub += kRec) {
+      const __m256 ds = _mm256_mul_ps(d, U8Lanes(sub));
+      const __m256 dm = _mm256_mul_ps(dmin, U8Lanes(sub + 8));
+      __m256i wv[2][4];
+      LoadQuants<GgmlType::kQ4_0>(sub + 16, wv);
+#pragma GCC unroll 4
+      for (int t = 0; t < kNt; ++t) {
+        const ActBlockQ8& xb = x[t][sb * 8 + j];
+        acc[t] =
+            _mm256_fmadd_ps(ds, _mm256_mul_ps(RecordDot(wv, xb), _mm256_set1_ps(xb.d)), acc[t]);
+        mins[t] = _mm256_fmadd_ps(dm, _mm256_set1_ps(xb.s), mins[t]);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int t = 0; t < kNt; ++t) acc[t] = _mm256_sub_ps(acc[t], mins[t]);
+  StoreSlots<kNt>(acc, res, out_stride);
+}
+
 template <GgmlType kType>
 void MatMulPacked(const WeightTensor& w, const uint8_t* packed, const ActBlockQ8* xq, int m,
                   float* out, int64_t out_stride, int64_t row_begin, int64_t row_end) {
   const int64_t nb = w.cols / kQK;
-  constexpr int64_t kRec = RecordBytes(kType);
+  const int64_t group_bytes =
+      kType == GgmlType::kQ4_K ? w.cols / kQK_K * kSuperRecordBytes : nb * RecordBytes(kType);
   assert(row_begin % 8 == 0 && row_end % 8 == 0);  // a partial group would touch others' rows
   for (int64_t g = row_begin / 8; g < row_end / 8; ++g) {
-    const uint8_t* rec = packed + g * nb * kRec;
+    const uint8_t* rec = packed + g * group_bytes;
     ForTokenTiles(xq, nb, m, [&](auto nt, int j, const ActBlockQ8* const* x) {
-      GroupDots<kType, decltype(nt)::value>(
-          rec, nb, x, out + static_cast<int64_t>(j) * out_stride + 8 * g, out_stride);
+      float* res = out + static_cast<int64_t>(j) * out_stride + 8 * g;
+      if constexpr (kType == GgmlType::kQ4_K) {
+        GroupDotsQ4K<decltype(nt)::value>(rec, w.cols / kQK_K, x, res, out_stride);
+      } else {
+        GroupDots<kType, decltype(nt)::value>(rec, nb, x, res, out_stride);
+      }
     });
   }
 }
@@ -106,6 +183,7 @@ void MatMulPacked(const WeightTensor& w, const uint8_t* packed, const ActBlockQ8
 
 bool Int8PackSupported(const WeightTensor& w) {
 #if CHORUS_INT8_PACKED
+  if (w.type == GgmlType::kQ4_K) return w.rows % 8 == 0 && w.cols % kQK_K == 0 && w.rows > 0;
   return (w.type == GgmlType::kQ8_0 || w.type == GgmlType::kQ4_0) && w.rows % 8 == 0 &&
          w.cols % kQK == 0 && w.rows > 0;
 #else
@@ -115,36 +193,89 @@ bool Int8PackSupported(const WeightTensor& w) {
 }
 
 size_t Int8PackedBytes(const WeightTensor& w) {
+  if (w.type == GgmlType::kQ4_K) {
+    return static_cast<size_t>(w.rows / 8) * static_cast<size_t>(w.cols / kQK_K) *
+           static_cast<size_t>(kSuperRecordBytes);
+  }
   return static_cast<size_t>(w.rows / 8) * static_cast<size_t>(w.cols / kQK) *
          static_cast<size_t>(RecordBytes(w.type));
 }
 
-void PackInt8Rows(const WeightTensor& w, int64_t group_begin, int64_t group_end, uint8_t* out) {
-  const int64_t nb = w.cols / kQK, rec_bytes = RecordBytes(w.type);
+namespace {
+
+// One Q8_0 / Q4_0 record: block b of rows 8g..8g+7.
+void PackRecordQ(const WeightTensor& w, int64_t g, int64_t b, uint8_t* rec) {
   const bool q8 = w.type == GgmlType::kQ8_0;
   const int64_t block_bytes = q8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
   const auto* base = static_cast<const uint8_t*>(w.data);
-  for (int64_t g = group_begin; g < group_end; ++g) {
-    for (int64_t b = 0; b < nb; ++b) {
-      uint8_t* rec = out + (g * nb + b) * rec_bytes;
-      for (int s = 0; s < 8; ++s) {  // the f16 scale is each block's first 2 bytes
-        std::memcpy(rec + 2 * s, base + (8 * g + kSlotRow[s]) * w.row_bytes + b * block_bytes, 2);
-      }
-      for (int h = 0; h < 2; ++h) {
-        for (int k = 0; k < 4; ++k) {
-          const uint8_t* qs = base + (8 * g + 4 * h + k) * w.row_bytes + b * block_bytes + 2;
-          if (q8) {  // chunk c = values 8c..8c+7, stored as q + 128
-            for (int c = 0; c < 4; ++c) {
-              uint8_t* dst = rec + 16 + (h * 4 + c) * 32 + 8 * k;
-              for (int i = 0; i < 8; ++i) dst[i] = static_cast<uint8_t>(qs[8 * c + i] ^ 0x80);
-            }
-          } else {  // byte j of Q4_0 holds values j (low) and j + 16 (high): chunks p and p + 2
-            for (int p = 0; p < 2; ++p)
-              std::memcpy(rec + 16 + (h * 2 + p) * 32 + 8 * k, qs + 8 * p, 8);
-          }
-        }
-      }
+  const uint8_t* blk[8];
+  for (int r = 0; r < 8; ++r) blk[r] = base + (8 * g + r) * w.row_bytes + b * block_bytes;
+  for (int s = 0; s < 8; ++s) std::memcpy(rec + 2 * s, blk[kSlotRow[s]], 2);  // f16 scales
+  if (!q8) {  // byte j of Q4_0 holds values j (low) and j + 16 (high)
+    const uint8_t* qs[8];
+    for (int r = 0; r < 8; ++r) qs[r] = blk[r] + 2;
+    PackNibbles(qs, rec + 16);
+    return;
+  }
+  for (int r = 0; r < 8; ++r) {  // chunk c = values 8c..8c+7, stored as q + 128
+    const int h = r / 4, k = r % 4;
+    for (int c = 0; c < 4; ++c) {
+      uint8_t* dst = rec + 16 + (h * 4 + c) * 32 + 8 * k;
+      for (int i = 0; i < 8; ++i) dst[i] = static_cast<uint8_t>(blk[r][2 + 8 * c + i] ^ 0x80);
     }
+  }
+}
+
+// One Q4_K super-record: super-block sb of rows 8g..8g+7.
+void PackSuperRecordQ4K(const WeightTensor& w, int64_t g, int64_t sb, uint8_t* rec) {
+  const BlockQ4_K* blk[8];
+  for (int r = 0; r < 8; ++r) {
+    blk[r] = reinterpret_cast<const BlockQ4_K*>(static_cast<const uint8_t*>(w.data) +
+                                                (8 * g + r) * w.row_bytes) +
+             sb;
+  }
+  for (int s = 0; s < 8; ++s) {
+    std::memcpy(rec + 2 * s, &blk[kSlotRow[s]]->d, 2);
+    std::memcpy(rec + 16 + 2 * s, &blk[kSlotRow[s]]->dmin, 2);
+  }
+  for (int j = 0; j < 8; ++j) {
+    uint8_t* sub = rec + 32 + j * RecordBytes(GgmlType::kQ4_K);
+    for (int s = 0; s < 8; ++s) {
+      int sc, mn;
+      ScaleMinK4(j, blk[kSlotRow[s]]->scales, &sc, &mn);
+      sub[s] = static_cast<uint8_t>(sc);
+      sub[8 + s] = static_cast<uint8_t>(mn);
+    }
+    // Sub-block j is nibble half j % 2 of qs[32 * (j / 2) ..]: as Q4_0 nibbles (i, i + 16).
+    uint8_t nib[8][16];
+    const uint8_t* qs[8];
+    for (int r = 0; r < 8; ++r) {
+      const uint8_t* src = blk[r]->qs + 32 * (j / 2);
+      const int shift = 4 * (j % 2);
+      for (int i = 0; i < 16; ++i) {
+        nib[r][i] =
+            static_cast<uint8_t>(((src[i] >> shift) & 0xf) | (((src[i + 16] >> shift) & 0xf) << 4));
+      }
+      qs[r] = nib[r];
+    }
+    PackNibbles(qs, sub + 16);
+  }
+}
+
+}  // namespace
+
+void PackInt8Rows(const WeightTensor& w, int64_t group_begin, int64_t group_end, uint8_t* out) {
+  if (w.type == GgmlType::kQ4_K) {
+    const int64_t nsb = w.cols / kQK_K;
+    for (int64_t g = group_begin; g < group_end; ++g) {
+      for (int64_t sb = 0; sb < nsb; ++sb)
+        PackSuperRecordQ4K(w, g, sb, out + (g * nsb + sb) * kSuperRecordBytes);
+    }
+    return;
+  }
+  const int64_t nb = w.cols / kQK, rec_bytes = RecordBytes(w.type);
+  for (int64_t g = group_begin; g < group_end; ++g) {
+    for (int64_t b = 0; b < nb; ++b) PackRecordQ(w, g, b, out + (g * nb + b) * rec_bytes);
   }
 }
 
@@ -153,6 +284,8 @@ void MatMulRowsInt8Packed(const WeightTensor& w, const uint8_t* packed, const Ac
 #if CHORUS_INT8_PACKED
   if (w.type == GgmlType::kQ8_0) {
     MatMulPacked<GgmlType::kQ8_0>(w, packed, xq, m, out, out_stride, row_begin, row_end);
+  } else if (w.type == GgmlType::kQ4_K) {
+    MatMulPacked<GgmlType::kQ4_K>(w, packed, xq, m, out, out_stride, row_begin, row_end);
   } else {
     MatMulPacked<GgmlType::kQ4_0>(w, packed, xq, m, out, out_stride, row_begin, row_end);
   }
