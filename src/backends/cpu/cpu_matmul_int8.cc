@@ -22,12 +22,14 @@ void QuantizeActivations(const float* x, int64_t n, ActBlockQ8* out) {
     const float d = amax / 127.0f;
     const float id = d != 0 ? 1.0f / d : 0.0f;
     out[b].d = d;
-    int sum = 0;
+    int half[2] = {0, 0};
     for (int i = 0; i < kQK; ++i) {
       out[b].qs[i] = static_cast<int8_t>(std::lrintf(v[i] * id));
-      sum += out[b].qs[i];
+      half[i / 16] += out[b].qs[i];
     }
-    out[b].s = d * static_cast<float>(sum);
+    out[b].half[0] = static_cast<int16_t>(half[0]);
+    out[b].half[1] = static_cast<int16_t>(half[1]);
+    out[b].s = d * static_cast<float>(half[0] + half[1]);
   }
 }
 

@@ -1,4 +1,4 @@
-// CPU matmul kernels, int8 path over repacked Q8_0 / Q4_0 weights: 8 rows interleaved per
+// CPU matmul kernels, int8 path over repacked Q8_0 / Q4_0 / Q4_K / Q6_K: 8 rows interleaved per
 // 32-value block, so one VNNI dot product (dpbusd) serves 4 rows, an activation block is loaded
 // once for 8 rows, and the 8 rows' scales convert and multiply as one vector.
 //
@@ -16,6 +16,12 @@
 // scale and min, u8, slot order) and the 32 nibbles of each row as Q4_0's quants. A value is
 // d * sc * q - dmin * m, so a sub-block adds d * sc * dx * dot(q, xq) - dmin * m * (dx * sum(xq));
 // d * sc and dmin * m are formed in float from the integers (exact), as the row kernel does.
+//
+// Q6_K: super-record (g * nsb + sb) * 1680 bytes: d[8] (f16, slot order), then per sub-block j a
+// 208-byte record: sc[2][8] (int8: the scales of values 0-15 and 16-31, slot order), the low
+// nibbles of q (0..63) as Q4_0's quants, and 64 bytes of high bit pairs: byte b of half h holds
+// bits 4-5 of chunk c's byte b at bits 2c..2c+1. A sub-block adds
+// d * dx * sum_h sc[h] * (dot_h(q, xq) - 32 * sum_h(xq)) (ActBlockQ8::half).
 #include <immintrin.h>
 
 #include <cassert>
@@ -31,6 +37,15 @@ constexpr int kSlotRow[8] = {0, 1, 4, 5, 2, 3, 6, 7};
 
 constexpr int64_t RecordBytes(GgmlType type) { return 16 + (type == GgmlType::kQ8_0 ? 256 : 128); }
 constexpr int64_t kSuperRecordBytes = 32 + 8 * RecordBytes(GgmlType::kQ4_K);  // Q4_K
+constexpr int64_t kQ6Record = 16 + 128 + 64;                                  // Q6_K sub-block
+constexpr int64_t kQ6SuperRecordBytes = 16 + 8 * kQ6Record;
+
+// Bytes of one row group's packed super-blocks (K types) or blocks.
+int64_t GroupBytes(GgmlType type, int64_t cols) {
+  if (type == GgmlType::kQ4_K) return cols / kQK_K * kSuperRecordBytes;
+  if (type == GgmlType::kQ6_K) return cols / kQK_K * kQ6SuperRecordBytes;
+  return cols / kQK * RecordBytes(type);
+}
 
 // Record quants from 8 rows' Q4_0-style nibbles (qs[k]: byte i holds values i (low) and i + 16
 // (high)): chunks p and p + 2 share a byte.
@@ -125,6 +140,29 @@ inline __m256 U8Lanes(const uint8_t* p) {
       _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
 
+// 8 int8 lanes (slot order) as floats.
+inline __m256 I8Lanes(const uint8_t* p) {
+  return _mm256_cvtepi32_ps(
+      _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
+// As RecordDot, values 0-15 (chunks 0-1) and 16-31 (chunks 2-3) apart.
+inline void RecordHalfDots(const __m256i wv[2][4], const ActBlockQ8& xb, __m256 dot[2]) {
+#pragma GCC unroll 2
+  for (int half = 0; half < 2; ++half) {
+    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+#pragma GCC unroll 2
+    for (int c = 2 * half; c < 2 * half + 2; ++c) {
+      int64_t chunk;
+      std::memcpy(&chunk, xb.qs + 8 * c, 8);
+      const __m256i xc = _mm256_set1_epi64x(chunk);
+      s0 = Dpbusd(s0, wv[0][c], xc);
+      s1 = Dpbusd(s1, wv[1][c], xc);
+    }
+    dot[half] = _mm256_cvtepi32_ps(_mm256_hadd_epi32(s0, s1));
+  }
+}
+
 // One Q4_K row group against kNt activation rows: per sub-block, d * sc and dmin * m as
 // vectors over the 8 rows, the scaled dots in acc and the min terms in a second chain.
 template <int kNt>
@@ -158,12 +196,50 @@ void GroupDotsQ4K(const uint8_t* rec, int64_t nsb, const ActBlockQ8* const* x, f
   StoreSlots<kNt>(acc, res, out_stride);
 }
 
+// One Q6_K row group against kNt activation rows.
+template <int kNt>
+void GroupDotsQ6K(const uint8_t* rec, int64_t nsb, const ActBlockQ8* const* x, float* res,
+                  int64_t out_stride) {
+  __m256 acc[kNt];
+#pragma GCC unroll 4
+  for (int t = 0; t < kNt; ++t) acc[t] = _mm256_setzero_ps();
+  const __m256i three = _mm256_set1_epi8(3);
+  for (int64_t sb = 0; sb < nsb; ++sb, rec += kQ6SuperRecordBytes) {
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rec)));
+    const uint8_t* sub = rec + 16;
+    for (int j = 0; j < 8; ++j, sub += kQ6Record) {
+      const __m256 ds[2] = {_mm256_mul_ps(d, I8Lanes(sub)), _mm256_mul_ps(d, I8Lanes(sub + 8))};
+      __m256i wv[2][4];
+      LoadQuants<GgmlType::kQ4_0>(sub + 16, wv);
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        const __m256i hb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sub + 144 + 32 * h));
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; ++c) {
+          const __m256i bits = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * c), three);
+          wv[h][c] = _mm256_or_si256(wv[h][c], _mm256_slli_epi16(bits, 4));
+        }
+      }
+#pragma GCC unroll 4
+      for (int t = 0; t < kNt; ++t) {
+        const ActBlockQ8& xb = x[t][sb * 8 + j];
+        __m256 dot[2];
+        RecordHalfDots(wv, xb, dot);
+        const __m256 lo = _mm256_sub_ps(dot[0], _mm256_set1_ps(32.0f * xb.half[0]));
+        const __m256 hi = _mm256_sub_ps(dot[1], _mm256_set1_ps(32.0f * xb.half[1]));
+        const __m256 v = _mm256_fmadd_ps(ds[0], lo, _mm256_mul_ps(ds[1], hi));
+        acc[t] = _mm256_fmadd_ps(v, _mm256_set1_ps(xb.d), acc[t]);
+      }
+    }
+  }
+  StoreSlots<kNt>(acc, res, out_stride);
+}
+
 template <GgmlType kType>
 void MatMulPacked(const WeightTensor& w, const uint8_t* packed, const ActBlockQ8* xq, int m,
                   float* out, int64_t out_stride, int64_t row_begin, int64_t row_end) {
   const int64_t nb = w.cols / kQK;
-  const int64_t group_bytes =
-      kType == GgmlType::kQ4_K ? w.cols / kQK_K * kSuperRecordBytes : nb * RecordBytes(kType);
+  const int64_t group_bytes = GroupBytes(kType, w.cols);
   assert(row_begin % 8 == 0 && row_end % 8 == 0);  // a partial group would touch others' rows
   for (int64_t g = row_begin / 8; g < row_end / 8; ++g) {
     const uint8_t* rec = packed + g * group_bytes;
@@ -171,6 +247,8 @@ void MatMulPacked(const WeightTensor& w, const uint8_t* packed, const ActBlockQ8
       float* res = out + static_cast<int64_t>(j) * out_stride + 8 * g;
       if constexpr (kType == GgmlType::kQ4_K) {
         GroupDotsQ4K<decltype(nt)::value>(rec, w.cols / kQK_K, x, res, out_stride);
+      } else if constexpr (kType == GgmlType::kQ6_K) {
+        GroupDotsQ6K<decltype(nt)::value>(rec, w.cols / kQK_K, x, res, out_stride);
       } else {
         GroupDots<kType, decltype(nt)::value>(rec, nb, x, res, out_stride);
       }
@@ -183,7 +261,8 @@ void MatMulPacked(const WeightTensor& w, const uint8_t* packed, const ActBlockQ8
 
 bool Int8PackSupported(const WeightTensor& w) {
 #if CHORUS_INT8_PACKED
-  if (w.type == GgmlType::kQ4_K) return w.rows % 8 == 0 && w.cols % kQK_K == 0 && w.rows > 0;
+  if (w.type == GgmlType::kQ4_K || w.type == GgmlType::kQ6_K)
+    return w.rows % 8 == 0 && w.cols % kQK_K == 0 && w.rows > 0;
   return (w.type == GgmlType::kQ8_0 || w.type == GgmlType::kQ4_0) && w.rows % 8 == 0 &&
          w.cols % kQK == 0 && w.rows > 0;
 #else
@@ -193,12 +272,7 @@ bool Int8PackSupported(const WeightTensor& w) {
 }
 
 size_t Int8PackedBytes(const WeightTensor& w) {
-  if (w.type == GgmlType::kQ4_K) {
-    return static_cast<size_t>(w.rows / 8) * static_cast<size_t>(w.cols / kQK_K) *
-           static_cast<size_t>(kSuperRecordBytes);
-  }
-  return static_cast<size_t>(w.rows / 8) * static_cast<size_t>(w.cols / kQK) *
-         static_cast<size_t>(RecordBytes(w.type));
+  return static_cast<size_t>(w.rows / 8) * static_cast<size_t>(GroupBytes(w.type, w.cols));
 }
 
 namespace {
@@ -226,14 +300,18 @@ void PackRecordQ(const WeightTensor& w, int64_t g, int64_t b, uint8_t* rec) {
   }
 }
 
+// blk[r] = super-block sb of row 8g + r.
+template <typename Block>
+void GroupSuperBlocks(const WeightTensor& w, int64_t g, int64_t sb, const Block* blk[8]) {
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  for (int r = 0; r < 8; ++r)
+    blk[r] = reinterpret_cast<const Block*>(base + (8 * g + r) * w.row_bytes) + sb;
+}
+
 // One Q4_K super-record: super-block sb of rows 8g..8g+7.
 void PackSuperRecordQ4K(const WeightTensor& w, int64_t g, int64_t sb, uint8_t* rec) {
   const BlockQ4_K* blk[8];
-  for (int r = 0; r < 8; ++r) {
-    blk[r] = reinterpret_cast<const BlockQ4_K*>(static_cast<const uint8_t*>(w.data) +
-                                                (8 * g + r) * w.row_bytes) +
-             sb;
-  }
+  GroupSuperBlocks(w, g, sb, blk);
   for (int s = 0; s < 8; ++s) {
     std::memcpy(rec + 2 * s, &blk[kSlotRow[s]]->d, 2);
     std::memcpy(rec + 16 + 2 * s, &blk[kSlotRow[s]]->dmin, 2);
@@ -262,14 +340,56 @@ void PackSuperRecordQ4K(const WeightTensor& w, int64_t g, int64_t sb, uint8_t* r
   }
 }
 
+// One Q6_K super-record: super-block sb of rows 8g..8g+7.
+void PackSuperRecordQ6K(const WeightTensor& w, int64_t g, int64_t sb, uint8_t* rec) {
+  const BlockQ6_K* blk[8];
+  GroupSuperBlocks(w, g, sb, blk);
+  for (int s = 0; s < 8; ++s) std::memcpy(rec + 2 * s, &blk[kSlotRow[s]]->d, 2);
+  for (int j = 0; j < 8; ++j) {  // sub-block j: values 32j..32j+31
+    uint8_t* sub = rec + 16 + j * kQ6Record;
+    const int half = j / 4, g4 = j % 4;
+    for (int s = 0; s < 8; ++s) {
+      sub[s] = static_cast<uint8_t>(blk[kSlotRow[s]]->scales[8 * half + 2 * g4]);
+      sub[8 + s] = static_cast<uint8_t>(blk[kSlotRow[s]]->scales[8 * half + 2 * g4 + 1]);
+    }
+    uint8_t q[8][32], nib[8][16];
+    const uint8_t* qs[8];
+    for (int r = 0; r < 8; ++r) {
+      const uint8_t* ql = blk[r]->ql + 64 * half + 32 * (g4 & 1);
+      const uint8_t* qh = blk[r]->qh + 32 * half;
+      for (int l = 0; l < 32; ++l)
+        q[r][l] = static_cast<uint8_t>(((ql[l] >> (4 * (g4 >> 1))) & 0xf) |
+                                       (((qh[l] >> (2 * g4)) & 3) << 4));
+      for (int i = 0; i < 16; ++i)
+        nib[r][i] = static_cast<uint8_t>((q[r][i] & 0xf) | ((q[r][i + 16] & 0xf) << 4));
+      qs[r] = nib[r];
+    }
+    PackNibbles(qs, sub + 16);
+    for (int r = 0; r < 8; ++r) {  // high bit pairs: row r = 4h + k, byte 8k + i of half h
+      const int h = r / 4, k = r % 4;
+      for (int i = 0; i < 8; ++i) {
+        uint8_t b = 0;
+        for (int c = 0; c < 4; ++c) b |= static_cast<uint8_t>((q[r][8 * c + i] >> 4) << (2 * c));
+        sub[144 + 32 * h + 8 * k + i] = b;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void PackInt8Rows(const WeightTensor& w, int64_t group_begin, int64_t group_end, uint8_t* out) {
-  if (w.type == GgmlType::kQ4_K) {
-    const int64_t nsb = w.cols / kQK_K;
+  if (w.type == GgmlType::kQ4_K || w.type == GgmlType::kQ6_K) {
+    const int64_t nsb = w.cols / kQK_K, sb_bytes = GroupBytes(w.type, kQK_K);
     for (int64_t g = group_begin; g < group_end; ++g) {
-      for (int64_t sb = 0; sb < nsb; ++sb)
-        PackSuperRecordQ4K(w, g, sb, out + (g * nsb + sb) * kSuperRecordBytes);
+      for (int64_t sb = 0; sb < nsb; ++sb) {
+        uint8_t* rec = out + (g * nsb + sb) * sb_bytes;
+        if (w.type == GgmlType::kQ4_K) {
+          PackSuperRecordQ4K(w, g, sb, rec);
+        } else {
+          PackSuperRecordQ6K(w, g, sb, rec);
+        }
+      }
     }
     return;
   }
@@ -286,6 +406,8 @@ void MatMulRowsInt8Packed(const WeightTensor& w, const uint8_t* packed, const Ac
     MatMulPacked<GgmlType::kQ8_0>(w, packed, xq, m, out, out_stride, row_begin, row_end);
   } else if (w.type == GgmlType::kQ4_K) {
     MatMulPacked<GgmlType::kQ4_K>(w, packed, xq, m, out, out_stride, row_begin, row_end);
+  } else if (w.type == GgmlType::kQ6_K) {
+    MatMulPacked<GgmlType::kQ6_K>(w, packed, xq, m, out, out_stride, row_begin, row_end);
   } else {
     MatMulPacked<GgmlType::kQ4_0>(w, packed, xq, m, out, out_stride, row_begin, row_end);
   }
