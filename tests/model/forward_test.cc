@@ -332,6 +332,34 @@ TEST(Int8ActivationTest, QuantizedMatmulsStayCloseToTheExactPath) {
   }
 }
 
+// The activation rounding (vectorized where the build has AVX2) against the rule written out:
+// scale = max |x| / 127, q = round-to-nearest-even(x / scale), half sums and s = d * sum.
+TEST(Int8ActivationTest, ActivationBlocksFollowTheRoundingRule) {
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> dist(-3, 3);
+  std::vector<float> x(32 * 64);
+  for (auto& v : x) v = dist(rng);
+  for (int i = 0; i < 32; ++i) x[32 + i] = 0.0f;             // an all-zero block
+  for (int i = 0; i < 32; ++i) x[64 + i] = (i - 16) * 0.5f;  // exact halves: ties to even
+  std::vector<cpu::ActBlockQ8> q(64);
+  cpu::QuantizeActivations(x.data(), static_cast<int64_t>(x.size()), q.data());
+  for (int b = 0; b < 64; ++b) {
+    float amax = 0;
+    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[32 * b + i]));
+    const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+    int half[2] = {0, 0};
+    for (int i = 0; i < 32; ++i) {
+      const float r = std::nearbyint(x[32 * b + i] * id);
+      ASSERT_EQ(q[b].qs[i], static_cast<int>(r)) << "block " << b << " value " << i;
+      half[i / 16] += static_cast<int>(r);
+    }
+    EXPECT_EQ(q[b].d, d);
+    EXPECT_EQ(q[b].half[0], half[0]);
+    EXPECT_EQ(q[b].half[1], half[1]);
+    EXPECT_FLOAT_EQ(q[b].s, d * static_cast<float>(half[0] + half[1]));
+  }
+}
+
 // Every token count the kernel specializes (1-4 rows per pass, then the remainder) and, for
 // the 32-value types, an odd block count (the one-token loop takes blocks in pairs); Q8_0,
 // Q4_0, Q4_K and Q6_K also from the 8-row packed copy (where the build has VNNI), rows 8..15 only

@@ -14,9 +14,51 @@
 
 namespace chorus::cpu {
 
+#if defined(__AVX2__) && defined(__FMA__)
+// Sum of the 8 int32 lanes.
+static inline int HsumI32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
+
+// One block, the same arithmetic as the scalar loop below (float multiply, then round to
+// nearest even as lrintf does in the default rounding mode): the results are identical.
+static inline void QuantizeBlock(const float* v, ActBlockQ8* out) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 x[4], amax = _mm256_setzero_ps();
+  for (int i = 0; i < 4; ++i) {
+    x[i] = _mm256_loadu_ps(v + 8 * i);
+    amax = _mm256_max_ps(_mm256_andnot_ps(sign, x[i]), amax);  // a NaN value is skipped
+  }
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 0x55));
+  const float d = _mm_cvtss_f32(m) / 127.0f;
+  const __m256 id = _mm256_set1_ps(d != 0 ? 1.0f / d : 0.0f);
+  __m256i q[4];
+  for (int i = 0; i < 4; ++i) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(x[i], id));
+  const int h0 = HsumI32(_mm256_add_epi32(q[0], q[1]));
+  const int h1 = HsumI32(_mm256_add_epi32(q[2], q[3]));
+  // packs work per 128-bit lane: [q0 lo, q1 lo, q0 hi, q1 hi] -> bytes in dword order 0 4 1 5 ...
+  const __m256i p =
+      _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+  const __m256i qs = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out->qs), qs);
+  out->d = d;
+  out->half[0] = static_cast<int16_t>(h0);
+  out->half[1] = static_cast<int16_t>(h1);
+  out->s = d * static_cast<float>(h0 + h1);
+}
+#endif
+
 void QuantizeActivations(const float* x, int64_t n, ActBlockQ8* out) {
   for (int64_t b = 0; b < n / kQK; ++b) {
     const float* v = x + b * kQK;
+#if defined(__AVX2__) && defined(__FMA__)
+    QuantizeBlock(v, out + b);
+#else
     float amax = 0;
     for (int i = 0; i < kQK; ++i) amax = std::max(amax, std::fabs(v[i]));
     const float d = amax / 127.0f;
@@ -30,6 +72,7 @@ void QuantizeActivations(const float* x, int64_t n, ActBlockQ8* out) {
     out[b].half[0] = static_cast<int16_t>(half[0]);
     out[b].half[1] = static_cast<int16_t>(half[1]);
     out[b].s = d * static_cast<float>(half[0] + half[1]);
+#endif
   }
 }
 
