@@ -53,11 +53,11 @@ class GenerateReactor : public grpc::ServerUnaryReactor {
 };
 
 // Streaming: events queue up and are written one at a time; the call finishes after the last.
-// The queue is bounded in bytes (issue 11, finding 1): a client that stops reading while its
-// request runs gets its request cancelled (the runtime frees its slot and KV blocks at the next
+// The queue's deltas are bounded in bytes (issue 11, finding 1): a client that stops reading while
+// its request runs gets its request cancelled (the runtime frees its slot and KV blocks at the next
 // step), the queued events dropped, and RESOURCE_EXHAUSTED as the call's status (after the one
-// write already handed to gRPC). The final result event is never refused: by then the runtime
-// holds nothing, and its size is bounded by the request's own limits.
+// write already handed to gRPC). The agent-finished and final result events are never refused
+// nor counted: one per draft and one per request, bounded by the request's own limits.
 class StreamReactor : public grpc::ServerWriteReactor<pb::GenerateEvent> {
  public:
   class Sink : public ResultSink {
@@ -67,18 +67,21 @@ class StreamReactor : public grpc::ServerWriteReactor<pb::GenerateEvent> {
       pb::GenerateEvent e;
       e.mutable_delta()->set_agent(agent);
       e.mutable_delta()->set_text(std::string(text));
-      r_->Push(std::move(e), /*final=*/false);
+      r_->Push(std::move(e), /*bounded=*/true);
     }
+    // Not counted against the bound, like the result: at most one per draft (the request's own
+    // limits bound them), and the drafts of a request often finish in the same step, a burst
+    // that could pass the bound while the client reads everything.
     void OnAgentFinished(const DraftResult& d) override {
       pb::GenerateEvent e;
       ToProto(d, e.mutable_agent_finished());
-      r_->Push(std::move(e), /*final=*/false);
+      r_->Push(std::move(e), /*bounded=*/false);
     }
     void OnComplete(absl::StatusOr<GenerateResult> r) override {
       if (r.ok()) {
         pb::GenerateEvent e;
         ToProto(*r, drafts_, e.mutable_result());
-        r_->Push(std::move(e), /*final=*/true);
+        r_->Push(std::move(e), /*bounded=*/false);
       }
       r_->Close(ToGrpc(r.status()));
     }
@@ -96,16 +99,19 @@ class StreamReactor : public grpc::ServerWriteReactor<pb::GenerateEvent> {
 
   std::shared_ptr<Sink> sink;
 
-  void Push(pb::GenerateEvent e, bool final) {
+  // bounded: the event counts against max_backlog_bytes (deltas, the stream that grows with
+  // the request's length); the others only wait in the queue.
+  void Push(pb::GenerateEvent e, bool bounded) {
     MutexLock lock(&mu_);
     if (overflowed_ || closing_) return;
     const int64_t bytes = static_cast<int64_t>(e.ByteSizeLong());
-    if (!final && backlog_bytes_ + bytes > max_backlog_bytes_) {
+    if (bounded && backlog_bytes_ + bytes > max_backlog_bytes_) {
       OverflowLocked();
       return;
     }
-    backlog_bytes_ += bytes;
-    queue_.push_back({std::move(e), bytes});
+    const int64_t counted = bounded ? bytes : 0;
+    backlog_bytes_ += counted;
+    queue_.push_back({std::move(e), counted});
     MaybeWriteLocked();  // never finishes: closing_ is false here
   }
   void Close(const grpc::Status& s) {
@@ -145,7 +151,7 @@ class StreamReactor : public grpc::ServerWriteReactor<pb::GenerateEvent> {
  private:
   struct Pending {
     pb::GenerateEvent event;
-    int64_t bytes = 0;
+    int64_t bytes = 0;  // counted against the bound: the serialized size, or 0 if not bounded
   };
   // Keeps only the event gRPC is writing; the runtime sees the cancel at its next step and
   // then calls Close, which finishes with OverflowStatus().
@@ -187,7 +193,8 @@ class StreamReactor : public grpc::ServerWriteReactor<pb::GenerateEvent> {
   const int64_t max_backlog_bytes_;
   Mutex mu_;
   std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
-  int64_t backlog_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // bytes in queue_, the one being written too
+  // Bounded events' bytes in queue_, the one being written too.
+  int64_t backlog_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
