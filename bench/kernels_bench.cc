@@ -8,38 +8,59 @@
 #include <cstdint>
 #include <cstdlib>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "chorus/backends/cpu_backend.h"
+#include "src/backends/cpu/cpu_int8_packed.h"
 
 namespace chorus {
 namespace {
 
+// The benchmarks' inputs: a rows x cols matrix of `type` quantized from uniform [-1, 1) values,
+// and `tokens` activation rows of the same distribution (seeded, the same every run).
+struct MatMulInputs {
+  MatMulInputs(GgmlType type, int64_t rows, int64_t cols, int tokens) {
+    auto traits = GetTypeTraits(static_cast<uint32_t>(type));
+    const int64_t row_bytes = cols / traits->block_size * traits->type_size;
+    data.resize(row_bytes * rows);
+    std::mt19937 rng(1);
+    std::uniform_real_distribution<float> dist(-1, 1);
+    std::vector<float> row(cols);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (auto& v : row) v = dist(rng);
+      QuantizeRow(type, row.data(), data.data() + r * row_bytes, cols);
+    }
+    x.resize(cols * tokens);
+    for (auto& v : x) v = dist(rng);
+    out.resize(rows * tokens);
+    w = WeightTensor{type, rows, cols, data.data(), row_bytes};
+    name = std::string(traits->name);
+  }
+  std::vector<uint8_t> data;
+  std::vector<float> x, out;
+  WeightTensor w;
+  std::string name;
+};
+
+// Multiply-adds per second as a counter.
+void CountMacs(benchmark::State& state, double macs, const char* name, double per_mac) {
+  state.counters[name] = benchmark::Counter(
+      static_cast<double>(state.iterations()) * macs * per_mac, benchmark::Counter::kIsRate);
+}
+
 void BM_MatVec(benchmark::State& state) {
-  const auto type = static_cast<GgmlType>(state.range(0));
   const int64_t rows = state.range(1), cols = state.range(2);
   const int tokens = static_cast<int>(state.range(3));
-  auto traits = GetTypeTraits(static_cast<uint32_t>(type));
-  const int64_t row_bytes = cols / traits->block_size * traits->type_size;
-  std::vector<uint8_t> data(row_bytes * rows);
-  std::mt19937 rng(1);
-  std::uniform_real_distribution<float> dist(-1, 1);
-  std::vector<float> row(cols), x(cols * tokens), out(rows * tokens), scratch(4 * cols);
-  for (int64_t r = 0; r < rows; ++r) {
-    for (auto& v : row) v = dist(rng);
-    QuantizeRow(type, row.data(), data.data() + r * row_bytes, cols);
-  }
-  for (auto& v : x) v = dist(rng);
-  WeightTensor w{type, rows, cols, data.data(), row_bytes};
+  MatMulInputs in(static_cast<GgmlType>(state.range(0)), rows, cols, tokens);
+  std::vector<float> scratch(4 * cols);
   for (auto _ : state) {
-    cpu::MatMulRows(w, x.data(), tokens, out.data(), rows, 0, rows, scratch.data());
-    benchmark::DoNotOptimize(out.data());
+    cpu::MatMulRows(in.w, in.x.data(), tokens, in.out.data(), rows, 0, rows, scratch.data());
+    benchmark::DoNotOptimize(in.out.data());
   }
-  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(data.size()));
-  state.counters["flops"] =
-      benchmark::Counter(static_cast<double>(state.iterations()) * 2.0 * rows * cols * tokens,
-                         benchmark::Counter::kIsRate);
-  state.SetLabel(std::string(traits->name));
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(in.data.size()));
+  CountMacs(state, static_cast<double>(rows) * cols * tokens, "flops", 2.0);
+  state.SetLabel(in.name);
 }
 
 BENCHMARK(BM_MatVec)
@@ -54,6 +75,42 @@ BENCHMARK(BM_MatVec)
     ->Args({0, 768, 768, 64})
     ->Args({0, 2048, 768, 64})
     ->Args({0, 768, 2048, 64})
+    ->Unit(benchmark::kMicrosecond);
+
+// The int8 path over the packed copy (cpu_int8_packed.h), one thread: rows x cols of a packed
+// type against `tokens` quantized activation rows. The tokens-8 / tokens-1 time ratio is the
+// 8-row decode step's cost in the kernel alone.
+void BM_MatMulInt8Packed(benchmark::State& state) {
+  const int64_t rows = state.range(1), cols = state.range(2);
+  const int tokens = static_cast<int>(state.range(3));
+  MatMulInputs in(static_cast<GgmlType>(state.range(0)), rows, cols, tokens);
+  if (!cpu::Int8PackSupported(in.w)) {
+    state.SkipWithError("no packed layout in this build");
+    return;
+  }
+  std::vector<uint8_t> packed(cpu::Int8PackedBytes(in.w));
+  cpu::PackInt8Rows(in.w, 0, rows / cpu::kPackRows, packed.data());
+  std::vector<cpu::ActBlockQ8> xq(tokens * cols / 32);
+  for (int t = 0; t < tokens; ++t)
+    cpu::QuantizeActivations(in.x.data() + t * cols, cols, xq.data() + t * cols / 32);
+  for (auto _ : state) {
+    cpu::MatMulRowsInt8Packed(in.w, packed.data(), xq.data(), tokens, in.out.data(), rows, 0, rows);
+    benchmark::DoNotOptimize(in.out.data());
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(packed.size()));
+  CountMacs(state, static_cast<double>(rows) * cols * tokens, "gmacs", 1e-9);
+  state.SetLabel(in.name);
+}
+
+BENCHMARK(BM_MatMulInt8Packed)
+    ->ArgNames({"type", "rows", "cols", "tokens"})
+    ->Args({8, 8192, 2048, 1})
+    ->Args({8, 8192, 2048, 4})
+    ->Args({8, 8192, 2048, 8})
+    ->Args({2, 8192, 2048, 1})
+    ->Args({2, 8192, 2048, 8})
+    ->Args({12, 8192, 2048, 8})
+    ->Args({14, 8192, 2048, 8})
     ->Unit(benchmark::kMicrosecond);
 
 // The read-bandwidth probe: the buffer is filled once (pages touched) and shared by the threads;

@@ -354,20 +354,20 @@ TEST(Int8ActivationTest, ActivationBlocksFollowTheRoundingRule) {
       half[i / 16] += static_cast<int>(r);
     }
     EXPECT_EQ(q[b].d, d);
-    EXPECT_EQ(q[b].half[0], half[0]);
-    EXPECT_EQ(q[b].half[1], half[1]);
+    EXPECT_EQ(q[b].hs[0], d * static_cast<float>(half[0]));
+    EXPECT_EQ(q[b].hs[1], d * static_cast<float>(half[1]));
     EXPECT_FLOAT_EQ(q[b].s, d * static_cast<float>(half[0] + half[1]));
   }
 }
 
 // Every token count the kernel specializes (1-4 rows per pass, then the remainder) and, for
 // the 32-value types, an odd block count (the one-token loop takes blocks in pairs); Q8_0,
-// Q4_0, Q4_K and Q6_K also from the 8-row packed copy (where the build has VNNI), rows 8..15 only
-// as well.
+// Q4_0, Q4_K and Q6_K also from the 16-row packed copy (where the build has AVX512-VNNI), the
+// second row group alone as well.
 TEST(Int8ActivationTest, BlockDotMatchesScalarIntegerArithmetic) {
   std::mt19937 rng(9);
   std::uniform_real_distribution<float> dist(-2, 2);
-  const int64_t rows = 16;
+  const int64_t rows = 2 * cpu::kPackRows;
   for (GgmlType type :
        {GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K}) {
     if (!cpu::Int8Supported(type)) continue;
@@ -392,9 +392,10 @@ TEST(Int8ActivationTest, BlockDotMatchesScalarIntegerArithmetic) {
       if (packed) {
         std::vector<uint8_t> pw(cpu::Int8PackedBytes(w));
         ASSERT_EQ(pw.size(), type == GgmlType::kQ4_K ? wq.size() / 144 * 148 : wq.size());
-        cpu::PackInt8Rows(w, 0, rows / 8, pw.data());
-        cpu::MatMulRowsInt8Packed(w, pw.data(), xq.data(), m, packed_out.data(), rows, 8, rows);
-        cpu::MatMulRowsInt8Packed(w, pw.data(), xq.data(), m, packed_out.data(), rows, 0, 8);
+        constexpr int kG = cpu::kPackRows;
+        cpu::PackInt8Rows(w, 0, rows / kG, pw.data());
+        cpu::MatMulRowsInt8Packed(w, pw.data(), xq.data(), m, packed_out.data(), rows, kG, rows);
+        cpu::MatMulRowsInt8Packed(w, pw.data(), xq.data(), m, packed_out.data(), rows, 0, kG);
       }
       // Independent oracle: dequantize both sides exactly and sum in double.
       std::vector<float> wd(cols);

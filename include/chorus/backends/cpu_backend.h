@@ -14,7 +14,7 @@ std::unique_ptr<Backend> CreateCpuBackend(int num_threads);
 // int8_activations: matmuls with quantized weights (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) round each
 // 32-value block of the activations to int8 (scale per block) and use integer dot products, 2-4x
 // faster than dequantize-then-FMA with logits within ~0.4% of the largest (docs/PERFORMANCE.md);
-// Q8_0/Q4_0/Q4_K/Q6_K matrices get an 8-row packed copy on first use (cpu_int8_packed.h) unless
+// Q8_0/Q4_0/Q4_K/Q6_K matrices get a 16-row packed copy on first use (cpu_int8_packed.h) unless
 // packed_weights is false (the row kernels then read the weights in place: less memory, slower;
 // chorus-bench-model --no-pack compares the two). The server's default (cpu_int8_activations);
 // the one-argument overload is the exact path, the oracle.
@@ -28,13 +28,13 @@ void MatMulRows(const WeightTensor& w, const float* x, int m, float* out, int64_
                 int64_t row_begin, int64_t row_end, float* scratch /* [4 * w.cols] */);
 float DotF32(const float* a, const float* b, int64_t n);
 // Activations as int8 blocks: x ~= d * qs[i] for each 32 values; s = d * sum(qs) (the block
-// sum, for the K-quants' per-sub-block minimum); half[h] = sum of qs[16h..16h+15] (the packed
+// sum, for the K-quants' per-sub-block minimum); hs[h] = d * sum of qs[16h..16h+15] (the packed
 // Q6_K kernel's offset, per 16-value scale).
 struct ActBlockQ8 {
   float d;
   float s;
   int8_t qs[32];
-  int16_t half[2];
+  float hs[2];
 };
 void QuantizeActivations(const float* x, int64_t n, ActBlockQ8* out);
 // out[j * out_stride + r] = dot(row r of w, x[j]) with integer block dots (w: Q8_0, Q4_0 or,

@@ -122,6 +122,7 @@ class CpuBackend : public Backend {
 
   void MatMul(const WeightTensor& w, const float* x, int n, float* out) override {
     constexpr int64_t kRowsPerTask = 16;
+    static_assert(kRowsPerTask % cpu::kPackRows == 0, "tasks hold whole packed row groups");
     if (int8_activations_ && cpu::Int8Supported(w.type)) {
       const int64_t nb = w.cols / kQK;
       act_.resize(static_cast<size_t>(n) * nb);
@@ -242,7 +243,7 @@ class CpuBackend : public Backend {
   ThreadPool pool_;
   const bool int8_activations_;
   const bool packed_weights_;
-  // The int8 kernels read Q8_0 / Q4_0 matrices from an 8-row interleaved copy
+  // The int8 kernels read Q8_0 / Q4_0 / Q4_K / Q6_K matrices from a 16-row interleaved copy
   // (cpu_int8_packed.h), made on the matrix's first matmul, so an embedding table that only
   // Embed reads (it reads the original rows) is never copied; nullptr: no copy for w (another
   // type, rows not a multiple of 8, or no memory for it: the row kernel runs instead).
@@ -257,7 +258,7 @@ class CpuBackend : public Backend {
     if (!buf.ok()) return nullptr;
     auto* dst = static_cast<uint8_t*>((*buf)->data());
     pool_.ParallelFor(
-        w.rows / 8, [&](int64_t b, int64_t e) { cpu::PackInt8Rows(w, b, e, dst); },
+        w.rows / cpu::kPackRows, [&](int64_t b, int64_t e) { cpu::PackInt8Rows(w, b, e, dst); },
         w.rows * w.cols);
     packed_[w.data] = PackedWeight{w.type, w.rows, w.cols, std::move(*buf)};
     return dst;

@@ -1,8 +1,8 @@
 // CPU matmul kernels, int8 path: activations rounded to int8 blocks (QuantizeActivations) and
 // integer block dots against Q8_0 / Q4_0 weights, and with AVX2 against Q4_K / Q5_K / Q6_K
-// super-blocks, over the weights' own layout (Q8_0/Q4_0 with VNNI usually run from the packed
-// copy instead: cpu_matmul_packed.cc). The default for quantized weights (CreateCpuBackend's
-// int8_activations); the exact float path is cpu_matmul.cc.
+// super-blocks, over the weights' own layout (with AVX512-VNNI, Q8_0/Q4_0/Q4_K/Q6_K usually run
+// from the 16-row packed copy instead: cpu_matmul_packed.cc). The default for quantized weights
+// (CreateCpuBackend's int8_activations); the exact float path is cpu_matmul.cc.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -47,8 +47,8 @@ static inline void QuantizeBlock(const float* v, ActBlockQ8* out) {
   const __m256i qs = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(out->qs), qs);
   out->d = d;
-  out->half[0] = static_cast<int16_t>(h0);
-  out->half[1] = static_cast<int16_t>(h1);
+  out->hs[0] = d * static_cast<float>(h0);
+  out->hs[1] = d * static_cast<float>(h1);
   out->s = d * static_cast<float>(h0 + h1);
 }
 #endif
@@ -69,8 +69,8 @@ void QuantizeActivations(const float* x, int64_t n, ActBlockQ8* out) {
       out[b].qs[i] = static_cast<int8_t>(std::lrintf(v[i] * id));
       half[i / 16] += out[b].qs[i];
     }
-    out[b].half[0] = static_cast<int16_t>(half[0]);
-    out[b].half[1] = static_cast<int16_t>(half[1]);
+    out[b].hs[0] = d * static_cast<float>(half[0]);
+    out[b].hs[1] = d * static_cast<float>(half[1]);
     out[b].s = d * static_cast<float>(half[0] + half[1]);
 #endif
   }
