@@ -15,6 +15,7 @@
 #include "chorus/model/transformer.h"
 #include "random_model_file.h"
 #include "reference_forward.h"
+#include "src/backends/cpu/cpu_gemm_f32.h"
 #include "src/backends/cpu/cpu_int8_packed.h"
 
 namespace chorus {
@@ -329,6 +330,36 @@ TEST(Int8ActivationTest, QuantizedMatmulsStayCloseToTheExactPath) {
     }
     EXPECT_LT(err / scale, 3e-2) << TypeName(type);
     EXPECT_GT(err, 0.0) << "the int8 path did not run";
+  }
+}
+
+// The F32 panel kernel (prefill and batched decode over F32 weights) against dots summed in
+// double, for every token tile size up to 8 and beyond, and for the second panel alone.
+TEST(F32PanelTest, MatchesDoubleDots) {
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> dist(-1, 1);
+  const int64_t rows = 2 * cpu::kF32PanelRows, cols = 300;
+  std::vector<float> wf(rows * cols);
+  for (auto& v : wf) v = dist(rng);
+  WeightTensor w{GgmlType::kF32, rows, cols, wf.data(), cols * 4};
+  if (!cpu::F32PanelSupported(w)) GTEST_SKIP() << "no AVX-512 in this build";
+  std::vector<float> panels(cpu::F32PanelBytes(w) / sizeof(float));
+  cpu::PackF32Panels(w, 0, rows / cpu::kF32PanelRows, panels.data());
+  for (int m : {1, 2, 3, 7, 8, 9, 17}) {
+    std::vector<float> x(m * cols), out(m * rows, NAN);
+    for (auto& v : x) v = dist(rng);
+    constexpr int64_t kP = cpu::kF32PanelRows;
+    cpu::MatMulF32Panels(w, panels.data(), x.data(), m, out.data(), rows, kP, rows);
+    cpu::MatMulF32Panels(w, panels.data(), x.data(), m, out.data(), rows, 0, kP);
+    for (int t = 0; t < m; ++t) {
+      for (int64_t r = 0; r < rows; ++r) {
+        double want = 0;
+        for (int64_t k = 0; k < cols; ++k)
+          want += static_cast<double>(wf[r * cols + k]) * x[t * cols + k];
+        ASSERT_NEAR(out[t * rows + r], want, 1e-4 * (1 + std::fabs(want)))
+            << "m=" << m << " token " << t << " row " << r;
+      }
+    }
   }
 }
 

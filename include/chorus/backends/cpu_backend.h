@@ -14,7 +14,8 @@ std::unique_ptr<Backend> CreateCpuBackend(int num_threads);
 // int8_activations: matmuls with quantized weights (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) round each
 // 32-value block of the activations to int8 (scale per block) and use integer dot products, 2-4x
 // faster than dequantize-then-FMA with logits within ~0.4% of the largest (docs/PERFORMANCE.md);
-// Q8_0/Q4_0/Q4_K/Q6_K matrices get a 16-row packed copy on first use (cpu_int8_packed.h) unless
+// Q8_0/Q4_0/Q4_K/Q6_K matrices get a 16-row packed copy on first use (cpu_int8_packed.h), and F32
+// matrices a 32-row panel copy for matmuls of several tokens (cpu_gemm_f32.h), unless
 // packed_weights is false (the row kernels then read the weights in place: less memory, slower;
 // chorus-bench-model --no-pack compares the two). The server's default (cpu_int8_activations);
 // the one-argument overload is the exact path, the oracle.

@@ -11,6 +11,7 @@
 #include "chorus/core/str_cat.h"
 #include "chorus/core/thread_pool.h"
 #include "src/backends/cpu/cpu_attention.h"
+#include "src/backends/cpu/cpu_gemm_f32.h"
 #include "src/backends/cpu/cpu_int8_packed.h"
 
 namespace chorus {
@@ -148,6 +149,19 @@ class CpuBackend : public Backend {
           w.rows * w.cols * n);
       return;
     }
+    if (n > 1 && w.type == GgmlType::kF32) {
+      if (const uint8_t* panels = PackedFor(w)) {
+        constexpr int64_t kRows = cpu::kF32PanelRows;
+        pool_.ParallelFor(
+            w.rows / kRows,
+            [&](int64_t b, int64_t e) {
+              cpu::MatMulF32Panels(w, reinterpret_cast<const float*>(panels), x, n, out, w.rows,
+                                   b * kRows, e * kRows);
+            },
+            w.rows * w.cols * n);
+        return;
+      }
+    }
     const int64_t tasks = (w.rows + kRowsPerTask - 1) / kRowsPerTask;
     pool_.ParallelFor(
         tasks,
@@ -243,23 +257,33 @@ class CpuBackend : public Backend {
   ThreadPool pool_;
   const bool int8_activations_;
   const bool packed_weights_;
-  // The int8 kernels read Q8_0 / Q4_0 / Q4_K / Q6_K matrices from a 16-row interleaved copy
-  // (cpu_int8_packed.h), made on the matrix's first matmul, so an embedding table that only
-  // Embed reads (it reads the original rows) is never copied; nullptr: no copy for w (another
-  // type, rows not a multiple of 8, or no memory for it: the row kernel runs instead).
+  // Packed copies, made on a matrix's first matmul so that an embedding table only Embed reads
+  // (it reads the original rows) is never copied: Q8_0 / Q4_0 / Q4_K / Q6_K for the int8
+  // kernels in 16-row interleaved records (cpu_int8_packed.h), F32 in 32-row column panels for
+  // matmuls of several tokens (cpu_gemm_f32.h). nullptr: no copy for w (packing off, another
+  // type or shape, or no memory for it: the row kernels run instead).
   const uint8_t* PackedFor(const WeightTensor& w) {
-    if (!packed_weights_ || !cpu::Int8PackSupported(w)) return nullptr;
+    if (!packed_weights_) return nullptr;
+    const bool int8 = cpu::Int8PackSupported(w);
+    if (!int8 && !cpu::F32PanelSupported(w)) return nullptr;
     auto it = packed_.find(w.data);
     if (it != packed_.end() && it->second.type == w.type && it->second.rows == w.rows &&
         it->second.cols == w.cols) {
       return static_cast<const uint8_t*>(it->second.buffer->data());
     }
-    auto buf = Alloc(cpu::Int8PackedBytes(w));
+    auto buf = Alloc(int8 ? cpu::Int8PackedBytes(w) : cpu::F32PanelBytes(w));
     if (!buf.ok()) return nullptr;
     auto* dst = static_cast<uint8_t*>((*buf)->data());
-    pool_.ParallelFor(
-        w.rows / cpu::kPackRows, [&](int64_t b, int64_t e) { cpu::PackInt8Rows(w, b, e, dst); },
-        w.rows * w.cols);
+    if (int8) {
+      pool_.ParallelFor(
+          w.rows / cpu::kPackRows, [&](int64_t b, int64_t e) { cpu::PackInt8Rows(w, b, e, dst); },
+          w.rows * w.cols);
+    } else {
+      pool_.ParallelFor(
+          w.rows / cpu::kF32PanelRows,
+          [&](int64_t b, int64_t e) { cpu::PackF32Panels(w, b, e, reinterpret_cast<float*>(dst)); },
+          w.rows * w.cols);
+    }
     packed_[w.data] = PackedWeight{w.type, w.rows, w.cols, std::move(*buf)};
     return dst;
   }
