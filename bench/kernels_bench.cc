@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <mutex>
 #include <random>
 #include <string>
 #include <vector>
@@ -111,6 +112,64 @@ BENCHMARK(BM_MatMulInt8Packed)
     ->Args({2, 8192, 2048, 8})
     ->Args({12, 8192, 2048, 8})
     ->Args({14, 8192, 2048, 8})
+    ->Unit(benchmark::kMicrosecond);
+
+// Decode's matmul against the read-bandwidth probe: one token through a 71 MB Q8_0 / 38 MB Q4_0
+// packed matrix (beyond this machine's L3), each thread its share of the rows, as the backend
+// splits a decode matmul. bytes_per_second / BM_ReadBandwidth's at the same thread count is the
+// kernel's fraction of the roofline.
+void BM_DecodeRoofline(benchmark::State& state) {
+  const auto type = static_cast<GgmlType>(state.range(0));
+  constexpr int64_t kRows = 8192, kCols = 8192;
+  struct Shared {
+    MatMulInputs in;
+    uint8_t* packed = nullptr;  // on huge pages, as the backend's copies
+    std::vector<cpu::ActBlockQ8> xq;
+  };
+  static Shared* shared[32] = {};
+  static std::mutex mu;
+  Shared* sh;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto& slot = shared[static_cast<int>(type)];
+    if (slot == nullptr) {
+      slot = new Shared{MatMulInputs(type, kRows, kCols, 1), nullptr, {}};
+      if (cpu::Int8PackSupported(slot->in.w)) {
+        const size_t bytes = cpu::Int8PackedBytes(slot->in.w);
+        constexpr size_t kHuge = size_t{2} << 20;
+        slot->packed =
+            static_cast<uint8_t*>(std::aligned_alloc(kHuge, (bytes + kHuge - 1) / kHuge * kHuge));
+        ::madvise(slot->packed, bytes, MADV_HUGEPAGE);
+        cpu::PackInt8Rows(slot->in.w, 0, kRows / cpu::kPackRows, slot->packed);
+        slot->xq.resize(kCols / 32);
+        cpu::QuantizeActivations(slot->in.x.data(), kCols, slot->xq.data());
+      }
+    }
+    sh = slot;
+  }
+  if (sh->packed == nullptr) {
+    state.SkipWithError("no packed layout in this build");
+    return;
+  }
+  const int64_t share = kRows / state.threads();
+  const int64_t begin = share * state.thread_index(), end = begin + share;
+  for (auto _ : state) {
+    cpu::MatMulRowsInt8Packed(sh->in.w, sh->packed, sh->xq.data(), 1, sh->in.out.data(), kRows,
+                              begin, end);
+    benchmark::DoNotOptimize(sh->in.out.data());
+  }
+  state.SetBytesProcessed(state.iterations() *
+                          static_cast<int64_t>(cpu::Int8PackedBytes(sh->in.w) / state.threads()));
+  state.SetLabel(sh->in.name);
+}
+
+BENCHMARK(BM_DecodeRoofline)
+    ->ArgNames({"type"})
+    ->Arg(8)
+    ->Arg(2)
+    ->Threads(1)
+    ->Threads(2)
+    ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 
 // The read-bandwidth probe: the buffer is filled once (pages touched) and shared by the threads;
