@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <numeric>
 #include <random>
@@ -370,14 +371,22 @@ TEST(Int8ActivationTest, ActivationBlocksFollowTheRoundingRule) {
   std::uniform_real_distribution<float> dist(-3, 3);
   std::vector<float> x(32 * 64);
   for (auto& v : x) v = dist(rng);
-  for (int i = 0; i < 32; ++i) x[32 + i] = 0.0f;             // an all-zero block
-  for (int i = 0; i < 32; ++i) x[64 + i] = (i - 16) * 0.5f;  // exact halves: ties to even
+  for (int i = 0; i < 32; ++i) x[32 + i] = 0.0f;               // an all-zero block
+  for (int i = 0; i < 32; ++i) x[64 + i] = (i - 16) * 0.5f;    // exact halves: ties to even
+  for (int i = 0; i < 32; ++i) x[96 + i] = (i - 16) * 1e-38f;  // 1 / scale would overflow
+  x[128 + 5] = NAN;  // a NaN and an infinity: the block reads as NaN
+  x[160 + 31] = -INFINITY;
   std::vector<cpu::ActBlockQ8> q(64);
   cpu::QuantizeActivations(x.data(), static_cast<int64_t>(x.size()), q.data());
   for (int b = 0; b < 64; ++b) {
+    if (b == 4 || b == 5) {
+      EXPECT_TRUE(std::isnan(q[b].d) && std::isnan(q[b].s) && std::isnan(q[b].hs[0]));
+      for (int i = 0; i < 32; ++i) EXPECT_EQ(q[b].qs[i], 0);
+      continue;
+    }
     float amax = 0;
     for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[32 * b + i]));
-    const float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+    const float d = amax / 127.0f, id = d >= FLT_MIN ? 1.0f / d : 0.0f;
     int half[2] = {0, 0};
     for (int i = 0; i < 32; ++i) {
       const float r = std::nearbyint(x[32 * b + i] * id);

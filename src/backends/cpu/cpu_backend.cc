@@ -149,11 +149,11 @@ class CpuBackend : public Backend {
           w.rows * w.cols * n);
       return;
     }
-    // The panel copy is made on the matrix's first matmul even when that one has a single token
-    // (the row kernel runs it), so that warm-up steps (calibration, a benchmark's untimed token)
-    // take the packing cost out of the first prefill.
-    const uint8_t* panels = w.type == GgmlType::kF32 ? PackedFor(w) : nullptr;
-    if (n > 1 && panels != nullptr) {
+    // The panel copy is made on the matrix's first matmul of several tokens (the server's
+    // start-up calibration runs one; a model only ever decoded one token at a time keeps one
+    // copy of its weights).
+    const uint8_t* panels = n > 1 && w.type == GgmlType::kF32 ? PackedFor(w) : nullptr;
+    if (panels != nullptr) {
       constexpr int64_t kRows = cpu::kF32PanelRows;
       pool_.ParallelFor(
           w.rows / kRows,

@@ -6,13 +6,26 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "chorus/backends/cpu_backend.h"
 #include "src/backends/cpu/cpu_simd.h"
 
 namespace chorus::cpu {
+
+// A block holding a NaN or an infinity: no integer rounding means anything, so the block reads
+// as NaN (d, s and hs) with zero quants, and every dot with it is NaN, as on the exact path.
+static void NonFiniteBlock(ActBlockQ8* out) {
+  std::memset(out->qs, 0, sizeof(out->qs));
+  out->d = out->s = out->hs[0] = out->hs[1] = std::numeric_limits<float>::quiet_NaN();
+}
+
+// 1 / d, or 0 where that would overflow (a block of values below ~1e-36, or zeros): such a block
+// rounds to zeros.
+static inline float InverseScale(float d) { return d >= FLT_MIN ? 1.0f / d : 0.0f; }
 
 #if defined(__AVX2__) && defined(__FMA__)
 // Sum of the 8 int32 lanes.
@@ -26,17 +39,20 @@ static inline int HsumI32(__m256i v) {
 // One block, the same arithmetic as the scalar loop below (float multiply, then round to
 // nearest even as lrintf does in the default rounding mode): the results are identical.
 static inline void QuantizeBlock(const float* v, ActBlockQ8* out) {
-  const __m256 sign = _mm256_set1_ps(-0.0f);
-  __m256 x[4], amax = _mm256_setzero_ps();
+  const __m256 sign = _mm256_set1_ps(-0.0f), big = _mm256_set1_ps(FLT_MAX);
+  __m256 x[4], amax = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
   for (int i = 0; i < 4; ++i) {
     x[i] = _mm256_loadu_ps(v + 8 * i);
-    amax = _mm256_max_ps(_mm256_andnot_ps(sign, x[i]), amax);  // a NaN value is skipped
+    const __m256 a = _mm256_andnot_ps(sign, x[i]);
+    bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, big, _CMP_NLE_UQ));  // NaN or infinity
+    amax = _mm256_max_ps(a, amax);
   }
+  if (_mm256_movemask_ps(bad) != 0) return NonFiniteBlock(out);
   __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
   m = _mm_max_ps(m, _mm_movehl_ps(m, m));
   m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 0x55));
   const float d = _mm_cvtss_f32(m) / 127.0f;
-  const __m256 id = _mm256_set1_ps(d != 0 ? 1.0f / d : 0.0f);
+  const __m256 id = _mm256_set1_ps(InverseScale(d));
   __m256i q[4];
   for (int i = 0; i < 4; ++i) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(x[i], id));
   const int h0 = HsumI32(_mm256_add_epi32(q[0], q[1]));
@@ -60,9 +76,17 @@ void QuantizeActivations(const float* x, int64_t n, ActBlockQ8* out) {
     QuantizeBlock(v, out + b);
 #else
     float amax = 0;
-    for (int i = 0; i < kQK; ++i) amax = std::max(amax, std::fabs(v[i]));
+    bool finite = true;
+    for (int i = 0; i < kQK; ++i) {
+      finite = finite && std::isfinite(v[i]);
+      amax = std::max(amax, std::fabs(v[i]));
+    }
+    if (!finite) {
+      NonFiniteBlock(out + b);
+      continue;
+    }
     const float d = amax / 127.0f;
-    const float id = d != 0 ? 1.0f / d : 0.0f;
+    const float id = InverseScale(d);
     out[b].d = d;
     int half[2] = {0, 0};
     for (int i = 0; i < kQK; ++i) {
