@@ -30,6 +30,14 @@ void GroupBlocks(const WeightTensor& w, int64_t g, int64_t b, int64_t block_byte
   for (int r = 0; r < kR; ++r) blk[r] = base + (kR * g + r) * w.row_bytes + b * block_bytes;
 }
 
+// As GroupBlocks, typed: blk[r] = K-quant super-block sb of row 16g + r.
+template <typename Block>
+void GroupSuperBlocks(const WeightTensor& w, int64_t g, int64_t sb, const Block* blk[kR]) {
+  const uint8_t* raw[kR];
+  GroupBlocks(w, g, sb, sizeof(Block), raw);
+  for (int r = 0; r < kR; ++r) blk[r] = reinterpret_cast<const Block*>(raw[r]);
+}
+
 // One Q8_0 / Q4_0 record: block b of group g.
 void PackRecordQ(const WeightTensor& w, int64_t g, int64_t b, uint8_t* rec) {
   const bool q8 = w.type == GgmlType::kQ8_0;
@@ -52,11 +60,9 @@ void PackRecordQ(const WeightTensor& w, int64_t g, int64_t b, uint8_t* rec) {
 
 // One Q4_K super-record: super-block sb of group g.
 void PackSuperRecordQ4K(const WeightTensor& w, int64_t g, int64_t sb, uint8_t* rec) {
-  const uint8_t* raw[kR];
-  GroupBlocks(w, g, sb, sizeof(BlockQ4_K), raw);
   const BlockQ4_K* blk[kR];
+  GroupSuperBlocks(w, g, sb, blk);
   for (int r = 0; r < kR; ++r) {
-    blk[r] = reinterpret_cast<const BlockQ4_K*>(raw[r]);
     std::memcpy(rec + 2 * r, &blk[r]->d, 2);
     std::memcpy(rec + 32 + 2 * r, &blk[r]->dmin, 2);
   }
@@ -95,11 +101,9 @@ void Q6KValues(const BlockQ6_K& b, int j, uint8_t q[32]) {
 
 // One Q6_K super-record: super-block sb of group g.
 void PackSuperRecordQ6K(const WeightTensor& w, int64_t g, int64_t sb, uint8_t* rec) {
-  const uint8_t* raw[kR];
-  GroupBlocks(w, g, sb, sizeof(BlockQ6_K), raw);
   const BlockQ6_K* blk[kR];
+  GroupSuperBlocks(w, g, sb, blk);
   for (int r = 0; r < kR; ++r) {
-    blk[r] = reinterpret_cast<const BlockQ6_K*>(raw[r]);
     std::memcpy(rec + 2 * r, &blk[r]->d, 2);
   }
   for (int j = 0; j < 8; ++j) {
