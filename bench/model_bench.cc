@@ -2,13 +2,17 @@
 //
 //   chorus-bench-model --model FILE [--backend cpu|cuda] [--threads N] [--prompt-tokens P]
 //                      [--decode-tokens D] [--batch B] [--repeats R] [--context C] [--exact]
-//                      [--no-pack]
+//                      [--no-pack] [--host-logits | --backend-sampling]
 //   chorus-bench-model --model FILE --logit-diff [--prompt-tokens P] [--threads N]
 // Prefill: one forward over P prompt tokens (tokens/s = P / time). Decode: D single-token steps
 // for each of B sequences decoded together in one batched forward per step (tokens/s counts
 // all B sequences), starting at position max(P, C): --context 4096 times decode steps whose
 // attention reads 4096 cached positions without prefilling them (the cost does not depend on
 // the cached values). Reports the best of R repeats; prints one JSON line per measurement.
+// Decode steps on a GPU backend sample each sequence's next token there (ForwardSampled, as the
+// serving engine does: no logits copied to the host, whose size would distort batch ratios);
+// the CPU backend's steps copy the logits out and sample nothing (llama-bench's measure).
+// --host-logits / --backend-sampling force either.
 // The CPU backend runs quantized weights with int8 activations unless --exact (the server's
 // default, cpu_int8_activations); --no-pack keeps them out of the packed copies (the row
 // kernels over the GGUF layout: the A/B for the packed kernels). --logit-diff compares the two
@@ -38,6 +42,7 @@ double Now() {
 
 struct Args {
   int threads = 1, prompt = 0, decode = 0, batch = 1, repeats = 1, context = 0;
+  bool backend_sampling = false;  // decode: sample on the backend instead of copying logits
 };
 
 // Bytes a decode step must read: every weight except the embedding table (one row per token),
@@ -114,6 +119,14 @@ bool TimeRuns(Transformer& tf, const ModelConfig& c, const Args& a, int per_seq,
     // the clock starts; in serving, those positions were written by the prefill.
     const int warmup = r == 0 && a.context > a.prompt ? 1 : 0;
     double t0 = Now();
+    std::vector<RowSampling> draws(a.batch);
+    std::vector<SampledToken> sampled;
+    for (int s = 0; s < a.batch; ++s) {
+      draws[s].temperature = 0.8f;
+      draws[s].top_p = 0.95f;
+      draws[s].uniform = (s + 0.5) / a.batch;
+      draws[s].row = s;
+    }
     for (int step = -warmup; step < a.decode; ++step) {
       if (step == 0) t0 = Now();
       b.tokens.clear();
@@ -121,12 +134,19 @@ bool TimeRuns(Transformer& tf, const ModelConfig& c, const Args& a, int per_seq,
       b.seq_of_token.clear();
       b.logit_rows.clear();
       for (int s = 0; s < a.batch; ++s) {
-        b.tokens.push_back(((step + 1) * 31 + s) % c.vocab_size);
+        // The token sampled by the previous step where there is one (the serving loop's data
+        // dependence), else a fixed pattern.
+        b.tokens.push_back(static_cast<size_t>(s) < sampled.size()
+                               ? sampled[s].token
+                               : ((step + 1) * 31 + s) % c.vocab_size);
         b.positions.push_back(first + std::max(step, 0));
         b.seq_of_token.push_back(s);
         b.logit_rows.push_back(s);
       }
-      if (auto st = tf.Forward(b, &logits); !st.ok()) {
+      const absl::Status st = a.backend_sampling
+                                  ? tf.ForwardSampled(b, draws, {}, &logits, &sampled)
+                                  : tf.Forward(b, &logits);
+      if (!st.ok()) {
         std::fprintf(stderr, "chorus-bench-model: %s\n", std::string(st.message()).c_str());
         return false;
       }
@@ -190,9 +210,10 @@ int LogitDiff(const std::string& path, const Args& a) {
 }
 
 int Run(int argc, char** argv) {
-  tools::Flags flags({"model", "threads", "prompt-tokens", "decode-tokens", "batch", "repeats",
-                      "backend", "context"},
-                     {"int8-activations", "exact", "logit-diff", "no-pack"});
+  tools::Flags flags(
+      {"model", "threads", "prompt-tokens", "decode-tokens", "batch", "repeats", "backend",
+       "context"},
+      {"int8-activations", "exact", "logit-diff", "no-pack", "host-logits", "backend-sampling"});
   std::string error;
   Args a;
   if (!flags.Parse(argc, argv, &error) ||
@@ -207,6 +228,8 @@ int Run(int argc, char** argv) {
   }
   if (flags.Has("logit-diff")) return LogitDiff(flags.Get("model"), a);
   const std::string backend_name = flags.Get("backend", "cpu");
+  a.backend_sampling =
+      (backend_name != "cpu" || flags.Has("backend-sampling")) && !flags.Has("host-logits");
   auto backend_or = backend_name == "cpu"
                         ? absl::StatusOr<std::unique_ptr<Backend>>(CreateCpuBackend(
                               a.threads, !flags.Has("exact"), !flags.Has("no-pack")))
@@ -242,7 +265,7 @@ int Run(int argc, char** argv) {
       "%d, "
       "\"decode_tokens_per_s\": %.2f, \"decode_step_ms\": %.3f, "
       "\"decode_weight_gb_per_s\": %.2f, \"graphs_captured\": %lld, \"graphs_replayed\": %lld, "
-      "\"dequantized_bytes\": %lld}\n",
+      "\"dequantized_bytes\": %lld, \"decode_sampling\": \"%s\"}\n",
       flags.Get("model").c_str(), std::string(backend->name()).c_str(), a.threads,
       static_cast<long long>(w.weight_bytes), static_cast<long long>(w.step_weight_bytes),
       kv_bytes_per_step, backend_name == "cpu" && !flags.Has("exact") ? "true" : "false",
@@ -250,7 +273,8 @@ int Run(int argc, char** argv) {
       prefill_flops / best_prefill / 1e12, a.batch, a.decode, a.decode * a.batch / best_decode,
       best_decode / a.decode * 1e3, w.step_weight_bytes * a.decode / best_decode / 1e9,
       static_cast<long long>(graphs.captured), static_cast<long long>(graphs.replayed),
-      static_cast<long long>(graphs.dequantized_bytes));
+      static_cast<long long>(graphs.dequantized_bytes),
+      a.backend_sampling ? "backend" : "host logits");
   return 0;
 }
 

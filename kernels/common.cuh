@@ -93,6 +93,15 @@ __device__ __forceinline__ float WeightAt(int type, const uint8_t* row, int64_t 
       const int v = (i < 16 ? (q & 0xf) : (q >> 4)) - 8;
       return HalfBits(Load16(b)) * static_cast<float>(v);
     }
+    case kQ8_0R:
+    case kQ4_0R: {
+      const uint8_t* g = row + (j / 256) * BlockBytes(type);
+      const int i = static_cast<int>(j % 256);
+      const float d = HalfBits(Load16(g + 2 * (i / 32)));
+      if (type == kQ8_0R) return d * static_cast<float>(static_cast<int8_t>(g[16 + i]));
+      const uint8_t q = g[16 + (i / 32) * 16 + (i % 16)];
+      return d * static_cast<float>(((i % 32) < 16 ? (q & 0xf) : (q >> 4)) - 8);
+    }
     case kQ4_1:
     case kQ5_0:
     case kQ5_1:

@@ -23,7 +23,13 @@ enum WeightType : int {
   kQ4_K = 12,
   kQ5_K = 13,
   kQ6_K = 14,
-  kBF16 = 30
+  kBF16 = 30,
+  // The CUDA backend's own layouts (not ggml ids): Q4_0 / Q8_0 rows regrouped at load
+  // (RepackForGemv) so that a GEMV lane reads 16 aligned bytes at a time. Per 256 values: the 8
+  // block scales (half, 16 bytes), then the 8 blocks' quants (128 / 256 bytes, each block's as
+  // in ggml). As many bytes per row as ggml's layout.
+  kQ4_0R = 102,
+  kQ8_0R = 108
 };
 
 #if defined(__CUDACC__)
@@ -34,7 +40,7 @@ enum WeightType : int {
 
 // Values per block and bytes per block of a weight type (0 for unknown ids).
 CHORUS_HOST_DEVICE constexpr int BlockValues(int t) {
-  return t == kQ4_K || t == kQ5_K || t == kQ6_K                              ? 256
+  return t == kQ4_K || t == kQ5_K || t == kQ6_K || t == kQ4_0R || t == kQ8_0R ? 256
          : t == kQ4_0 || t == kQ4_1 || t == kQ5_0 || t == kQ5_1 || t == kQ8_0 ? 32
                                                                               : 1;
 }
@@ -50,12 +56,19 @@ CHORUS_HOST_DEVICE constexpr int BlockBytes(int t) {
     case kQ4_K: return 144;
     case kQ5_K: return 176;
     case kQ6_K: return 210;
+    case kQ4_0R: return 144;
+    case kQ8_0R: return 272;
     default: return 0;
   }
 }
 // Types whose GEMV reads values one at a time through WeightAt (no vectorized chunk loader yet).
 CHORUS_HOST_DEVICE constexpr bool ScalarChunkType(int t) {
   return t == kQ4_1 || t == kQ5_0 || t == kQ5_1 || t == kQ4_K || t == kQ5_K || t == kQ6_K;
+}
+
+// The regrouped id for a ggml Q4_0 / Q8_0 weight `cols` wide (cols % 256 == 0), else -1.
+CHORUS_HOST_DEVICE constexpr int RepackedType(int t, int64_t cols) {
+  return cols % 256 != 0 ? -1 : t == kQ4_0 ? kQ4_0R : t == kQ8_0 ? kQ8_0R : -1;
 }
 
 // A weight matrix [rows, cols] of `type`, each row row_bytes long.
@@ -135,7 +148,16 @@ cudaError_t TiledAttention(const float* q, const void* k_cache, const void* v_ca
                            int heads, int kv_heads, int head_dim, float scale, float* out,
                            cudaStream_t s);
 // out[t, r] = dot(row r of w, x[t]) for t < n <= kMaxGemvTokens: dequantize-and-dot GEMV.
+// A warp owns 1 row (n <= 2) or 4 rows; when that gives too few blocks to fill the device
+// (GemvSplit: fewer than 4 per SM), the warps of a block also split each row's columns and add
+// their partial sums in shared memory (split-K inside the block, deterministic).
 constexpr int kMaxGemvTokens = 8;
+// Warps per row (1, 2, 4 or 8) the GEMV of these weights at n tokens uses on a device of `sms`
+// multiprocessors (host function; the launcher asks the device for sms).
+int GemvSplit(const DeviceWeight* w, int count, int n, int sms);
+// Regroups a ggml Q4_0 / Q8_0 weight in place into its RepackedType layout (w.type must be the
+// ggml type and RepackedType(w.type, w.cols) valid); the caller then reads it as the new type.
+cudaError_t RepackForGemv(const DeviceWeight& w, cudaStream_t s);
 cudaError_t Gemv(const DeviceWeight& w, const float* x, int n, float* out, cudaStream_t s);
 // The same for up to kMaxGemvGroup weights of one type and width that read the same x (Q, K and
 // V; gate and up) in one launch: out[i][t, r] = dot(row r of w[i], x[t]).

@@ -7,7 +7,8 @@
 #   micro      chorus-bench-cuda: copy bandwidth, cuBLAS GEMM rates, GEMV (and whatever else it
 #              measures: attention, LM head)
 #   parity     every CUDA test in its own process, one verdict each (SKIPPED counts as a failure)
-#   decode     1B-shaped BF16, Q4_0 and Q4_K_M models at batch 1 and 8, with and without graphs
+#   decode     1B-shaped BF16, Q4_0 and Q4_K_M models at batch 1 and 8, with and without graphs,
+#              Q4_0 also with ggml's blocks (CHORUS_CUDA_REPACK=0); tokens sampled on the device
 #   sanitizer  compute-sanitizer memcheck, racecheck and synccheck on the kernel tests
 # OUT/SUMMARY.md is rewritten after every phase (and after every parity test), so a run killed at
 # its limit keeps what it did. At most 8 files are written to OUT.
@@ -28,6 +29,7 @@ UNPACKED=${TMPDIR:-/tmp}/chorus-gpu-bundle  # the bundle is unpacked here (the c
 MODELS_DIR=${MODELS_DIR:-/tmp/chorus-bench-models}
 SANITIZER_FILTER=${SANITIZER_FILTER:-'CudaTest.*-*Model*:*LongContext*:*RealKQuant*:*Greedy*:*Fused*:*Graphs*'}
 MULTI_GPU_TESTS='*TwoGpus*'  # not run (N/A) on a machine with one GPU
+FULL_SIZE_TEST='CudaTest.FullSizeModelLogitsMatchCpu'  # run by the decode phase on its 1B model
 PER_TEST_S=120               # longest a single parity test may run
 DECODE_TYPES=(bf16 q4_0 q4_k_m)
 DECODE_BATCHES=(1 8)
@@ -205,6 +207,7 @@ cuda_lib_path() {
 sanitizer_bin() { command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer; }
 micro_cmd() { CMD=("$MICRO"); }
 test_cmd() { CMD=("$CUDA_TEST" "--gtest_filter=$1"); }
+full_size_cmd() { CMD=(env "CHORUS_PARITY_MODEL=$MODELS_DIR/1b-q4_0.gguf" "$CUDA_TEST" "--gtest_filter=$FULL_SIZE_TEST"); }
 mkmodel_cmd() {  # type out
   CMD=("$MKMODEL" --out "$2" --dim 2048 --layers 16 --heads 32 --kv-heads 8 --ffn 8192
     --vocab-size 128256 --type "$1" --rope-base 500000)
@@ -212,6 +215,7 @@ mkmodel_cmd() {  # type out
 bench_cmd() {  # variant type batch
   CMD=()
   [[ $1 == no_graphs ]] && CMD=(env CHORUS_CUDA_GRAPHS=0)
+  [[ $1 == no_repack ]] && CMD=(env CHORUS_CUDA_REPACK=0)
   CMD+=("$BENCH" --backend cuda --model "$MODELS_DIR/1b-$2.gguf" --batch "$3" --prompt-tokens 512
     --decode-tokens 32 --repeats 2)
 }
@@ -457,6 +461,11 @@ phase_parity() {
   printf '| test | verdict | s | detail |\n|---|---|---|---|\n' > "$sec"
   while read -r t; do
     # shellcheck disable=SC2053  # glob match on purpose
+    if [[ $t == "$FULL_SIZE_TEST" ]]; then
+      echo "| $t | N/A here | - | runs in the decode phase on the 1B Q4_0 model |" >> "$sec"
+      na=$((na + 1))
+      continue
+    fi
     if [[ $t == $MULTI_GPU_TESTS ]] && ((GPU_COUNT < 2)); then
       echo "| $t | N/A | - | needs 2 GPUs, this machine has $GPU_COUNT |" >> "$sec"
       na=$((na + 1))
@@ -511,8 +520,22 @@ phase_decode() {
     log "model generation still running; the missing models' runs fail"
   fi
   : > "$OUT/decode.jsonl"
-  for v in graphs no_graphs; do
+  # The full-size parity test first: prefill and decode logits of the 1B Q4_0 model against the
+  # CPU backend (its output goes to parity.txt, its verdict into this phase's).
+  local parity_1b="NOT RUN (no 1B Q4_0 model)" one=$WORK/one.txt
+  if [[ -f $MODELS_DIR/1b-q4_0.gguf ]] && (($(phase_left) > 30)); then
+    t1=$SECONDS rc=0
+    full_size_cmd
+    limited "$(min 120 "$(phase_left)")" "${CMD[@]}" > "$one" 2>&1 < /dev/null || rc=$?
+    { echo "===== $FULL_SIZE_TEST (1B Q4_0): exit $rc, $((SECONDS - t1)) s"; cat "$one"; } >> "$OUT/parity.txt"
+    test_verdict "$rc" "$one"
+    parity_1b="$VERDICT in $((SECONDS - t1)) s${DETAIL:+: $DETAIL}"
+  fi
+  log "1B parity: $parity_1b"
+  for v in graphs no_graphs no_repack; do
     for t in "${DECODE_TYPES[@]}"; do
+      # ggml's Q4_0 blocks against the regrouped layout (CHORUS_CUDA_REPACK=0): Q4_0 only.
+      [[ $v == no_repack && $t != q4_0 ]] && continue
       for b in "${DECODE_BATCHES[@]}"; do
         runs=$((runs + 1)) rc=0
         bench_cmd "$v" "$t" "$b"
@@ -545,7 +568,7 @@ except Exception:
 ok = {(r["variant"], r["type"], r["batch"]): r for r in rows if "decode_step_ms" in r}
 bad = [r for r in rows if "decode_step_ms" not in r or r.get("exit") or "cuda" not in str(r.get("backend"))]
 out = ["Decode after a 512-token prompt per sequence, 32 steps, best of 2 (1B Llama-shaped random "
-       "weights). Roofline fraction: (weights read per step [+ KV read per step]) / copy bandwidth / step time.", "",
+       "weights; each step samples its tokens on the device, no logits copied). Roofline fraction: (weights read per step [+ KV read per step]) / copy bandwidth / step time.", "",
        "| type | batch | tokens/s | step ms | step ms, no graphs | graphs gain | roofline (weights) "
        "| roofline (weights + KV) | prefill tokens/s | graphs replayed |", "|---|---|---|---|---|---|---|---|---|---|"]
 for (v, t, b), r in ok.items():
@@ -564,6 +587,9 @@ for t in sorted({k[1] for k in ok}):
     one, eight = ok.get(("graphs", t, 1)), ok.get(("graphs", t, 8))
     if one and eight:
         out.append(f"- {t}: step time at batch 8 / batch 1 = {eight['decode_step_ms'] / one['decode_step_ms']:.2f} (target <= 1.3)")
+    plain = ok.get(("no_repack", t, 1))
+    if one and plain:
+        out.append(f"- {t}: batch-1 step with ggml's blocks / regrouped = {plain['decode_step_ms'] / one['decode_step_ms']:.2f}x (CHORUS_CUDA_REPACK=0)")
     if one and not one.get("graphs_replayed"):
         out.append(f"- {t}: WARNING no graph replayed at batch 1 with graphs on")
 for r in bad:
@@ -575,7 +601,8 @@ note = f"{len(ok)} of {runs} runs" + (f"; fastest batch-1 step {best['decode_ste
 print(("PASS" if len(ok) == runs and not bad else "FAIL") + "\t" + note)
 PY
   ) || verdict=$'FAIL\tcould not read decode.jsonl'
-  phase_end "${verdict%%$'\t'*}" "${verdict#*$'\t'}"
+  [[ $parity_1b == PASS* ]] || verdict="FAIL"$'\t'"${verdict#*$'\t'}"
+  phase_end "${verdict%%$'\t'*}" "${verdict#*$'\t'}; 1B parity ${parity_1b}"
 }
 
 phase_sanitizer() {
@@ -658,12 +685,15 @@ dry_run() {
   test_cmd TEST
   echo "     for TEST in \$(cuda_test --gtest_list_tests): ${CMD[*]} >> parity.txt"
   echo "       verdict PASS only on '[  PASSED  ] 1 test.'; SKIPPED, FAIL, CRASH, TIMEOUT, NO RESULT fail the phase;"
-  echo "       $MULTI_GPU_TESTS is N/A on a one-GPU machine"
+  echo "       $MULTI_GPU_TESTS is N/A on a one-GPU machine; $FULL_SIZE_TEST runs in the decode phase"
   echo "     meanwhile, in the background, the decode models (skipped when present in $MODELS_DIR):"
   for t in "${DECODE_TYPES[@]}"; do mkmodel_cmd "$t" "$MODELS_DIR/1b-$t.gguf"; echo "     ${CMD[*]}"; done
   echo "4. decode     limit ${LIMIT[decode]} s, ends by t=${END[decode]} s; each run at most 90 s; one JSON line each in decode.jsonl"
-  for v in graphs no_graphs; do
+  full_size_cmd
+  echo "     first, at most 120 s: ${CMD[*]} >> parity.txt   (1B parity; not PASS fails the phase)"
+  for v in graphs no_graphs no_repack; do
     for t in "${DECODE_TYPES[@]}"; do
+      [[ $v == no_repack && $t != q4_0 ]] && continue
       for b in "${DECODE_BATCHES[@]}"; do bench_cmd "$v" "$t" "$b"; echo "     ${CMD[*]}"; done
     done
   done

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "chorus/backends/backend.h"
 #include "chorus/core/mutex.h"
 
 namespace chorus {
@@ -79,6 +80,12 @@ std::vector<std::unique_ptr<Communicator>> CreateCpuCommunicators(int world) {
   std::vector<std::unique_ptr<Communicator>> out;
   for (int r = 0; r < world; ++r) out.push_back(std::make_unique<CpuCommunicator>(group, r));
   return out;
+}
+
+absl::Status Backend::AllReduceSum(Communicator& comm, float* data, int64_t count) {
+  Synchronize();
+  if (absl::Status s = TakeError(); !s.ok()) return s;
+  return comm.AllReduceSum(data, count);
 }
 
 }  // namespace chorus

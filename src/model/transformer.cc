@@ -84,9 +84,7 @@ absl::Status Transformer::EnsureScratch(int num_tokens) {
 
 absl::Status Transformer::AllReduce(float* data, int64_t count) {
   if (comm_ == nullptr) return absl::OkStatus();
-  backend_->Synchronize();
-  CHORUS_RETURN_IF_ERROR(backend_->TakeError());
-  return comm_->AllReduceSum(data, count);
+  return backend_->AllReduceSum(*comm_, data, count);
 }
 
 absl::Status Transformer::Run(const ForwardBatch& b) {

@@ -29,6 +29,7 @@ chorus::v1::ServerConfig DefaultServerConfig() {
   c.set_cuda_kv_cache_f16(true);
   c.set_cuda_dequant_cache(true);
   c.set_cuda_fuse(true);
+  c.set_cuda_repack_weights(true);
   c.set_kv_block_size_tokens(16);
   c.set_kv_num_blocks(4096);
   c.set_prefix_cache_enabled(true);
@@ -84,6 +85,7 @@ CudaBackendOptions CudaBackendOptionsFromConfig(const chorus::v1::ServerConfig& 
   }
   if (config.has_cuda_kv_cache_f16()) o.kv_f16 = o.kv_f16 && config.cuda_kv_cache_f16();
   if (config.has_cuda_fuse()) o.fuse = o.fuse && config.cuda_fuse();
+  if (config.has_cuda_repack_weights()) o.repack = o.repack && config.cuda_repack_weights();
   return o;
 }
 
@@ -148,8 +150,8 @@ absl::Status ValidateConnectionLimits(const chorus::v1::ServerConfig& c) {
 }
 
 // backend, tensor_parallel_size and cuda_devices. The CUDA switches (cuda_graphs,
-// cuda_kv_cache_f16, cuda_dequant_cache, cuda_fuse) take any value: each only turns a CUDA
-// feature off, and the CPU backend ignores them.
+// cuda_kv_cache_f16, cuda_dequant_cache, cuda_fuse, cuda_repack_weights) take any value: each only
+// turns a CUDA feature off, and the CPU backend ignores them.
 absl::Status ValidateBackend(const chorus::v1::ServerConfig& c) {
   if (c.backend() != "cpu" && c.backend() != "cuda") {
     return absl::InvalidArgumentError(

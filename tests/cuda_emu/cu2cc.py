@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Rewrites a kernels/*.cu file as C++ for the CUDA emulator (tests/cuda_emu/README.md):
 `Kernel<<<grid, block[, shared[, stream]]>>>(args)` becomes an emu::Launch of a lambda that calls
-the kernel, and `extern __shared__ float smem[];` the emulator's dynamic shared memory.
+the kernel, `extern __shared__ float smem[];` the emulator's dynamic shared memory, and each static
+`__shared__ T name[N];` (or `__shared__ T name;`) a reference into the emulator's per-block
+static shared memory (fresh garbage for every block).
 Usage: cu2cc.py IN.cu OUT.cc"""
 import re
 import sys
@@ -45,7 +47,14 @@ def convert(src):
     dynamic = 'extern __shared__ float smem[];'
     if dynamic in out:
         out = out.replace(dynamic, 'float* smem = static_cast<float*>(emu::Dynamic());')
-    if '<<<' in out or 'extern __shared__' in out:
+    static = re.compile(r'__shared__\s+([\w:]+)\s+(\w+)((?:\[[^\]]+\])*)\s*;')
+    out = static.sub(
+        lambda m: f'{m.group(1)} (&{m.group(2)}){m.group(3)} = *static_cast<{m.group(1)} (*){m.group(3)}>('
+        f'emu::StaticShared("{m.group(2)}", __LINE__, sizeof({m.group(1)}{m.group(3)})));'
+        if m.group(3) else
+        f'{m.group(1)}& {m.group(2)} = *static_cast<{m.group(1)}*>('
+        f'emu::StaticShared("{m.group(2)}", __LINE__, sizeof({m.group(1)})));', out)
+    if '<<<' in out or '__shared__' in out:
         sys.exit(f'cu2cc: unconverted CUDA syntax left in {sys.argv[1]}')
     return out
 

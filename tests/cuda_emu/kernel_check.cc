@@ -48,110 +48,175 @@ static void Check(const std::vector<float>& got, const std::vector<float>& want,
 static cudaStream_t S = nullptr;
 
 // Every weight type the CUDA backend loads (the newer ones through the generic chunk path).
-static const GgmlType kAllTypes[] = {
-    GgmlType::kF32,  GgmlType::kF16,  GgmlType::kBF16, GgmlType::kQ8_0,
-    GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ5_0, GgmlType::kQ5_1,
-    GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K};
+static const GgmlType kAllTypes[] = {GgmlType::kF32,  GgmlType::kF16,  GgmlType::kBF16,
+                                     GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_1,
+                                     GgmlType::kQ5_0, GgmlType::kQ5_1, GgmlType::kQ4_K,
+                                     GgmlType::kQ5_K, GgmlType::kQ6_K};
+
+// Quantized rows of `type` (16-byte aligned storage) and their dequantized values, optionally
+// regrouped for the GEMV (RepackForGemv) the way the CUDA backend does at load.
+struct TestWeight {
+  std::vector<uint8_t> bytes;
+  std::vector<float> deq;
+  k::DeviceWeight w;
+};
+static TestWeight MakeWeight(GgmlType type, int64_t rows, int64_t cols, bool repack) {
+  auto tr = *chorus::GetTypeTraits((uint32_t)type);
+  const int64_t rb = cols / tr.block_size * tr.type_size;
+  TestWeight t;
+  auto vals = Rand(rows * cols);
+  t.bytes.resize(rb * rows + 16);
+  uint8_t* base = t.bytes.data();
+  while ((uintptr_t)base % 16) ++base;
+  t.deq.resize(rows * cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    chorus::QuantizeRow(type, vals.data() + r * cols, base + r * rb, cols);
+    chorus::DequantizeRow(type, base + r * rb, t.deq.data() + r * cols, cols);
+  }
+  t.w = {(int)type, rows, cols, rb, base};
+  if (repack) {
+    if (k::RepackForGemv(t.w, S) != cudaSuccess) {
+      std::printf("FAIL repack launch\n");
+      ++failures;
+    }
+    t.w.type = k::RepackedType((int)type, cols);
+  }
+  return t;
+}
+
+static std::vector<float> NaiveProduct(const std::vector<float>& deq, int64_t rows, int64_t cols,
+                                       const std::vector<float>& x, int n) {
+  std::vector<float> want(n * rows);
+  for (int t = 0; t < n; ++t)
+    for (int64_t r = 0; r < rows; ++r) {
+      double s = 0;
+      for (int64_t j = 0; j < cols; ++j) s += (double)deq[r * cols + j] * x[t * cols + j];
+      want[t * rows + r] = (float)s;
+    }
+  return want;
+}
+
+static std::string TypeLabel(GgmlType type, bool repack) {
+  return std::string(chorus::TypeName(type)) + (repack ? " regrouped" : "");
+}
 
 static void TestGemv() {
   for (GgmlType type : kAllTypes) {
-    auto tr = *chorus::GetTypeTraits((uint32_t)type);
-    for (int64_t cols : {int64_t{128}, int64_t{100}, int64_t{512}}) {
-      if (cols % tr.block_size) continue;
-      const int64_t rows_list[3] = {96, 40, 33};
-      std::vector<std::vector<uint8_t>> bytes(3);
-      std::vector<std::vector<float>> deq(3);
-      k::DeviceWeight w[3];
-      for (int i = 0; i < 3; ++i) {
-        const int64_t rows = rows_list[i];
-        const int64_t rb = cols / tr.block_size * tr.type_size;
-        auto vals = Rand(rows * cols);
-        bytes[i].resize(rb * rows + 16);
-        // 16-byte aligned storage
-        uint8_t* base = bytes[i].data();
-        while ((uintptr_t)base % 16) ++base;
-        deq[i].resize(rows * cols);
-        for (int64_t r = 0; r < rows; ++r) {
-          chorus::QuantizeRow(type, vals.data() + r * cols, base + r * rb, cols);
-          chorus::DequantizeRow(type, base + r * rb, deq[i].data() + r * cols, cols);
-        }
-        w[i] = {(int)type, rows, cols, rb, base};
-      }
-      for (int n = 1; n <= 8; ++n) {
-        auto x = Rand(n * cols);
-        std::vector<float> outs[3];
-        float* outp[3];
+    for (bool repack : {false, true}) {
+      for (int64_t cols : {int64_t{128}, int64_t{100}, int64_t{512}}) {
+        auto tr = *chorus::GetTypeTraits((uint32_t)type);
+        if (cols % tr.block_size) continue;
+        if (repack && k::RepackedType((int)type, cols) < 0) continue;
+        const int64_t rows_list[3] = {96, 40, 33};
+        TestWeight tw[3];
+        k::DeviceWeight w[3];
         for (int i = 0; i < 3; ++i) {
-          outs[i].assign(n * rows_list[i], NAN);
-          outp[i] = outs[i].data();
+          tw[i] = MakeWeight(type, rows_list[i], cols, repack);
+          w[i] = tw[i].w;
         }
-        cudaError_t e = k::GemvGroup(w, outp, 3, x.data(), n, S);
-
-        if (e != cudaSuccess) {
-          std::printf("FAIL gemv launch %d\n", (int)e);
-          ++failures;
-          continue;
-        }
-        for (int i = 0; i < 3; ++i) {
-          std::vector<float> want(n * rows_list[i]);
-          for (int t = 0; t < n; ++t)
-            for (int64_t r = 0; r < rows_list[i]; ++r) {
-              double s = 0;
-              for (int64_t j = 0; j < cols; ++j)
-                s += (double)deq[i][r * cols + j] * x[t * cols + j];
-              want[t * rows_list[i] + r] = (float)s;
-            }
-          Check(outs[i], want, 1e-4,
-                "gemv " + std::string(chorus::TypeName(type)) + " cols " + std::to_string(cols) +
-                    " n " + std::to_string(n) + " w" + std::to_string(i));
+        for (int n = 1; n <= 8; ++n) {
+          auto x = Rand(n * cols);
+          std::vector<float> outs[3];
+          float* outp[3];
+          for (int i = 0; i < 3; ++i) {
+            outs[i].assign(n * rows_list[i], NAN);
+            outp[i] = outs[i].data();
+          }
+          cudaError_t e = k::GemvGroup(w, outp, 3, x.data(), n, S);
+          if (e != cudaSuccess) {
+            std::printf("FAIL gemv launch %d\n", (int)e);
+            ++failures;
+            continue;
+          }
+          for (int i = 0; i < 3; ++i) {
+            Check(outs[i], NaiveProduct(tw[i].deq, rows_list[i], cols, x, n), 1e-4,
+                  "gemv " + TypeLabel(type, repack) + " cols " + std::to_string(cols) + " n " +
+                      std::to_string(n) + " w" + std::to_string(i));
+          }
         }
       }
     }
   }
 }
 
+// Matrices with few rows and many columns: the warps of a block split each row's columns
+// (GemvSplit > 1 on the emulator's 4 SMs), and every split still sums to the naive product.
+static void TestGemvSplit() {
+  const GgmlType types[] = {GgmlType::kF32,  GgmlType::kQ8_0, GgmlType::kQ4_0,
+                            GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kBF16};
+  const bool repacks[] = {false, false, false, true, true, false};
+  int splits_seen = 0;
+  for (int v = 0; v < 6; ++v) {
+    for (int64_t cols : {int64_t{2048}, int64_t{8192}}) {
+      const int64_t rows = 20;
+      TestWeight tw = MakeWeight(types[v], rows, cols, repacks[v]);
+      for (int n : {1, 2, 3, 8}) {
+        const int split = k::GemvSplit(&tw.w, 1, n, 4);
+        splits_seen |= 1 << split;
+        auto x = Rand(n * cols);
+        std::vector<float> out(n * rows, NAN);
+        if (k::Gemv(tw.w, x.data(), n, out.data(), S) != cudaSuccess) {
+          std::printf("FAIL gemv split launch\n");
+          ++failures;
+          continue;
+        }
+        Check(out, NaiveProduct(tw.deq, rows, cols, x, n), 1e-4,
+              "gemv split " + std::to_string(split) + " " + TypeLabel(types[v], repacks[v]) +
+                  " cols " + std::to_string(cols) + " n " + std::to_string(n));
+      }
+    }
+  }
+  // The shapes above must reach splits of 2, 4 and 8.
+  const bool all = (splits_seen & 0x114) == 0x114;
+  std::printf("%s gemv splits seen (mask %#x)\n", all ? "ok  " : "FAIL", splits_seen);
+  if (!all) ++failures;
+}
+
+// The regrouped layouts read back value by value (embedding rows, dequantize-to-half for GEMMs)
+// equal ggml's dequantization of the original bytes.
+static void TestRepackedGathers() {
+  for (GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ4_0}) {
+    const int64_t rows = 6, cols = 512;
+    const TestWeight t = MakeWeight(type, rows, cols, true);
+    const std::vector<int32_t> toks = {5, 0, 3};
+    std::vector<float> out(toks.size() * cols, NAN), want;
+    k::Embed(t.w, toks.data(), static_cast<int>(toks.size()), out.data(), S);
+    for (int32_t tok : toks)
+      want.insert(want.end(), t.deq.begin() + tok * cols, t.deq.begin() + (tok + 1) * cols);
+    Check(out, want, 0, "embed " + TypeLabel(type, true));
+    std::vector<uint16_t> h(rows * cols);
+    k::DequantizeToHalf(t.w, h.data(), S);
+    std::vector<float> hf(h.size());
+    for (size_t i = 0; i < h.size(); ++i) hf[i] = chorus::HalfToFloat(h[i]);
+    Check(hf, t.deq, 1e-3, "dequantize to half " + TypeLabel(type, true));
+  }
+}
+
 // Gate/up GEMVs with SwiGLU in the epilogue against the naive product.
 static void TestGemvSwiGlu() {
   for (GgmlType type : kAllTypes) {
-    auto tr = *chorus::GetTypeTraits(static_cast<uint32_t>(type));
-    const int64_t rows = 40, cols = 256, rb = cols / tr.block_size * tr.type_size;
-    std::vector<uint8_t> gb(rows * rb + 16), ub(rows * rb + 16);
-    uint8_t* gp = gb.data();
-    uint8_t* up = ub.data();
-    while (reinterpret_cast<uintptr_t>(gp) % 16) ++gp;
-    while (reinterpret_cast<uintptr_t>(up) % 16) ++up;
-    std::vector<float> gd(rows * cols), ud(rows * cols);
-    const auto gv = Rand(rows * cols), uv = Rand(rows * cols);
-    for (int64_t r = 0; r < rows; ++r) {
-      chorus::QuantizeRow(type, gv.data() + r * cols, gp + r * rb, cols);
-      chorus::QuantizeRow(type, uv.data() + r * cols, up + r * rb, cols);
-      chorus::DequantizeRow(type, gp + r * rb, gd.data() + r * cols, cols);
-      chorus::DequantizeRow(type, up + r * rb, ud.data() + r * cols, cols);
-    }
-    const k::DeviceWeight wg{static_cast<int>(type), rows, cols, rb, gp},
-        wu{static_cast<int>(type), rows, cols, rb, up};
-    for (int n = 1; n <= 8; ++n) {
-      const auto x = Rand(n * cols);
-      std::vector<float> og(n * rows, NAN), ou(n * rows, NAN), want_g(n * rows), want_u(n * rows);
-      for (int t = 0; t < n; ++t) {
-        for (int64_t r = 0; r < rows; ++r) {
-          double g = 0, u = 0;
-          for (int64_t j = 0; j < cols; ++j) {
-            g += static_cast<double>(gd[r * cols + j]) * x[t * cols + j];
-            u += static_cast<double>(ud[r * cols + j]) * x[t * cols + j];
-          }
-          want_u[t * rows + r] = static_cast<float>(u);
-          want_g[t * rows + r] = static_cast<float>(g / (1.0 + std::exp(-g)) * u);
+    for (bool repack : {false, true}) {
+      const int64_t rows = 40, cols = 256;
+      if (repack && k::RepackedType((int)type, cols) < 0) continue;
+      const TestWeight g = MakeWeight(type, rows, cols, repack),
+                       u = MakeWeight(type, rows, cols, repack);
+      for (int n = 1; n <= 8; ++n) {
+        const auto x = Rand(n * cols);
+        std::vector<float> og(n * rows, NAN), ou(n * rows, NAN), want_g(n * rows);
+        const auto gp = NaiveProduct(g.deq, rows, cols, x, n);
+        const auto want_u = NaiveProduct(u.deq, rows, cols, x, n);
+        for (int i = 0; i < n * rows; ++i) {
+          want_g[i] = static_cast<float>(gp[i] / (1.0 + std::exp(-(double)gp[i])) * want_u[i]);
         }
+        const cudaError_t e = k::GemvSwiGlu(g.w, u.w, x.data(), n, og.data(), ou.data(), S);
+        if (e != cudaSuccess) {
+          std::printf("FAIL gemv swiglu launch %d\n", e);
+          ++failures;
+        }
+        const std::string what = TypeLabel(type, repack) + " n " + std::to_string(n);
+        Check(ou, want_u, 1e-4, "gemv swiglu (up) " + what);
+        Check(og, want_g, 1e-4, "gemv swiglu (out) " + what);
       }
-      const cudaError_t e = k::GemvSwiGlu(wg, wu, x.data(), n, og.data(), ou.data(), S);
-      if (e != cudaSuccess) {
-        std::printf("FAIL gemv swiglu launch %d\n", e);
-        ++failures;
-      }
-      const std::string what = std::string(chorus::TypeName(type)) + " n " + std::to_string(n);
-      Check(ou, want_u, 1e-4, "gemv swiglu (up) " + what);
-      Check(og, want_g, 1e-4, "gemv swiglu (out) " + what);
     }
   }
 }
@@ -295,8 +360,8 @@ static void TestAttention(int kv_heads) {
       Check(kgot, rk, 0,
             std::string(half ? "half" : "float") + " kv write hd " + std::to_string(hd));
       Check(out, want, 1e-4,
-            std::string(half ? "half" : "float") + " attention hd " + std::to_string(hd) +
-                " gqa " + std::to_string(heads / kv_heads));
+            std::string(half ? "half" : "float") + " attention hd " + std::to_string(hd) + " gqa " +
+                std::to_string(heads / kv_heads));
     }
   }
   // one split: the partial kernel writes the output itself
@@ -435,42 +500,42 @@ static void TestElementwise() {
   std::vector<float> factors;
   for (int i = 0; i < hd / 2; ++i) factors.push_back(1.0f + 3.0f * i);
   for (int variant = 0; variant < 3; ++variant)
-  for (bool halves : {false, true}) {
-    std::vector<int32_t> pos = {0, 7, 100, 3, 2047};
-    auto q = Rand(n * heads * hd), kk = Rand(n * kvh * hd);
-    for (int rope_dim : {hd, hd / 2}) {
-      const k::RopeArgs ra{rope_dim, 10000.0f, variant == 2 ? 0.25f : 1.0f,
-                           variant == 1 ? factors.data() : nullptr, halves};
-      auto ref = [&](std::vector<float> v, int hs) {
-        const int half = rope_dim / 2;
-        for (int t = 0; t < n; ++t)
-          for (int i = 0; i < half; ++i) {
-            float freq = 1.0f / std::pow(10000.0f, (float)(2 * i) / rope_dim);
-            if (variant == 2) freq *= 0.25f;
-            if (variant == 1) freq /= factors[i];
-            const float ang = pos[t] * freq, c = std::cos(ang), s = std::sin(ang);
-            for (int h = 0; h < hs; ++h) {
-              float* v0 = v.data() + (t * hs + h) * hd;
-              const int a = halves ? i : 2 * i, b = halves ? i + half : 2 * i + 1;
-              const float x0 = v0[a], x1 = v0[b];
-              v0[a] = x0 * c - x1 * s;
-              v0[b] = x0 * s + x1 * c;
+    for (bool halves : {false, true}) {
+      std::vector<int32_t> pos = {0, 7, 100, 3, 2047};
+      auto q = Rand(n * heads * hd), kk = Rand(n * kvh * hd);
+      for (int rope_dim : {hd, hd / 2}) {
+        const k::RopeArgs ra{rope_dim, 10000.0f, variant == 2 ? 0.25f : 1.0f,
+                             variant == 1 ? factors.data() : nullptr, halves};
+        auto ref = [&](std::vector<float> v, int hs) {
+          const int half = rope_dim / 2;
+          for (int t = 0; t < n; ++t)
+            for (int i = 0; i < half; ++i) {
+              float freq = 1.0f / std::pow(10000.0f, (float)(2 * i) / rope_dim);
+              if (variant == 2) freq *= 0.25f;
+              if (variant == 1) freq /= factors[i];
+              const float ang = pos[t] * freq, c = std::cos(ang), s = std::sin(ang);
+              for (int h = 0; h < hs; ++h) {
+                float* v0 = v.data() + (t * hs + h) * hd;
+                const int a = halves ? i : 2 * i, b = halves ? i + half : 2 * i + 1;
+                const float x0 = v0[a], x1 = v0[b];
+                v0[a] = x0 * c - x1 * s;
+                v0[b] = x0 * s + x1 * c;
+              }
             }
-          }
-        return v;
-      };
-      auto wq = ref(q, heads), wk = ref(kk, kvh);
-      auto gq = q, gk = kk;
-      k::RopePair(gq.data(), heads, gk.data(), kvh, pos.data(), n, hd, ra, S);
-      const std::string what = std::string(halves ? "halves" : "pairs") + " dim " +
-                               std::to_string(rope_dim) + " variant " + std::to_string(variant);
-      Check(gq, wq, 1e-4, "rope pair q " + what);
-      Check(gk, wk, 1e-4, "rope pair k " + what);
-      auto sq = q;
-      k::Rope(sq.data(), pos.data(), n, heads, hd, ra, S);
-      Check(sq, wq, 1e-4, "rope single " + what);
+          return v;
+        };
+        auto wq = ref(q, heads), wk = ref(kk, kvh);
+        auto gq = q, gk = kk;
+        k::RopePair(gq.data(), heads, gk.data(), kvh, pos.data(), n, hd, ra, S);
+        const std::string what = std::string(halves ? "halves" : "pairs") + " dim " +
+                                 std::to_string(rope_dim) + " variant " + std::to_string(variant);
+        Check(gq, wq, 1e-4, "rope pair q " + what);
+        Check(gk, wk, 1e-4, "rope pair k " + what);
+        auto sq = q;
+        k::Rope(sq.data(), pos.data(), n, heads, hd, ra, S);
+        Check(sq, wq, 1e-4, "rope single " + what);
+      }
     }
-  }
   {  // RoPE of Q and K plus the KV write, fused, against the two kernels it replaces
     const int kv_dim = kvh * hd, bs = 4, blocks = 8;
     std::vector<int32_t> pos = {0, 5, 6, 2, 9};
@@ -550,6 +615,8 @@ static void TestElementwise() {
 int main() {
   TestElementwise();
   TestGemv();
+  TestGemvSplit();
+  TestRepackedGathers();
   TestGemvSwiGlu();
   for (int kv_heads : {2, 8, 1}) TestAttention(kv_heads);
   TestLongDecodeAttention();

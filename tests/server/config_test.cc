@@ -76,6 +76,7 @@ TEST(ServerConfigTest, CudaSwitchesDefaultOnAndTurnOptionsOff) {
   EXPECT_EQ(on.kv_f16, env.kv_f16);
   EXPECT_EQ(on.dequant_cache, env.dequant_cache);
   EXPECT_EQ(on.fuse, env.fuse);
+  EXPECT_EQ(on.repack, env.repack);
 
   // Unset switches count as on.
   chorus::v1::ServerConfig unset;
@@ -84,17 +85,20 @@ TEST(ServerConfigTest, CudaSwitchesDefaultOnAndTurnOptionsOff) {
   EXPECT_EQ(from_unset.kv_f16, env.kv_f16);
   EXPECT_EQ(from_unset.dequant_cache, env.dequant_cache);
   EXPECT_EQ(from_unset.fuse, env.fuse);
+  EXPECT_EQ(from_unset.repack, env.repack);
 
   c.set_cuda_graphs(false);
   c.set_cuda_kv_cache_f16(false);
   c.set_cuda_dequant_cache(false);
   c.set_cuda_fuse(false);
+  c.set_cuda_repack_weights(false);
   EXPECT_TRUE(ValidateServerConfig(c).ok());
   const CudaBackendOptions off = CudaBackendOptionsFromConfig(c);
   EXPECT_FALSE(off.graphs);
   EXPECT_FALSE(off.kv_f16);
   EXPECT_FALSE(off.dequant_cache);
   EXPECT_FALSE(off.fuse);
+  EXPECT_FALSE(off.repack);
 }
 
 }  // namespace

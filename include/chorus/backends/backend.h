@@ -22,6 +22,8 @@ namespace chorus {
 
 // A weight matrix [rows, cols] (cols = input features, GGUF ne[0]) in backend memory.
 struct WeightTensor {
+  // ggml's type of the file, or a layout of the backend's own that it chose at load (the CUDA
+  // backend's regrouped Q8_0 / Q4_0): only the backend that loaded a weight reads it.
   GgmlType type = GgmlType::kF32;
   int64_t rows = 0;
   int64_t cols = 0;
@@ -66,6 +68,8 @@ class BackendBuffer {
   float* f32() { return static_cast<float*>(data()); }
 };
 
+class Communicator;  // chorus/backends/communicator.h
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -83,6 +87,11 @@ class Backend {
   // The first error an op hit since the last call (device backends: launch or CUDA errors),
   // then cleared. Ops themselves return nothing so that a forward pass stays a plain sequence.
   virtual absl::Status TakeError() { return absl::OkStatus(); }
+  // data[count] (this backend's memory) := the sum over the ranks of `comm`, after this backend's
+  // pending ops and before later ones. Default: wait for the ops, then the host-side collective
+  // (Communicator::AllReduceSum); the CUDA backend enqueues a stream collective (NCCL) in order
+  // with its ops instead, so the forward never waits on the host for it.
+  virtual absl::Status AllReduceSum(Communicator& comm, float* data, int64_t count);
 
   // Called once per forward before any op, with the host arrays the ops of this forward will
   // pass (tokens, positions, layout, logit rows): a device backend uploads them once here.

@@ -19,9 +19,19 @@ class Communicator {
   // data[count] (backend memory of this rank) := the elementwise sum over all ranks.
   // ABORTED once any rank of the group called Abort.
   virtual absl::Status AllReduceSum(float* data, int64_t count) = 0;
+  // Whether EnqueueAllReduceSum works: the collective can run in order on a device stream (NCCL).
+  virtual bool EnqueuesOnStream() const { return false; }
+  // The same sum enqueued on `stream` (a cudaStream_t of this rank's device) after the work
+  // already there, without waiting for it: a forward then needs no host synchronization per
+  // all-reduce, and a captured CUDA graph can hold the collective. Failures of the collective
+  // itself surface in the stream (or as ABORTED after Abort). UNIMPLEMENTED unless
+  // EnqueuesOnStream().
+  virtual absl::Status EnqueueAllReduceSum(float* data, int64_t count, void* stream) {
+    return absl::UnimplementedError("this communicator reduces on the host only");
+  }
   // Called by a rank that failed and will not reach its next all-reduce: every rank blocked in
   // (or later entering) AllReduceSum returns ABORTED instead of waiting forever. The group is
-  // unusable afterwards (NCCL: ncclCommAbort).
+  // unusable afterwards (NCCL: ncclCommAbort of every rank's communicator).
   virtual void Abort() = 0;
 };
 

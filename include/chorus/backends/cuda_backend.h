@@ -22,9 +22,12 @@ struct CudaBackendOptions {
   bool dequant_cache = true;  // keep half copies of quantized weights for GEMMs while device
                               // memory allows (env CHORUS_CUDA_DEQUANT_CACHE=0: off)
   bool kv_f16 = true;         // K/V cache in half precision (env CHORUS_CUDA_KV_F16=0: F32)
-  bool fuse = true;  // fewer launches: decode GEMVs sharing their input (Q/K/V, gate/up) as
-                     // one group, RoPE of Q and K together, the residual add inside the next
-                     // RMSNorm (env CHORUS_CUDA_FUSE=0: every op its own launch)
+  bool fuse = true;    // fewer launches: decode GEMVs sharing their input (Q/K/V, gate/up) as
+                       // one group, RoPE of Q and K together, the residual add inside the next
+                       // RMSNorm (env CHORUS_CUDA_FUSE=0: every op its own launch)
+  bool repack = true;  // Q8_0 / Q4_0 weights regrouped at load so the decode GEMV reads 16
+                       // aligned bytes per load (kernels.h kQ8_0R; env CHORUS_CUDA_REPACK=0:
+                       // ggml's 34 / 18-byte blocks, read 2 bytes at a time)
   static CudaBackendOptions FromEnvironment();
 };
 

@@ -93,18 +93,22 @@ absl::StatusOr<WeightTensor> CudaBackend::LoadWeight(const GgufTensorInfo& t) {
   weights_.push_back(p);
   // On the compute stream (ordered with every op, which runs on a non-blocking stream that
   // the legacy default stream does not order), then waited for: the source may be pageable.
-  if (cudaMemcpyAsync(p, t.data, static_cast<size_t>(t.num_bytes), cudaMemcpyHostToDevice,
-                      stream_) != cudaSuccess ||
-      cudaStreamSynchronize(stream_) != cudaSuccess) {
-    cudaGetLastError();
-    return absl::InternalError(StrCat("cuda: copying tensor '", t.name, "' failed"));
-  }
   WeightTensor w;
   w.type = t.type;
   w.cols = t.ne[0];
   w.rows = t.n_dims == 2 ? t.ne[1] : 1;
   w.row_bytes = w.cols / traits->block_size * traits->type_size;
   w.data = p;
+  // Q8_0 / Q4_0 regrouped in place for the GEMV's 16-byte loads (same bytes per row).
+  const int repacked = options_.repack ? k::RepackedType(static_cast<int>(t.type), w.cols) : -1;
+  if (cudaMemcpyAsync(p, t.data, static_cast<size_t>(t.num_bytes), cudaMemcpyHostToDevice,
+                      stream_) != cudaSuccess ||
+      (repacked >= 0 && k::RepackForGemv(Dev(w), stream_) != cudaSuccess) ||
+      cudaStreamSynchronize(stream_) != cudaSuccess) {
+    cudaGetLastError();
+    return absl::InternalError(StrCat("cuda: copying tensor '", t.name, "' failed"));
+  }
+  if (repacked >= 0) w.type = static_cast<GgmlType>(repacked);
   return w;
 }
 
@@ -128,6 +132,16 @@ void CudaBackend::Copy(void* dst, const void* src, size_t bytes) {
 void CudaBackend::Synchronize() {
   Flush();
   Check(cudaStreamSynchronize(stream_));
+}
+
+absl::Status CudaBackend::AllReduceSum(Communicator& comm, float* data, int64_t count) {
+  if (!comm.EnqueuesOnStream()) return Backend::AllReduceSum(comm, data, count);
+  Communicator* c = &comm;
+  PushOp({kOpAllReduce, W(c), W(data), W(count)}, [=, this] {
+    absl::Status s = c->EnqueueAllReduceSum(data, count, stream_);
+    if (!s.ok() && error_.ok()) error_ = std::move(s);
+  });
+  return absl::OkStatus();
 }
 
 absl::Status CudaBackend::TakeError() {

@@ -22,6 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "chorus/backends/backend.h"
+#include "chorus/backends/communicator.h"
 #include "chorus/backends/cuda_backend.h"
 #include "chorus/backends/device_plan.h"
 #include "chorus/backends/fusion.h"
@@ -69,6 +70,7 @@ enum Op : uint64_t {
   kOpAddRmsNorm = 100,
   kOpRopeKvWrite,
   kOpGemvSwiGlu,
+  kOpAllReduce,
   kOpEmbed = 1,
   kOpRmsNorm,
   kOpGemv,
@@ -104,6 +106,9 @@ class CudaBackend : public Backend, public GraphDriver {
   void Copy(void* dst, const void* src, size_t bytes) override;
   void Synchronize() override;
   absl::Status TakeError() override;
+  // Tensor parallelism: a stream collective (NCCL) is recorded as an op, in order with the
+  // others and inside captured graphs; a host-side communicator takes the default path.
+  absl::Status AllReduceSum(Communicator& comm, float* data, int64_t count) override;
 
   // Inputs and sampling (cuda_inputs.cc).
   void BeginForward(const int32_t* tokens, const AttentionLayout& l, const int32_t* logit_rows,

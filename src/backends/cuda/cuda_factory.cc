@@ -50,6 +50,7 @@ CudaBackendOptions CudaBackendOptions::FromEnvironment() {
   o.dequant_cache = !off("CHORUS_CUDA_DEQUANT_CACHE");
   o.kv_f16 = !off("CHORUS_CUDA_KV_F16");
   o.fuse = !off("CHORUS_CUDA_FUSE");
+  o.repack = !off("CHORUS_CUDA_REPACK");
   return o;
 }
 

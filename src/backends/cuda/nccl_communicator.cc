@@ -1,53 +1,77 @@
 // NCCL communicators for tensor parallelism across the GPUs of one process (one rank per GPU,
-// each driven by its own thread). AllReduceSum runs on the rank's own stream and waits for it,
-// so it composes with the CUDA backend, which synchronizes its stream before the call.
+// each driven by its own thread). The CUDA backend enqueues the all-reduce on its own stream
+// (EnqueueAllReduceSum: in order with its kernels, no host wait, capturable into a graph);
+// AllReduceSum is the host-synchronous form for other callers (its own stream, then a wait).
+// The ranks share one group: Abort from any rank aborts every rank's communicator, so ranks
+// whose kernels wait for a peer that will never arrive return instead of hanging.
 #include "chorus/backends/nccl_communicator.h"
 
 #include <cuda_runtime.h>
 #include <nccl.h>
 
 #include <atomic>
+#include <memory>
+#include <vector>
 
+#include "chorus/core/status.h"
 #include "chorus/core/str_cat.h"
 
 namespace chorus {
 namespace {
 
+struct NcclGroup {
+  std::vector<ncclComm_t> comms;
+  std::vector<int> devices;
+  std::atomic<bool> aborted{false};
+  void Abort() {
+    if (aborted.exchange(true)) return;
+    for (size_t i = 0; i < comms.size(); ++i) {
+      cudaSetDevice(devices[i]);
+      ncclCommAbort(comms[i]);  // ranks blocked in its collectives return an error
+    }
+  }
+};
+
 class NcclCommunicator : public Communicator {
  public:
-  NcclCommunicator(ncclComm_t comm, int device, int rank, int world, cudaStream_t stream)
-      : comm_(comm), device_(device), rank_(rank), world_(world), stream_(stream) {}
+  NcclCommunicator(std::shared_ptr<NcclGroup> group, int rank, cudaStream_t stream)
+      : group_(std::move(group)), rank_(rank), stream_(stream) {}
   ~NcclCommunicator() override {
-    if (aborted_) {
-      cudaStreamDestroy(stream_);  // ncclCommAbort already freed the communicator
-      return;
-    }
-    ncclCommDestroy(comm_);
+    cudaSetDevice(device());
+    if (!group_->aborted) ncclCommDestroy(comm());  // an abort already freed it
     cudaStreamDestroy(stream_);
   }
-  void Abort() override {
-    if (aborted_.exchange(true)) return;
-    cudaSetDevice(device_);
-    ncclCommAbort(comm_);  // ranks blocked in this communicator's collectives return an error
-  }
+  void Abort() override { group_->Abort(); }
   int rank() const override { return rank_; }
-  int world_size() const override { return world_; }
-  absl::Status AllReduceSum(float* data, int64_t count) override {
-    if (aborted_) return absl::AbortedError("nccl: the tensor-parallel group was aborted");
-    cudaSetDevice(device_);
-    const ncclResult_t r =
-        ncclAllReduce(data, data, static_cast<size_t>(count), ncclFloat, ncclSum, comm_, stream_);
+  int world_size() const override { return static_cast<int>(group_->comms.size()); }
+  bool EnqueuesOnStream() const override { return true; }
+  absl::Status EnqueueAllReduceSum(float* data, int64_t count, void* stream) override {
+    if (group_->aborted) return Aborted();
+    cudaSetDevice(device());
+    const ncclResult_t r = ncclAllReduce(data, data, static_cast<size_t>(count), ncclFloat, ncclSum,
+                                         comm(), static_cast<cudaStream_t>(stream));
+    if (group_->aborted) return Aborted();
     if (r != ncclSuccess)
       return absl::InternalError(StrCat("nccl: all-reduce failed: ", ncclGetErrorString(r)));
+    return absl::OkStatus();
+  }
+  absl::Status AllReduceSum(float* data, int64_t count) override {
+    CHORUS_RETURN_IF_ERROR(EnqueueAllReduceSum(data, count, stream_));
     const cudaError_t e = cudaStreamSynchronize(stream_);
+    if (group_->aborted) return Aborted();
     if (e != cudaSuccess) return absl::InternalError(StrCat("cuda: ", cudaGetErrorString(e)));
     return absl::OkStatus();
   }
 
  private:
-  ncclComm_t comm_;
-  std::atomic<bool> aborted_{false};
-  int device_, rank_, world_;
+  static absl::Status Aborted() {
+    return absl::AbortedError("nccl: the tensor-parallel group was aborted");
+  }
+  ncclComm_t comm() const { return group_->comms[rank_]; }
+  int device() const { return group_->devices[rank_]; }
+
+  std::shared_ptr<NcclGroup> group_;
+  int rank_;
   cudaStream_t stream_;
 };
 
@@ -57,8 +81,10 @@ absl::StatusOr<std::vector<std::unique_ptr<Communicator>>> CreateNcclCommunicato
     const std::vector<int>& devices) {
   const int world = static_cast<int>(devices.size());
   if (world < 1) return absl::InvalidArgumentError("nccl: no devices given");
-  std::vector<ncclComm_t> comms(world);
-  const ncclResult_t r = ncclCommInitAll(comms.data(), world, devices.data());
+  auto group = std::make_shared<NcclGroup>();
+  group->comms.resize(world);
+  group->devices = devices;
+  const ncclResult_t r = ncclCommInitAll(group->comms.data(), world, devices.data());
   if (r != ncclSuccess) {
     return absl::FailedPreconditionError(
         StrCat("nccl: cannot initialize ", world, " ranks: ", ncclGetErrorString(r)));
@@ -68,9 +94,10 @@ absl::StatusOr<std::vector<std::unique_ptr<Communicator>>> CreateNcclCommunicato
     cudaSetDevice(devices[i]);
     cudaStream_t s;
     if (cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) != cudaSuccess) {
+      for (int j = i; j < world; ++j) ncclCommDestroy(group->comms[j]);  // no owner yet
       return absl::InternalError("cuda: cannot create a stream for NCCL");
     }
-    out.push_back(std::make_unique<NcclCommunicator>(comms[i], devices[i], i, world, s));
+    out.push_back(std::make_unique<NcclCommunicator>(group, i, s));
   }
   return out;
 }

@@ -5,8 +5,9 @@
 // thread. __syncthreads is a block barrier and a warp shuffle a 32-lane barrier with a value
 // exchange, so a kernel that reads shared memory before another thread wrote it, or that
 // overwrites it while others still read, sees wrong values here too (shared and dynamic shared
-// memory start as garbage). Static __shared__ variables become function statics (one block at a
-// time). Not emulated: timing, the memory model beyond program order, warp divergence rules.
+// memory start as garbage). Static __shared__ variables (rewritten by cu2cc.py) live in a per-block
+// area filled with fresh garbage for every block, so a block that reads one before writing it,
+// or expects another block's values there, fails here as on a GPU. Not emulated: timing, the memory model beyond program order, warp divergence rules.
 #pragma once
 
 #include <ucontext.h>
@@ -18,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <numeric>
 #include <vector>
 
@@ -48,7 +50,6 @@ constexpr int cudaErrorInvalidConfiguration = 9;
 #define __host__
 #define __launch_bounds__(...)
 #define __forceinline__ inline
-#define __shared__ static thread_local  // per OS thread: fibers of one block share it
 #define CUDART_INF_F INFINITY
 
 namespace emu {
@@ -104,6 +105,13 @@ struct State {
   int warp_arrived[32];
   unsigned warp_gen[32];
   std::vector<char> dynamic;
+  // Static __shared__ variables of the running block: (name, line) -> storage, emptied per block.
+  struct StaticVar {
+    const char* name;
+    int line;
+    std::unique_ptr<char[]> bytes;
+  };
+  std::vector<StaticVar> statics;
   std::function<void()> body;
   uint64_t launches = 0;
 };
@@ -226,6 +234,7 @@ inline void RunNow(dim3 grid, dim3 block, size_t dynamic_bytes, const std::funct
     s.barrier_count = 0;
     std::memset(s.warp_arrived, 0, sizeof(s.warp_arrived));
     std::fill(s.dynamic.begin(), s.dynamic.end(), static_cast<char>(0xAB));  // garbage
+    s.statics.clear();  // static shared memory: fresh garbage per block (StaticShared)
     for (int t = 0; t < s.threads; ++t) Start(s.fibers[t]);
     for (int remaining = s.threads; remaining > 0;) {
       remaining = 0;
@@ -256,6 +265,21 @@ inline void Launch(dim3 grid, dim3 block, size_t dynamic_bytes, std::function<vo
 }
 
 inline void* Dynamic() { return S().dynamic.data(); }
+
+// Storage of the static __shared__ variable declared at (name, line) for the running block: every
+// thread of the block gets the same bytes; the first touch in a block fills them with garbage that
+// differs from block to block (every byte has its top bit set: large negative numbers).
+inline void* StaticShared(const char* name, int line, size_t bytes) {
+  State& s = S();
+  for (auto& v : s.statics) {
+    if (v.line == line && std::strcmp(v.name, name) == 0) return v.bytes.get();
+  }
+  std::unique_ptr<char[]> p(new char[bytes + 16]);
+  const unsigned char fill = static_cast<unsigned char>(0xF1 ^ (s.block_idx.x * 13 + s.launches));
+  std::memset(p.get(), fill | 0x80, bytes + 16);
+  s.statics.push_back({name, line, std::move(p)});
+  return s.statics.back().bytes.get();
+}
 
 }  // namespace emu
 
@@ -314,6 +338,12 @@ inline float __uint_as_float(uint32_t u) {
   std::memcpy(&f, &u, 4);
   return f;
 }
+inline uint32_t __float_as_uint(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }

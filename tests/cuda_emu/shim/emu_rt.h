@@ -55,6 +55,17 @@ inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
 inline cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
 // Two devices, so that tensor parallelism runs too (all memory is host memory).
 inline cudaError_t cudaSetDevice(int d) { return d >= 0 && d < 2 ? cudaSuccess : cudaErrorInvalidDevice; }
+inline cudaError_t cudaGetDevice(int* d) {
+  *d = 0;
+  return cudaSuccess;
+}
+enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16 };
+// A small device (4 SMs), so that launchers that size their grids from the SM count (the GEMV's
+// split over columns) take those paths at the emulator tests' small shapes.
+inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int) {
+  *v = a == cudaDevAttrMultiProcessorCount ? 4 : 0;
+  return cudaSuccess;
+}
 inline cudaError_t cudaGetDeviceCount(int* n) {
   *n = 2;
   return cudaSuccess;
