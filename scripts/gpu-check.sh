@@ -41,7 +41,7 @@ RESULT_FILES=(SUMMARY.md log.txt preflight.txt microbench.json parity.txt decode
 # to the next; a phase never runs past its slot's end.
 PREFLIGHT_S=25
 MEASURE_PHASES=(micro parity decode sanitizer)
-declare -A SHARE=([micro]=45 [parity]=150 [decode]=160 [sanitizer]=100)
+declare -A SHARE=([micro]=45 [parity]=135 [decode]=175 [sanitizer]=100)
 
 PHASES=(preflight micro parity decode sanitizer)
 declare -A STATUS=() LIMIT=() USED=() NOTE=() BEGIN=() END=()
@@ -526,7 +526,7 @@ phase_decode() {
   if [[ -f $MODELS_DIR/1b-q4_0.gguf ]] && (($(phase_left) > 30)); then
     t1=$SECONDS rc=0
     full_size_cmd
-    limited "$(min 120 "$(phase_left)")" "${CMD[@]}" > "$one" 2>&1 < /dev/null || rc=$?
+    limited "$(min 60 "$(phase_left)")" "${CMD[@]}" > "$one" 2>&1 < /dev/null || rc=$?
     { echo "===== $FULL_SIZE_TEST (1B Q4_0): exit $rc, $((SECONDS - t1)) s"; cat "$one"; } >> "$OUT/parity.txt"
     test_verdict "$rc" "$one"
     parity_1b="$VERDICT in $((SECONDS - t1)) s${DETAIL:+: $DETAIL}"
@@ -690,7 +690,7 @@ dry_run() {
   for t in "${DECODE_TYPES[@]}"; do mkmodel_cmd "$t" "$MODELS_DIR/1b-$t.gguf"; echo "     ${CMD[*]}"; done
   echo "4. decode     limit ${LIMIT[decode]} s, ends by t=${END[decode]} s; each run at most 90 s; one JSON line each in decode.jsonl"
   full_size_cmd
-  echo "     first, at most 120 s: ${CMD[*]} >> parity.txt   (1B parity; not PASS fails the phase)"
+  echo "     first, at most 60 s: ${CMD[*]} >> parity.txt   (1B parity; not PASS fails the phase)"
   for v in graphs no_graphs no_repack; do
     for t in "${DECODE_TYPES[@]}"; do
       [[ $v == no_repack && $t != q4_0 ]] && continue

@@ -42,7 +42,7 @@ struct CpuGroup {
   std::vector<float*> ptrs;
 };
 
-absl::Status Aborted() {
+absl::Status GroupAborted() {
   return absl::AbortedError("tensor parallel: another rank failed; the group was aborted");
 }
 
@@ -55,17 +55,21 @@ class CpuCommunicator : public Communicator {
   absl::Status AllReduceSum(float* data, int64_t count) override {
     if (group_->world == 1) return absl::OkStatus();
     group_->ptrs[rank_] = data;
-    if (!group_->Barrier()) return Aborted();
+    if (!group_->Barrier()) return GroupAborted();
     sum_.assign(count, 0.0f);
     for (int r = 0; r < group_->world; ++r) {  // same order on every rank: identical results
       const float* p = group_->ptrs[r];
       for (int64_t i = 0; i < count; ++i) sum_[i] += p[i];
     }
-    if (!group_->Barrier()) return Aborted();  // everyone has read every buffer
+    if (!group_->Barrier()) return GroupAborted();  // everyone has read every buffer
     std::memcpy(data, sum_.data(), count * sizeof(float));
     return absl::OkStatus();
   }
   void Abort() override { group_->Abort(); }
+  bool Aborted() const override {
+    MutexLock lock(&group_->mu);
+    return group_->aborted;
+  }
 
  private:
   std::shared_ptr<CpuGroup> group_;

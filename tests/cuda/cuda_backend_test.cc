@@ -740,6 +740,25 @@ TEST(CudaTensorParallelTest, TwoGpusOverNcclMatchOneCpuRank) {
   EXPECT_GT(GetCudaGraphStats(**g1).replayed, 0);
 }
 
+// After any rank aborts the group, an all-reduce on another rank fails with ABORTED at once
+// (before recording a collective, and its graphs are dropped) instead of launching NCCL on
+// freed communicators.
+TEST(CudaTensorParallelTest, AllReduceAfterAnAbortFailsAtOnce) {
+  if (CudaDeviceCount() < 2) GTEST_SKIP() << "needs 2 CUDA devices";
+  auto g0 = CreateCudaBackend(0, CudaBackendOptions{});
+  ASSERT_TRUE(g0.ok());
+  auto comms = CreateNcclCommunicators({0, 1});
+  ASSERT_TRUE(comms.ok()) << comms.status();
+  ASSERT_TRUE((*comms)[0]->EnqueuesOnStream());
+  EXPECT_FALSE((*comms)[0]->Aborted());
+  (*comms)[1]->Abort();
+  EXPECT_TRUE((*comms)[0]->Aborted());
+  auto buf = (*g0)->Alloc(64);
+  ASSERT_TRUE(buf.ok());
+  EXPECT_EQ((*g0)->AllReduceSum(*(*comms)[0], (*buf)->f32(), 16).code(),
+            absl::StatusCode::kAborted);
+}
+
 }  // namespace
 }  // namespace chorus
 #endif

@@ -23,6 +23,7 @@ class EmuNccl : public Communicator {
   }
   void Abort() override { cpu_->Abort(); }
   bool EnqueuesOnStream() const override { return true; }
+  bool Aborted() const override { return cpu_->Aborted(); }
   absl::Status EnqueueAllReduceSum(float* data, int64_t count, void*) override {
     if (!emu::Capturing()) return cpu_->AllReduceSum(data, count);
     Communicator* cpu = cpu_.get();

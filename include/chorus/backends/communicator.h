@@ -21,6 +21,9 @@ class Communicator {
   virtual absl::Status AllReduceSum(float* data, int64_t count) = 0;
   // Whether EnqueueAllReduceSum works: the collective can run in order on a device stream (NCCL).
   virtual bool EnqueuesOnStream() const { return false; }
+  // True once any rank called Abort: a caller that replays recorded collectives (CUDA graphs)
+  // must stop before launching them on a freed communicator.
+  virtual bool Aborted() const { return false; }
   // The same sum enqueued on `stream` (a cudaStream_t of this rank's device) after the work
   // already there, without waiting for it: a forward then needs no host synchronization per
   // all-reduce, and a captured CUDA graph can hold the collective. Failures of the collective

@@ -136,6 +136,13 @@ void CudaBackend::Synchronize() {
 
 absl::Status CudaBackend::AllReduceSum(Communicator& comm, float* data, int64_t count) {
   if (!comm.EnqueuesOnStream()) return Backend::AllReduceSum(comm, data, count);
+  if (comm.Aborted()) {
+    // Graphs recorded with this group's collectives must never replay on its freed
+    // communicators: drop them, and fail the forward here.
+    Flush();
+    tape_.Clear();
+    return absl::AbortedError("tensor parallel: the group was aborted");
+  }
   Communicator* c = &comm;
   PushOp({kOpAllReduce, W(c), W(data), W(count)}, [=, this] {
     absl::Status s = c->EnqueueAllReduceSum(data, count, stream_);

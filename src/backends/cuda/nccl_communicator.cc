@@ -11,24 +11,36 @@
 
 #include <atomic>
 #include <memory>
+#include <utility>
 #include <vector>
 
+#include "chorus/core/mutex.h"
 #include "chorus/core/status.h"
 #include "chorus/core/str_cat.h"
 
 namespace chorus {
 namespace {
 
+// mu orders Abort against every other NCCL call on the group's communicators (an abort from
+// one rank's thread never frees a communicator another thread is enqueueing on or destroying);
+// it is never held while waiting for the device.
 struct NcclGroup {
-  std::vector<ncclComm_t> comms;
+  Mutex mu;
+  std::vector<ncclComm_t> comms ABSL_GUARDED_BY(mu);  // null once aborted or destroyed
   std::vector<int> devices;
   std::atomic<bool> aborted{false};
   void Abort() {
+    MutexLock lock(&mu);
     if (aborted.exchange(true)) return;
+    int current = 0;
+    cudaGetDevice(&current);
     for (size_t i = 0; i < comms.size(); ++i) {
+      if (comms[i] == nullptr) continue;  // already destroyed
       cudaSetDevice(devices[i]);
       ncclCommAbort(comms[i]);  // ranks blocked in its collectives return an error
+      comms[i] = nullptr;
     }
+    cudaSetDevice(current);
   }
 };
 
@@ -38,19 +50,30 @@ class NcclCommunicator : public Communicator {
       : group_(std::move(group)), rank_(rank), stream_(stream) {}
   ~NcclCommunicator() override {
     cudaSetDevice(device());
-    if (!group_->aborted) ncclCommDestroy(comm());  // an abort already freed it
+    ncclComm_t c = nullptr;
+    {
+      // Taken out under the lock (an abort no longer sees it), destroyed outside it.
+      MutexLock lock(&group_->mu);
+      std::swap(c, group_->comms[rank_]);
+    }
+    if (c != nullptr) ncclCommDestroy(c);  // null: an abort already freed it
     cudaStreamDestroy(stream_);
   }
   void Abort() override { group_->Abort(); }
   int rank() const override { return rank_; }
-  int world_size() const override { return static_cast<int>(group_->comms.size()); }
+  int world_size() const override { return static_cast<int>(group_->devices.size()); }
   bool EnqueuesOnStream() const override { return true; }
+  bool Aborted() const override { return group_->aborted; }
   absl::Status EnqueueAllReduceSum(float* data, int64_t count, void* stream) override {
-    if (group_->aborted) return Aborted();
-    cudaSetDevice(device());
-    const ncclResult_t r = ncclAllReduce(data, data, static_cast<size_t>(count), ncclFloat, ncclSum,
-                                         comm(), static_cast<cudaStream_t>(stream));
-    if (group_->aborted) return Aborted();
+    ncclResult_t r;
+    {
+      // Enqueueing does not wait for the peers (the kernel does), so the lock is short.
+      MutexLock lock(&group_->mu);
+      if (group_->aborted) return AbortedStatus();
+      cudaSetDevice(device());
+      r = ncclAllReduce(data, data, static_cast<size_t>(count), ncclFloat, ncclSum,
+                        group_->comms[rank_], static_cast<cudaStream_t>(stream));
+    }
     if (r != ncclSuccess)
       return absl::InternalError(StrCat("nccl: all-reduce failed: ", ncclGetErrorString(r)));
     return absl::OkStatus();
@@ -58,16 +81,15 @@ class NcclCommunicator : public Communicator {
   absl::Status AllReduceSum(float* data, int64_t count) override {
     CHORUS_RETURN_IF_ERROR(EnqueueAllReduceSum(data, count, stream_));
     const cudaError_t e = cudaStreamSynchronize(stream_);
-    if (group_->aborted) return Aborted();
+    if (group_->aborted) return AbortedStatus();
     if (e != cudaSuccess) return absl::InternalError(StrCat("cuda: ", cudaGetErrorString(e)));
     return absl::OkStatus();
   }
 
  private:
-  static absl::Status Aborted() {
+  static absl::Status AbortedStatus() {
     return absl::AbortedError("nccl: the tensor-parallel group was aborted");
   }
-  ncclComm_t comm() const { return group_->comms[rank_]; }
   int device() const { return group_->devices[rank_]; }
 
   std::shared_ptr<NcclGroup> group_;
@@ -82,19 +104,27 @@ absl::StatusOr<std::vector<std::unique_ptr<Communicator>>> CreateNcclCommunicato
   const int world = static_cast<int>(devices.size());
   if (world < 1) return absl::InvalidArgumentError("nccl: no devices given");
   auto group = std::make_shared<NcclGroup>();
-  group->comms.resize(world);
   group->devices = devices;
-  const ncclResult_t r = ncclCommInitAll(group->comms.data(), world, devices.data());
+  std::vector<ncclComm_t> comms(world);
+  const ncclResult_t r = ncclCommInitAll(comms.data(), world, devices.data());
   if (r != ncclSuccess) {
     return absl::FailedPreconditionError(
         StrCat("nccl: cannot initialize ", world, " ranks: ", ncclGetErrorString(r)));
+  }
+  {
+    MutexLock lock(&group->mu);
+    group->comms = comms;
   }
   std::vector<std::unique_ptr<Communicator>> out;
   for (int i = 0; i < world; ++i) {
     cudaSetDevice(devices[i]);
     cudaStream_t s;
     if (cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) != cudaSuccess) {
-      for (int j = i; j < world; ++j) ncclCommDestroy(group->comms[j]);  // no owner yet
+      MutexLock lock(&group->mu);
+      for (int j = i; j < world; ++j) {  // no owner yet
+        ncclCommDestroy(comms[j]);
+        group->comms[j] = nullptr;
+      }
       return absl::InternalError("cuda: cannot create a stream for NCCL");
     }
     out.push_back(std::make_unique<NcclCommunicator>(group, i, s));
