@@ -14,8 +14,6 @@ namespace {
 
 using namespace gemv;  // NOLINT: this file's own helpers
 
-constexpr int kWarpsPerBlock = kThreads / 32;
-
 // A group of weights sharing the input: block ranges [first_block[i], first_block[i + 1]) belong
 // to weight i.
 struct GemvGroupArgs {
@@ -138,14 +136,25 @@ cudaError_t LaunchGemvRows(const DeviceWeight* w, float* const* out, int count, 
   return Launched();
 }
 
+// The current device's SM count, asked of the driver once per device and thread (every eager
+// GEMV launch needs it).
 int Multiprocessors() {
-  int device = 0, sms = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+  thread_local int cached_device = -1, cached_sms = 1;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
     cudaGetLastError();
     return 1;
   }
-  return sms > 0 ? sms : 1;
+  if (device != cached_device) {
+    int sms = 0;
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+      cudaGetLastError();
+      sms = 1;
+    }
+    cached_device = device;
+    cached_sms = sms > 0 ? sms : 1;
+  }
+  return cached_sms;
 }
 
 // Whether the vector loads can read these weights (every row start and x at a 16-byte boundary

@@ -7,8 +7,6 @@ namespace {
 
 using namespace gemv;  // NOLINT: the shared GEMV helpers
 
-constexpr int kWarpsPerBlock = kThreads / 32;
-
 // Gate and up projections with SwiGLU in the epilogue: a warp computes rows r0 .. r0 + kRows - 1
 // of both weights for all tokens, then writes up and silu(gate) * up (into gate's output).
 template <int kType, int kRows, int kTokens>

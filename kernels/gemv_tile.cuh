@@ -9,6 +9,7 @@
 namespace chorus::kernels::gemv {
 
 constexpr int kChunk = 8;  // columns per multiply step
+constexpr int kWarpsPerBlock = kThreads / 32;
 // Template type for the formats without a vectorized loader (kernels.h ScalarChunkType): the
 // kernel reads the weight's type at run time and loads values through WeightAt.
 constexpr int kAnyType = -1;
