@@ -46,8 +46,22 @@ EOF
 DAEMON=$!
 wait_serving > /dev/null || { echo "$(basename "$0" .sh): FAIL (chorusd never SERVING)"; cat "$WORK/chorusd.log"; exit 1; }
 
-stat_field() {  # -1 when the server does not answer (the checkpoint then fails)
-  "$CHORUS" stats --addr "$ADDR" 2> /dev/null | python3 -c "import json,sys; print(int(json.load(sys.stdin)['$1']))" 2> /dev/null || echo -1
+stat_field() {  # -1 when the server does not answer three times (the checkpoint then fails)
+  local v
+  for _ in 1 2 3; do
+    v=$("$CHORUS" stats --addr "$ADDR" 2> /dev/null | python3 -c "import json,sys; print(int(json.load(sys.stdin)['$1']))" 2> /dev/null) && { echo "$v"; return; }
+    sleep 0.5
+  done
+  echo -1
+}
+settled_fds() {  # the least over 2 s: sockets of clients that just exited close asynchronously
+  local least=1000000 n
+  for _ in $(seq 1 10); do
+    n=$(ls "/proc/$DAEMON/fd" | wc -l)
+    [[ $n -lt $least ]] && least=$n
+    sleep 0.2
+  done
+  echo "$least"
 }
 wait_idle() {
   for _ in $(seq 1 300); do
@@ -67,15 +81,24 @@ bad_call() {  # a call that must be refused INVALID_ARGUMENT
     echo "bad-refused"
   else
     echo "bad-other"
+    cp "$WORK/bad.err" "$WORK/bad-$(date +%s%N).err"
+  fi
+}
+good_call() {  # a call that must succeed; its stderr is kept when it does not
+  local err="$WORK/good-$(date +%s%N).err"
+  if "$CHORUS" generate "$@" --addr "$ADDR" > /dev/null 2> "$err"; then
+    rm -f "$err"
+  else
+    echo "good-failed"
   fi
 }
 unary_loop() {  # until $1 (epoch s): good and bad unary calls; counts bad-call outcomes
   local until=$1 round=$2 i=0
   while [[ $(date +%s) -lt $until ]]; do
     case $((i % 6)) in
-      0) "$CHORUS" generate "Once upon a time" --addr "$ADDR" --agents 3 --merge vote --max-tokens 32 > /dev/null 2>&1 || echo "good-failed" ;;
-      1) "$CHORUS" generate "The cat" --addr "$ADDR" --agents 4 --merge confidence --max-tokens 32 > /dev/null 2>&1 || echo "good-failed" ;;
-      2) "$CHORUS" generate "Lily" --addr "$ADDR" --agents 3 --merge synthesize --max-tokens 24 > /dev/null 2>&1 || echo "good-failed" ;;
+      0) good_call "Once upon a time" --agents 3 --merge vote --max-tokens 32 ;;
+      1) good_call "The cat" --agents 4 --merge confidence --max-tokens 32 ;;
+      2) good_call "Lily" --agents 3 --merge synthesize --max-tokens 24 ;;
       3) bad_call "x" --addr "$ADDR" --agents 999 ;;
       4) bad_call "x" --addr "$ADDR" --temperature 0.000001 ;;
       5) bad_call "x" --addr "$ADDR" --max-tokens 100000 ;;
@@ -107,7 +130,7 @@ while [[ $(( $(date +%s) - T0 )) -lt $DURATION ]]; do
   if ! kill -0 "$DAEMON" 2> /dev/null; then echo "soak: FAIL (chorusd died in round $round)"; ok=0; break; fi
   if ! wait_idle; then echo "soak: FAIL (not idle 30 s after round $round)"; ok=0; break; fi
   rss=$(awk '/^VmRSS/ {print $2}' "/proc/$DAEMON/status")
-  fds=$(ls "/proc/$DAEMON/fd" | wc -l)
+  fds=$(settled_fds)
   threads=$(awk '/^Threads/ {print $2}' "/proc/$DAEMON/status")
   kv=$(stat_field kv_blocks_used)
   calls=$(python3 -c "import json; print(json.load(open('$WORK/main-$round.json'))['sent'] + json.load(open('$WORK/deadline-$round.json'))['sent'])")
@@ -150,10 +173,20 @@ print(f"soak: {len(rows)} checkpoints over {rows[-1]['t_s']} s; {calls} bench ca
 print(f"soak: RSS {rows[0]['rss_kb']} -> {rows[-1]['rss_kb']} kB, slope {slope:+.2f} MB/h over the last {len(tail)} checkpoints; "
       f"fds {fds[0]} -> {fds[-1]} (max {max(fds)}); KV blocks used at idle: {'0 at every checkpoint' if not kv_bad else 'NOT 0 in rounds ' + ','.join(kv_bad)}")
 print(f"soak: longest bench call past its deadline: {max(0.0, longest):.0f} ms")
-passed = ok and not kv_bad and max(fds) <= fds[0] + 4 and longest <= 2000 and bad_wrong == 0 and good_failed == 0
+reasons = []
+if not ok: reasons.append("a round failed (see above)")
+if kv_bad: reasons.append("KV blocks in use at idle")
+if max(fds) > fds[0] + 4: reasons.append(f"fds grew {fds[0]} -> {max(fds)} (limit +4)")
+if longest > 2000: reasons.append(f"a bench call ended {longest:.0f} ms past its deadline (limit 2000)")
+if bad_wrong: reasons.append(f"{bad_wrong} bad calls not refused INVALID_ARGUMENT")
+if good_failed: reasons.append(f"{good_failed} good unary calls failed")
+for u in sorted(set(glob.glob(f"{work}/bad-*.err") + glob.glob(f"{work}/good-*.err"))):
+    print(f"soak: {u}: " + open(u).read().strip().replace("\n", " | ")[:300])
+passed = not reasons
 if duration >= 1200:
-    passed = passed and slope < 1.0
+    if slope >= 1.0: reasons.append(f"RSS slope {slope:+.2f} MB/h (limit 1)")
+    passed = not reasons
     print(f"soak: RSS slope {'<' if slope < 1.0 else '>='} 1 MB/h (enforced for runs of 20 min or more)")
-print("soak: " + ("PASS" if passed else "FAIL"))
+print("soak: " + ("PASS" if passed else "FAIL: " + "; ".join(reasons)))
 sys.exit(0 if passed else 1)
 EOF
