@@ -106,6 +106,23 @@ double DraftConfidence(const std::vector<float>& lp, int window) {
   return std::exp(lowest);
 }
 
+// With an answer regex, a draft it does not match (cut by the budget or max_tokens before its
+// answer) has nothing to vote for while another voting draft has an answer: false for those
+// drafts, true for the rest.
+template <typename Voting>
+static std::vector<bool> AnsweredDrafts(const ReasoningParams& params,
+                                        const std::vector<DraftResult>& drafts, Voting voting) {
+  std::vector<bool> answered(drafts.size(), true);
+  if (params.answer_re == nullptr) return answered;
+  bool any = false;
+  for (size_t i = 0; i < drafts.size(); ++i) {
+    answered[i] = re2::RE2::PartialMatch(drafts[i].text, *params.answer_re);
+    any |= answered[i] && voting(drafts[i]);
+  }
+  if (!any) answered.assign(drafts.size(), true);
+  return answered;
+}
+
 bool VoteIsDecided(const std::vector<std::string>& answers, int unfinished) {
   std::map<std::string, int> counts;
   for (const auto& a : answers) ++counts[a];
@@ -168,12 +185,16 @@ MergeInfo MergeDrafts(MergeStrategy strategy, const ReasoningParams& params,
     d.confidence = DraftConfidence(d.logprobs, params.confidence_window);
     any_confident |= eligible(d) && d.finish != FinishReason::kLowConfidence;
   }
+  const std::vector<bool> votes_in = AnsweredDrafts(params, drafts, [&](const DraftResult& d) {
+    return eligible(d) && !(weighted && any_confident && d.finish == FinishReason::kLowConfidence);
+  });
   std::map<std::string, double> votes;
   std::map<std::string, int> best_of;  // answer -> index of its best draft
   for (size_t i = 0; i < drafts.size(); ++i) {
     const DraftResult& d = drafts[i];
     if (!eligible(d)) continue;
     if (weighted && any_confident && d.finish == FinishReason::kLowConfidence) continue;
+    if (!votes_in[i]) continue;
     votes[d.answer] += weighted ? d.confidence : 1.0;
     auto it = best_of.find(d.answer);
     if (it == best_of.end() || better(d, drafts[it->second]))

@@ -83,6 +83,28 @@ TEST(MergeTest, ConfidenceWeightsVotesAndDropsLowConfidenceDrafts) {
   EXPECT_EQ(MergeDrafts(MergeStrategy::kVote, p, d).winner, 3);
 }
 
+TEST(MergeTest, DraftsTheAnswerRegexDoesNotMatchDoNotVote) {
+  auto re = CompileAnswerRegex("answer: (-?\\d+)");
+  ASSERT_TRUE(re.ok());
+  ReasoningParams p;
+  p.answer_re = *re;
+  // One draft reached its answer; three were cut by the budget mid-way, two of them on the
+  // same partial line (which the default rule would read as the number 10).
+  std::vector<DraftResult> d = {
+      D(0, "347+85=432\n432+619=10", {-0.1f, -0.1f}, FinishReason::kBudget),
+      D(1, "347+85=432\n432+619=10", {-0.1f, -0.1f}, FinishReason::kBudget),
+      D(2, "347+85=432\nanswer: 1051", {-0.5f, -0.5f}),
+      D(3, "347+8", {-0.2f}, FinishReason::kBudget)};
+  for (MergeStrategy s : {MergeStrategy::kVote, MergeStrategy::kConfidence}) {
+    const MergeInfo m = MergeDrafts(s, p, d);
+    EXPECT_EQ(m.winner, 2);
+    EXPECT_EQ(m.votes.size(), 1u);
+  }
+  // Without any match every draft votes again: the two identical cut drafts win.
+  d.erase(d.begin() + 2);
+  EXPECT_EQ(MergeDrafts(MergeStrategy::kVote, p, d).winner, 0);
+}
+
 TEST(MergeTest, DraftConfidenceIsTheLeastConfidentWindow) {
   EXPECT_NEAR(DraftConfidence({-0.1f, -0.1f, -2, -2, -0.1f}, 2), std::exp(-2.0), 1e-6);
   EXPECT_NEAR(TailWindowMeanLogprob({-5, -1, -3}, 2), -2.0, 1e-6);
