@@ -91,18 +91,31 @@ void RetryBackoff(int attempt) {
 }
 
 std::set<std::string> RequestFlags() {
-  std::set<std::string> f = {"agents",   "merge",   "budget-ms",  "max-tokens", "temperature",
-                             "top-p",    "top-k",   "seed",       "stop",       "timeout-ms",
-                             "priority", "retries", "min-agents", "max-agents"};
+  std::set<std::string> f = {"agents",
+                             "merge",
+                             "budget-ms",
+                             "max-tokens",
+                             "temperature",
+                             "top-p",
+                             "top-k",
+                             "seed",
+                             "stop",
+                             "timeout-ms",
+                             "priority",
+                             "retries",
+                             "min-agents",
+                             "max-agents",
+                             "confidence-threshold",
+                             "confidence-window"};
   for (const auto& c : ConnectionFlags()) f.insert(c);
   return f;
 }
 
 bool BuildRequest(const tools::Flags& f, const std::string& prompt, pb::GenerateRequest* req,
                   std::string* error) {
-  int agents, max_tokens, top_k, priority, min_agents, max_agents;
+  int agents, max_tokens, top_k, priority, min_agents, max_agents, conf_window;
   int64_t budget, seed;
-  float temperature, top_p;
+  float temperature, top_p, conf_threshold;
   if (!f.GetNumber("agents", 1, 1, 1024, &agents, error) ||
       !f.GetNumber("max-tokens", 128, 1, 1 << 24, &max_tokens, error) ||
       !f.GetNumber("top-k", 0, 0, 100000, &top_k, error) ||
@@ -112,7 +125,9 @@ bool BuildRequest(const tools::Flags& f, const std::string& prompt, pb::Generate
       !f.GetNumber<int64_t>("budget-ms", 0, 0, int64_t{1} << 40, &budget, error) ||
       !f.GetNumber<int64_t>("seed", 0, 0, INT64_MAX, &seed, error) ||
       !f.GetNumber("temperature", 0.8f, 0.0f, 100.0f, &temperature, error) ||
-      !f.GetNumber("top-p", 1.0f, 0.0f, 1.0f, &top_p, error)) {
+      !f.GetNumber("top-p", 1.0f, 0.0f, 1.0f, &top_p, error) ||
+      !f.GetNumber("confidence-threshold", 0.0f, 0.0f, 1.0f, &conf_threshold, error) ||
+      !f.GetNumber("confidence-window", 0, 0, 2048, &conf_window, error)) {
     return false;
   }
   req->set_prompt(prompt);
@@ -148,6 +163,9 @@ bool BuildRequest(const tools::Flags& f, const std::string& prompt, pb::Generate
     return false;
   }
   req->mutable_reasoning()->set_merge(m);
+  // 0 leaves the server's default (CONFIDENCE's early stop: window probability floor, tokens).
+  req->mutable_reasoning()->set_confidence_threshold(conf_threshold);
+  req->mutable_reasoning()->set_confidence_window(conf_window);
   return true;
 }
 

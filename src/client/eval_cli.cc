@@ -20,6 +20,7 @@ constexpr char kEvalUsage[] =
     "  [--elastic MIN-MAX[,MIN-MAX...]] [--answer-regex RE] [--template 'Q: {question}\\nA:']\n"
     "  [--budget-ms B] [--concurrency C] [--limit N] [--max-tokens N] [--temperature T] "
     "[--seed S]\n"
+    "  [--confidence-threshold P] [--confidence-window W]\n"
     "  [--json OUT] [--plot OUT.svg] [--addr HOST:PORT] [--retries N]\n"
     "Every problem at every setting (agents x merge; 1 agent once); prints accuracy with its 95%\n"
     "Wilson interval, latency mean/p50/p99, completion tokens, drafts stopped early, budget-cut\n"
@@ -62,8 +63,8 @@ bool ReadDataset(const std::string& path, std::vector<EvalProblem>* out, std::st
 // BuildRequest reads --agents/--merge as single values: give it neutral ones.
 bool BuildBase(const tools::Flags& f, pb::GenerateRequest* base, std::string* error) {
   std::vector<std::string> args = {"chorus-eval"};
-  for (const char* flag :
-       {"budget-ms", "max-tokens", "temperature", "top-p", "top-k", "seed", "stop", "priority"}) {
+  for (const char* flag : {"budget-ms", "max-tokens", "temperature", "top-p", "top-k", "seed",
+                           "stop", "priority", "confidence-threshold", "confidence-window"}) {
     if (f.Has(flag)) {
       args.push_back(std::string("--") + flag);
       args.push_back(f.Get(flag));

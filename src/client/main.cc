@@ -26,6 +26,7 @@ constexpr char kUsage[] =
     "                   [--budget-ms MS] [--max-tokens N] [--temperature T] [--top-p P]\n"
     "                   [--top-k K] [--seed S] [--stop STR] [--timeout-ms MS] [--retries N] "
     "[--drafts] [--json]\n"
+    "                   [--confidence-threshold P] [--confidence-window W]\n"
     "  stream PROMPT    same options; prints tokens as they arrive, tagged [agent]\n"
     "                   (a PROMPT that starts with '-' goes after --)\n"
     "  health           exit 0 only when the server reports SERVING\n"
