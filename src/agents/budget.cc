@@ -24,19 +24,30 @@ void StepTimePredictor::Observe(int rows, double ms) {
   }
 }
 
-double StepTimePredictor::PredictMs(int rows) const {
+double StepTimePredictor::PredictMs(int rows, int steps) const {
+  // Per step: the mean plus two deviations for one step; over a run of `steps` steps, whose
+  // deviations partly cancel, two deviations of the run (sqrt(steps) of a step's) per step.
+  const double spread = 2.0 / std::sqrt(std::max(1, steps));
   MutexLock lock(&mu_);
   if (buckets_.empty()) return fixed_ms_ + per_row_ms_ * rows;
   const int key = BucketOf(rows);
   auto it = buckets_.upper_bound(key);  // first bucket above
-  const Bucket* base;
-  if (it != buckets_.begin()) {
-    base = &std::prev(it)->second;  // the bucket itself or the nearest below
-  } else {
-    return it->second.ms + 2 * it->second.dev;  // only larger steps measured: no scaling down
+  if (it == buckets_.begin()) {
+    return it->second.ms + spread * it->second.dev;  // only larger steps measured: no scaling down
   }
-  // Scale linearly above the measured row count, never below its time.
-  return (base->ms + 2 * base->dev) * std::max(1.0, rows / std::max(1.0, base->rows));
+  const Bucket* base = &std::prev(it)->second;  // the bucket itself or the nearest below
+  const double at_base = base->ms + spread * base->dev;
+  if (rows <= base->rows) return at_base;
+  if (it != buckets_.end()) {
+    // A larger shape was measured too: interpolate between the two (a step of 2 rows costs
+    // about what one of 1 row costs on a small model, not twice), never below the base.
+    const Bucket& next = it->second;
+    const double at_next = next.ms + spread * next.dev;
+    const double f = (rows - base->rows) / std::max(1e-9, next.rows - base->rows);
+    return std::max(at_base, at_base + std::min(1.0, f) * (at_next - at_base));
+  }
+  // Above every measured shape: scale linearly with the rows.
+  return at_base * rows / std::max(1.0, base->rows);
 }
 
 }  // namespace chorus

@@ -1,5 +1,8 @@
 #include "chorus/runtime/latency_model.h"
 
+#include <algorithm>
+#include <cmath>
+
 namespace chorus {
 
 void LatencyModel::Calibrate(int prefill_tokens, double prefill_ms, double one_row_ms,
@@ -24,6 +27,25 @@ void LatencyModel::ObserveStep(int rows, int prefill_rows, double ms) {
 void LatencyModel::ObserveIterationOverhead(double ms) {
   MutexLock lock(&mu_);
   iteration_overhead_ms_ += 0.1 * (ms - iteration_overhead_ms_);
+}
+
+void LatencyModel::ObserveDraftTokens(int tokens) {
+  if (tokens <= 0) return;
+  MutexLock lock(&mu_);
+  if (draft_tokens_ < 0) {
+    draft_tokens_ = tokens;
+    return;
+  }
+  constexpr double kAlpha = 0.05;  // about the last 20 drafts
+  draft_tokens_dev_ += kAlpha * (std::fabs(tokens - draft_tokens_) - draft_tokens_dev_);
+  draft_tokens_ += kAlpha * (tokens - draft_tokens_);
+}
+
+int LatencyModel::ExpectedDraftTokens(int max_tokens) const {
+  MutexLock lock(&mu_);
+  if (draft_tokens_ < 0) return max_tokens;
+  const double high = std::ceil(draft_tokens_ + 2 * draft_tokens_dev_);
+  return static_cast<int>(std::clamp<double>(high, 1, std::max(1, max_tokens)));
 }
 
 double LatencyModel::PrefillMs(int prompt_tokens) const {

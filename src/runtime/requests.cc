@@ -92,7 +92,7 @@ void Runtime::ChooseElasticAgentsLocked(GenerateParams& params, double now) {
   req.max_agents = r.max_agents;
   req.budget_ms = params.deadline_ms - now;
   req.prefill_ms = latency_.PrefillMs(static_cast<int>(params.prompt_tokens.size()));
-  req.max_tokens = params.max_tokens;
+  req.max_tokens = latency_.ExpectedDraftTokens(params.max_tokens);
   req.merge_reserve_ms = options_.merge_reserve_ms;
   req.blocks_per_agent =
       (params.max_tokens + options_.kv_block_size - 1) / options_.kv_block_size + 1;
@@ -102,8 +102,16 @@ void Runtime::ChooseElasticAgentsLocked(GenerateParams& params, double now) {
   load.max_running_agents = options_.scheduler.max_running_agents;
   load.free_kv_blocks = stats_.kv_blocks_total - stats_.kv_blocks_used;
   const double overhead = latency_.IterationOverheadMs();
-  r.agents = ChooseAgents(req, load,
-                          [this, overhead](int rows) { return latency_.StepMs(rows) + overhead; });
+  const int steps = req.max_tokens;
+  r.agents = ChooseAgents(req, load, [this, overhead, steps](int rows) {
+    return latency_.StepMs(rows, steps) + overhead;
+  });
+  Log()->info(
+      "elastic: budget {:.2f} prefill {:.2f} tokens {} step1 {:.3f} step2 {:.3f} step4 {:.3f} "
+      "step8 {:.3f} overhead {:.3f} running {} queued {} -> {}",
+      req.budget_ms, req.prefill_ms, req.max_tokens, latency_.StepMs(1), latency_.StepMs(2),
+      latency_.StepMs(4), latency_.StepMs(8), overhead, load.running_agents, load.queued_agents,
+      r.agents);
   if (options_.observer != nullptr) options_.observer->OnElasticChoice(r.agents, r.max_agents);
 }
 
@@ -158,6 +166,12 @@ void Runtime::Complete(RequestGroup* g, absl::StatusOr<GenerateResult> result,
       }
       if (result.ok()) {
         stats_.requests_completed++;
+        for (const DraftResult& d : result->drafts) {  // how long drafts run when not cut
+          if (d.finish == FinishReason::kEndOfText || d.finish == FinishReason::kStop ||
+              d.finish == FinishReason::kLength) {
+            latency_.ObserveDraftTokens(d.num_tokens);
+          }
+        }
       } else if (result.status().code() == absl::StatusCode::kCancelled) {
         stats_.requests_cancelled++;
       } else {

@@ -21,6 +21,22 @@ TEST(BudgetTest, PredictorLearnsStepTimesPerBatchShape) {
   EXPECT_NEAR(p.PredictMs(2), 10.0, 1e-9);   // never scaled down below a measurement
   for (int i = 0; i < 50; ++i) p.Observe(1, 3.0);
   EXPECT_NEAR(p.PredictMs(1), 3.0, 1e-6);
+  // Between two measured shapes: interpolated (3 ms at 1 row, 10 ms at 8 rows), not 3 ms per
+  // row scaled up from the smaller one.
+  EXPECT_NEAR(p.PredictMs(2), 4.0, 1e-6);
+  EXPECT_NEAR(p.PredictMs(4), 6.0, 1e-6);
+  EXPECT_NEAR(p.PredictMs(16), 20.0, 1e-6);  // above both: scaled from the larger
+}
+
+TEST(BudgetTest, ARunOfStepsCountsTheDeviationOncePerRunNotPerStep) {
+  StepTimePredictor p;
+  for (int i = 0; i < 400; ++i) p.Observe(4, i % 2 ? 1.2 : 0.8);  // mean about 1, spread 0.2
+  const double one = p.PredictMs(4), run4 = p.PredictMs(4, 4), run64 = p.PredictMs(4, 64);
+  EXPECT_GT(one, 1.3);  // one step: mean (about 1) + 2 deviations (about 0.2 each)
+  EXPECT_GT(run64, 0.95);
+  // Per step, mean + 2 dev / sqrt(steps): one - run64 = 2 dev (1 - 1/8) and one - run4 =
+  // 2 dev (1 - 1/2), whatever the mean and the deviation are.
+  EXPECT_NEAR((one - run64) / (one - run4), 1.75, 1e-9);
 }
 
 TEST(BudgetTest, DraftingStopsWhenTheNextStepWouldEatTheMergeReserve) {

@@ -100,6 +100,22 @@ TEST(LatencyModelTest, CalibrationThenMeasuredPrefillSteps) {
   EXPECT_DOUBLE_EQ(m.IterationOverheadMs(), 1.0);
 }
 
+TEST(LatencyModelTest, ExpectedDraftTokensFollowsFinishedDraftsUpToMaxTokens) {
+  LatencyModel m;
+  EXPECT_EQ(m.ExpectedDraftTokens(64), 64);  // nothing seen: the worst case
+  m.ObserveDraftTokens(40);
+  EXPECT_EQ(m.ExpectedDraftTokens(64), 40);
+  EXPECT_EQ(m.ExpectedDraftTokens(30), 30);  // never above the request's max_tokens
+  m.ObserveDraftTokens(50);                  // EMA 40 + 0.05 * 10 = 40.5, deviation 0.05 * 10 = 0.5
+  EXPECT_EQ(m.ExpectedDraftTokens(64), 42);  // ceil(40.5 + 2 * 0.5)
+  for (int i = 0; i < 200; ++i) m.ObserveDraftTokens(i % 2 == 0 ? 30 : 50);
+  // Mean about 40, mean absolute deviation about 10: a high estimate near 60.
+  EXPECT_GE(m.ExpectedDraftTokens(100), 55);
+  EXPECT_LE(m.ExpectedDraftTokens(100), 64);
+  m.ObserveDraftTokens(0);  // a draft without tokens says nothing
+  EXPECT_EQ(m.ExpectedDraftTokens(1), 1);
+}
+
 // The engine thread observes while request threads predict (TSan runs this in make test-tsan).
 TEST(LatencyModelTest, ObserveAndPredictFromSeveralThreads) {
   LatencyModel m;
@@ -110,12 +126,14 @@ TEST(LatencyModelTest, ObserveAndPredictFromSeveralThreads) {
         EXPECT_GE(m.StepMs(1 + i % 16), 0);
         EXPECT_GE(m.PrefillMs(i % 64), 0);
         EXPECT_GE(m.IterationOverheadMs(), 0);
+        EXPECT_GE(m.ExpectedDraftTokens(64), 1);
       }
     });
   }
   for (int i = 0; i < 2000; ++i) {
     m.ObserveStep(1 + i % 16, i % 32, 1.0 + i % 7);
     m.ObserveIterationOverhead(0.5);
+    m.ObserveDraftTokens(1 + i % 50);
   }
   for (auto& r : readers) r.join();
 }

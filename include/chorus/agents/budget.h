@@ -11,14 +11,18 @@ namespace chorus {
 
 // Predicts a forward step's wall time from its row count, from exponential moving averages
 // of measured steps bucketed by powers of two, plus two mean absolute deviations, so that a
-// step slower than average does not eat the merge reserve. Thread-safe: the engine thread
-// observes steps while gRPC threads predict in Runtime::Submit (issue 11, finding 8).
+// step slower than average does not eat the merge reserve. Between two measured shapes it
+// interpolates; above the largest it scales linearly; below the smallest it never scales down.
+// Thread-safe: the engine thread observes steps while gRPC threads predict in Runtime::Submit
+// (issue 11, finding 8).
 class StepTimePredictor {
  public:
   // Used until a bucket has a measurement: fixed + per_row x rows.
   StepTimePredictor(double initial_fixed_ms = 2.0, double initial_per_row_ms = 0.5);
   void Observe(int rows, double ms) ABSL_LOCKS_EXCLUDED(mu_);
-  double PredictMs(int rows) const ABSL_LOCKS_EXCLUDED(mu_);
+  // One step of `rows` rows; with `steps` > 1, the time per step of a run of that many steps
+  // (the deviation term shrinks as 1/sqrt(steps): a run's slow and fast steps partly cancel).
+  double PredictMs(int rows, int steps = 1) const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Bucket {

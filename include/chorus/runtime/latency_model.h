@@ -1,6 +1,7 @@
 // What the runtime knows about time: the step-time predictor (ms per forward step by rows),
-// the prefill cost per prompt token and a loop iteration's overhead beyond its forward step,
-// each learned from measured steps (and a start-up calibration). Its own lock: the engine
+// the prefill cost per prompt token, a loop iteration's overhead beyond its forward step and
+// how long drafts run, each learned from measured steps and finished drafts (and a start-up
+// calibration). Its own lock: the engine
 // thread observes, gRPC threads predict (admission, elastic agents).
 #pragma once
 
@@ -19,7 +20,14 @@ class LatencyModel {
   // A busy loop iteration's time beyond its forward step (scheduling, sampling, sinks).
   void ObserveIterationOverhead(double ms);
 
-  double StepMs(int rows) const { return steps_.PredictMs(rows); }
+  // A draft that ended on its own (end of text, a stop string or max_tokens) after `tokens`.
+  void ObserveDraftTokens(int tokens);
+  // Decode steps a new draft is expected to take, for the elastic choice: a high estimate of
+  // recent natural draft lengths (EMA + 2 EMA absolute deviations), capped at max_tokens;
+  // max_tokens before any draft has been seen.
+  int ExpectedDraftTokens(int max_tokens) const;
+
+  double StepMs(int rows, int steps = 1) const { return steps_.PredictMs(rows, steps); }
   double PrefillMs(int prompt_tokens) const;
   double IterationOverheadMs() const;
 
@@ -28,6 +36,8 @@ class LatencyModel {
   mutable Mutex mu_;
   double prefill_ms_per_token_ ABSL_GUARDED_BY(mu_) = 0.5;  // EMA of measured prefill steps
   double iteration_overhead_ms_ ABSL_GUARDED_BY(mu_) = 0;   // EMA
+  double draft_tokens_ ABSL_GUARDED_BY(mu_) = -1;           // EMA; -1 before the first
+  double draft_tokens_dev_ ABSL_GUARDED_BY(mu_) = 0;        // EMA of |tokens - draft_tokens_|
 };
 
 }  // namespace chorus
