@@ -6,9 +6,10 @@
 #
 #   scripts/eval-under-load.sh [--build DIR] [--model GGUF] [--dataset JSONL] [--rates "1 3 6"]
 #       [--budget-ms B] [--fixed N] [--elastic MIN-MAX] [--duration S] [--limit N] [--out DIR]
+#       [--seed S]   (the eval's sampling seed: the same drafts for fixed and elastic, paired)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUILD=build MODEL=models/arith.gguf DATASET=models/arith-eval.jsonl RATES="2 4 8 12"
+BUILD=build MODEL=models/arith.gguf DATASET=models/arith-eval.jsonl RATES="2 4 8 12" SEED=1
 BUDGET=600 FIXED=8 ELASTIC=1-8 DURATION=20 LIMIT=100 OUT="" PORT=50880 MAXTOK=64
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -19,6 +20,7 @@ while [[ $# -gt 0 ]]; do
     --budget-ms) BUDGET="$2"; shift 2 ;;
     --fixed) FIXED="$2"; shift 2 ;;
     --elastic) ELASTIC="$2"; shift 2 ;;
+    --seed) SEED="$2"; shift 2 ;;
     --duration) DURATION="$2"; shift 2 ;;
     --limit) LIMIT="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
@@ -52,7 +54,7 @@ for rate in $RATES; do
     BENCH=$!
     sleep 2
     "$CHORUS" eval "${COMMON[@]}" "${EV[@]}" --dataset "$DATASET" --limit "$LIMIT" --concurrency 2 \
-      --answer-regex 'answer: (-?\d+)' --json "$OUT/eval-$tag.json" > "$OUT/eval-$tag.txt" 2> /dev/null || true
+      --seed "$SEED" --answer-regex 'answer: (-?\d+)' --json "$OUT/eval-$tag.json" > "$OUT/eval-$tag.txt" 2> /dev/null || true
     wait "$BENCH" || true
     python3 - "$OUT" "$tag" "$mode" "$rate" "$BUDGET" <<'EOF'
 import json, sys
