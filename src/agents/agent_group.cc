@@ -1,5 +1,7 @@
 #include "chorus/agents/agent_group.h"
 
+#include <re2/re2.h>
+
 #include <algorithm>
 
 #include "chorus/agents/merge.h"
@@ -49,14 +51,20 @@ float AgentTemperature(const GenerateParams& p, int i) {
 // ends the last draft that could answer. (On the arith model, 8 agents, threshold 0.6, window
 // 1: keeping 2 saved 29-32% of the tokens at +0.5..+3 points; keeping 1 lost 2 points on one
 // seed: docs/EVAL.md.)
+// A finished draft the merge would count: it has tokens, was not stopped for low confidence,
+// and (with an answer regex) reached an answer.
+bool FinishedWithAnswer(const RequestGroup& g, const AgentSequence& o) {
+  if (o.draft.num_tokens == 0 || o.draft.finish == FinishReason::kLowConfidence) return false;
+  const auto& re = g.params.reasoning.answer_re;
+  return re == nullptr || re2::RE2::PartialMatch(o.draft.text, *re);
+}
+
 bool OtherDraftsCanAnswer(const RequestGroup& g, const AgentSequence& a) {
   const int others = static_cast<int>(g.agents.size()) - 1;
   const int need = std::max(1, std::min(2, others));
   int n = 0;
   for (const auto& o : g.agents) {
-    if (&o == &a) continue;
-    if (!o.finished() || (o.draft.num_tokens > 0 && o.draft.finish != FinishReason::kLowConfidence))
-      ++n;
+    if (&o != &a && (!o.finished() || FinishedWithAnswer(g, o))) ++n;
   }
   return n >= need;
 }
@@ -177,7 +185,7 @@ void ApplyEarlyStops(RequestGroup& g, const AgentContext& ctx) {
   for (const auto& a : g.agents) {
     if (!a.finished()) {
       ++unfinished;
-    } else if (a.draft.num_tokens > 0 && a.draft.finish != FinishReason::kLowConfidence) {
+    } else if (FinishedWithAnswer(g, a)) {  // what the merge will count
       answers.push_back(a.draft.answer);
       natural_finish |= a.draft.finish == FinishReason::kEndOfText ||
                         a.draft.finish == FinishReason::kStop ||

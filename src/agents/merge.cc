@@ -107,17 +107,17 @@ double DraftConfidence(const std::vector<float>& lp, int window) {
 }
 
 // With an answer regex, a draft it does not match (cut by the budget or max_tokens before its
-// answer) has nothing to vote for while another voting draft has an answer: false for those
+// answer) has nothing to vote for while another eligible draft has an answer: false for those
 // drafts, true for the rest.
-template <typename Voting>
+template <typename Eligible>
 static std::vector<bool> AnsweredDrafts(const ReasoningParams& params,
-                                        const std::vector<DraftResult>& drafts, Voting voting) {
+                                        const std::vector<DraftResult>& drafts, Eligible eligible) {
   std::vector<bool> answered(drafts.size(), true);
   if (params.answer_re == nullptr) return answered;
   bool any = false;
   for (size_t i = 0; i < drafts.size(); ++i) {
     answered[i] = re2::RE2::PartialMatch(drafts[i].text, *params.answer_re);
-    any |= answered[i] && voting(drafts[i]);
+    any |= answered[i] && eligible(drafts[i]);
   }
   if (!any) answered.assign(drafts.size(), true);
   return answered;
@@ -177,24 +177,23 @@ MergeInfo MergeDrafts(MergeStrategy strategy, const ReasoningParams& params,
     return info;
   }
 
-  // VOTE / CONFIDENCE.
+  // VOTE / CONFIDENCE. First the drafts with an answer (when a regex says what one is), then,
+  // for CONFIDENCE, the confident ones among them.
   const bool weighted = info.strategy == MergeStrategy::kConfidence;
+  const std::vector<bool> answered = AnsweredDrafts(params, drafts, eligible);
   bool any_confident = false;
-  for (auto& d : drafts) {
+  for (size_t i = 0; i < drafts.size(); ++i) {
+    DraftResult& d = drafts[i];
     d.answer = ExtractAnswer(d.text, params.answer_re.get());
     d.confidence = DraftConfidence(d.logprobs, params.confidence_window);
-    any_confident |= eligible(d) && d.finish != FinishReason::kLowConfidence;
+    any_confident |= eligible(d) && answered[i] && d.finish != FinishReason::kLowConfidence;
   }
-  const std::vector<bool> votes_in = AnsweredDrafts(params, drafts, [&](const DraftResult& d) {
-    return eligible(d) && !(weighted && any_confident && d.finish == FinishReason::kLowConfidence);
-  });
   std::map<std::string, double> votes;
   std::map<std::string, int> best_of;  // answer -> index of its best draft
   for (size_t i = 0; i < drafts.size(); ++i) {
     const DraftResult& d = drafts[i];
-    if (!eligible(d)) continue;
+    if (!eligible(d) || !answered[i]) continue;
     if (weighted && any_confident && d.finish == FinishReason::kLowConfidence) continue;
-    if (!votes_in[i]) continue;
     votes[d.answer] += weighted ? d.confidence : 1.0;
     auto it = best_of.find(d.answer);
     if (it == best_of.end() || better(d, drafts[it->second]))

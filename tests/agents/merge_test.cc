@@ -103,6 +103,12 @@ TEST(MergeTest, DraftsTheAnswerRegexDoesNotMatchDoNotVote) {
   // Without any match every draft votes again: the two identical cut drafts win.
   d.erase(d.begin() + 2);
   EXPECT_EQ(MergeDrafts(MergeStrategy::kVote, p, d).winner, 0);
+  // CONFIDENCE: a draft that answered and was then stopped for low confidence outranks a
+  // confident draft the budget cut before its answer.
+  std::vector<DraftResult> c = {
+      D(0, "347+85=432\n432+6", {-0.01f, -0.01f}, FinishReason::kBudget),
+      D(1, "347+85=432\nanswer: 1051\n9", {-0.1f, -5.0f}, FinishReason::kLowConfidence)};
+  EXPECT_EQ(MergeDrafts(MergeStrategy::kConfidence, p, c).winner, 1);
 }
 
 TEST(MergeTest, DraftConfidenceIsTheLeastConfidentWindow) {

@@ -29,8 +29,9 @@ double TailWindowMeanLogprob(const std::vector<float>& logprobs, int window);
 // Merges drafts (all of them; callers pass every draft, cut or not) by `strategy`.
 // SYNTHESIZE is resolved by the caller (an extra pass); here it merges as VOTE.
 // Drafts without tokens never win unless every draft is empty. With an answer regex, drafts
-// it does not match take no part in VOTE/CONFIDENCE while any draft matches. Fills each
-// draft's answer and confidence.
+// it does not match take no part in VOTE/CONFIDENCE while any draft with tokens matches (a
+// matching draft stopped for low confidence outranks a confident one without an answer).
+// Fills each draft's answer and confidence.
 MergeInfo MergeDrafts(MergeStrategy strategy, const ReasoningParams& params,
                       std::vector<DraftResult>& drafts);
 
