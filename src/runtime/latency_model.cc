@@ -29,9 +29,11 @@ void LatencyModel::ObserveIterationOverhead(double ms) {
   iteration_overhead_ms_ += 0.1 * (ms - iteration_overhead_ms_);
 }
 
-void LatencyModel::ObserveDraftTokens(int tokens) {
+void LatencyModel::ObserveDraftTokens(int tokens, bool at_least) {
   if (tokens <= 0) return;
   MutexLock lock(&mu_);
+  if (at_least && tokens <= draft_tokens_) return;  // a lower bound already met
+  ++draft_samples_;
   if (draft_tokens_ < 0) {
     draft_tokens_ = tokens;
     return;
@@ -43,7 +45,7 @@ void LatencyModel::ObserveDraftTokens(int tokens) {
 
 int LatencyModel::ExpectedDraftTokens(int max_tokens) const {
   MutexLock lock(&mu_);
-  if (draft_tokens_ < 0) return max_tokens;
+  if (draft_samples_ < kMinDraftSamples) return max_tokens;
   const double high = std::ceil(draft_tokens_ + 2 * draft_tokens_dev_);
   return static_cast<int>(std::clamp<double>(high, 1, std::max(1, max_tokens)));
 }

@@ -106,12 +106,6 @@ void Runtime::ChooseElasticAgentsLocked(GenerateParams& params, double now) {
   r.agents = ChooseAgents(req, load, [this, overhead, steps](int rows) {
     return latency_.StepMs(rows, steps) + overhead;
   });
-  Log()->info(
-      "elastic: budget {:.2f} prefill {:.2f} tokens {} step1 {:.3f} step2 {:.3f} step4 {:.3f} "
-      "step8 {:.3f} overhead {:.3f} running {} queued {} -> {}",
-      req.budget_ms, req.prefill_ms, req.max_tokens, latency_.StepMs(1), latency_.StepMs(2),
-      latency_.StepMs(4), latency_.StepMs(8), overhead, load.running_agents, load.queued_agents,
-      r.agents);
   if (options_.observer != nullptr) options_.observer->OnElasticChoice(r.agents, r.max_agents);
 }
 
@@ -166,11 +160,12 @@ void Runtime::Complete(RequestGroup* g, absl::StatusOr<GenerateResult> result,
       }
       if (result.ok()) {
         stats_.requests_completed++;
-        for (const DraftResult& d : result->drafts) {  // how long drafts run when not cut
-          if (d.finish == FinishReason::kEndOfText || d.finish == FinishReason::kStop ||
-              d.finish == FinishReason::kLength) {
-            latency_.ObserveDraftTokens(d.num_tokens);
-          }
+        // How long drafts run: one that ended on its own tells its length; one that was
+        // stopped (max_tokens, consensus, low confidence, budget) only that it needed more.
+        for (const DraftResult& d : result->drafts) {
+          const bool natural =
+              d.finish == FinishReason::kEndOfText || d.finish == FinishReason::kStop;
+          latency_.ObserveDraftTokens(d.num_tokens, /*at_least=*/!natural);
         }
       } else if (result.status().code() == absl::StatusCode::kCancelled) {
         stats_.requests_cancelled++;

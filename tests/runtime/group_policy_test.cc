@@ -103,11 +103,18 @@ TEST(LatencyModelTest, CalibrationThenMeasuredPrefillSteps) {
 TEST(LatencyModelTest, ExpectedDraftTokensFollowsFinishedDraftsUpToMaxTokens) {
   LatencyModel m;
   EXPECT_EQ(m.ExpectedDraftTokens(64), 64);  // nothing seen: the worst case
+  for (int i = 0; i < LatencyModel::kMinDraftSamples - 1; ++i) m.ObserveDraftTokens(40);
+  EXPECT_EQ(m.ExpectedDraftTokens(64), 64);  // too few drafts to trust
   m.ObserveDraftTokens(40);
   EXPECT_EQ(m.ExpectedDraftTokens(64), 40);
   EXPECT_EQ(m.ExpectedDraftTokens(30), 30);  // never above the request's max_tokens
   m.ObserveDraftTokens(50);                  // EMA 40 + 0.05 * 10 = 40.5, deviation 0.05 * 10 = 0.5
   EXPECT_EQ(m.ExpectedDraftTokens(64), 42);  // ceil(40.5 + 2 * 0.5)
+  // Stopped drafts are lower bounds: shorter ones say nothing, longer ones raise the estimate.
+  for (int i = 0; i < 50; ++i) m.ObserveDraftTokens(5, /*at_least=*/true);
+  EXPECT_EQ(m.ExpectedDraftTokens(64), 42);
+  m.ObserveDraftTokens(60, /*at_least=*/true);
+  EXPECT_GT(m.ExpectedDraftTokens(64), 42);
   for (int i = 0; i < 200; ++i) m.ObserveDraftTokens(i % 2 == 0 ? 30 : 50);
   // Mean about 40, mean absolute deviation about 10: a high estimate near 60.
   EXPECT_GE(m.ExpectedDraftTokens(100), 55);

@@ -20,12 +20,15 @@ class LatencyModel {
   // A busy loop iteration's time beyond its forward step (scheduling, sampling, sinks).
   void ObserveIterationOverhead(double ms);
 
-  // A draft that ended on its own (end of text, a stop string or max_tokens) after `tokens`.
-  void ObserveDraftTokens(int tokens);
+  // A finished draft of `tokens` tokens: its length when it ended on its own (end of text, a
+  // stop string); with `at_least` (stopped by max_tokens, consensus, low confidence, budget)
+  // only a lower bound, which can raise the estimate but never lower it.
+  void ObserveDraftTokens(int tokens, bool at_least = false);
   // Decode steps a new draft is expected to take, for the elastic choice: a high estimate of
-  // recent natural draft lengths (EMA + 2 EMA absolute deviations), capped at max_tokens;
-  // max_tokens before any draft has been seen.
+  // recent draft lengths (EMA + 2 EMA absolute deviations), capped at max_tokens; max_tokens
+  // until kMinDraftSamples drafts have been seen.
   int ExpectedDraftTokens(int max_tokens) const;
+  static constexpr int kMinDraftSamples = 8;
 
   double StepMs(int rows, int steps = 1) const { return steps_.PredictMs(rows, steps); }
   double PrefillMs(int prompt_tokens) const;
@@ -38,6 +41,7 @@ class LatencyModel {
   double iteration_overhead_ms_ ABSL_GUARDED_BY(mu_) = 0;   // EMA
   double draft_tokens_ ABSL_GUARDED_BY(mu_) = -1;           // EMA; -1 before the first
   double draft_tokens_dev_ ABSL_GUARDED_BY(mu_) = 0;        // EMA of |tokens - draft_tokens_|
+  int draft_samples_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace chorus
