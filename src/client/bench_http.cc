@@ -74,6 +74,15 @@ std::string HttpBenchBody(const HttpTarget& t, const pb::GenerateRequest& req) {
   json chorus = {{"agents", agents}, {"merge", merge}, {"return_drafts", agents > 1}};
   if (req.latency_budget_ms() > 0) chorus["latency_budget_ms"] = req.latency_budget_ms();
   if (req.priority() != 0) chorus["priority"] = req.priority();
+  const auto& r = req.reasoning();
+  if (r.max_agents() > 0) {  // elastic
+    chorus.erase("agents");
+    chorus["min_agents"] = r.min_agents();
+    chorus["max_agents"] = r.max_agents();
+    chorus["return_drafts"] = true;
+  }
+  if (r.confidence_threshold() > 0) chorus["confidence_threshold"] = r.confidence_threshold();
+  if (r.confidence_window() > 0) chorus["confidence_window"] = r.confidence_window();
   body["chorus"] = chorus;
   return body.dump();
 }

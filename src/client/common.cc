@@ -126,7 +126,7 @@ bool BuildRequest(const tools::Flags& f, const std::string& prompt, pb::Generate
       !f.GetNumber<int64_t>("seed", 0, 0, INT64_MAX, &seed, error) ||
       !f.GetNumber("temperature", 0.8f, 0.0f, 100.0f, &temperature, error) ||
       !f.GetNumber("top-p", 1.0f, 0.0f, 1.0f, &top_p, error) ||
-      !f.GetNumber("confidence-threshold", 0.0f, 0.0f, 1.0f, &conf_threshold, error) ||
+      !f.GetNumber("confidence-threshold", 0.0f, 0.0f, 0.9999f, &conf_threshold, error) ||
       !f.GetNumber("confidence-window", 0, 0, 2048, &conf_window, error)) {
     return false;
   }

@@ -16,6 +16,37 @@ namespace {
 
 namespace pb = chorus::v1;
 
+// chorus bench --http sends what the gRPC request would: elastic ranges and CONFIDENCE's
+// early-stop settings included.
+TEST(HttpBench, BodyCarriesElasticAndConfidenceFields) {
+  HttpTarget t;
+  t.model = "m";
+  pb::GenerateRequest req;
+  req.set_prompt("p");
+  req.set_max_tokens(8);
+  req.mutable_reasoning()->set_agents(4);
+  req.mutable_reasoning()->set_merge(pb::CONFIDENCE);
+  req.mutable_reasoning()->set_confidence_threshold(0.5f);
+  req.mutable_reasoning()->set_confidence_window(1);
+  auto j = nlohmann::json::parse(HttpBenchBody(t, req));
+  EXPECT_EQ(j["chorus"]["agents"], 4);
+  EXPECT_EQ(j["chorus"]["merge"], "confidence");
+  EXPECT_FLOAT_EQ(j["chorus"]["confidence_threshold"].get<float>(), 0.5f);
+  EXPECT_EQ(j["chorus"]["confidence_window"], 1);
+  req.mutable_reasoning()->set_agents(0);
+  req.mutable_reasoning()->set_min_agents(2);
+  req.mutable_reasoning()->set_max_agents(6);
+  j = nlohmann::json::parse(HttpBenchBody(t, req));
+  EXPECT_FALSE(j["chorus"].contains("agents"));
+  EXPECT_EQ(j["chorus"]["min_agents"], 2);
+  EXPECT_EQ(j["chorus"]["max_agents"], 6);
+  pb::GenerateRequest plain;
+  plain.set_prompt("p");
+  j = nlohmann::json::parse(HttpBenchBody(t, plain));
+  EXPECT_FALSE(j["chorus"].contains("confidence_threshold"));
+  EXPECT_FALSE(j["chorus"].contains("min_agents"));
+}
+
 TEST(Eval, ParsesJsonl) {
   std::vector<EvalProblem> p;
   std::string error;
