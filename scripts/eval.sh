@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make eval: chorusd on the trained arithmetic model (models/arith.gguf), then `chorus eval` on
-# its eval set at 1, 2, 4, 8 and 16 agents with VOTE and CONFIDENCE; writes the table, the JSON
+# its eval set at 1, 2, 4, 8 and 16 agents with VOTE and CONFIDENCE (early stop under a token
+# probability of 0.6; seed 7, so every setting's agent i samples the same way); writes the table, the JSON
 # and the accuracy-vs-latency SVG to OUT (default build/eval/). docs/EVAL.md has a measured run.
 #   scripts/eval.sh [--build DIR] [--out DIR] [--limit N] [--budget-ms B] [extra chorus eval flags]
 set -euo pipefail
@@ -25,6 +26,7 @@ budget=()
 [[ "$BUDGET" != 0 ]] && budget=(--budget-ms "$BUDGET")
 "$BUILD/src/chorus" eval --addr "127.0.0.1:$PORT" --dataset models/arith-eval.jsonl --limit "$LIMIT" \
   --agents 1,2,4,8,16 --merge vote,confidence --answer-regex 'answer: (-?\d+)' --max-tokens 64 \
-  --temperature 0.8 --concurrency 4 "${budget[@]}" --json "$OUT/eval.json" --plot "$OUT/eval.svg" "${EXTRA[@]}" \
+  --temperature 0.8 --concurrency 4 --confidence-threshold 0.6 --confidence-window 1 --seed 7 \
+  "${budget[@]}" --json "$OUT/eval.json" --plot "$OUT/eval.svg" "${EXTRA[@]}" \
   | tee "$OUT/eval.txt"
 echo "eval: table, JSON and SVG in $OUT"
