@@ -109,6 +109,10 @@ double DraftConfidence(const std::vector<float>& lp, int window) {
 // With an answer regex, a draft it does not match (cut by the budget or max_tokens before its
 // answer) has nothing to vote for while another eligible draft has an answer: false for those
 // drafts, true for the rest.
+bool HasAnswer(std::string_view text, const re2::RE2* re) {
+  return re == nullptr || re2::RE2::PartialMatch(re2::StringPiece(text.data(), text.size()), *re);
+}
+
 template <typename Eligible>
 static std::vector<bool> AnsweredDrafts(const ReasoningParams& params,
                                         const std::vector<DraftResult>& drafts, Eligible eligible) {
@@ -116,7 +120,7 @@ static std::vector<bool> AnsweredDrafts(const ReasoningParams& params,
   if (params.answer_re == nullptr) return answered;
   bool any = false;
   for (size_t i = 0; i < drafts.size(); ++i) {
-    answered[i] = re2::RE2::PartialMatch(drafts[i].text, *params.answer_re);
+    answered[i] = HasAnswer(drafts[i].text, params.answer_re.get());
     any |= answered[i] && eligible(drafts[i]);
   }
   if (!any) answered.assign(drafts.size(), true);

@@ -145,10 +145,12 @@ void Runtime::Complete(RequestGroup* g, absl::StatusOr<GenerateResult> result,
                        std::string_view log_detail) {
   const bool ever_admitted = g->first_scheduled_ms >= 0;
   scheduler_.Remove(g);
+  bool first = false;
   {
     MutexLock lock(&mu_);
     // Counted once even if a failure path completes a group a second time.
-    if (live_.erase(LiveKey(g->params)) > 0) {
+    first = live_.erase(LiveKey(g->params)) > 0;
+    if (first) {
       if (g->params.owner_max_inflight_agents > 0) {
         auto it = owner_agents_.find(g->params.owner);
         if (it != owner_agents_.end() && (it->second -= g->params.reasoning.agents) <= 0)
@@ -160,18 +162,20 @@ void Runtime::Complete(RequestGroup* g, absl::StatusOr<GenerateResult> result,
       }
       if (result.ok()) {
         stats_.requests_completed++;
-        // How long drafts run: one that ended on its own tells its length; one that was
-        // stopped (max_tokens, consensus, low confidence, budget) only that it needed more.
-        for (const DraftResult& d : result->drafts) {
-          const bool natural =
-              d.finish == FinishReason::kEndOfText || d.finish == FinishReason::kStop;
-          latency_.ObserveDraftTokens(d.num_tokens, /*at_least=*/!natural);
-        }
       } else if (result.status().code() == absl::StatusCode::kCancelled) {
         stats_.requests_cancelled++;
       } else {
         stats_.requests_failed++;
       }
+    }
+  }
+  if (first && result.ok()) {
+    // How long drafts run: one that ended on its own tells its length; one that was stopped
+    // (max_tokens, consensus, low confidence, budget) only that it needed more. LatencyModel
+    // has its own lock: outside mu_.
+    for (const DraftResult& d : result->drafts) {
+      const bool natural = d.finish == FinishReason::kEndOfText || d.finish == FinishReason::kStop;
+      latency_.ObserveDraftTokens(d.num_tokens, /*at_least=*/!natural);
     }
   }
   const std::string id = LogSafe(g->params.request_id);

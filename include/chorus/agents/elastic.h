@@ -11,8 +11,9 @@ struct ElasticRequest {
   int min_agents = 1, max_agents = 1;
   double budget_ms = 0;   // deadline - now
   double prefill_ms = 0;  // predicted prefill of the prompt
-  int max_tokens =
-      1;  // decode steps a draft is expected to take (LatencyModel::ExpectedDraftTokens)
+  // Decode steps a draft is expected to take (the runtime passes
+  // LatencyModel::ExpectedDraftTokens, at most the request's max_tokens).
+  int max_tokens = 1;
   double merge_reserve_ms = 0;  // kept back to merge and reply
   int blocks_per_agent = 1;     // KV blocks one draft may need (max_tokens / block size + 1)
 };

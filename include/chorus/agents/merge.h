@@ -17,6 +17,8 @@ namespace chorus {
 // \boxed{...}, else what follows the last "answer is"/"answer:", else the last number, else
 // the whole text. Always normalized (NormalizeAnswer).
 std::string ExtractAnswer(std::string_view text, const re2::RE2* regex);
+// Whether `text` holds an answer: the regex matches it; always true without a regex.
+bool HasAnswer(std::string_view text, const re2::RE2* regex);
 // Trim, lowercase ASCII, collapse whitespace runs to one space, drop a trailing period.
 std::string NormalizeAnswer(std::string_view s);
 

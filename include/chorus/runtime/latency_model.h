@@ -1,8 +1,8 @@
 // What the runtime knows about time: the step-time predictor (ms per forward step by rows),
 // the prefill cost per prompt token, a loop iteration's overhead beyond its forward step and
 // how long drafts run, each learned from measured steps and finished drafts (and a start-up
-// calibration). Its own lock: the engine
-// thread observes, gRPC threads predict (admission, elastic agents).
+// calibration). Its own lock: the engine thread observes, gRPC threads predict (admission,
+// elastic agents).
 #pragma once
 
 #include "absl/base/thread_annotations.h"

@@ -29,6 +29,9 @@ struct AgentSequence {
   Utf8Stream utf8;
   size_t streamed = 0;              // bytes of draft.text already sent as deltas
   std::vector<int32_t> stop_state;  // StopMatcher progress over draft.text
+  // Set when it finishes: the merge would count it (tokens, not stopped for low confidence,
+  // and the answer regex, if any, matches). Read by the per-step early stops.
+  bool has_answer = false;
   bool finished() const { return draft.finish != FinishReason::kNone; }
 };
 
